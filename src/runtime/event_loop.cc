@@ -1,0 +1,258 @@
+// EventLoop implementation: io_uring submission batching, completion dispatch, the ready
+// queue and the worker threads used where io_uring has no operation.
+#include "qblock/event_loop.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "base/check.h"
+
+namespace qblock {
+
+namespace {
+thread_local EventLoop* tls_current_loop = nullptr;
+constexpr unsigned kWorkerThreads = 4;
+}  // namespace
+
+EventLoop* EventLoop::current() { return tls_current_loop; }
+
+Result<std::unique_ptr<EventLoop>> EventLoop::create(unsigned entries) {
+  std::unique_ptr<EventLoop> loop(new EventLoop());
+  io_uring_params params{};
+  int r = io_uring_queue_init_params(entries, &loop->ring_, &params);
+  if (r < 0) return fail(Error::from_errno(r, "io_uring_queue_init"));
+  loop->ring_ready_ = true;
+  loop->worker_eventfd_ = eventfd(0, EFD_CLOEXEC);
+  if (loop->worker_eventfd_ < 0) return fail(Error::from_errno(errno, "eventfd"));
+  if (!tls_current_loop) tls_current_loop = loop.get();
+  return loop;
+}
+
+EventLoop::~EventLoop() {
+  {
+    std::lock_guard<std::mutex> lock(worker_mu_);
+    stopping_ = true;
+  }
+  worker_cv_.notify_all();
+  for (auto& t : workers_) t.join();
+  if (ring_ready_) io_uring_queue_exit(&ring_);
+  if (worker_eventfd_ >= 0) close(worker_eventfd_);
+  if (tls_current_loop == this) tls_current_loop = nullptr;
+}
+
+io_uring_sqe* EventLoop::get_sqe() {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (!sqe) {
+    // The submission ring is full: hand the batch to the kernel and take a fresh slot.
+    io_uring_submit(&ring_);
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  CHECK(sqe != nullptr);
+  return sqe;
+}
+
+UringOp EventLoop::readv(int fd, const iovec* iov, unsigned iovcnt, uint64_t offset) {
+  UringOp op(*this, UringOp::Kind::kReadv);
+  op.fd_ = fd, op.iov_ = iov, op.iovcnt_ = iovcnt, op.offset_ = offset;
+  return op;
+}
+UringOp EventLoop::writev(int fd, const iovec* iov, unsigned iovcnt, uint64_t offset) {
+  UringOp op(*this, UringOp::Kind::kWritev);
+  op.fd_ = fd, op.iov_ = iov, op.iovcnt_ = iovcnt, op.offset_ = offset;
+  return op;
+}
+UringOp EventLoop::read(int fd, void* buf, uint32_t len, uint64_t offset) {
+  UringOp op(*this, UringOp::Kind::kRead);
+  op.fd_ = fd, op.buf_ = buf, op.len_ = len, op.offset_ = offset;
+  return op;
+}
+UringOp EventLoop::fsync(int fd) {
+  UringOp op(*this, UringOp::Kind::kFsync);
+  op.fd_ = fd;
+  return op;
+}
+UringOp EventLoop::fdatasync(int fd) {
+  UringOp op(*this, UringOp::Kind::kFdatasync);
+  op.fd_ = fd;
+  return op;
+}
+UringOp EventLoop::fallocate(int fd, int mode, uint64_t offset, uint64_t len) {
+  UringOp op(*this, UringOp::Kind::kFallocate);
+  op.fd_ = fd, op.mode_ = mode, op.offset_ = offset, op.len_ = len;
+  return op;
+}
+UringOp EventLoop::sleep(std::chrono::nanoseconds duration) {
+  UringOp op(*this, UringOp::Kind::kTimeout);
+  op.timeout_.tv_sec = duration.count() / 1000000000;
+  op.timeout_.tv_nsec = duration.count() % 1000000000;
+  return op;
+}
+UringOp EventLoop::accept(int fd) {
+  UringOp op(*this, UringOp::Kind::kAccept);
+  op.fd_ = fd;
+  return op;
+}
+UringOp EventLoop::recv(int fd, void* buf, uint32_t len) {
+  UringOp op(*this, UringOp::Kind::kRecv);
+  op.fd_ = fd, op.buf_ = buf, op.len_ = len;
+  return op;
+}
+UringOp EventLoop::send(int fd, const void* buf, uint32_t len) {
+  UringOp op(*this, UringOp::Kind::kSend);
+  op.fd_ = fd, op.buf_ = const_cast<void*>(buf), op.len_ = len;
+  return op;
+}
+UringOp EventLoop::poll(int fd, int events) {
+  UringOp op(*this, UringOp::Kind::kPoll);
+  op.fd_ = fd, op.mode_ = events;
+  return op;
+}
+UringOp EventLoop::nop() { return UringOp(*this, UringOp::Kind::kNop); }
+
+void UringOp::await_suspend(std::coroutine_handle<> h) {
+  completion_.handle = h;
+  loop_.queue(*this);
+}
+
+void EventLoop::queue(UringOp& op) {
+  io_uring_sqe* sqe = get_sqe();
+  using K = UringOp::Kind;
+  switch (op.kind_) {
+    case K::kNop: io_uring_prep_nop(sqe); break;
+    case K::kReadv: io_uring_prep_readv(sqe, op.fd_, op.iov_, op.iovcnt_, op.offset_); break;
+    case K::kWritev: io_uring_prep_writev(sqe, op.fd_, op.iov_, op.iovcnt_, op.offset_); break;
+    case K::kRead:
+      io_uring_prep_read(sqe, op.fd_, op.buf_, static_cast<unsigned>(op.len_), op.offset_);
+      break;
+    case K::kFsync: io_uring_prep_fsync(sqe, op.fd_, 0); break;
+    case K::kFdatasync: io_uring_prep_fsync(sqe, op.fd_, IORING_FSYNC_DATASYNC); break;
+    case K::kFallocate: io_uring_prep_fallocate(sqe, op.fd_, op.mode_, op.offset_, op.len_); break;
+    case K::kTimeout: io_uring_prep_timeout(sqe, &op.timeout_, 0, 0); break;
+    case K::kAccept: io_uring_prep_accept(sqe, op.fd_, nullptr, nullptr, SOCK_CLOEXEC); break;
+    case K::kRecv: io_uring_prep_recv(sqe, op.fd_, op.buf_, op.len_, 0); break;
+    case K::kSend: io_uring_prep_send(sqe, op.fd_, op.buf_, op.len_, MSG_NOSIGNAL); break;
+    case K::kPoll: io_uring_prep_poll_add(sqe, op.fd_, static_cast<unsigned>(op.mode_)); break;
+  }
+  io_uring_sqe_set_data(sqe, &op.completion_);
+  ++in_flight_;
+}
+
+void PostAwaiter::await_suspend(std::coroutine_handle<> h) { loop.post(h); }
+
+void WorkerOp::await_suspend(std::coroutine_handle<> h) {
+  completion_.handle = h;
+  loop_.queue_worker(*this);
+}
+
+void EventLoop::queue_worker(WorkerOp& op) {
+  {
+    std::lock_guard<std::mutex> lock(worker_mu_);
+    if (workers_.empty()) {
+      for (unsigned i = 0; i < kWorkerThreads; ++i)
+        workers_.emplace_back([this] { worker_main(); });
+    }
+    worker_queue_.push_back(&op);
+  }
+  ++worker_jobs_;
+  worker_cv_.notify_one();
+  arm_worker_eventfd();
+}
+
+void EventLoop::worker_main() {
+  std::unique_lock<std::mutex> lock(worker_mu_);
+  for (;;) {
+    worker_cv_.wait(lock, [this] { return stopping_ || !worker_queue_.empty(); });
+    if (stopping_) return;
+    WorkerOp* op = worker_queue_.back();
+    worker_queue_.pop_back();
+    lock.unlock();
+    int r = op->fn_();
+    lock.lock();
+    op->completion_.result = r;
+    worker_done_.push_back(op);
+    uint64_t one = 1;
+    // The eventfd wakes the loop; its read completes through io_uring.
+    [[maybe_unused]] ssize_t n = ::write(worker_eventfd_, &one, sizeof(one));
+  }
+}
+
+void EventLoop::arm_worker_eventfd() {
+  if (eventfd_armed_) return;
+  io_uring_sqe* sqe = get_sqe();
+  io_uring_prep_read(sqe, worker_eventfd_, &eventfd_value_, sizeof(eventfd_value_), 0);
+  eventfd_completion_.handle = {};
+  io_uring_sqe_set_data(sqe, &eventfd_completion_);
+  eventfd_armed_ = true;
+  ++in_flight_;
+}
+
+void EventLoop::reap_worker_completions() {
+  std::vector<WorkerOp*> done;
+  {
+    std::lock_guard<std::mutex> lock(worker_mu_);
+    done.swap(worker_done_);
+  }
+  for (WorkerOp* op : done) {
+    --worker_jobs_;
+    ready_.push_back(op->completion_.handle);
+  }
+  if (worker_jobs_ > 0) arm_worker_eventfd();
+}
+
+bool EventLoop::run_once(bool block) {
+  tls_current_loop = this;
+  bool did_work = false;
+  // Resume only what is ready now; coroutines posted meanwhile wait for the next iteration so
+  // that SQEs they queue are batched with the others.
+  std::size_t n = ready_.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    std::coroutine_handle<> h = ready_.front();
+    ready_.pop_front();
+    h.resume();
+    did_work = true;
+  }
+  if (in_flight_ == 0 && io_uring_sq_ready(&ring_) == 0) return did_work || !ready_.empty();
+  bool wait = block && ready_.empty() && !did_work;
+  int r = wait ? io_uring_submit_and_wait(&ring_, 1) : io_uring_submit(&ring_);
+  if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+    std::fprintf(stderr, "io_uring_submit: %s\n", std::strerror(-r));
+    std::abort();
+  }
+  io_uring_cqe* cqe;
+  unsigned head;
+  unsigned count = 0;
+  // Collect first, resume after: a resumed coroutine may queue SQEs and must not see a CQ
+  // ring whose head we have not yet advanced.
+  IoCompletion* batch[256];
+  unsigned batch_n = 0;
+  for (;;) {
+    batch_n = 0;
+    count = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      auto* c = static_cast<IoCompletion*>(io_uring_cqe_get_data(cqe));
+      c->result = cqe->res;
+      batch[batch_n++] = c;
+      ++count;
+      if (batch_n == 256) break;
+    }
+    io_uring_cq_advance(&ring_, count);
+    if (batch_n == 0) break;
+    in_flight_ -= batch_n;
+    for (unsigned i = 0; i < batch_n; ++i) {
+      IoCompletion* c = batch[i];
+      if (c == &eventfd_completion_) {
+        eventfd_armed_ = false;
+        reap_worker_completions();
+        continue;
+      }
+      c->handle.resume();
+    }
+    did_work = true;
+    if (batch_n < 256) break;
+  }
+  return true;
+}
+
+}  // namespace qblock
