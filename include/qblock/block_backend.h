@@ -1,0 +1,64 @@
+// BlockBackend: what a user of qblock opens. It owns the root of a block graph built from a
+// filename, a json: filename or an option tree, probes the format when none is given, and
+// checks every request against the image's length (I/O beyond the end is EIO).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "qblock/block_node.h"
+#include "qblock/error.h"
+#include "qblock/event_loop.h"
+#include "qblock/task.h"
+
+namespace qblock {
+
+struct BackendOptions {
+  // A path, "json:{...}", or "blkdebug:[CONFIG]:PATH". Ignored when `tree` has a file.
+  std::string filename;
+  // Format driver ("raw", ...); empty: probe (see `probed_raw()`).
+  std::string format;
+  // Extra options merged over those derived from the filename (open -o, --image-opts).
+  Options tree = Options::object();
+  OpenFlags flags;
+};
+
+class BlockBackend {
+ public:
+  // Opens the graph. Errors carry QEMU's messages ("Could not open 'x': No such file or
+  // directory", "Unknown driver 'bogus'", "Block format 'raw' does not support the option
+  // 'foo'").
+  static Task<Result<std::unique_ptr<BlockBackend>>> open(EventLoop& loop, BackendOptions options);
+  ~BlockBackend();
+
+  BlockNode& root() { return *root_; }
+  EventLoop& loop() { return *loop_; }
+  bool read_only() const { return root_->read_only(); }
+  // True if the format was guessed as raw by probing (qemu-compat.md §2.2).
+  bool probed_raw() const { return probed_raw_; }
+  uint64_t length() const { return root_->length(); }
+
+  // As BlockNode's, plus: offset + bytes <= length() (else EIO), writes refused with EPERM on
+  // read-only images, a flush after each write in writethrough mode.
+  Task<Status> read(uint64_t offset, IoVec qiov, RequestFlags flags = {});
+  Task<Status> write(uint64_t offset, IoVec qiov, RequestFlags flags = {});
+  Task<Status> write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags = {});
+  Task<Status> discard(uint64_t offset, uint64_t bytes);
+  Task<Status> flush();
+  Task<Status> truncate(uint64_t size, PreallocMode mode = PreallocMode::kOff);
+  // Flushes and closes the graph. Idempotent; the destructor requires it to have run.
+  Task<Status> close();
+
+ private:
+  BlockBackend(EventLoop& loop, std::unique_ptr<BlockNode> root)
+      : loop_(&loop), root_(std::move(root)) {}
+  Status check_request(uint64_t offset, uint64_t bytes) const;
+
+  EventLoop* loop_;
+  std::unique_ptr<BlockNode> root_;
+  bool probed_raw_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace qblock

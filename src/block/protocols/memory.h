@@ -1,0 +1,56 @@
+// The memory protocol: an image held in RAM, for tests. It can imitate device limits
+// (request alignment, max transfer), optionally zero efficiently, and records every request
+// it receives so tests can assert on the I/O a path sends.
+#pragma once
+
+#include <vector>
+
+#include "block/driver.h"
+
+namespace qblock {
+
+// One request as the memory node received it.
+struct RecordedRequest {
+  enum class Kind { kRead, kWrite, kWriteZeroes, kDiscard, kFlush, kTruncate };
+  Kind kind;
+  uint64_t offset;
+  uint64_t bytes;
+  RequestFlags flags;
+  bool operator==(const RecordedRequest&) const = default;
+};
+
+class MemoryNode : public BlockNode {
+ public:
+  struct Config {
+    uint64_t size = 0;
+    uint32_t request_alignment = 1;
+    uint64_t max_transfer = 0;
+    bool efficient_zeroes = false;  // advertise MAY_UNMAP|NO_FALLBACK and zero in place
+    bool fua = false;               // advertise FUA for writes
+  };
+  MemoryNode(EventLoop& loop, Config config);
+
+  uint64_t length() const override { return data_.size(); }
+  const std::vector<uint8_t>& data() const { return data_; }
+  std::vector<uint8_t>& data() { return data_; }
+  const std::vector<RecordedRequest>& log() const { return log_; }
+  void clear_log() { log_.clear(); }
+
+ protected:
+  Task<Status> do_read(uint64_t offset, IoVec qiov, RequestFlags flags) override;
+  Task<Status> do_write(uint64_t offset, IoVec qiov, RequestFlags flags) override;
+  Task<Status> do_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) override;
+  Task<Status> do_discard(uint64_t offset, uint64_t bytes) override;
+  Task<Status> do_flush() override;
+  Task<Status> do_truncate(uint64_t size, PreallocMode mode, Exact exact) override;
+
+ private:
+  std::vector<uint8_t> data_;
+  std::vector<RecordedRequest> log_;
+  bool efficient_zeroes_ = false;
+};
+
+// Options: size, request-alignment, max-transfer, efficient-zeroes, fua.
+Task<Result<NodePtr>> open_memory_node(OpenContext& ctx, Options& options);
+
+}  // namespace qblock

@@ -1,0 +1,191 @@
+// The driver registry: every driver qblock has, in one place, and the generic part of
+// opening a node (generic options, unknown-option errors, children).
+#include <algorithm>
+
+#include "block/driver.h"
+#include "block/filters/blkdebug.h"
+#include "block/filters/passthrough.h"
+#include "block/formats/raw.h"
+#include "block/protocols/file.h"
+#include "block/protocols/memory.h"
+#include "block/protocols/null.h"
+#include "qblock/options.h"
+
+namespace qblock {
+
+const std::vector<DriverEntry>& driver_registry() {
+  static const std::vector<DriverEntry> kDrivers = {
+      // Protocols: where the bytes live.
+      {"file", NodeKind::kProtocol, &open_file_node, nullptr},
+      {"host_device", NodeKind::kProtocol, &open_file_node, nullptr},
+      {"memory", NodeKind::kProtocol, &open_memory_node, nullptr},
+      {"null-co", NodeKind::kProtocol, &open_null_node, nullptr},
+      {"null-aio", NodeKind::kProtocol, &open_null_node, nullptr},
+      // Formats.
+      {"raw", NodeKind::kFormat, &open_raw_node, nullptr},
+      // Filters.
+      {"passthrough", NodeKind::kFilter, &open_passthrough_node, nullptr},
+      {"blkdebug", NodeKind::kFilter, &open_blkdebug_node, nullptr},
+  };
+  return kDrivers;
+}
+
+const DriverEntry* find_driver(std::string_view name) {
+  for (const DriverEntry& d : driver_registry()) {
+    if (d.name == name) return &d;
+  }
+  return nullptr;
+}
+
+Result<std::optional<std::string>> take_string(Options& options, std::string_view key) {
+  auto it = options.find(std::string(key));
+  if (it == options.end()) return std::optional<std::string>();
+  std::string value;
+  if (it->is_string()) {
+    value = it->get<std::string>();
+  } else if (it->is_number() || it->is_boolean()) {
+    value = it->dump();
+  } else {
+    return fail(Error::with_message(
+        EINVAL, "Invalid parameter type for '" + std::string(key) + "', expected: string"));
+  }
+  options.erase(it);
+  return std::optional<std::string>(std::move(value));
+}
+
+Result<std::optional<uint64_t>> take_size(Options& options, std::string_view key) {
+  auto it = options.find(std::string(key));
+  if (it == options.end()) return std::optional<uint64_t>();
+  uint64_t value = 0;
+  if (it->is_number_unsigned() || (it->is_number_integer() && it->get<int64_t>() >= 0)) {
+    value = it->get<uint64_t>();
+  } else if (it->is_string()) {
+    Result<uint64_t> v = parse_size(it->get<std::string>());
+    if (!v) {
+      return fail(Error::with_message(
+          EINVAL, "Parameter '" + std::string(key) + "' expects a non-negative number below 2^64"));
+    }
+    value = *v;
+  } else {
+    return fail(Error::with_message(
+        EINVAL, "Invalid parameter type for '" + std::string(key) + "', expected: size"));
+  }
+  options.erase(it);
+  return std::optional<uint64_t>(value);
+}
+
+Result<std::optional<bool>> take_bool(Options& options, std::string_view key) {
+  auto it = options.find(std::string(key));
+  if (it == options.end()) return std::optional<bool>();
+  bool value = false;
+  if (it->is_boolean()) {
+    value = it->get<bool>();
+  } else if (it->is_string() && (*it == "on" || *it == "true" || *it == "yes")) {
+    value = true;
+  } else if (it->is_string() && (*it == "off" || *it == "false" || *it == "no")) {
+    value = false;
+  } else {
+    return fail(
+        Error::with_message(EINVAL, "Parameter '" + std::string(key) + "' expects 'on' or 'off'"));
+  }
+  options.erase(it);
+  return std::optional<bool>(value);
+}
+
+namespace {
+
+// Generic options every node accepts (qemu-compat.md §5.4).
+Status apply_generic_options(Options& options, OpenFlags& flags, std::string& node_name) {
+  auto name = take_string(options, "node-name");
+  if (!name) return fail(name.error());
+  if (*name) node_name = **name;
+  auto ro = take_bool(options, "read-only");
+  if (!ro) return fail(ro.error());
+  if (*ro) flags.read_only = **ro;
+  auto share = take_bool(options, "force-share");
+  if (!share) return fail(share.error());
+  if (*share) flags.force_share = **share;
+  if (options.contains("cache") && options["cache"].is_object()) {
+    Options& cache = options["cache"];
+    auto direct = take_bool(cache, "direct");
+    if (!direct) return fail(direct.error());
+    if (*direct) flags.direct = **direct;
+    auto no_flush = take_bool(cache, "no-flush");
+    if (!no_flush) return fail(no_flush.error());
+    if (*no_flush) flags.no_flush = **no_flush;
+    if (cache.empty()) options.erase("cache");
+  }
+  auto discard = take_string(options, "discard");
+  if (!discard) return fail(discard.error());
+  if (*discard) {
+    if (**discard == "ignore" || **discard == "off") {
+      flags.discard = DiscardMode::kIgnore;
+    } else if (**discard == "unmap" || **discard == "on") {
+      flags.discard = DiscardMode::kUnmap;
+    } else {
+      return fail(Error::with_message(EINVAL, "Invalid discard option: " + **discard));
+    }
+  }
+  auto detect = take_string(options, "detect-zeroes");
+  if (!detect) return fail(detect.error());
+  if (*detect && **detect != "off") {
+    return fail(
+        Error::with_message(ENOTSUP, "detect-zeroes=" + **detect + " is not supported yet"));
+  }
+  return ok();
+}
+
+}  // namespace
+
+Task<Result<NodePtr>> open_node(EventLoop& loop, Options options, OpenFlags flags,
+                                std::string_view default_driver) {
+  if (!options.is_object()) co_return fail(Error::invalid("options must be an object"));
+  auto driver_name = take_string(options, "driver");
+  if (!driver_name) co_return fail(driver_name.error());
+  std::string name = *driver_name ? **driver_name : std::string(default_driver);
+  if (name.empty())
+    co_return fail(Error::with_message(EINVAL, "Must specify either driver or file"));
+  const DriverEntry* entry = find_driver(name);
+  if (!entry) co_return fail(Error::with_message(EINVAL, "Unknown driver '" + name + "'"));
+  std::string node_name;
+  if (Status s = apply_generic_options(options, flags, node_name); !s) co_return fail(s.error());
+  OpenContext ctx{loop, flags};
+  Result<NodePtr> node = co_await entry->open(ctx, options);
+  if (!node) co_return node;
+  if (!options.empty()) {
+    std::string key = options.begin().key();
+    if (options.begin()->is_object() && !options.begin()->empty()) {
+      key += "." + options.begin()->begin().key();
+    }
+    (void)co_await (*node)->close();
+    if (entry->kind == NodeKind::kProtocol) {
+      co_return fail(Error::with_message(
+          EINVAL, "Block protocol '" + name + "' doesn't support the option '" + key + "'"));
+    }
+    co_return fail(Error::with_message(
+        EINVAL, "Block format '" + name + "' does not support the option '" + key + "'"));
+  }
+  (*node)->set_node_name(node_name);
+  co_return node;
+}
+
+Task<Result<NodePtr>> open_child(OpenContext& ctx, Options& options, std::string_view key,
+                                 std::string_view default_driver, bool required) {
+  auto it = options.find(std::string(key));
+  if (it == options.end()) {
+    if (!required) co_return NodePtr();
+    co_return fail(Error::with_message(
+        EINVAL, "A block device must be specified for \"" + std::string(key) + "\""));
+  }
+  Options sub = *it;
+  options.erase(it);
+  if (sub.is_string()) {
+    // qemu-compat.md §5.2: a string child is a reference to an existing node name.
+    std::string ref = sub.get<std::string>();
+    co_return fail(Error::with_message(
+        ENOENT, "Cannot find device='" + ref + "' nor node-name='" + ref + "'"));
+  }
+  co_return co_await open_node(ctx.loop, std::move(sub), ctx.flags, default_driver);
+}
+
+}  // namespace qblock

@@ -1,0 +1,11 @@
+// The qblock subcommands; main.cc dispatches to them. Each returns the process exit status.
+#pragma once
+
+namespace qblock::tools {
+
+// `qblock io`: qemu-io's invocation and command language (qemu-compat.md §2).
+int run_io(int argc, char** argv);
+// `qblock bench`: qemu-img bench (qemu-compat.md §4).
+int run_bench(int argc, char** argv);
+
+}  // namespace qblock::tools
