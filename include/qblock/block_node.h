@@ -115,6 +115,8 @@ class BlockNode {
   const std::string& node_name() const { return node_name_; }
   void set_node_name(std::string name) { node_name_ = std::move(name); }
   const OpenFlags& open_flags() const { return flags_; }
+  // Records the flags the node was opened with (open_node() calls it once after the driver).
+  void set_open_flags(const OpenFlags& flags) { flags_ = flags; }
   bool read_only() const { return flags_.read_only; }
   const BlockLimits& limits() const { return limits_; }
   // Flags this node's write path honours (FUA, WRITE_UNCHANGED).

@@ -166,6 +166,7 @@ Task<Result<NodePtr>> open_node(EventLoop& loop, Options options, OpenFlags flag
         EINVAL, "Block format '" + name + "' does not support the option '" + key + "'"));
   }
   (*node)->set_node_name(node_name);
+  (*node)->set_open_flags(ctx.flags);
   co_return node;
 }
 
