@@ -1,0 +1,75 @@
+// EventLoop operations beyond plain reads and writes: sockets, timers, fsync and batching.
+#include "qblock/event_loop.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+namespace qblock {
+namespace {
+
+Task<int> echo_over_socketpair(EventLoop& loop, int a, int b) {
+  const char msg[] = "ping";
+  int sent = co_await loop.send(a, msg, sizeof(msg));
+  if (sent != sizeof(msg)) co_return -1;
+  char buf[16] = {};
+  int got = co_await loop.recv(b, buf, sizeof(buf));
+  co_return got == sizeof(msg) && std::strcmp(buf, "ping") == 0 ? 1 : 0;
+}
+
+TEST(EventLoop, SendAndRecvOnSockets) {
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop);
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  EXPECT_EQ(run_sync(**loop, echo_over_socketpair(**loop, fds[0], fds[1])), 1);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+Task<int64_t> timed_sleep(EventLoop& loop) {
+  auto start = std::chrono::steady_clock::now();
+  co_await loop.sleep(std::chrono::milliseconds(30));
+  co_return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  start)
+      .count();
+}
+
+TEST(EventLoop, TimersWaitAtLeastTheirDuration) {
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop);
+  EXPECT_GE(run_sync(**loop, timed_sleep(**loop)), 29);
+}
+
+Task<int> many_nops(EventLoop& loop, int count) {
+  int ok = 0;
+  for (int i = 0; i < count; ++i) {
+    int r = co_await loop.nop();
+    ok += r == 0;
+  }
+  co_return ok;
+}
+
+Task<int> nop_once(EventLoop& loop) { co_return co_await loop.nop(); }
+
+Task<int> parallel_nops(EventLoop& loop, int count) {
+  std::vector<Task<int>> tasks;
+  for (int i = 0; i < count; ++i) tasks.push_back(nop_once(loop));
+  std::vector<int> results = co_await when_all(std::move(tasks));
+  int ok = 0;
+  for (int r : results) ok += r == 0;
+  co_return ok;
+}
+
+TEST(EventLoop, MoreOperationsInFlightThanRingSlots) {
+  auto loop = EventLoop::create(8);
+  ASSERT_TRUE(loop);
+  EXPECT_EQ(run_sync(**loop, many_nops(**loop, 100)), 100);
+  EXPECT_EQ(run_sync(**loop, parallel_nops(**loop, 1000)), 1000);
+}
+
+}  // namespace
+}  // namespace qblock
