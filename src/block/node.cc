@@ -194,8 +194,14 @@ Task<Status> BlockNode::write(uint64_t offset, IoVec qiov, RequestFlags flags) {
   const bool serialising = flags.has(RequestFlag::kSerialising) || !aligned;
   auto req = co_await begin_request(start, end - start, serialising, no_wait);
   if (!req) co_return fail(req.error());
-  Status result = aligned ? co_await write_aligned(offset, std::move(qiov), flags)
-                          : co_await write_padded(offset, std::move(qiov), flags);
+  // Not `aligned ? co_await a : co_await b`: g++ 12 destroys the result of a co_await in a
+  // conditional expression twice when the awaited task completes after suspending.
+  Status result = ok();
+  if (aligned) {
+    result = co_await write_aligned(offset, std::move(qiov), flags);
+  } else {
+    result = co_await write_padded(offset, std::move(qiov), flags);
+  }
   end_request(*req);
   co_return result;
 }
