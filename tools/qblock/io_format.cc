@@ -120,7 +120,7 @@ Result<uint8_t> parse_pattern(std::string_view text) {
   errno = 0;
   long v = std::strtol(s.c_str(), &end, 0);
   if (s.empty() || errno != 0 || *end != '\0' || v < 0 || v > 255) {
-    return fail(Error::invalid(s + " is not a valid pattern byte"));
+    return fail(Error::with_message(EINVAL, s + " is not a valid pattern byte"));
   }
   return static_cast<uint8_t>(v);
 }
@@ -131,7 +131,7 @@ Result<long> parse_c_long(std::string_view text) {
   errno = 0;
   long v = std::strtol(s.c_str(), &end, 0);
   if (s.empty() || errno != 0 || *end != '\0' || v < 0) {
-    return fail(Error::invalid(s + " is not a valid number"));
+    return fail(Error::with_message(EINVAL, s + " is not a valid number"));
   }
   return v;
 }
