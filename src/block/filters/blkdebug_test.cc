@@ -166,6 +166,24 @@ TEST_F(BlkdebugTest, ErrnoZeroAndNegativeSectorNeverFail) {
   close(*root);
 }
 
+TEST_F(BlkdebugTest, ImmediatelyFailsWithoutYielding) {
+  // The memory image completes synchronously, so only blkdebug's own yield can defer a failure.
+  for (bool immediately : {false, true}) {
+    NodePtr root =
+        open(graph(std::string(R"('inject-error':[{'event':'write_aio','immediately':)") +
+                   (immediately ? "'on'" : "'off'") + "}]"));
+    ASSERT_TRUE(root);
+    std::vector<uint8_t> buf(512, 1);
+    Status status = ok();
+    bool done = false;
+    spawn(store_status(root->write(0, IoVec(buf.data(), buf.size())), &status, &done));
+    EXPECT_EQ(done, immediately);
+    ASSERT_TRUE(run_until([&] { return done; }));
+    EXPECT_ERRNO(status, EIO);
+    close(*root);
+  }
+}
+
 TEST_F(BlkdebugTest, ConfigFileRules) {
   TempDir dir;
   std::string conf = dir.file("bd.conf");
