@@ -1067,6 +1067,49 @@ int help_f(IoSession&, const Command&, int argc, char** argv) {
 
 }  // namespace
 
+// Copies `path` sparsely to a new temporary file and returns its name.
+Result<std::string> make_snapshot_copy(const std::string& path) {
+  int in = ::open(path.c_str(), O_RDONLY);
+  if (in < 0) {
+    return fail(Error::with_message(
+        errno, "Could not open '" + path + "': " + std::string(std::strerror(errno))));
+  }
+  const char* tmpdir = std::getenv("TMPDIR");
+  std::string name = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/qblock-io-snap.XXXXXX";
+  int out = ::mkstemp(name.data());
+  if (out < 0) {
+    int e = errno;
+    ::close(in);
+    return fail(Error::from_errno(e, "Could not create temporary overlay"));
+  }
+  off_t size = ::lseek(in, 0, SEEK_END);
+  int e = 0;
+  off_t pos = 0;
+  while (size > 0 && pos < size && e == 0) {
+    off_t data = ::lseek(in, pos, SEEK_DATA);
+    if (data < 0) break;  // ENXIO: only a hole remains
+    off_t hole = ::lseek(in, data, SEEK_HOLE);
+    if (hole < 0) hole = size;
+    loff_t src = data, dst = data;
+    while (src < hole) {
+      ssize_t n = ::copy_file_range(in, &src, out, &dst, static_cast<std::size_t>(hole - src), 0);
+      if (n <= 0) {
+        e = n < 0 ? errno : EIO;
+        break;
+      }
+    }
+    pos = hole;
+  }
+  if (e == 0 && ::ftruncate(out, size) < 0) e = errno;
+  ::close(in);
+  ::close(out);
+  if (e != 0) {
+    ::unlink(name.c_str());
+    return fail(Error::from_errno(e, "Could not create temporary overlay"));
+  }
+  return name;
+}
+
 // ---------------------------------------------------------------------------------------------
 // IoSession
 
@@ -1093,6 +1136,8 @@ void IoSession::close_image() {
   Status st = run_sync(*loop_, blk_->close());
   if (!st) err("qemu-io: %s\n", st.error().message().c_str());
   blk_.reset();
+  if (!snapshot_path_.empty()) ::unlink(snapshot_path_.c_str());
+  snapshot_path_.clear();
 }
 
 void IoSession::finish() {
@@ -1162,9 +1207,25 @@ bool IoSession::open_image(const OpenRequest& request) {
   if (request.aio == "threads") flags.aio = AioMode::kThreads;
   if (request.aio == "native") flags.aio = AioMode::kNative;
 
+  std::string snapshot_path;
   if (request.snapshot) {
-    err("qemu-io: %ssnapshot mode is not supported yet\n", prefix.c_str());
-    return false;
+    // -s: writes must not reach the image. Without an overlay format, a plain image file is
+    // copied (sparsely) to a temporary file that is opened instead and deleted at close.
+    // Options must not name another file, or writes would bypass the copy.
+    bool plain = request.has_path && opts.tree.find("file") == opts.tree.end() &&
+                 request.image_opts.empty() && request.path.rfind("json:", 0) != 0 &&
+                 request.path.find(':') == std::string::npos;
+    if (!plain) {
+      err("qemu-io: %ssnapshot mode is not supported yet\n", prefix.c_str());
+      return false;
+    }
+    Result<std::string> copy = make_snapshot_copy(request.path);
+    if (!copy) {
+      err("qemu-io: %s%s\n", prefix.c_str(), copy.error().message().c_str());
+      return false;
+    }
+    snapshot_path = *copy;
+    opts.filename = snapshot_path;
   }
   if (request.force_share && !request.read_only) {
     err("qemu-io: %sforce-share=on can only be used with read-only images\n", prefix.c_str());
@@ -1177,12 +1238,14 @@ bool IoSession::open_image(const OpenRequest& request) {
     return false;
   }
   auto blk = run_sync(*loop_, BlockBackend::open(*loop_, opts));
+  if (!blk && !snapshot_path.empty()) ::unlink(snapshot_path.c_str());
   if (!blk) {
     err("qemu-io: %s%s\n", prefix.c_str(), blk.error().message().c_str());
     return false;
   }
   blk_ = std::move(*blk);
   current_ = request;
+  snapshot_path_ = snapshot_path;
   if (blk_->probed_raw()) {
     err("WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
         "         Automatically detecting the format is dangerous for raw images, write "

@@ -32,6 +32,10 @@ bool valid_cache_mode(std::string_view mode);
 bool valid_aio_mode(std::string_view mode);
 bool valid_discard_mode(std::string_view mode);
 
+// -s without an overlay format: copies image file `path` sparsely to a new temporary file
+// and returns its name; the caller deletes it. Errors: open/copy failures.
+Result<std::string> make_snapshot_copy(const std::string& path);
+
 class IoSession {
  public:
   // Creates the event loop. `misalign`: offset I/O buffers by 16 bytes (-m).
@@ -52,7 +56,8 @@ class IoSession {
   // Implementation state, public for the command functions in io_commands.cc.
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<BlockBackend> blk_;
-  OpenRequest current_;  // how blk_ was opened (for reopen)
+  OpenRequest current_;        // how blk_ was opened (for reopen)
+  std::string snapshot_path_;  // -s: the temporary copy blk_ works on, deleted at close
   bool misalign_ = false;
   int outstanding_ = 0;  // AIO requests in flight
   bool quit_ = false;
