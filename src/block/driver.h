@@ -32,6 +32,9 @@ struct DriverEntry {
   NodeKind kind;
   OpenFunction open;
   ProbeFunction probe;  // formats only; may be nullptr
+  // QEMU words its unknown-option error by whether the driver has a protocol name
+  // ("Block protocol 'blkdebug' doesn't support ...") or not ("Block format 'raw' ...").
+  bool has_protocol_name = false;
 };
 
 // The registry (src/block/registry.cc): every driver, in one place.

@@ -486,7 +486,11 @@ Task<Result<BlockStatus>> BlockNode::do_block_status(uint64_t offset, uint64_t b
   co_return BlockStatus{kStatusData | kStatusOffsetValid, bytes, offset, this};
 }
 Task<Status> BlockNode::do_close() { co_return ok(); }
-Task<void> BlockNode::do_debug_event(DebugEvent) { co_return; }
+// Events travel down the primary-child chain to the first node that acts on them, so a
+// blkdebug node below other filters still sees them.
+Task<void> BlockNode::do_debug_event(DebugEvent event) {
+  if (BlockNode* c = primary_child()) co_await c->debug_event(event);
+}
 
 Status BlockNode::do_debug_breakpoint(std::string_view event, std::string_view tag) {
   if (BlockNode* c = primary_child()) return c->debug_breakpoint(event, tag);

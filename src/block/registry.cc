@@ -16,16 +16,16 @@ namespace qblock {
 const std::vector<DriverEntry>& driver_registry() {
   static const std::vector<DriverEntry> kDrivers = {
       // Protocols: where the bytes live.
-      {"file", NodeKind::kProtocol, &open_file_node, nullptr},
-      {"host_device", NodeKind::kProtocol, &open_file_node, nullptr},
-      {"memory", NodeKind::kProtocol, &open_memory_node, nullptr},
-      {"null-co", NodeKind::kProtocol, &open_null_node, nullptr},
-      {"null-aio", NodeKind::kProtocol, &open_null_node, nullptr},
+      {"file", NodeKind::kProtocol, &open_file_node, nullptr, true},
+      {"host_device", NodeKind::kProtocol, &open_file_node, nullptr, true},
+      {"memory", NodeKind::kProtocol, &open_memory_node, nullptr, true},
+      {"null-co", NodeKind::kProtocol, &open_null_node, nullptr, true},
+      {"null-aio", NodeKind::kProtocol, &open_null_node, nullptr, true},
       // Formats.
       {"raw", NodeKind::kFormat, &open_raw_node, nullptr},
       // Filters.
       {"passthrough", NodeKind::kFilter, &open_passthrough_node, nullptr},
-      {"blkdebug", NodeKind::kFilter, &open_blkdebug_node, nullptr},
+      {"blkdebug", NodeKind::kFilter, &open_blkdebug_node, nullptr, true},
   };
   return kDrivers;
 }
@@ -158,7 +158,7 @@ Task<Result<NodePtr>> open_node(EventLoop& loop, Options options, OpenFlags flag
       key += "." + options.begin()->begin().key();
     }
     (void)co_await (*node)->close();
-    if (entry->kind == NodeKind::kProtocol) {
+    if (entry->has_protocol_name) {
       co_return fail(Error::with_message(
           EINVAL, "Block protocol '" + name + "' doesn't support the option '" + key + "'"));
     }
