@@ -229,6 +229,7 @@ class BlockNode {
  private:
   struct TrackedRequest;
   class Tracker;
+  uint64_t transfer_limit() const;
   Task<Status> read_aligned(uint64_t offset, IoVec qiov, RequestFlags flags);
   Task<Status> write_aligned(uint64_t offset, IoVec qiov, RequestFlags flags);
   Task<Status> write_padded(uint64_t offset, IoVec qiov, RequestFlags flags);

@@ -157,10 +157,16 @@ Task<Status> BlockNode::read(uint64_t offset, IoVec qiov, RequestFlags flags) {
   co_return result;
 }
 
-Task<Status> BlockNode::read_aligned(uint64_t offset, IoVec qiov, RequestFlags flags) {
+// The largest piece a data request is split into: max_transfer (or the request limit),
+// rounded down to the request alignment.
+uint64_t BlockNode::transfer_limit() const {
   const uint64_t align = limits_.request_alignment;
   uint64_t max = limits_.max_transfer ? limits_.max_transfer : kMaxRequestBytes;
-  max = std::max<uint64_t>(round_down(std::min(max, kMaxRequestBytes), align), align);
+  return std::max<uint64_t>(round_down(std::min(max, kMaxRequestBytes), align), align);
+}
+
+Task<Status> BlockNode::read_aligned(uint64_t offset, IoVec qiov, RequestFlags flags) {
+  const uint64_t max = transfer_limit();
   RequestFlags pass = flags & RequestFlag::kCopyOnRead;
   if (qiov.size() <= max) co_return co_await do_read(offset, std::move(qiov), pass);
   for (uint64_t done = 0; done < qiov.size();) {
@@ -207,9 +213,7 @@ Task<Status> BlockNode::write(uint64_t offset, IoVec qiov, RequestFlags flags) {
 }
 
 Task<Status> BlockNode::write_aligned(uint64_t offset, IoVec qiov, RequestFlags flags) {
-  const uint64_t align = limits_.request_alignment;
-  uint64_t max = limits_.max_transfer ? limits_.max_transfer : kMaxRequestBytes;
-  max = std::max<uint64_t>(round_down(std::min(max, kMaxRequestBytes), align), align);
+  const uint64_t max = transfer_limit();
   const RequestFlags pass = flags & supported_write_flags_;
   if (qiov.size() <= max) {
     Status s = co_await do_write(offset, std::move(qiov), pass);
