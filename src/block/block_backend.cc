@@ -161,7 +161,10 @@ Task<Status> BlockBackend::truncate(uint64_t size, PreallocMode mode) {
 Task<Status> BlockBackend::close() {
   if (closed_) co_return ok();
   closed_ = true;
-  co_return co_await root_->close();
+  // Like QEMU's close: what was written reaches stable storage before the image is released.
+  Status flushed = read_only() ? ok() : co_await root_->flush();
+  Status closed = co_await root_->close();
+  co_return flushed ? closed : flushed;
 }
 
 }  // namespace qblock
