@@ -6,7 +6,6 @@
 #pragma once
 
 #include <cstdint>
-#include <list>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -181,7 +180,7 @@ class BlockNode {
   void add_child(ChildRole role, std::string name, std::unique_ptr<BlockNode> node);
 
   // Requests currently tracked on this node.
-  std::size_t tracked_requests() const { return tracked_.size(); }
+  std::size_t tracked_requests() const { return tracked_count_; }
 
  protected:
   // Driver hooks. The request layer guarantees, for do_read/do_write/do_write_zeroes:
@@ -227,8 +226,7 @@ class BlockNode {
   std::vector<Child> children_;
 
  private:
-  struct TrackedRequest;
-  class Tracker;
+  class TrackedRequest;
   uint64_t transfer_limit() const;
   Task<Status> read_aligned(uint64_t offset, IoVec qiov, RequestFlags flags);
   Task<Status> write_aligned(uint64_t offset, IoVec qiov, RequestFlags flags);
@@ -236,14 +234,17 @@ class BlockNode {
   Task<Status> write_zeroes_tracked(uint64_t offset, uint64_t bytes, RequestFlags flags);
   Task<Status> write_zero_buffers(uint64_t offset, uint64_t bytes, RequestFlags flags);
   Task<Status> emulate_fua(RequestFlags requested, RequestFlags passed);
-  Task<Result<TrackedRequest*>> begin_request(uint64_t offset, uint64_t bytes, bool serialising,
-                                              bool no_wait);
-  void end_request(TrackedRequest* req);
+  TrackedRequest* find_conflict(const TrackedRequest& req) const;
+  Task<Status> wait_for_conflicts(TrackedRequest& req, bool no_wait);
 
   std::string driver_name_;
   NodeKind kind_;
   std::string node_name_;
-  std::list<TrackedRequest*> tracked_;
+  // In-flight requests: an intrusive doubly linked list of TrackedRequests that live in the
+  // frames of the coroutines serving them.
+  TrackedRequest* tracked_head_ = nullptr;  // oldest
+  TrackedRequest* tracked_tail_ = nullptr;
+  std::size_t tracked_count_ = 0;
   bool closed_ = false;
 };
 

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -35,20 +36,30 @@ class AlignedBuffer {
   std::size_t size_ = 0;
 };
 
-// A list of (base, length) segments. Does not own the memory it points at.
+// A list of (base, length) segments. Does not own the memory it points at. Up to
+// kInlineSegments segments are kept inside the object, so building, copying and slicing the
+// usual one- or two-segment lists of the data path does not touch the heap; longer lists
+// spill to a vector.
 class IoVec {
  public:
+  static constexpr unsigned kInlineSegments = 4;
+
   IoVec() = default;
   IoVec(void* base, std::size_t len) { append(base, len); }
   explicit IoVec(std::vector<iovec> segments);
+  IoVec(const IoVec&) = default;
+  IoVec& operator=(const IoVec&) = default;
+  // Leaves `other` empty.
+  IoVec(IoVec&& other) noexcept;
+  IoVec& operator=(IoVec&& other) noexcept;
 
   void append(void* base, std::size_t len);
   void append(const IoVec& other);
 
   std::size_t size() const { return size_; }  // total bytes
-  const std::vector<iovec>& segments() const { return segments_; }
-  const iovec* data() const { return segments_.data(); }
-  unsigned count() const { return static_cast<unsigned>(segments_.size()); }
+  std::span<const iovec> segments() const { return {data(), count_}; }
+  const iovec* data() const { return spilled() ? spill_.data() : inline_; }
+  unsigned count() const { return count_; }
 
   // The sub-list covering [offset, offset + len). REQUIRES: offset + len <= size().
   IoVec slice(std::size_t offset, std::size_t len) const;
@@ -63,7 +74,13 @@ class IoVec {
   bool is_aligned(std::size_t alignment) const;
 
  private:
-  std::vector<iovec> segments_;
+  // Invariant: the segments are in spill_ when it is non-empty (then spill_.size() ==
+  // count_ > kInlineSegments), otherwise in inline_[0, count_).
+  bool spilled() const { return !spill_.empty(); }
+
+  iovec inline_[kInlineSegments];
+  std::vector<iovec> spill_;
+  unsigned count_ = 0;
   std::size_t size_ = 0;
 };
 

@@ -8,6 +8,7 @@
 
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <optional>
 #include <utility>
@@ -42,6 +43,17 @@ struct TaskPromiseBase {
     void await_resume() noexcept {}
   };
 
+  // Frames come from the global heap like any other; counting them (per thread) lets tests
+  // tell a path's frames from the other allocations it makes.
+  static void* operator new(std::size_t size) {
+    ++frames_allocated;
+    return ::operator new(size);
+  }
+  static void operator delete(void* frame, std::size_t size) noexcept {
+    ::operator delete(frame, size);
+  }
+  static inline thread_local uint64_t frames_allocated = 0;
+
   std::suspend_always initial_suspend() noexcept { return {}; }
   FinalAwaiter final_suspend() noexcept { return {}; }
   void unhandled_exception() noexcept { std::terminate(); }
@@ -64,6 +76,9 @@ struct TaskPromise<void> : TaskPromiseBase {
 };
 
 }  // namespace detail
+
+// Number of Task frames allocated on this thread so far (for allocation tests).
+inline uint64_t task_frames_allocated() { return detail::TaskPromiseBase::frames_allocated; }
 
 // A lazily started coroutine producing T. Move-only; destroying an unstarted or finished task
 // frees its frame. REQUIRES: a started task is awaited (or driven by run_sync) to completion

@@ -52,21 +52,70 @@ bool apply_cache_mode(std::string_view mode, OpenFlags& flags) {
   return true;
 }
 
-// An in-flight request on this node. Lives until end_request().
-struct BlockNode::TrackedRequest {
-  TrackedRequest(EventLoop& loop, uint64_t o, uint64_t e, bool s)
-      : offset(o), end(e), serialising(s), done(loop) {}
-  uint64_t offset;
-  uint64_t end;  // exclusive; UINT64_MAX for "to the end"
-  bool serialising;
-  WaitQueue done;  // woken when the request ends
-  bool overlaps(uint64_t o, uint64_t e) const { return offset < e && o < end; }
+// An in-flight request on this node, tracked by its range. It lives in the frame of the
+// coroutine serving the request, so tracking allocates nothing: try_begin() (no conflict) or
+// wait_for_conflicts() links it into the node's list, and the destructor unlinks it and wakes
+// the requests waiting for it to end.
+class BlockNode::TrackedRequest {
+ public:
+  // `bytes` may be UINT64_MAX - offset for "to the end".
+  TrackedRequest(BlockNode& node, uint64_t offset, uint64_t bytes, bool serialising)
+      : node_(node),
+        offset_(offset),
+        end_(bytes == std::numeric_limits<uint64_t>::max() - offset
+                 ? std::numeric_limits<uint64_t>::max()
+                 : offset + bytes),
+        serialising_(serialising),
+        done_(*node.loop_) {}
+  ~TrackedRequest() { end(); }
+  TrackedRequest(const TrackedRequest&) = delete;
+  TrackedRequest& operator=(const TrackedRequest&) = delete;
+
+  // True if `this` must wait for `other` (either is serialising and their ranges overlap).
+  bool conflicts_with(const TrackedRequest& other) const {
+    return (serialising_ || other.serialising_) && offset_ < other.end_ && other.offset_ < end_;
+  }
+  // Tracks the request without waiting. Returns false (tracking nothing) on a conflict.
+  bool try_begin() {
+    if (node_.find_conflict(*this)) return false;
+    link();
+    return true;
+  }
+  void link() {
+    CHECK(!linked_);
+    prev_ = node_.tracked_tail_;
+    next_ = nullptr;
+    (prev_ ? prev_->next_ : node_.tracked_head_) = this;
+    node_.tracked_tail_ = this;
+    ++node_.tracked_count_;
+    linked_ = true;
+  }
+  // Stops tracking (if tracked) and wakes the waiters. Idempotent.
+  void end() {
+    if (!linked_) return;
+    (prev_ ? prev_->next_ : node_.tracked_head_) = next_;
+    (next_ ? next_->prev_ : node_.tracked_tail_) = prev_;
+    --node_.tracked_count_;
+    linked_ = false;
+    done_.wake_all();
+  }
+
+ private:
+  friend class BlockNode;
+  BlockNode& node_;
+  uint64_t offset_;
+  uint64_t end_;  // exclusive; UINT64_MAX for "to the end"
+  bool serialising_;
+  bool linked_ = false;
+  TrackedRequest* prev_ = nullptr;
+  TrackedRequest* next_ = nullptr;
+  WaitQueue done_;  // woken when the request ends
 };
 
 BlockNode::BlockNode(EventLoop& loop, std::string driver_name, NodeKind kind)
     : loop_(&loop), driver_name_(std::move(driver_name)), kind_(kind) {}
 
-BlockNode::~BlockNode() { CHECK(tracked_.empty()); }
+BlockNode::~BlockNode() { CHECK(tracked_head_ == nullptr); }
 
 BlockNode* BlockNode::child(ChildRole role) const {
   for (const Child& c : children_) {
@@ -98,33 +147,23 @@ void BlockNode::inherit_from_child() {
 
 // ---- request tracking --------------------------------------------------------------------
 
-Task<Result<BlockNode::TrackedRequest*>> BlockNode::begin_request(uint64_t offset, uint64_t bytes,
-                                                                  bool serialising, bool no_wait) {
-  uint64_t end = bytes == std::numeric_limits<uint64_t>::max() - offset
-                     ? std::numeric_limits<uint64_t>::max()
-                     : offset + bytes;
-  for (;;) {
-    TrackedRequest* conflict = nullptr;
-    for (TrackedRequest* r : tracked_) {
-      if ((serialising || r->serialising) && r->overlaps(offset, end)) {
-        conflict = r;
-        break;
-      }
-    }
-    if (!conflict) break;
-    // block-semantics.md REQ-ALLOC-3: fail at once, no partial effect.
-    if (no_wait) co_return fail(Error::busy("overlapping request in flight"));
-    co_await conflict->done.wait();
+BlockNode::TrackedRequest* BlockNode::find_conflict(const TrackedRequest& req) const {
+  for (TrackedRequest* r = tracked_head_; r; r = r->next_) {
+    if (req.conflicts_with(*r)) return r;
   }
-  auto* req = new TrackedRequest(*loop_, offset, end, serialising);
-  tracked_.push_back(req);
-  co_return req;
+  return nullptr;
 }
 
-void BlockNode::end_request(TrackedRequest* req) {
-  tracked_.remove(req);
-  req->done.wake_all();
-  delete req;
+// The slow path of tracking, taken only when try_begin() found a conflict, so the common
+// case costs no coroutine frame. `req` lives in the caller's frame, which awaits this.
+Task<Status> BlockNode::wait_for_conflicts(TrackedRequest& req, bool no_wait) {
+  while (TrackedRequest* conflict = find_conflict(req)) {
+    // block-semantics.md REQ-ALLOC-3: fail at once, no partial effect.
+    if (no_wait) co_return fail(Error::busy("overlapping request in flight"));
+    co_await conflict->done_.wait();
+  }
+  req.link();
+  co_return ok();
 }
 
 // ---- read --------------------------------------------------------------------------------
@@ -136,8 +175,11 @@ Task<Status> BlockNode::read(uint64_t offset, IoVec qiov, RequestFlags flags) {
   const uint64_t align = limits_.request_alignment;
   const uint64_t start = round_down(offset, align);
   const uint64_t end = round_up(offset + bytes, align);
-  auto req = co_await begin_request(start, end - start, false, false);
-  if (!req) co_return fail(req.error());
+  TrackedRequest req(*this, start, end - start, false);
+  if (!req.try_begin()) {
+    Status tracked = co_await wait_for_conflicts(req, false);
+    if (!tracked) co_return tracked;
+  }
   Status result;
   if (start == offset && end == offset + bytes) {
     result = co_await read_aligned(offset, std::move(qiov), flags);
@@ -153,7 +195,7 @@ Task<Status> BlockNode::read(uint64_t offset, IoVec qiov, RequestFlags flags) {
     if (tail) padded.append(tail_buf.data() + (align - tail), tail);
     result = co_await read_aligned(start, std::move(padded), flags);
   }
-  end_request(*req);
+  req.end();
   co_return result;
 }
 
@@ -198,8 +240,11 @@ Task<Status> BlockNode::write(uint64_t offset, IoVec qiov, RequestFlags flags) {
   // REQ-ALLOC-6: a NO_WAIT request cannot be padded (padding would have to wait).
   if (no_wait && !aligned) co_return fail(Error::invalid("NO_WAIT request is not aligned"));
   const bool serialising = flags.has(RequestFlag::kSerialising) || !aligned;
-  auto req = co_await begin_request(start, end - start, serialising, no_wait);
-  if (!req) co_return fail(req.error());
+  TrackedRequest req(*this, start, end - start, serialising);
+  if (!req.try_begin()) {
+    Status tracked = co_await wait_for_conflicts(req, no_wait);
+    if (!tracked) co_return tracked;
+  }
   // Not `aligned ? co_await a : co_await b`: g++ 12 destroys the result of a co_await in a
   // conditional expression twice when the awaited task completes after suspending.
   Status result = ok();
@@ -208,7 +253,7 @@ Task<Status> BlockNode::write(uint64_t offset, IoVec qiov, RequestFlags flags) {
   } else {
     result = co_await write_padded(offset, std::move(qiov), flags);
   }
-  end_request(*req);
+  req.end();
   co_return result;
 }
 
@@ -289,8 +334,11 @@ Task<Status> BlockNode::write_zeroes(uint64_t offset, uint64_t bytes, RequestFla
   if (!aligned) {
     // REQ-WZ-6: pad the partial blocks with a serialising read-modify-write of zeros; the
     // aligned middle goes down the efficient path.
-    auto req = co_await begin_request(start, end - start, true, false);
-    if (!req) co_return fail(req.error());
+    TrackedRequest req(*this, start, end - start, true);
+    if (!req.try_begin()) {
+      Status tracked = co_await wait_for_conflicts(req, false);
+      if (!tracked) co_return tracked;
+    }
     Status result = ok();
     uint64_t pos = offset;
     const uint64_t stop = offset + bytes;
@@ -313,17 +361,20 @@ Task<Status> BlockNode::write_zeroes(uint64_t offset, uint64_t bytes, RequestFla
                                      flags.without(RequestFlag::kFua));
     }
     if (result && flags.has(RequestFlag::kFua)) result = co_await flush();
-    end_request(*req);
+    req.end();
     co_return result;
   }
 
   const bool to_end = zeroes_serialise_to_end(offset, bytes);
   const bool serialising = flags.has(RequestFlag::kSerialising) || to_end;
   const uint64_t track_bytes = to_end ? std::numeric_limits<uint64_t>::max() - offset : bytes;
-  auto req = co_await begin_request(offset, track_bytes, serialising, no_wait);
-  if (!req) co_return fail(req.error());
+  TrackedRequest req(*this, offset, track_bytes, serialising);
+  if (!req.try_begin()) {
+    Status tracked = co_await wait_for_conflicts(req, no_wait);
+    if (!tracked) co_return tracked;
+  }
   Status result = co_await write_zeroes_tracked(offset, bytes, flags);
-  end_request(*req);
+  req.end();
   co_return result;
 }
 
@@ -387,10 +438,13 @@ Task<Status> BlockNode::discard(uint64_t offset, uint64_t bytes) {
   const uint64_t start = round_up(offset, align);
   const uint64_t end = round_down(offset + bytes, align);
   if (end <= start) co_return ok();
-  auto req = co_await begin_request(start, end - start, false, false);
-  if (!req) co_return fail(req.error());
+  TrackedRequest req(*this, start, end - start, false);
+  if (!req.try_begin()) {
+    Status tracked = co_await wait_for_conflicts(req, false);
+    if (!tracked) co_return tracked;
+  }
   Status s = co_await do_discard(start, end - start);
-  end_request(*req);
+  req.end();
   co_return s;
 }
 
@@ -409,10 +463,13 @@ Task<Status> BlockNode::truncate(uint64_t size, PreallocMode mode, Exact exact) 
   if (read_only()) co_return fail(Error::permission("Block node is read-only"));
   if (size > kMaxOffset) co_return fail(Error::invalid("size too large"));
   // A resize races with everything; serialise it against all requests.
-  auto req = co_await begin_request(0, std::numeric_limits<uint64_t>::max(), true, false);
-  if (!req) co_return fail(req.error());
+  TrackedRequest req(*this, 0, std::numeric_limits<uint64_t>::max(), true);
+  if (!req.try_begin()) {
+    Status tracked = co_await wait_for_conflicts(req, false);
+    if (!tracked) co_return tracked;
+  }
   Status s = co_await do_truncate(size, mode, exact);
-  end_request(*req);
+  req.end();
   co_return s;
 }
 

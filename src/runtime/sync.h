@@ -12,24 +12,45 @@
 namespace qblock {
 
 // A queue of suspended coroutines waiting for a condition the caller re-checks after waking.
+// Intrusive: each waiter's link lives in its awaiter, inside the waiting coroutine's frame, so
+// an idle queue owns no memory and waiting allocates nothing.
 class WaitQueue {
  public:
   explicit WaitQueue(EventLoop& loop) : loop_(&loop) {}
+  WaitQueue(const WaitQueue&) = delete;
+  WaitQueue& operator=(const WaitQueue&) = delete;
 
-  struct [[nodiscard]] Awaiter {
-    WaitQueue& queue;
+  class [[nodiscard]] Awaiter {
+   public:
+    explicit Awaiter(WaitQueue& queue) : queue_(queue) {}
+    // Linked by address while suspended: never copied or moved.
+    Awaiter(const Awaiter&) = delete;
+    Awaiter& operator=(const Awaiter&) = delete;
+
     bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<> h) { queue.waiters_.push_back(h); }
+    void await_suspend(std::coroutine_handle<> h) noexcept {
+      handle_ = h;
+      queue_.push(this);
+    }
     void await_resume() const noexcept {}
+
+   private:
+    friend class WaitQueue;
+    WaitQueue& queue_;
+    std::coroutine_handle<> handle_;
+    Awaiter* next_ = nullptr;
   };
   // Suspends until wake_one()/wake_all() picks this waiter.
-  Awaiter wait() { return Awaiter{*this}; }
+  Awaiter wait() { return Awaiter(*this); }
 
   // Schedules the oldest waiter; returns false if there was none.
   bool wake_one() {
-    if (waiters_.empty()) return false;
-    loop_->post(waiters_.front());
-    waiters_.pop_front();
+    if (!head_) return false;
+    Awaiter* w = head_;
+    head_ = w->next_;
+    if (!head_) tail_ = nullptr;
+    // The awaiter is not touched after this: the woken coroutine may run and free it.
+    loop_->post(w->handle_);
     return true;
   }
   // Schedules every waiter.
@@ -37,11 +58,22 @@ class WaitQueue {
     while (wake_one()) {
     }
   }
-  bool empty() const { return waiters_.empty(); }
+  bool empty() const { return head_ == nullptr; }
 
  private:
+  void push(Awaiter* w) {
+    w->next_ = nullptr;
+    if (tail_) {
+      tail_->next_ = w;
+    } else {
+      head_ = w;
+    }
+    tail_ = w;
+  }
+
   EventLoop* loop_;
-  std::deque<std::coroutine_handle<>> waiters_;
+  Awaiter* head_ = nullptr;  // oldest waiter
+  Awaiter* tail_ = nullptr;
 };
 
 // A FIFO mutex for coroutines. lock() yields a guard that unlocks when destroyed; ownership is
