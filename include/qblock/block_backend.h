@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -40,7 +41,9 @@ class BlockBackend {
   uint64_t length() const { return root_->length(); }
 
   // As BlockNode's, plus: offset + bytes <= length() (else EIO), writes refused with EPERM on
-  // read-only images, a flush after each write in writethrough mode.
+  // read-only images, a flush after each write in writethrough mode. Like BlockNode's,
+  // write_zeroes and discard take any length (split below); reads and writes at most
+  // kMaxRequestBytes (else EINVAL).
   Task<Status> read(uint64_t offset, IoVec qiov, RequestFlags flags = {});
   Task<Status> write(uint64_t offset, IoVec qiov, RequestFlags flags = {});
   Task<Status> write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags = {});
@@ -53,7 +56,10 @@ class BlockBackend {
  private:
   BlockBackend(EventLoop& loop, std::unique_ptr<BlockNode> root)
       : loop_(&loop), root_(std::move(root)) {}
-  Status check_request(uint64_t offset, uint64_t bytes) const;
+  // EIO beyond length(); EINVAL above `max_bytes` (write-zeroes and discard pass no limit).
+  static constexpr uint64_t kNoLengthLimit = std::numeric_limits<uint64_t>::max();
+  Status check_request(uint64_t offset, uint64_t bytes,
+                       uint64_t max_bytes = kMaxRequestBytes) const;
 
   EventLoop* loop_;
   std::unique_ptr<BlockNode> root_;

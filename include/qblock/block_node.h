@@ -136,9 +136,12 @@ class BlockNode {
   // Makes [offset, offset + bytes) read as zero (block-semantics.md §3). With NO_FALLBACK it
   // either zeroes efficiently or fails with ENOTSUP (also for unaligned requests); without it,
   // a driver's ENOTSUP falls back to writing zero buffers (chunks of at most 16 MiB).
+  // Unlike read/write, any length up to the offset limit is accepted; the driver gets pieces
+  // of at most max_pwrite_zeroes and kMaxRequestBytes.
   // REQUIRES: NO_WAIT only together with SERIALISING (REQ-ALLOC-5).
   Task<Status> write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags = {});
   // Discards the range if the discard mode is `unmap`; otherwise succeeds doing nothing.
+  // Any length up to the offset limit; the driver gets pieces of at most kMaxRequestBytes.
   Task<Status> discard(uint64_t offset, uint64_t bytes);
   // Makes completed writes stable (a no-op with cache.no-flush).
   Task<Status> flush();
@@ -185,7 +188,8 @@ class BlockNode {
  protected:
   // Driver hooks. The request layer guarantees, for do_read/do_write/do_write_zeroes:
   // offset and bytes are multiples of limits().request_alignment; bytes <= max_transfer
-  // (for reads/writes) or max_pwrite_zeroes (for zeroes); flags contain only
+  // (for reads/writes) or max_pwrite_zeroes (for zeroes), and always <= kMaxRequestBytes
+  // (do_discard too); flags contain only
   // supported_write_flags() (writes) or supported_zero_flags() (zeroes); the node is
   // writable for writes. The hook owns nothing it is passed.
   virtual Task<Status> do_read(uint64_t offset, IoVec qiov, RequestFlags flags) = 0;

@@ -117,8 +117,8 @@ Task<Result<std::unique_ptr<BlockBackend>>> BlockBackend::open(EventLoop& loop,
 
 BlockBackend::~BlockBackend() { CHECK(closed_ || root_->tracked_requests() == 0); }
 
-Status BlockBackend::check_request(uint64_t offset, uint64_t bytes) const {
-  if (bytes > kMaxRequestBytes) return fail(Error::invalid("request too large"));
+Status BlockBackend::check_request(uint64_t offset, uint64_t bytes, uint64_t max_bytes) const {
+  if (bytes > max_bytes) return fail(Error::invalid("request too large"));
   uint64_t len = length();
   if (offset > len || bytes > len - offset) return fail(Error::io("request beyond end of image"));
   return ok();
@@ -139,7 +139,7 @@ Task<Status> BlockBackend::write(uint64_t offset, IoVec qiov, RequestFlags flags
 
 Task<Status> BlockBackend::write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) {
   if (read_only()) co_return fail(Error::permission("Block node is read-only"));
-  if (Status s = check_request(offset, bytes); !s) co_return s;
+  if (Status s = check_request(offset, bytes, kNoLengthLimit); !s) co_return s;
   Status s = co_await root_->write_zeroes(offset, bytes, flags);
   if (s && root_->open_flags().writethrough) s = co_await root_->flush();
   co_return s;
@@ -147,7 +147,7 @@ Task<Status> BlockBackend::write_zeroes(uint64_t offset, uint64_t bytes, Request
 
 Task<Status> BlockBackend::discard(uint64_t offset, uint64_t bytes) {
   if (read_only()) co_return fail(Error::permission("Block node is read-only"));
-  if (Status s = check_request(offset, bytes); !s) co_return s;
+  if (Status s = check_request(offset, bytes, kNoLengthLimit); !s) co_return s;
   co_return co_await root_->discard(offset, bytes);
 }
 

@@ -13,12 +13,15 @@ namespace qblock {
 namespace {
 constexpr uint64_t kMaxBounceBytes = 16 << 20;  // block-semantics.md REQ-WZ-4
 constexpr uint64_t kMaxOffset = std::numeric_limits<int64_t>::max();
+constexpr uint64_t kNoLengthLimit = std::numeric_limits<uint64_t>::max();
 
 uint64_t round_down(uint64_t v, uint64_t a) { return v / a * a; }
 uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
-Status check_range(uint64_t offset, uint64_t bytes) {
-  if (bytes > kMaxRequestBytes) return fail(Error::invalid("request too large"));
+// Data requests are limited to kMaxRequestBytes; write-zeroes and discard carry no data and
+// take any length up to the offset limit (`max_bytes` = UINT64_MAX), split further down.
+Status check_range(uint64_t offset, uint64_t bytes, uint64_t max_bytes = kMaxRequestBytes) {
+  if (bytes > max_bytes) return fail(Error::invalid("request too large"));
   if (offset > kMaxOffset || bytes > kMaxOffset - offset) {
     return fail(Error::io("request beyond the maximum offset"));
   }
@@ -314,7 +317,7 @@ Task<Status> BlockNode::emulate_fua(RequestFlags requested, RequestFlags passed)
 
 Task<Status> BlockNode::write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) {
   if (read_only()) co_return fail(Error::permission("Block node is read-only"));
-  if (Status s = check_range(offset, bytes); !s) co_return s;
+  if (Status s = check_range(offset, bytes, kNoLengthLimit); !s) co_return s;
   const bool no_wait = flags.has(RequestFlag::kNoWait);
   CHECK(!no_wait || flags.has(RequestFlag::kSerialising));  // REQ-ALLOC-5
   const bool no_fallback = flags.has(RequestFlag::kNoFallback);
@@ -378,16 +381,17 @@ Task<Status> BlockNode::write_zeroes(uint64_t offset, uint64_t bytes, RequestFla
   co_return result;
 }
 
-// REQ-WZ-2..5: split at the zeroes alignment and max_pwrite_zeroes, call the driver, fall
-// back to zero buffers on ENOTSUP unless NO_FALLBACK.
+// REQ-WZ-2..5: split at the zeroes alignment and max_pwrite_zeroes (never more than
+// kMaxRequestBytes, as QEMU's request layer does, so a driver never sees a longer request),
+// call the driver, fall back to zero buffers on ENOTSUP unless NO_FALLBACK.
 Task<Status> BlockNode::write_zeroes_tracked(uint64_t offset, uint64_t bytes, RequestFlags flags) {
   const RequestFlags pass = flags & supported_zero_flags_;
   const uint64_t zalign =
       std::max<uint64_t>(limits_.pwrite_zeroes_alignment, limits_.request_alignment);
-  const uint64_t max =
-      limits_.max_pwrite_zeroes
-          ? std::max<uint64_t>(round_down(limits_.max_pwrite_zeroes, zalign), zalign)
-          : std::numeric_limits<uint64_t>::max();
+  const uint64_t limit = limits_.max_pwrite_zeroes
+                             ? std::min(limits_.max_pwrite_zeroes, kMaxRequestBytes)
+                             : kMaxRequestBytes;
+  const uint64_t max = std::max<uint64_t>(round_down(limit, zalign), zalign);
   while (bytes > 0) {
     uint64_t n = bytes;
     if (offset % zalign) {
@@ -431,7 +435,7 @@ Task<Status> BlockNode::write_zero_buffers(uint64_t offset, uint64_t bytes, Requ
 
 Task<Status> BlockNode::discard(uint64_t offset, uint64_t bytes) {
   if (read_only()) co_return fail(Error::permission("Block node is read-only"));
-  if (Status s = check_range(offset, bytes); !s) co_return s;
+  if (Status s = check_range(offset, bytes, kNoLengthLimit); !s) co_return s;
   if (flags_.discard == DiscardMode::kIgnore || bytes == 0) co_return ok();
   // Discard is advisory: only the aligned part is passed down.
   const uint64_t align = limits_.request_alignment;
@@ -443,7 +447,14 @@ Task<Status> BlockNode::discard(uint64_t offset, uint64_t bytes) {
     Status tracked = co_await wait_for_conflicts(req, false);
     if (!tracked) co_return tracked;
   }
-  Status s = co_await do_discard(start, end - start);
+  // Pieces of at most kMaxRequestBytes (aligned), like write-zeroes.
+  const uint64_t max = std::max<uint64_t>(round_down(kMaxRequestBytes, align), align);
+  Status s = ok();
+  for (uint64_t pos = start; s && pos < end;) {
+    const uint64_t n = std::min(max, end - pos);
+    s = co_await do_discard(pos, n);
+    pos += n;
+  }
   req.end();
   co_return s;
 }

@@ -5,6 +5,7 @@
 #include "block/filters/passthrough.h"
 #include "block/protocols/memory.h"
 #include "block/test_util.h"
+#include "qblock/block_backend.h"
 #include "runtime/sync.h"
 
 namespace qblock {
@@ -269,6 +270,116 @@ TEST_F(RequestLayerTest, ReadOnlyNodeRefusesWrites) {
   EXPECT_ERRNO(write_pattern(*node, 0, 512, 1), EPERM);
   EXPECT_ERRNO(run_sync(*loop_, node->write_zeroes(0, 512)), EPERM);
   close(*node);
+}
+
+// A large protocol node that stores nothing and records the size of every zero and discard
+// request it receives: for requests far larger than a memory node could hold.
+class SizeRecordingNode : public BlockNode {
+ public:
+  SizeRecordingNode(EventLoop& loop, uint32_t alignment, uint64_t max_pwrite_zeroes)
+      : BlockNode(loop, "size-recorder", NodeKind::kProtocol) {
+    limits_.request_alignment = alignment;
+    limits_.max_pwrite_zeroes = max_pwrite_zeroes;
+    supported_zero_flags_ = RequestFlag::kMayUnmap | RequestFlag::kNoFallback;
+    OpenFlags flags;
+    flags.discard = DiscardMode::kUnmap;
+    set_open_flags(flags);
+  }
+  uint64_t length() const override { return uint64_t{16} << 30; }
+  std::vector<std::pair<uint64_t, uint64_t>> zeroes, discards, writes;
+
+ protected:
+  Task<Status> do_read(uint64_t, IoVec qiov, RequestFlags) override {
+    qiov.memset(0, 0, qiov.size());
+    co_return ok();
+  }
+  Task<Status> do_write(uint64_t offset, IoVec qiov, RequestFlags) override {
+    writes.emplace_back(offset, qiov.size());
+    co_return ok();
+  }
+  Task<Status> do_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags) override {
+    zeroes.emplace_back(offset, bytes);
+    co_return ok();
+  }
+  Task<Status> do_discard(uint64_t offset, uint64_t bytes) override {
+    discards.emplace_back(offset, bytes);
+    co_return ok();
+  }
+};
+
+// The pieces cover [offset, offset + bytes) in order, each at most `max` bytes.
+void expect_pieces(const std::vector<std::pair<uint64_t, uint64_t>>& pieces, uint64_t offset,
+                   uint64_t bytes, uint64_t max) {
+  ASSERT_FALSE(pieces.empty());
+  uint64_t pos = offset;
+  for (const auto& [o, n] : pieces) {
+    EXPECT_EQ(o, pos);
+    EXPECT_GT(n, 0u);
+    EXPECT_LE(n, max);
+    pos = o + n;
+  }
+  EXPECT_EQ(pos, offset + bytes);
+}
+
+constexpr uint64_t kGiB = uint64_t{1} << 30;
+
+TEST_F(RequestLayerTest, WriteZeroesLargerThanTheRequestLimitIsSplit) {
+  SizeRecordingNode node(*loop_, 512, 0);
+  ASSERT_OK(run_sync(*loop_, node.write_zeroes(kGiB, 5 * kGiB)));
+  expect_pieces(node.zeroes, kGiB, 5 * kGiB, kMaxRequestBytes);
+  EXPECT_EQ(node.zeroes.size(), 3u);
+  EXPECT_EQ(node.zeroes[0].second, kMaxRequestBytes);
+  EXPECT_EQ(node.tracked_requests(), 0u);
+}
+
+TEST_F(RequestLayerTest, LargeWriteZeroesHonoursMaxPwriteZeroes) {
+  SizeRecordingNode node(*loop_, 512, kGiB);
+  ASSERT_OK(run_sync(*loop_, node.write_zeroes(0, 5 * kGiB, RequestFlag::kNoFallback)));
+  expect_pieces(node.zeroes, 0, 5 * kGiB, kGiB);
+  EXPECT_EQ(node.zeroes.size(), 5u);
+}
+
+TEST_F(RequestLayerTest, UnalignedLargeWriteZeroesPadsAndSplitsAligned) {
+  SizeRecordingNode node(*loop_, 4096, 0);
+  const uint64_t offset = 4096 + 100, bytes = 5 * kGiB + 1000;
+  ASSERT_OK(run_sync(*loop_, node.write_zeroes(offset, bytes)));
+  // Head and tail blocks are read-modify-written; the middle is zeroed in aligned pieces.
+  ASSERT_EQ(node.writes.size(), 2u);
+  EXPECT_EQ(node.writes[0], (std::pair<uint64_t, uint64_t>{4096, 4096}));
+  const uint64_t mid_end = (offset + bytes) / 4096 * 4096;
+  EXPECT_EQ(node.writes[1], (std::pair<uint64_t, uint64_t>{mid_end, 4096}));
+  expect_pieces(node.zeroes, 8192, mid_end - 8192, kMaxRequestBytes / 4096 * 4096);
+  for (const auto& [o, n] : node.zeroes) EXPECT_EQ((o | n) % 4096, 0u);
+}
+
+TEST_F(RequestLayerTest, DiscardLargerThanTheRequestLimitIsSplit) {
+  SizeRecordingNode node(*loop_, 512, 0);
+  ASSERT_OK(run_sync(*loop_, node.discard(512, 6 * kGiB)));
+  expect_pieces(node.discards, 512, 6 * kGiB, kMaxRequestBytes);
+  EXPECT_EQ(node.discards.size(), 4u);
+}
+
+TEST_F(RequestLayerTest, ZeroesBeyondTheOffsetLimitAreRefused) {
+  SizeRecordingNode node(*loop_, 512, 0);
+  const uint64_t max_offset = std::numeric_limits<int64_t>::max();
+  EXPECT_ERRNO(run_sync(*loop_, node.write_zeroes(max_offset - 511, 1024)), EIO);
+  EXPECT_ERRNO(run_sync(*loop_, node.discard(1024, max_offset)), EIO);
+  EXPECT_TRUE(node.zeroes.empty());
+  EXPECT_TRUE(node.discards.empty());
+}
+
+TEST_F(RequestLayerTest, BackendAcceptsLargeZeroesButNotLargeWrites) {
+  BackendOptions options;
+  options.filename = R"(json:{"driver":"raw","file":{"driver":"null-co","size":8589934592}})";
+  auto blk = run_sync(*loop_, BlockBackend::open(*loop_, std::move(options)));
+  ASSERT_OK(blk);
+  ASSERT_OK(run_sync(*loop_, (*blk)->write_zeroes(kGiB, 5 * kGiB)));
+  ASSERT_OK(run_sync(*loop_, (*blk)->discard(0, 8 * kGiB)));
+  EXPECT_ERRNO(run_sync(*loop_, (*blk)->write_zeroes(4 * kGiB, 5 * kGiB)), EIO);
+  // Data requests keep the 2 GiB limit; the buffer is never touched.
+  uint8_t byte = 0;
+  EXPECT_ERRNO(run_sync(*loop_, (*blk)->write(0, IoVec(&byte, 3 * kGiB))), EINVAL);
+  ASSERT_OK(run_sync(*loop_, (*blk)->close()));
 }
 
 }  // namespace

@@ -174,21 +174,6 @@ bool check_sector_aligned(int64_t offset, int64_t count) {
 // Runs one request synchronously (the event loop also advances outstanding AIO meanwhile).
 Status run(IoSession& s, Task<Status> task) { return run_sync(*s.loop_, std::move(task)); }
 
-// `write -z -n` may exceed kMaxRequestBytes (OBSERVED.md §4); the backend refuses such
-// requests, so the range is checked once and zeroed in chunks.
-Status write_zeroes_large(IoSession& s, uint64_t offset, uint64_t bytes, RequestFlags flags) {
-  if (bytes <= kMaxRequestBytes) return run(s, s.blk_->write_zeroes(offset, bytes, flags));
-  if (offset + bytes > s.blk_->length()) return fail(Error::io());
-  constexpr uint64_t kChunk = uint64_t{1} << 30;
-  for (uint64_t done = 0; done < bytes;) {
-    uint64_t n = std::min(kChunk, bytes - done);
-    Status st = run(s, s.blk_->write_zeroes(offset + done, n, flags));
-    if (!st) return st;
-    done += n;
-  }
-  return ok();
-}
-
 // qemu-compat.md §2.2 / OBSERVED.md §10: on a probed raw image, a write is refused when the
 // first sector would afterwards probe as another format. The backend does not enforce this
 // yet, so the tool does: the qcow/qcow2 magic followed by a non-zero version.
@@ -394,7 +379,9 @@ int write_f(IoSession& s, const Command& cmd, int argc, char** argv) {
   if (vmstate) {
     st = fail(Error::unsupported());
   } else if (zflag) {
-    st = write_zeroes_large(s, static_cast<uint64_t>(offset), static_cast<uint64_t>(count), flags);
+    // `write -z -n` may exceed kMaxRequestBytes (OBSERVED.md §4); the backend splits it.
+    st = run(s, s.blk_->write_zeroes(static_cast<uint64_t>(offset), static_cast<uint64_t>(count),
+                                     flags));
   } else if (compressed) {
     st = fail(Error::unsupported());  // no driver supports compressed writes yet
   } else if (probe_restricted(s, static_cast<uint64_t>(offset), IoVec(buf.data, buf.len))) {
