@@ -1,11 +1,7 @@
 // Unit tests of qblock io's formatting and number parsing (qemu-compat.md §1.2, §1.3, §2.8).
-#include "io_format.h"
+#include "qblock/io_format.h"
 
 #include <gtest/gtest.h>
-
-// qblock_tests does not link the tool sources (CMakeLists.txt globs only *_test.cc from
-// tools/), so the unit under test is compiled into this file.
-#include "io_format.cc"  // NOLINT(bugprone-suspicious-include)
 
 namespace qblock::tools {
 namespace {
