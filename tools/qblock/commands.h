@@ -7,5 +7,9 @@ namespace qblock::tools {
 int run_io(int argc, char** argv);
 // `qblock bench`: qemu-img bench (qemu-compat.md §4).
 int run_bench(int argc, char** argv);
+// `qblock create`: qemu-img create (qemu-compat.md §3.1).
+int run_create(int argc, char** argv);
+// `qblock info`: qemu-img info (qemu-compat.md §3.2).
+int run_info(int argc, char** argv);
 
 }  // namespace qblock::tools

@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
   // The subcommand sees argv[0] = "qblock COMMAND" style arguments starting at its name.
   if (command == "io") return qblock::tools::run_io(argc - 1, argv + 1);
   if (command == "bench") return qblock::tools::run_bench(argc - 1, argv + 1);
+  if (command == "create") return qblock::tools::run_create(argc - 1, argv + 1);
+  if (command == "info") return qblock::tools::run_info(argc - 1, argv + 1);
   std::fprintf(stderr, "qblock: Command not found: %s\n", argv[1]);
   return 1;
 }

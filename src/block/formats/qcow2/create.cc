@@ -1,0 +1,463 @@
+// qcow2 image creation (see create.h). The planner replays what QEMU 7.2's create path does on
+// a fresh file: cluster 0 header, reftable at cluster 1, refblock at cluster 2, then the L1
+// table and (with preallocation) L2 tables and data allocated by a first-fit allocator whose
+// refcount blocks are created on demand (qcow2-format.md §15, §16).
+#include "block/formats/qcow2/create.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <map>
+
+#include "base/byte_order.h"
+#include "block/driver.h"
+#include "block/formats/qcow2/header.h"
+#include "qblock/block_backend.h"
+
+namespace qblock::qcow2 {
+
+namespace {
+
+constexpr uint64_t kOffsetCopied = 1ULL << 63;
+
+Error create_error(std::string text) { return Error::with_message(EINVAL, std::move(text)); }
+
+uint64_t div_round_up(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+
+// Replays QEMU's cluster allocation on an empty image (qcow2-format.md §15.3: first fit from
+// a moving free-cluster cursor, refcount blocks allocated when a cluster needs one).
+class Allocator {
+ public:
+  Allocator(uint64_t cluster_size, uint32_t refcount_order)
+      : cs_(cluster_size),
+        refcount_order_(refcount_order),
+        refcounts_per_block_(cluster_size * 8 >> refcount_order),
+        reftable_(cluster_size / 8, 0) {}
+
+  uint64_t cs() const { return cs_; }
+  uint64_t refcounts_per_block() const { return refcounts_per_block_; }
+  std::vector<uint64_t>& reftable() { return reftable_; }
+
+  uint64_t refcount(uint64_t cluster) const {
+    return cluster < refcounts_.size() ? refcounts_[cluster] : 0;
+  }
+  void set_refcount(uint64_t cluster, uint64_t value) {
+    if (cluster >= refcounts_.size()) refcounts_.resize(cluster + 1, 0);
+    refcounts_[cluster] = value;
+  }
+  uint64_t last_used_cluster() const {
+    for (uint64_t i = refcounts_.size(); i > 0; --i) {
+      if (refcounts_[i - 1]) return i - 1;
+    }
+    return 0;
+  }
+  void set_free_index(uint64_t index) { free_index_ = std::min(free_index_, index); }
+
+  // qcow2_alloc_clusters: a free run of n clusters, then its refcounts.
+  Result<uint64_t> alloc(uint64_t n) {
+    uint64_t start = alloc_noref(n);
+    for (uint64_t c = start; c < start + n; ++c) {
+      if (Status s = increment(c); !s) return fail(s.error());
+    }
+    return start;
+  }
+
+  // Marks clusters [start, start + n) used; their refblocks must exist.
+  Status alloc_at(uint64_t start, uint64_t n) {
+    for (uint64_t c = start; c < start + n; ++c) {
+      if (Status s = increment(c); !s) return s;
+    }
+    return ok();
+  }
+
+  // The refcount block clusters, serialised from the final refcounts.
+  std::map<uint64_t, std::vector<uint8_t>> refblocks() const {
+    std::map<uint64_t, std::vector<uint8_t>> out;
+    const uint32_t bits = 1u << refcount_order_;
+    for (uint64_t i = 0; i < reftable_.size(); ++i) {
+      if (!reftable_[i]) continue;
+      std::vector<uint8_t> block(cs_, 0);
+      for (uint64_t j = 0; j < refcounts_per_block_; ++j) {
+        uint64_t v = refcount(i * refcounts_per_block_ + j);
+        if (!v) continue;
+        // qcow2-format.md §5.2: >= 8 bits big-endian; narrower widths packed from bit 0.
+        if (bits >= 8) {
+          for (uint32_t k = 0; k < bits / 8; ++k) {
+            block[j * bits / 8 + k] = static_cast<uint8_t>(v >> (bits - 8 - 8 * k));
+          }
+        } else {
+          uint64_t bit = j * bits;
+          block[bit / 8] |= static_cast<uint8_t>(v << (bit % 8));
+        }
+      }
+      out[reftable_[i] / cs_] = std::move(block);
+    }
+    return out;
+  }
+
+ private:
+  uint64_t alloc_noref(uint64_t n) {
+    for (;;) {
+      uint64_t start = free_index_;
+      uint64_t i = 0;
+      for (; i < n; ++i) {
+        if (refcount(free_index_++) != 0) break;
+      }
+      if (i == n) return start;
+    }
+  }
+
+  Status increment(uint64_t cluster) {
+    uint64_t index = cluster / refcounts_per_block_;
+    if (index >= reftable_.size()) {
+      return fail(Error::with_message(
+          ENOTSUP, "Image creation would need a larger refcount table (not supported)"));
+    }
+    if (!reftable_[index]) {
+      if (Status s = alloc_refcount_block(index); !s) return s;
+    }
+    set_refcount(cluster, refcount(cluster) + 1);
+    return ok();
+  }
+
+  // alloc_refcount_block: the new block is described by itself when it falls in the range it
+  // covers; otherwise its own refcount goes through the normal path first.
+  Status alloc_refcount_block(uint64_t index) {
+    uint64_t block = alloc_noref(1);
+    if (block / refcounts_per_block_ == index) {
+      reftable_[index] = block * cs_;
+      set_refcount(block, 1);
+      return ok();
+    }
+    if (Status s = increment(block); !s) return s;
+    reftable_[index] = block * cs_;
+    return ok();
+  }
+
+  uint64_t cs_;
+  uint32_t refcount_order_;
+  uint64_t refcounts_per_block_;
+  std::vector<uint64_t> reftable_;  // byte offsets of refcount blocks
+  std::vector<uint64_t> refcounts_;
+  uint64_t free_index_ = 0;
+};
+
+// qcow2_refcount_metadata_size with exact sizing: refblocks needed to cover `clusters`
+// clusters plus the refcount structures themselves.
+uint64_t refblocks_needed(uint64_t clusters, uint64_t cs, uint64_t refcounts_per_block) {
+  const uint64_t blocks_per_table_cluster = cs / 8;
+  uint64_t table = 0, blocks = 0, n = 0, last = 0;
+  do {
+    last = n;
+    blocks = div_round_up(clusters + table + blocks, refcounts_per_block);
+    table = div_round_up(blocks, blocks_per_table_cluster);
+    n = clusters + blocks + table;
+  } while (n != last);
+  return blocks;
+}
+
+unsigned log2_exact(uint64_t v) {
+  unsigned bits = 0;
+  while ((1ULL << bits) < v) ++bits;
+  return bits;
+}
+
+bool is_power_of_two(uint64_t v) { return v && !(v & (v - 1)); }
+
+}  // namespace
+
+Status validate_create_options(const Qcow2CreateOptions& o) {
+  if (!is_power_of_two(o.cluster_size) || o.cluster_size < 512 || o.cluster_size > (2 << 20)) {
+    return fail(create_error("Cluster size must be a power of two between 512 and 2048k"));
+  }
+  if (o.extended_l2) {
+    if (o.version < 3) {
+      return fail(create_error(
+          "Extended L2 entries are only supported with compatibility level 1.1 and above (use "
+          "version=v3 or greater)"));
+    }
+    if (o.cluster_size < 16384) {
+      return fail(create_error(
+          "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes"));
+    }
+  }
+  if (o.version < 3 && o.lazy_refcounts) {
+    return fail(create_error(
+        "Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 "
+        "or greater)"));
+  }
+  if (!is_power_of_two(o.refcount_bits) || o.refcount_bits > 64) {
+    return fail(create_error("Refcount width must be a power of two and may not exceed 64 bits"));
+  }
+  if (o.version < 3 && o.refcount_bits != 16) {
+    return fail(create_error(
+        "Different refcount widths than 16 bits require compatibility level 1.1 or above (use "
+        "version=v3 or greater)"));
+  }
+  if (!o.backing_file.empty() && o.preallocation != PreallocMode::kOff && !o.extended_l2) {
+    return fail(create_error(
+        "Backing file and preallocation can only be used at the same time if extended_l2 is "
+        "on"));
+  }
+  if (o.version < 3 && o.compression_type != 0) {
+    return fail(create_error(
+        "Non-zlib compression type is only supported with compatibility level 1.1 and above "
+        "(use version=v3 or greater)"));
+  }
+  return ok();
+}
+
+Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& o, uint64_t size) {
+  // QEMU stores the virtual size rounded up to whole sectors (observed with qemu-img 7.2).
+  size = div_round_up(size, 512) * 512;
+  const uint64_t cs = o.cluster_size;
+  const unsigned cluster_bits = log2_exact(cs);
+  const uint32_t refcount_order = log2_exact(o.refcount_bits);
+  const uint64_t entry_size = o.extended_l2 ? 16 : 8;
+  const uint64_t l2_entries = cs / entry_size;
+  Allocator alloc(cs, refcount_order);
+
+  // qcow2-format.md §15.1: header, reftable and first refblock are written directly.
+  alloc.set_refcount(0, 1);
+  alloc.set_refcount(1, 1);
+  alloc.set_refcount(2, 1);
+  alloc.reftable()[0] = 2 * cs;
+  uint64_t reftable_offset = cs;
+
+  // Growing the L1 table to the virtual size (§3.1: exactly the minimum number of entries).
+  const uint64_t l1_size = div_round_up(size, l2_entries * cs);
+  uint64_t l1_offset = 0;
+  if (l1_size > INT32_MAX / 8) return fail(create_error("Image size is too large"));
+  if (l1_size) {
+    Result<uint64_t> c = alloc.alloc(div_round_up(l1_size * 8, cs));
+    if (!c) return fail(c.error());
+    l1_offset = *c * cs;
+  }
+  std::vector<uint8_t> l1(l1_size * 8, 0);
+  std::map<uint64_t, std::vector<uint8_t>> l2_tables;  // cluster index -> table
+  uint64_t data_end = 0;                               // preallocated data, end offset
+  uint64_t data_start = 0;
+  const uint64_t data_clusters = div_round_up(size, cs);
+
+  auto l2_entry_ref = [&](uint64_t l2_cluster, uint64_t index) {
+    return l2_tables[l2_cluster].data() + index * entry_size;
+  };
+
+  if (o.preallocation == PreallocMode::kMetadata && data_clusters) {
+    // preallocate_co: per L2 table, the table first, then its data clusters in chunks of at
+    // most INT_MAX bytes (§16).
+    const uint64_t max_chunk = INT_MAX / cs;
+    uint64_t guest = 0;
+    while (guest < data_clusters) {
+      const uint64_t l1_index = guest / l2_entries;
+      uint64_t l2_cluster = load_be64(&l1[l1_index * 8]) & 0x00fffffffffffe00ULL;
+      l2_cluster /= cs;
+      if (!l2_cluster) {
+        Result<uint64_t> c = alloc.alloc(1);
+        if (!c) return fail(c.error());
+        l2_cluster = *c;
+        l2_tables[l2_cluster].assign(cs, 0);
+        store_be64(&l1[l1_index * 8], (l2_cluster * cs) | kOffsetCopied);
+      }
+      const uint64_t in_table = l2_entries - guest % l2_entries;
+      const uint64_t n = std::min({data_clusters - guest, in_table, max_chunk});
+      Result<uint64_t> d = alloc.alloc(n);
+      if (!d) return fail(d.error());
+      for (uint64_t i = 0; i < n; ++i) {
+        store_be64(l2_entry_ref(l2_cluster, (guest + i) % l2_entries),
+                   ((*d + i) * cs) | kOffsetCopied);
+      }
+      data_end = std::max(data_end, (*d + n) * cs);
+      guest += n;
+    }
+  } else if ((o.preallocation == PreallocMode::kFalloc || o.preallocation == PreallocMode::kFull) &&
+             data_clusters) {
+    // qcow2_co_truncate for falloc/full: new refcount structures for the final size are
+    // written after the current end (refblocks, then a new reftable), the old reftable is
+    // freed, the data area follows, and L2 tables take the lowest free clusters (§16).
+    const uint64_t start = alloc.last_used_cluster() + 1;
+    const uint64_t new_l2 = div_round_up(data_clusters, l2_entries) + 1;
+    const uint64_t total_blocks =
+        refblocks_needed(start + data_clusters + new_l2, cs, alloc.refcounts_per_block());
+    const uint64_t table_entries = div_round_up(total_blocks, cs / 8) * (cs / 8);
+    std::vector<uint64_t> table = alloc.reftable();
+    table.resize(std::max<uint64_t>(table_entries, table.size()), 0);
+    const uint64_t area_index = start / alloc.refcounts_per_block();
+    uint64_t additional = 0;
+    for (uint64_t i = area_index; i < total_blocks; ++i) additional += table[i] == 0;
+    const uint64_t table_cluster = start + additional;
+    const uint64_t table_clusters = table_entries * 8 / cs;
+    const uint64_t end = table_cluster + table_clusters;
+    uint64_t block = start;
+    for (uint64_t i = area_index; i < total_blocks; ++i) {
+      if (!table[i]) table[i] = (block++) * cs;
+    }
+    alloc.reftable() = table;
+    for (uint64_t c = start; c < end; ++c) alloc.set_refcount(c, 1);
+    if (table.size() * 8 > cs) {
+      return fail(Error::with_message(ENOTSUP,
+                                      "Preallocation needing a multi-cluster refcount "
+                                      "table is not supported"));
+    }
+    const uint64_t old_table = reftable_offset / cs;
+    reftable_offset = table_cluster * cs;
+    if (Status s = alloc.alloc_at(end, data_clusters); !s) return fail(s.error());
+    alloc.set_refcount(old_table, 0);
+    alloc.set_free_index(old_table);
+    data_start = end * cs;
+    data_end = (end + data_clusters) * cs;
+    for (uint64_t guest = 0; guest < data_clusters; ++guest) {
+      const uint64_t l1_index = guest / l2_entries;
+      uint64_t l2_cluster = (load_be64(&l1[l1_index * 8]) & 0x00fffffffffffe00ULL) / cs;
+      if (!l2_cluster) {
+        Result<uint64_t> c = alloc.alloc(1);
+        if (!c) return fail(c.error());
+        l2_cluster = *c;
+        l2_tables[l2_cluster].assign(cs, 0);
+        store_be64(&l1[l1_index * 8], (l2_cluster * cs) | kOffsetCopied);
+      }
+      store_be64(l2_entry_ref(l2_cluster, guest % l2_entries),
+                 ((end + guest) * cs) | kOffsetCopied);
+    }
+  }
+
+  Header h;
+  h.version = o.version;
+  h.cluster_bits = cluster_bits;
+  h.size = size;
+  h.l1_size = static_cast<uint32_t>(l1_size);
+  h.l1_table_offset = l1_offset;
+  h.refcount_table_offset = reftable_offset;
+  h.refcount_table_clusters = static_cast<uint32_t>(alloc.reftable().size() * 8 / cs);
+  h.backing_file = o.backing_file;
+  h.backing_format = o.backing_fmt;
+  if (o.version >= 3) {
+    h.refcount_order = refcount_order;
+    h.compression_type = o.compression_type;
+    if (o.compression_type) h.incompatible_features |= kIncompatCompression;
+    if (o.extended_l2) h.incompatible_features |= kIncompatExtendedL2;
+    if (o.lazy_refcounts) h.compatible_features |= kCompatLazyRefcounts;
+    // qcow2-format.md §4.3: the feature table only for clusters larger than 4 KiB.
+    if (cs > 4096) {
+      h.has_feature_table = true;
+      h.feature_names = default_feature_names();
+    }
+  } else {
+    h.header_length = 72;
+  }
+  Result<std::vector<uint8_t>> header = serialize_header(h);
+  if (!header) return fail(header.error());
+
+  Qcow2Layout layout;
+  std::map<uint64_t, std::vector<uint8_t>> clusters = alloc.refblocks();
+  std::vector<uint8_t> reftable(alloc.reftable().size() * 8, 0);
+  for (std::size_t i = 0; i < alloc.reftable().size(); ++i) {
+    store_be64(&reftable[i * 8], alloc.reftable()[i]);
+  }
+  header->resize(cs, 0);
+  clusters[0] = std::move(*header);
+  clusters[reftable_offset / cs] = std::move(reftable);
+  for (auto& [c, table] : l2_tables) clusters[c] = std::move(table);
+  if (l1_size) clusters[l1_offset / cs] = std::move(l1);  // may span several clusters
+  for (auto& [c, bytes] : clusters) {
+    layout.file_size = std::max(layout.file_size, c * cs + bytes.size());
+    layout.writes.push_back({c * cs, std::move(bytes)});
+  }
+  layout.file_size = std::max(layout.file_size, data_end);
+  layout.data_start = data_start;
+  return layout;
+}
+
+namespace {
+
+Task<Result<uint64_t>> backing_length(EventLoop& loop, std::string filename, std::string format) {
+  BackendOptions bo;
+  bo.filename = std::move(filename);
+  bo.format = std::move(format);
+  bo.flags.read_only = true;
+  Result<std::unique_ptr<BlockBackend>> backend = co_await BlockBackend::open(loop, bo);
+  if (!backend) co_return fail(backend.error());
+  const uint64_t length = (*backend)->length();
+  Status closed = co_await (*backend)->close();
+  if (!closed) co_return fail(closed.error());
+  co_return length;
+}
+
+Status create_file(const std::string& filename) {
+  int fd = ::open(filename.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return fail(Error::from_errno(errno, "Could not create '" + filename + "'"));
+  ::close(fd);
+  return ok();
+}
+
+Task<Result<NodePtr>> open_file(EventLoop& loop, std::string filename) {
+  Options options = Options::object();
+  options["driver"] = "file";
+  options["filename"] = filename;
+  co_return co_await open_node(loop, std::move(options), OpenFlags{}, "file");
+}
+
+Task<Status> write_layout(BlockNode& node, Qcow2Layout layout, PreallocMode mode) {
+  for (PlannedWrite& w : layout.writes) {
+    IoVec qiov(w.data.data(), w.data.size());
+    Status s = co_await node.write(w.offset, std::move(qiov));
+    if (!s) co_return s;
+  }
+  if (layout.data_start) {
+    // falloc/full: the file node allocates [current end, file_size) as asked (§16).
+    Status s = co_await node.truncate(layout.data_start, PreallocMode::kOff);
+    if (!s) co_return s;
+    Status grown = co_await node.truncate(layout.file_size, mode);
+    if (!grown) co_return grown;
+  } else if (node.length() < layout.file_size) {
+    Status s = co_await node.truncate(layout.file_size, PreallocMode::kOff);
+    if (!s) co_return s;
+  }
+  co_return co_await node.flush();
+}
+
+}  // namespace
+
+Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts) {
+  if (Status s = validate_create_options(opts); !s) co_return s;
+  uint64_t size = 0;
+  if (opts.size) {
+    size = *opts.size;
+  } else if (!opts.backing_file.empty() && !opts.unsafe_backing) {
+    Result<uint64_t> length = co_await backing_length(loop, opts.backing_file, opts.backing_fmt);
+    if (!length) {
+      co_return fail(Error::with_message(
+          length.error().errnum(), length.error().message() + "\nCould not open backing image."));
+    }
+    size = *length;
+  } else {
+    co_return fail(create_error("Image creation needs a size parameter"));
+  }
+  Result<Qcow2Layout> layout = plan_qcow2_layout(opts, size);
+  if (!layout) co_return fail(layout.error());
+  if (Status s = create_file(opts.filename); !s) co_return s;
+  Result<NodePtr> node = co_await open_file(loop, opts.filename);
+  if (!node) co_return fail(node.error());
+  Status written = co_await write_layout(**node, std::move(*layout), opts.preallocation);
+  Status closed = co_await (*node)->close();
+  if (!written) co_return written;
+  co_return closed;
+}
+
+Task<Status> create_raw(EventLoop& loop, std::string filename, uint64_t size,
+                        PreallocMode preallocation) {
+  if (preallocation == PreallocMode::kMetadata) {
+    co_return fail(Error::with_message(ENOTSUP, "Unsupported preallocation mode: metadata"));
+  }
+  if (Status s = create_file(filename); !s) co_return s;
+  Result<NodePtr> node = co_await open_file(loop, filename);
+  if (!node) co_return fail(node.error());
+  Status grown = co_await (*node)->truncate(size, preallocation);
+  Status closed = co_await (*node)->close();
+  if (!grown) co_return grown;
+  co_return closed;
+}
+
+}  // namespace qblock::qcow2

@@ -1,0 +1,70 @@
+// Creating qcow2 images with the exact layout qemu-img 7.2 produces (qcow2-format.md §15, §16):
+// the metadata is planned in memory by replaying QEMU's cluster allocator, then written through
+// a file protocol node. Used by `qblock create`; the qcow2 driver itself is not needed.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qblock/block_node.h"
+#include "qblock/error.h"
+#include "qblock/event_loop.h"
+#include "qblock/task.h"
+
+namespace qblock::qcow2 {
+
+// The creation options of qemu-img's qcow2 driver (qemu-compat.md §3.1).
+struct Qcow2CreateOptions {
+  std::string filename;          // the image file to create (truncated if it exists)
+  std::optional<uint64_t> size;  // virtual size; nullopt: the backing file's length
+  uint64_t cluster_size = 65536;
+  uint32_t version = 3;  // 2 (compat=0.10) or 3 (compat=1.1)
+  bool lazy_refcounts = false;
+  uint64_t refcount_bits = 16;
+  PreallocMode preallocation = PreallocMode::kOff;
+  std::string backing_file;  // empty: none
+  std::string backing_fmt;   // empty: none
+  // Do not open the backing file (qemu-img create -u); then `size` is required.
+  bool unsafe_backing = false;
+  uint8_t compression_type = 0;  // 0 zlib, 1 zstd
+  bool extended_l2 = false;
+};
+
+// Checks the options as qemu-img 7.2 does, in its order, with its messages
+// (qcow2-format.md §15.4), e.g. "Cluster size must be a power of two between 512 and 2048k".
+// Errors: EINVAL.
+Status validate_create_options(const Qcow2CreateOptions& opts);
+
+// One write of the planned image.
+struct PlannedWrite {
+  uint64_t offset;
+  std::vector<uint8_t> data;
+};
+
+// The planned image: metadata writes in ascending offset order, the final file length and,
+// for falloc/full, the data area that is preallocated ([data_start, file_size)).
+struct Qcow2Layout {
+  std::vector<PlannedWrite> writes;
+  uint64_t file_size = 0;
+  uint64_t data_start = 0;  // 0: no data area to preallocate
+};
+
+// Plans the image for a virtual size of `size` bytes. Pure: no I/O.
+// REQUIRES: validate_create_options(opts) succeeded.
+// Errors: ENOTSUP for sizes that would need the refcount table to grow during creation.
+Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& opts, uint64_t size);
+
+// Creates (or truncates) opts.filename and writes a fresh qcow2 image into it through a file
+// protocol node. Without an explicit size the backing file is opened (format backing_fmt) and
+// its length is used. Errors: the validation messages, "Image creation needs a size
+// parameter", "Could not open 'b': ..." for the backing file, and I/O errors.
+Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts);
+
+// Creates (or truncates) a raw image file of `size` bytes with the given preallocation
+// (metadata behaves as off, as for QEMU's file driver... except it is refused like QEMU).
+Task<Status> create_raw(EventLoop& loop, std::string filename, uint64_t size,
+                        PreallocMode preallocation);
+
+}  // namespace qblock::qcow2

@@ -1,0 +1,63 @@
+// Shared qemu-img-style helpers (see img_common.h).
+#include "qblock/img_common.h"
+
+#include <cmath>
+#include <cstdio>
+
+namespace qblock::tools {
+
+std::string size_to_str(uint64_t value) {
+  static const char* const kSuffixes[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  // The unit keeps the number below 1000 (not 1024), then "%0.3g" (qemu-compat.md §1.3(b)).
+  int exponent = 0;
+  std::frexp(static_cast<double>(value) / (1000.0 / 1024.0), &exponent);
+  int i = (exponent - 1) / 10;
+  if (i < 0) i = 0;
+  if (i > 6) i = 6;
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%0.3g %s", static_cast<double>(value) / std::ldexp(1.0, 10 * i),
+                kSuffixes[i]);
+  return buf;
+}
+
+void img_error(std::string_view text) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "qemu-img: %.*s\n", static_cast<int>(text.size()), text.data());
+}
+
+void img_usage_error(std::string_view text) {
+  img_error(text);
+  std::fprintf(stderr, "Try 'qemu-img --help' for more information\n");
+}
+
+std::vector<std::pair<std::string, std::string>> parse_option_list(std::string_view text) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::string item;
+  std::vector<std::string> items;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == ',') {
+      if (i + 1 < text.size() && text[i + 1] == ',') {
+        item += ',';
+        ++i;
+        continue;
+      }
+      items.push_back(std::move(item));
+      item.clear();
+      continue;
+    }
+    item += text[i];
+  }
+  items.push_back(std::move(item));
+  for (std::string& it : items) {
+    if (it.empty()) continue;
+    std::size_t eq = it.find('=');
+    if (eq == std::string::npos) {
+      out.emplace_back(it, "on");
+    } else {
+      out.emplace_back(it.substr(0, eq), it.substr(eq + 1));
+    }
+  }
+  return out;
+}
+
+}  // namespace qblock::tools

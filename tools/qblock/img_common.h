@@ -1,0 +1,29 @@
+// Helpers shared by the qemu-img-style subcommands (`qblock create`, `qblock info`):
+// qemu-img's human-readable sizes, its error prefix and its `-o` option lists
+// (qemu-compat.md §1.1, §1.3(b), §3).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "qblock/error.h"
+
+namespace qblock::tools {
+
+// qemu-img's size_to_str (qemu-compat.md §1.3(b)): "0 B", "1.5 KiB", "0.977 MiB".
+std::string size_to_str(uint64_t value);
+
+// Prints "qemu-img: <text>\n" on stderr (after flushing stdout, so merged output keeps order).
+void img_error(std::string_view text);
+
+// Prints the getopt failure line and "Try 'qemu-img --help' for more information".
+void img_usage_error(std::string_view text);
+
+// A `-o` list "k=v,k2,k3=a,,b" as ordered (key, value) pairs; a bare key gets the value "on"
+// (QemuOpts' implied boolean). ",," is a literal comma.
+std::vector<std::pair<std::string, std::string>> parse_option_list(std::string_view text);
+
+}  // namespace qblock::tools
