@@ -364,7 +364,8 @@ int run_create(int argc, char** argv) {
     }
     if (!unsafe) {
       if (!backing_fmt) {
-        Result<std::string> probed = run_sync(**loop, probe_format(loop->get(), *backing));
+        Result<std::string> probed =
+            run_sync(**loop, probe_format(loop->get(), combine_path(filename, *backing)));
         if (!probed) {
           return fail_with(filename, Error::with_message(probed.error().errnum(),
                                                          probed.error().message() +
@@ -376,8 +377,8 @@ int run_create(int argc, char** argv) {
                                                        "format\nDetected format of " +
                                                            *probed + "."));
       }
-      Result<uint64_t> length =
-          run_sync(**loop, backing_length(loop->get(), *backing, *backing_fmt));
+      Result<uint64_t> length = run_sync(
+          **loop, backing_length(loop->get(), combine_path(filename, *backing), *backing_fmt));
       if (!length) {
         return fail_with(filename, Error::with_message(length.error().errnum(),
                                                        length.error().message() +

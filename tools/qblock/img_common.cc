@@ -60,4 +60,11 @@ std::vector<std::pair<std::string, std::string>> parse_option_list(std::string_v
   return out;
 }
 
+std::string combine_path(const std::string& base, const std::string& name) {
+  if (name.empty() || name[0] == '/') return name;
+  std::size_t slash = base.rfind('/');
+  if (slash == std::string::npos) return name;
+  return base.substr(0, slash + 1) + name;
+}
+
 }  // namespace qblock::tools

@@ -26,4 +26,8 @@ void img_usage_error(std::string_view text);
 // (QemuOpts' implied boolean). ",," is a literal comma.
 std::vector<std::pair<std::string, std::string>> parse_option_list(std::string_view text);
 
+// QEMU's path_combine: `name` relative to the directory of `base` (a backing file name is
+// relative to the image that names it); absolute names are returned as they are.
+std::string combine_path(const std::string& base, const std::string& name);
+
 }  // namespace qblock::tools
