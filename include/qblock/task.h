@@ -49,9 +49,8 @@ struct TaskPromiseBase {
     ++frames_allocated;
     return ::operator new(size);
   }
-  static void operator delete(void* frame, std::size_t size) noexcept {
-    ::operator delete(frame, size);
-  }
+  // Unsized: clang 14 does not declare the sized global form without -fsized-deallocation.
+  static void operator delete(void* frame) noexcept { ::operator delete(frame); }
   static inline thread_local uint64_t frames_allocated = 0;
 
   std::suspend_always initial_suspend() noexcept { return {}; }
