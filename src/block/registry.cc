@@ -5,6 +5,7 @@
 #include "block/driver.h"
 #include "block/filters/blkdebug.h"
 #include "block/filters/passthrough.h"
+#include "block/formats/qcow2/qcow2.h"
 #include "block/formats/raw.h"
 #include "block/protocols/file.h"
 #include "block/protocols/memory.h"
@@ -23,6 +24,7 @@ const std::vector<DriverEntry>& driver_registry() {
       {"null-aio", NodeKind::kProtocol, &open_null_node, nullptr, true},
       // Formats.
       {"raw", NodeKind::kFormat, &open_raw_node, nullptr},
+      {"qcow2", NodeKind::kFormat, &qcow2::open_qcow2_node, &qcow2::probe_qcow2},
       // Filters.
       {"passthrough", NodeKind::kFilter, &open_passthrough_node, nullptr},
       {"blkdebug", NodeKind::kFilter, &open_blkdebug_node, nullptr, true},

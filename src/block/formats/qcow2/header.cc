@@ -208,7 +208,9 @@ Result<std::vector<uint8_t>> serialize_header(const Header& h) {
     const uint32_t length = kKnownHeaderLength + static_cast<uint32_t>(h.unknown_fields.size());
     store_be32(b + 100, length);
     b[104] = h.compression_type;
-    std::memcpy(b + kKnownHeaderLength, h.unknown_fields.data(), h.unknown_fields.size());
+    if (!h.unknown_fields.empty()) {
+      std::memcpy(b + kKnownHeaderLength, h.unknown_fields.data(), h.unknown_fields.size());
+    }
     pos = length;
   }
   auto put_ext = [&](uint32_t type, const uint8_t* data, std::size_t n) -> bool {

@@ -1,0 +1,871 @@
+// The qcow2 format driver (see qcow2.h).
+#include "block/formats/qcow2/qcow2.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "base/byte_order.h"
+#include "base/check.h"
+#include "block/formats/qcow2/header.h"
+#include "block/formats/qcow2/refcount.h"
+#include "runtime/sync.h"
+
+namespace qblock::qcow2 {
+
+namespace {
+
+// qcow2-format.md §3.2–§3.4.
+constexpr uint64_t kOffsetMask = 0x00fffffffffffe00ULL;
+constexpr uint64_t kCopied = 1ULL << 63;
+constexpr uint64_t kCompressedFlag = 1ULL << 62;
+constexpr uint64_t kZeroFlag = 1;
+// Incompatible features this driver implements (§2.3).
+constexpr uint64_t kSupportedIncompatible =
+    kIncompatDirty | kIncompatCorrupt | kIncompatCompression;
+
+enum class ClusterType { kUnallocated, kZeroPlain, kZeroAlloc, kNormal, kCompressed };
+
+ClusterType cluster_type(uint64_t entry) {
+  if (entry & kCompressedFlag) return ClusterType::kCompressed;
+  const bool zero = entry & kZeroFlag;
+  const bool host = entry & kOffsetMask;
+  if (zero) return host ? ClusterType::kZeroAlloc : ClusterType::kZeroPlain;
+  return host ? ClusterType::kNormal : ClusterType::kUnallocated;
+}
+
+Error corrupt(std::string reason) {
+  return Error::with_message(EIO, "qcow2: " + std::move(reason));
+}
+
+class Qcow2Node : public BlockNode {
+ public:
+  Qcow2Node(EventLoop& loop, NodePtr file, Header header)
+      : BlockNode(loop, "qcow2", NodeKind::kFormat),
+        lock_(loop),
+        header_(std::move(header)),
+        cs_(header_.cluster_size()),
+        l2_entries_(cs_ / 8) {
+    flags_ = file->open_flags();
+    add_child(ChildRole::kFile, "file", std::move(file));
+    file_ = primary_child();
+    refcounts_ = std::make_unique<Refcounts>(*file_, header_);
+    // §3.7: write-zeroes of whole clusters is a metadata operation on v3; v2 has no zero flag.
+    if (header_.version >= 3) {
+      supported_zero_flags_ = RequestFlag::kMayUnmap | RequestFlag::kNoFallback;
+    }
+    limits_.pwrite_zeroes_alignment = static_cast<uint32_t>(cs_);
+  }
+
+  void set_backing(NodePtr backing) {
+    if (backing) add_child(ChildRole::kBacking, "backing", std::move(backing));
+    backing_ = child(ChildRole::kBacking);
+  }
+  void set_l2_cache_tables(std::size_t n) { max_l2_tables_ = std::max<std::size_t>(n, 4); }
+
+  Task<Status> load_tables();
+
+  uint64_t length() const override { return header_.size; }
+  std::string filename() const override { return file_->filename(); }
+  NodeInfo info() const override;
+
+ protected:
+  Task<Status> do_read(uint64_t offset, IoVec qiov, RequestFlags flags) override;
+  Task<Status> do_write(uint64_t offset, IoVec qiov, RequestFlags flags) override;
+  Task<Status> do_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) override;
+  Task<Status> do_discard(uint64_t offset, uint64_t bytes) override;
+  Task<Status> do_flush() override;
+  Task<Status> do_truncate(uint64_t size, PreallocMode mode, Exact exact) override;
+  Task<Result<BlockStatus>> do_block_status(uint64_t offset, uint64_t bytes,
+                                            WantZero want_zero) override;
+  Task<Status> do_close() override;
+
+ private:
+  struct L2Table {
+    uint64_t offset = 0;
+    std::vector<uint64_t> entries;
+  };
+  struct Mapping {  // a run of clusters with the same treatment
+    ClusterType type;
+    uint64_t entry;  // of the first cluster
+    uint64_t bytes;  // guest bytes covered from the requested offset
+  };
+
+  uint64_t l1_index(uint64_t guest) const { return guest / cs_ / l2_entries_; }
+  uint64_t l2_index(uint64_t guest) const { return guest / cs_ % l2_entries_; }
+
+  // All REQUIRE lock_ held.
+  Task<Result<L2Table*>> get_l2(uint64_t l1i, bool allocate);
+  Task<Result<Mapping>> map(uint64_t guest, uint64_t bytes);
+  Task<Status> write_l1_entry(uint64_t l1i);
+  Task<Status> write_l2_entries(L2Table& table, uint64_t first, uint64_t count);
+  Task<Status> read_unlocked(uint64_t guest, IoVec qiov, const Mapping& m);
+  Task<Status> read_backing(uint64_t guest, IoVec qiov);
+  Task<Result<bool>> reads_as_zero(uint64_t entry, uint64_t guest_cluster);
+  Task<Status> free_entry(uint64_t entry);
+  Task<Status> write_header();
+  Task<Status> allocating_write(uint64_t guest, IoVec data, L2Table& table, uint64_t* written);
+
+  AsyncMutex lock_;  // guards every metadata structure below
+  Header header_;
+  const uint64_t cs_;
+  const uint64_t l2_entries_;
+  BlockNode* file_ = nullptr;
+  BlockNode* backing_ = nullptr;
+  std::unique_ptr<Refcounts> refcounts_;
+  std::vector<uint64_t> l1_;
+  std::unordered_map<uint64_t, std::unique_ptr<L2Table>> l2_cache_;  // by host offset
+  std::size_t max_l2_tables_ = 64;
+};
+
+Task<Status> Qcow2Node::load_tables() {
+  l1_.assign(header_.l1_size, 0);
+  if (header_.l1_size) {
+    std::vector<uint8_t> raw(uint64_t{header_.l1_size} * 8);
+    Status s = co_await file_->read(header_.l1_table_offset, IoVec(raw.data(), raw.size()));
+    if (!s) co_return s;
+    for (uint64_t i = 0; i < l1_.size(); ++i) l1_[i] = load_be64(&raw[i * 8]);
+  }
+  co_return co_await refcounts_->load();
+}
+
+NodeInfo Qcow2Node::info() const {
+  NodeInfo i;
+  i.format_name = "qcow2";
+  i.cluster_size = cs_;
+  // QEMU stores VM state right after the guest-visible L1 range.
+  const uint64_t l1_span = cs_ * l2_entries_;
+  i.vm_state_offset = (header_.size + l1_span - 1) / l1_span * l1_span;
+  const bool v3 = header_.version >= 3;
+  i.format_specific.emplace_back("compat", v3 ? "1.1" : "0.10");
+  i.format_specific.emplace_back("compression type", header_.compression_type ? "zstd" : "zlib");
+  if (v3) {
+    i.format_specific.emplace_back(
+        "lazy refcounts", header_.compatible_features & kCompatLazyRefcounts ? "true" : "false");
+  }
+  i.format_specific.emplace_back("refcount bits", std::to_string(header_.refcount_bits()));
+  if (v3) {
+    i.format_specific.emplace_back(
+        "corrupt", header_.incompatible_features & kIncompatCorrupt ? "true" : "false");
+    i.format_specific.emplace_back("extended l2", header_.extended_l2() ? "true" : "false");
+  }
+  return i;
+}
+
+// ---- metadata ----------------------------------------------------------------------------
+
+Task<Result<Qcow2Node::L2Table*>> Qcow2Node::get_l2(uint64_t l1i, bool allocate) {
+  if (l1i >= l1_.size()) co_return fail(Error::io("guest offset beyond the L1 table"));
+  const uint64_t l1_entry = l1_[l1i];
+  const uint64_t old_offset = l1_entry & kOffsetMask;
+  if (old_offset && old_offset % cs_) {
+    co_return fail(
+        corrupt(fmt::format("L2 table offset {:#x} unaligned (L1 index: {:#x})", old_offset, l1i)));
+  }
+  L2Table* table = nullptr;
+  if (old_offset) {
+    auto it = l2_cache_.find(old_offset);
+    if (it != l2_cache_.end()) {
+      table = it->second.get();
+    } else {
+      co_await file_->debug_event(DebugEvent::kL2Load);
+      if (l2_cache_.size() >= max_l2_tables_) l2_cache_.erase(l2_cache_.begin());
+      auto fresh = std::make_unique<L2Table>();
+      fresh->offset = old_offset;
+      std::vector<uint8_t> raw(cs_);
+      Status s = co_await file_->read(old_offset, IoVec(raw.data(), cs_));
+      if (!s) co_return fail(s.error());
+      fresh->entries.resize(l2_entries_);
+      for (uint64_t i = 0; i < l2_entries_; ++i) fresh->entries[i] = load_be64(&raw[i * 8]);
+      table = fresh.get();
+      l2_cache_[old_offset] = std::move(fresh);
+    }
+  }
+  if (!allocate || (table && (l1_entry & kCopied))) co_return table;
+
+  // A new L2 table, or a private copy of a shared one (§3.6).
+  co_await file_->debug_event(DebugEvent::kL2AllocWrite);
+  Result<uint64_t> where = co_await refcounts_->allocate(1);
+  if (!where) co_return fail(where.error());
+  if (*where == 0) co_return fail(corrupt("Preventing invalid allocation of L2 table at offset 0"));
+  // §17 R1: the table's refcount is on disk before anything points at it.
+  Status s = co_await refcounts_->write_dirty();
+  if (!s) co_return fail(s.error());
+  auto fresh = std::make_unique<L2Table>();
+  fresh->offset = *where;
+  fresh->entries = table ? table->entries : std::vector<uint64_t>(l2_entries_, 0);
+  std::vector<uint8_t> raw(cs_);
+  for (uint64_t i = 0; i < l2_entries_; ++i) store_be64(&raw[i * 8], fresh->entries[i]);
+  // §17 R2: the whole table is on disk before the L1 entry.
+  s = co_await file_->write(*where, IoVec(raw.data(), cs_));
+  if (!s) co_return fail(s.error());
+  s = co_await file_->flush();
+  if (!s) co_return fail(s.error());
+  l1_[l1i] = *where | kCopied;
+  s = co_await write_l1_entry(l1i);
+  if (!s) co_return fail(s.error());
+  if (old_offset) {
+    l2_cache_.erase(old_offset);
+    s = co_await refcounts_->update(old_offset / cs_, 1, -1);  // §17 R5: after the L1 switch
+    if (!s) co_return fail(s.error());
+  }
+  L2Table* result = fresh.get();
+  if (l2_cache_.size() >= max_l2_tables_) l2_cache_.erase(l2_cache_.begin());
+  l2_cache_[*where] = std::move(fresh);
+  co_return result;
+}
+
+Task<Status> Qcow2Node::write_l1_entry(uint64_t l1i) {
+  co_await file_->debug_event(DebugEvent::kL1Update);
+  uint8_t raw[8];
+  store_be64(raw, l1_[l1i]);
+  Status s = co_await file_->write(header_.l1_table_offset + l1i * 8, IoVec(raw, 8));
+  if (!s) co_return s;
+  co_return co_await file_->flush();
+}
+
+Task<Status> Qcow2Node::write_l2_entries(L2Table& table, uint64_t first, uint64_t count) {
+  co_await file_->debug_event(DebugEvent::kL2Update);
+  // Write whole sectors around the changed entries.
+  const uint64_t begin = first * 8 / 512 * 512;
+  const uint64_t end = std::min(cs_, ((first + count) * 8 + 511) / 512 * 512);
+  std::vector<uint8_t> raw(end - begin);
+  for (uint64_t off = begin; off < end; off += 8)
+    store_be64(&raw[off - begin], table.entries[off / 8]);
+  co_return co_await file_->write(table.offset + begin, IoVec(raw.data(), raw.size()));
+}
+
+// Finds how the cluster at `guest` is mapped and how many following bytes (at most `bytes`)
+// share that treatment: unallocated/zero runs, or normal clusters that are contiguous on the
+// host with the same COPIED state.
+Task<Result<Qcow2Node::Mapping>> Qcow2Node::map(uint64_t guest, uint64_t bytes) {
+  Result<L2Table*> table = co_await get_l2(l1_index(guest), false);
+  if (!table) co_return fail(table.error());
+  const uint64_t in_cluster = guest % cs_;
+  uint64_t idx = l2_index(guest);
+  const uint64_t entry = *table ? (*table)->entries[idx] : 0;
+  const ClusterType type = cluster_type(entry);
+  if ((type == ClusterType::kNormal || type == ClusterType::kZeroAlloc) &&
+      (entry & kOffsetMask) % cs_) {
+    co_return fail(
+        corrupt(fmt::format("Cluster allocation offset {:#x} unaligned (L2 offset: "
+                            "{:#x}, L2 index: {:#x})",
+                            entry & kOffsetMask, (*table)->offset, idx)));
+  }
+  uint64_t covered = std::min(bytes, cs_ - in_cluster);
+  if (type != ClusterType::kCompressed) {
+    while (covered < bytes && ++idx < l2_entries_) {
+      const uint64_t next = *table ? (*table)->entries[idx] : 0;
+      const ClusterType next_type = cluster_type(next);
+      if (next_type != type) break;
+      if (type == ClusterType::kNormal &&
+          ((next & kOffsetMask) != (entry & kOffsetMask) + (idx - l2_index(guest)) * cs_ ||
+           (next & kCopied) != (entry & kCopied))) {
+        break;
+      }
+      covered = std::min(bytes, covered + cs_);
+    }
+  }
+  co_return Mapping{type, entry, covered};
+}
+
+Task<Status> Qcow2Node::read_backing(uint64_t guest, IoVec qiov) {
+  co_await file_->debug_event(DebugEvent::kReadBackingAio);
+  const uint64_t backing_len = backing_ ? backing_->length() : 0;
+  const uint64_t n = qiov.size();
+  // §3.5: beyond the backing file's end the image reads as zeros.
+  const uint64_t avail = guest < backing_len ? std::min(n, backing_len - guest) : 0;
+  if (avail < n) qiov.memset(avail, 0, n - avail);
+  if (avail == 0) co_return ok();
+  IoVec part = qiov.slice(0, avail);
+  co_return co_await backing_->read(guest, std::move(part));
+}
+
+Task<Status> Qcow2Node::read_unlocked(uint64_t guest, IoVec qiov, const Mapping& m) {
+  switch (m.type) {
+    case ClusterType::kUnallocated:
+      if (backing_) co_return co_await read_backing(guest, std::move(qiov));
+      qiov.memset(0, 0, qiov.size());
+      co_return ok();
+    case ClusterType::kZeroPlain:
+    case ClusterType::kZeroAlloc: qiov.memset(0, 0, qiov.size()); co_return ok();
+    case ClusterType::kNormal: {
+      co_await file_->debug_event(DebugEvent::kReadAio);
+      const uint64_t host = (m.entry & kOffsetMask) + guest % cs_;
+      co_return co_await file_->read(host, std::move(qiov));
+    }
+    case ClusterType::kCompressed:
+      co_return fail(Error::with_message(ENOTSUP, "compressed clusters are not supported yet"));
+  }
+  co_return ok();
+}
+
+Task<Result<bool>> Qcow2Node::reads_as_zero(uint64_t entry, uint64_t guest_cluster) {
+  switch (cluster_type(entry)) {
+    case ClusterType::kZeroPlain:
+    case ClusterType::kZeroAlloc: co_return true;
+    case ClusterType::kUnallocated:
+      if (!backing_ || guest_cluster >= backing_->length()) co_return true;
+      {
+        // Ask the backing chain cheaply whether that range holds data.
+        const uint64_t len = std::min(cs_, backing_->length() - guest_cluster);
+        Result<BlockStatus> st =
+            co_await backing_->block_status(guest_cluster, len, WantZero::kYes);
+        if (!st) co_return fail(st.error());
+        co_return (st->flags & kStatusZero) && st->bytes >= len;
+      }
+    default: co_return false;
+  }
+}
+
+Task<Status> Qcow2Node::free_entry(uint64_t entry) {
+  const ClusterType type = cluster_type(entry);
+  if (type == ClusterType::kNormal || type == ClusterType::kZeroAlloc) {
+    co_await file_->debug_event(DebugEvent::kClusterFree);
+    const uint64_t host = entry & kOffsetMask;
+    Status s = co_await refcounts_->update(host / cs_, 1, -1);
+    if (!s) co_return s;
+    if (flags_.discard == DiscardMode::kUnmap) {
+      Result<uint64_t> rc = co_await refcounts_->get(host / cs_);
+      if (rc && *rc == 0) (void)co_await file_->discard(host, cs_);
+    }
+  } else if (type == ClusterType::kCompressed) {
+    const uint64_t shift = 62 - (header_.cluster_bits - 8);
+    const uint64_t host = entry & ((1ULL << shift) - 1);
+    const uint64_t sectors = ((entry >> shift) & ((1ULL << (header_.cluster_bits - 8)) - 1)) + 1;
+    const uint64_t first = host / cs_;
+    const uint64_t last = ((host & ~uint64_t{511}) + sectors * 512 - 1) / cs_;
+    Status s = co_await refcounts_->update(first, last - first + 1, -1);
+    if (!s) co_return s;
+  }
+  co_return ok();
+}
+
+Task<Status> Qcow2Node::write_header() {
+  Result<std::vector<uint8_t>> raw = serialize_header(header_);
+  if (!raw) co_return fail(raw.error());
+  raw->resize((raw->size() + 511) / 512 * 512, 0);
+  Status s = co_await file_->write(0, IoVec(raw->data(), raw->size()));
+  if (!s) co_return s;
+  co_return co_await file_->flush();
+}
+
+// ---- read --------------------------------------------------------------------------------
+
+Task<Status> Qcow2Node::do_read(uint64_t offset, IoVec qiov, RequestFlags) {
+  uint64_t pos = 0;
+  while (pos < qiov.size()) {
+    Result<Mapping> m;
+    {
+      AsyncMutex::Guard guard = co_await lock_.lock();
+      m = co_await map(offset + pos, qiov.size() - pos);
+    }
+    if (!m) co_return fail(m.error());
+    IoVec part = qiov.slice(pos, m->bytes);
+    Status s = co_await read_unlocked(offset + pos, std::move(part), *m);
+    if (!s) co_return s;
+    pos += m->bytes;
+  }
+  co_return ok();
+}
+
+// ---- write -------------------------------------------------------------------------------
+
+Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags) {
+  AsyncMutex::Guard guard = co_await lock_.lock();
+  uint64_t pos = 0;
+  while (pos < qiov.size()) {
+    const uint64_t guest = offset + pos;
+    Result<Mapping> m = co_await map(guest, qiov.size() - pos);
+    if (!m) co_return fail(m.error());
+    if (m->type == ClusterType::kNormal && (m->entry & kCopied)) {
+      // §3.6: COPIED clusters are rewritten in place.
+      co_await file_->debug_event(DebugEvent::kWriteAio);
+      IoVec part = qiov.slice(pos, m->bytes);
+      Status s = co_await file_->write((m->entry & kOffsetMask) + guest % cs_, std::move(part));
+      if (!s) co_return s;
+      pos += m->bytes;
+      continue;
+    }
+    Result<L2Table*> table = co_await get_l2(l1_index(guest), true);
+    if (!table) co_return fail(table.error());
+    uint64_t written = 0;
+    IoVec rest = qiov.slice(pos, qiov.size() - pos);
+    Status s = co_await allocating_write(guest, std::move(rest), **table, &written);
+    if (!s) co_return s;
+    pos += written;
+  }
+  co_return ok();
+}
+
+// Writes a prefix of `data` at `guest` into newly allocated clusters (§5 of
+// block-semantics.md): a run of clusters that all need allocation, in one L2 table. COW
+// regions that read as zero are zeroed with one ALLOCATE write-zeroes and only guest data is
+// written; otherwise head + data + tail go out as one merged write. Then refcounts, then the
+// L2 entries (§17).
+Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& table,
+                                         uint64_t* written) {
+  const uint64_t first = l2_index(guest);
+  const uint64_t in_cluster = guest % cs_;
+  // How many clusters from `first` need a new host cluster (stop at an in-place one).
+  uint64_t count = 0;
+  while (first + count < l2_entries_ && count * cs_ < in_cluster + data.size()) {
+    const uint64_t e = table.entries[first + count];
+    if (cluster_type(e) == ClusterType::kNormal && (e & kCopied)) break;
+    if (count > 0 && cluster_type(e) == ClusterType::kZeroAlloc && (e & kCopied)) break;
+    ++count;
+  }
+  CHECK(count > 0);
+  const uint64_t first_entry = table.entries[first];
+  const uint64_t guest_start = guest - in_cluster;
+  // A single preallocated zero cluster with refcount 1 is reused in place (§3.5).
+  const bool reuse =
+      count == 1 && cluster_type(first_entry) == ClusterType::kZeroAlloc && (first_entry & kCopied);
+  uint64_t host;
+  if (reuse) {
+    host = first_entry & kOffsetMask;
+    if (host % cs_) {
+      co_return fail(corrupt(
+          fmt::format("Preallocated zero cluster offset {:#x} unaligned (guest offset: {:#x})",
+                      host, guest_start)));
+    }
+  } else {
+    co_await file_->debug_event(DebugEvent::kClusterAlloc);
+    // Take the first free run, even if shorter than wanted; the rest goes in the next round.
+    Result<std::pair<uint64_t, uint64_t>> run = co_await refcounts_->allocate_run(1, count);
+    if (!run) co_return fail(run.error());
+    if (run->first == 0) {
+      co_return fail(corrupt("Preventing invalid allocation of cluster at offset 0"));
+    }
+    host = run->first;
+    count = run->second;
+  }
+  const uint64_t data_len = std::min<uint64_t>(data.size(), count * cs_ - in_cluster);
+  const uint64_t head = in_cluster;
+  const uint64_t tail = count * cs_ - in_cluster - data_len;
+  const uint64_t last_entry = table.entries[first + count - 1];
+  const uint64_t guest_last = guest_start + (count - 1) * cs_;
+
+  bool head_zero = true, tail_zero = true;
+  if (head) {
+    Result<bool> z = co_await reads_as_zero(first_entry, guest_start);
+    if (!z) co_return fail(z.error());
+    head_zero = *z;
+  }
+  if (tail) {
+    Result<bool> z = co_await reads_as_zero(last_entry, guest_last);
+    if (!z) co_return fail(z.error());
+    tail_zero = *z;
+  }
+  IoVec payload = data.slice(0, data_len);
+  Status s = ok();
+  bool zeroed = false;
+  if ((head || tail) && head_zero && tail_zero) {
+    // block-semantics.md §5.2: one efficient zeroing of the whole allocation, data only after.
+    co_await file_->debug_event(DebugEvent::kClusterAllocSpace);
+    Status z = co_await file_->write_zeroes(host, count * cs_, kAllocate);
+    zeroed = static_cast<bool>(z);
+  }
+  if (zeroed || (!head && !tail)) {
+    co_await file_->debug_event(DebugEvent::kWriteAio);
+    s = co_await file_->write(host + head, std::move(payload));
+  } else {
+    // block-semantics.md §5.3: COW head and tail merged with the data into one write.
+    AlignedBuffer head_buf(head, 4096), tail_buf(tail, 4096);
+    if (head) {
+      co_await file_->debug_event(DebugEvent::kCowRead);
+      Mapping hm{cluster_type(first_entry), first_entry, head};
+      s = co_await read_unlocked(guest_start, IoVec(head_buf.data(), head), hm);
+      if (!s) co_return s;
+    }
+    if (tail) {
+      co_await file_->debug_event(DebugEvent::kCowRead);
+      const uint64_t tail_guest = guest + data_len;
+      Mapping tm{cluster_type(last_entry), last_entry, tail};
+      s = co_await read_unlocked(tail_guest, IoVec(tail_buf.data(), tail), tm);
+      if (!s) co_return s;
+    }
+    IoVec merged;
+    if (head) merged.append(head_buf.data(), head);
+    merged.append(payload);
+    if (tail) merged.append(tail_buf.data(), tail);
+    co_await file_->debug_event(DebugEvent::kCowWrite);
+    s = co_await file_->write(host, std::move(merged));
+  }
+  if (!s) co_return s;
+
+  // §17 R1/R3: data and refcounts are stable before the L2 entries point at them.
+  s = co_await refcounts_->write_dirty();
+  if (!s) co_return s;
+  s = co_await file_->flush();
+  if (!s) co_return s;
+  std::vector<uint64_t> old(table.entries.begin() + static_cast<std::ptrdiff_t>(first),
+                            table.entries.begin() + static_cast<std::ptrdiff_t>(first + count));
+  for (uint64_t i = 0; i < count; ++i) table.entries[first + i] = (host + i * cs_) | kCopied;
+  s = co_await write_l2_entries(table, first, count);
+  if (!s) co_return s;
+  if (!reuse) {
+    bool any_freed = false;
+    for (uint64_t e : old) any_freed |= (e & kOffsetMask) != 0;
+    if (any_freed) {
+      // §17 R5: the new entries are on disk before the old clusters are released.
+      s = co_await file_->flush();
+      if (!s) co_return s;
+      for (uint64_t e : old) {
+        s = co_await free_entry(e);
+        if (!s) co_return s;
+      }
+    }
+  }
+  *written = data_len;
+  co_return ok();
+}
+
+// ---- zeroes, discard -----------------------------------------------------------------------
+
+Task<Status> Qcow2Node::do_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) {
+  if (header_.version < 3) co_return fail(Error::unsupported());
+  AsyncMutex::Guard guard = co_await lock_.lock();
+  const uint64_t in_cluster = offset % cs_;
+  const bool partial = in_cluster != 0 || (bytes % cs_ != 0 && offset + bytes != header_.size);
+  if (partial) {
+    // qcow2-format.md §3.7: a partial cluster can only become a zero cluster if it already
+    // reads as zeros; anything else is the generic layer's job (ENOTSUP → zero buffers).
+    Result<L2Table*> table = co_await get_l2(l1_index(offset), false);
+    if (!table) co_return fail(table.error());
+    const uint64_t entry = *table ? (*table)->entries[l2_index(offset)] : 0;
+    Result<bool> z = co_await reads_as_zero(entry, offset - in_cluster);
+    if (!z) co_return fail(z.error());
+    if (!*z || cluster_type(entry) == ClusterType::kZeroAlloc) co_return fail(Error::unsupported());
+    if (cluster_type(entry) == ClusterType::kZeroPlain) co_return ok();
+    Result<L2Table*> t = co_await get_l2(l1_index(offset), true);
+    if (!t) co_return fail(t.error());
+    (*t)->entries[l2_index(offset)] = kZeroFlag;
+    co_return co_await write_l2_entries(**t, l2_index(offset), 1);
+  }
+  uint64_t pos = offset;
+  const uint64_t end = offset + bytes;
+  while (pos < end) {
+    Result<L2Table*> table = co_await get_l2(l1_index(pos), true);
+    if (!table) co_return fail(table.error());
+    const uint64_t first = l2_index(pos);
+    const uint64_t count = std::min(l2_entries_ - first, (end - pos + cs_ - 1) / cs_);
+    std::vector<uint64_t> to_free;
+    for (uint64_t i = 0; i < count; ++i) {
+      uint64_t& e = (*table)->entries[first + i];
+      const ClusterType type = cluster_type(e);
+      const bool keep = !flags.has(RequestFlag::kMayUnmap) && (e & kCopied) &&
+                        (type == ClusterType::kNormal || type == ClusterType::kZeroAlloc);
+      if (keep) {
+        e = (e & (kOffsetMask | kCopied)) | kZeroFlag;  // ZERO_ALLOC
+      } else {
+        if (e & (kOffsetMask | kCompressedFlag)) to_free.push_back(e);
+        e = kZeroFlag;  // ZERO_PLAIN
+      }
+    }
+    Status s = co_await write_l2_entries(**table, first, count);
+    if (!s) co_return s;
+    if (!to_free.empty()) {
+      s = co_await file_->flush();
+      if (!s) co_return s;
+      for (uint64_t e : to_free) {
+        s = co_await free_entry(e);
+        if (!s) co_return s;
+      }
+    }
+    pos += count * cs_;
+  }
+  co_return ok();
+}
+
+Task<Status> Qcow2Node::do_discard(uint64_t offset, uint64_t bytes) {
+  // §3.7: partial clusters are ignored (the end of the image counts as a cluster end).
+  uint64_t start = (offset + cs_ - 1) / cs_ * cs_;
+  uint64_t end = offset + bytes == header_.size ? offset + bytes : (offset + bytes) / cs_ * cs_;
+  if (end <= start) co_return ok();
+  // v2 has no zero flag: freeing a cluster would expose the backing file, so QEMU (7.2,
+  // observed) leaves such images alone.
+  if (header_.version < 3 && backing_) co_return ok();
+  AsyncMutex::Guard guard = co_await lock_.lock();
+  for (uint64_t pos = start; pos < end;) {
+    Result<L2Table*> probe = co_await get_l2(l1_index(pos), false);
+    if (!probe) co_return fail(probe.error());
+    const uint64_t first = l2_index(pos);
+    const uint64_t count = std::min(l2_entries_ - first, (end - pos + cs_ - 1) / cs_);
+    if (!*probe && header_.version < 3) {
+      pos += count * cs_;
+      continue;
+    }
+    Result<L2Table*> table = co_await get_l2(l1_index(pos), true);
+    if (!table) co_return fail(table.error());
+    std::vector<uint64_t> to_free;
+    // v3: the range reads as zeros afterwards; v2 has no zero flag and shows the backing file.
+    const uint64_t replacement = header_.version >= 3 ? kZeroFlag : 0;
+    for (uint64_t i = 0; i < count; ++i) {
+      uint64_t& e = (*table)->entries[first + i];
+      if (e & (kOffsetMask | kCompressedFlag)) to_free.push_back(e);
+      e = replacement;
+    }
+    Status s = co_await write_l2_entries(**table, first, count);
+    if (!s) co_return s;
+    if (!to_free.empty()) {
+      s = co_await file_->flush();
+      if (!s) co_return s;
+      for (uint64_t e : to_free) {
+        s = co_await free_entry(e);
+        if (!s) co_return s;
+      }
+    }
+    pos += count * cs_;
+  }
+  co_return ok();
+}
+
+Task<Status> Qcow2Node::do_flush() {
+  AsyncMutex::Guard guard = co_await lock_.lock();
+  co_await file_->debug_event(DebugEvent::kFlushToOs);
+  co_return co_await refcounts_->write_dirty();
+}
+
+Task<Status> Qcow2Node::do_truncate(uint64_t size, PreallocMode mode, Exact) {
+  if (size % 512) {
+    co_return fail(Error::with_message(EINVAL, "The new size must be a multiple of 512"));
+  }
+  if (mode != PreallocMode::kOff) {
+    co_return fail(
+        Error::with_message(ENOTSUP, "Preallocation is not supported by qcow2 resize yet"));
+  }
+  if (size < header_.size) {
+    co_return fail(Error::with_message(ENOTSUP, "qcow2 doesn't support shrinking images yet"));
+  }
+  AsyncMutex::Guard guard = co_await lock_.lock();
+  const uint64_t span = cs_ * l2_entries_;
+  const uint64_t needed = (size + span - 1) / span;
+  if (needed > l1_.size()) {
+    // Grow the L1 table: a new copy elsewhere, then the header, then free the old one.
+    const uint64_t new_clusters = (needed * 8 + cs_ - 1) / cs_;
+    Result<uint64_t> where = co_await refcounts_->allocate(new_clusters);
+    if (!where) co_return fail(where.error());
+    Status s = co_await refcounts_->write_dirty();
+    if (!s) co_return s;
+    std::vector<uint8_t> raw(new_clusters * cs_, 0);
+    for (uint64_t i = 0; i < l1_.size(); ++i) store_be64(&raw[i * 8], l1_[i]);
+    s = co_await file_->write(*where, IoVec(raw.data(), raw.size()));
+    if (!s) co_return s;
+    s = co_await file_->flush();
+    if (!s) co_return s;
+    const uint64_t old_offset = header_.l1_table_offset;
+    const uint64_t old_clusters = (l1_.size() * 8 + cs_ - 1) / cs_;
+    header_.l1_table_offset = *where;
+    header_.l1_size = static_cast<uint32_t>(needed);
+    header_.size = size;
+    s = co_await write_header();
+    if (!s) co_return s;
+    l1_.resize(needed, 0);
+    if (old_offset && old_clusters) {
+      s = co_await refcounts_->update(old_offset / cs_, old_clusters, -1);
+      if (!s) co_return s;
+    }
+    co_return ok();
+  }
+  header_.size = size;
+  co_return co_await write_header();
+}
+
+Task<Result<BlockStatus>> Qcow2Node::do_block_status(uint64_t offset, uint64_t bytes, WantZero) {
+  AsyncMutex::Guard guard = co_await lock_.lock();
+  Result<Mapping> m = co_await map(offset, bytes);
+  if (!m) co_return fail(m.error());
+  BlockStatus st{0, m->bytes, 0, nullptr};
+  switch (m->type) {
+    case ClusterType::kUnallocated: break;
+    case ClusterType::kZeroPlain: st.flags = kStatusZero; break;
+    case ClusterType::kZeroAlloc:
+      st.flags = kStatusZero | kStatusOffsetValid;
+      st.host_offset = (m->entry & kOffsetMask) + offset % cs_;
+      st.file = file_;
+      break;
+    case ClusterType::kNormal:
+      st.flags = kStatusData | kStatusOffsetValid;
+      st.host_offset = (m->entry & kOffsetMask) + offset % cs_;
+      st.file = file_;
+      break;
+    case ClusterType::kCompressed: st.flags = kStatusData; break;
+  }
+  co_return st;
+}
+
+Task<Status> Qcow2Node::do_close() {
+  if (read_only()) co_return ok();
+  AsyncMutex::Guard guard = co_await lock_.lock();
+  co_return co_await refcounts_->write_dirty();
+}
+
+// Reads cluster 0 and parses it.
+Task<Result<Header>> read_header(BlockNode& file) {
+  AlignedBuffer first(512, 4096);
+  first.fill(0);
+  const uint64_t len = file.length();
+  if (len < 72) co_return fail(Error::with_message(EINVAL, "Image is not in qcow2 format"));
+  Status s = co_await file.read(0, IoVec(first.data(), 512));
+  if (!s) co_return fail(s.error());
+  const uint32_t bits = load_be32(first.data() + 20);
+  if (load_be32(first.data()) == kMagic && bits >= 9 && bits <= 21) {
+    const uint64_t cs = 1ULL << bits;
+    const uint64_t n = std::min<uint64_t>(cs, (len + 511) / 512 * 512);
+    AlignedBuffer cluster(n, 4096);
+    s = co_await file.read(0, IoVec(cluster.data(), n));
+    if (!s) co_return fail(s.error());
+    co_return parse_header(cluster.data(), std::min<uint64_t>(n, len));
+  }
+  co_return parse_header(first.data(), std::min<uint64_t>(512, len));
+}
+
+Task<Result<NodePtr>> open_backing(OpenContext& ctx, std::string backing_file,
+                                   std::string backing_format, std::string image) {
+  std::string path = backing_file;
+  if (!path.empty() && path[0] != '/' && path.find(':') == std::string::npos) {
+    const std::size_t slash = image.rfind('/');
+    if (slash != std::string::npos) path = image.substr(0, slash + 1) + path;
+  }
+  std::string format = backing_format;
+  OpenFlags flags = ctx.flags;
+  flags.read_only = true;
+  if (format.empty()) {
+    // Probe: qcow2 or raw.
+    Options probe_opts = Options::object();
+    probe_opts["driver"] = "file";
+    probe_opts["filename"] = path;
+    OpenFlags probe_flags;
+    probe_flags.read_only = true;
+    probe_flags.force_share = true;
+    Result<NodePtr> probe = co_await open_node(ctx.loop, std::move(probe_opts), probe_flags, "");
+    if (!probe) co_return fail(probe.error());
+    AlignedBuffer buf(512, 4096);
+    buf.fill(0);
+    Status s = ok();
+    if ((*probe)->length() >= 512) s = co_await (*probe)->read(0, IoVec(buf.data(), 512));
+    (void)co_await (*probe)->close();
+    if (!s) co_return fail(s.error());
+    format = probe_qcow2(buf.data(), 512) ? "qcow2" : "raw";
+  }
+  Options opts = Options::object();
+  opts["driver"] = format;
+  opts["file"] = Options::object();
+  opts["file"]["driver"] = "file";
+  opts["file"]["filename"] = path;
+  Result<NodePtr> node = co_await open_node(ctx.loop, std::move(opts), flags, "");
+  if (!node) {
+    co_return fail(Error::with_message(node.error().errnum(),
+                                       "Could not open backing file: " + node.error().message()));
+  }
+  co_return node;
+}
+
+}  // namespace
+
+int probe_qcow2(const uint8_t* header, std::size_t len) {
+  if (len < 8 || load_be32(header) != kMagic) return 0;
+  const uint32_t version = load_be32(header + 4);
+  return version >= 2 ? 100 : 0;
+}
+
+Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
+  // Runtime options (qemu-compat.md §5.4): validated, mostly advisory here.
+  uint64_t l2_cache_bytes = 32ULL << 20;
+  for (const char* key : {"l2-cache-size", "refcount-cache-size", "cache-size",
+                          "l2-cache-entry-size", "cache-clean-interval"}) {
+    auto v = take_size(options, key);
+    if (!v) co_return fail(v.error());
+    if (*v && std::string_view(key) == "l2-cache-size") l2_cache_bytes = **v;
+  }
+  for (const char* key :
+       {"lazy-refcounts", "pass-discard-request", "pass-discard-snapshot", "pass-discard-other"}) {
+    auto v = take_bool(options, key);
+    if (!v) co_return fail(v.error());
+  }
+  if (options.contains("overlap-check")) {
+    Options& oc = options["overlap-check"];
+    std::string value = oc.is_string() ? oc.get<std::string>()
+                        : (oc.is_object() && oc.contains("template") && oc["template"].is_string())
+                            ? oc["template"].get<std::string>()
+                            : "cached";
+    if (value != "none" && value != "constant" && value != "cached" && value != "all") {
+      co_return fail(Error::with_message(
+          EINVAL, "Unsupported value '" + value +
+                      "' for qcow2 option 'overlap-check'. Allowed are any of the following: "
+                      "none, constant, cached, all"));
+    }
+    options.erase("overlap-check");
+  }
+  std::optional<Options> backing_opts;
+  bool backing_disabled = false;
+  if (options.contains("backing")) {
+    if (options["backing"].is_null()) {
+      backing_disabled = true;
+    } else {
+      backing_opts = options["backing"];
+    }
+    options.erase("backing");
+  }
+  Result<NodePtr> file = co_await open_child(ctx, options, "file", "file");
+  if (!file) co_return fail(file.error());
+  NodePtr file_node = std::move(*file);
+  Result<Header> header = co_await read_header(*file_node);
+  if (!header) {
+    (void)co_await file_node->close();
+    co_return fail(header.error());
+  }
+  const uint64_t unsupported = header->incompatible_features & ~kSupportedIncompatible;
+  std::optional<Error> refuse;
+  if (unsupported) {
+    refuse = Error::with_message(ENOTSUP, unsupported_features_message(*header, unsupported));
+  } else if (header->crypt_method != 0) {
+    refuse = Error::with_message(ENOTSUP, "Encrypted qcow2 images are not supported yet");
+  } else if ((header->incompatible_features & kIncompatCorrupt) && !ctx.flags.read_only) {
+    refuse = Error::with_message(EACCES, "qcow2: Image is corrupt; cannot be opened read/write");
+  } else if ((header->incompatible_features & kIncompatDirty) && !ctx.flags.read_only) {
+    refuse = Error::with_message(
+        ENOTSUP, "Could not repair dirty image: Operation not supported (open it read-only)");
+  } else if (header->nb_snapshots && !ctx.flags.read_only) {
+    refuse = Error::with_message(
+        ENOTSUP, "Writing to qcow2 images with internal snapshots is not supported yet");
+  }
+  if (refuse) {
+    (void)co_await file_node->close();
+    co_return fail(*refuse);
+  }
+  const std::string image_name = file_node->filename();
+  NodePtr backing;
+  if (backing_opts) {
+    OpenFlags backing_flags = ctx.flags;
+    backing_flags.read_only = true;
+    Result<NodePtr> b = co_await open_node(ctx.loop, *backing_opts, backing_flags, "");
+    if (!b) {
+      (void)co_await file_node->close();
+      co_return fail(b.error());
+    }
+    backing = std::move(*b);
+  } else if (!backing_disabled && !header->backing_file.empty()) {
+    Result<NodePtr> b =
+        co_await open_backing(ctx, header->backing_file, header->backing_format, image_name);
+    if (!b) {
+      (void)co_await file_node->close();
+      co_return fail(b.error());
+    }
+    backing = std::move(*b);
+  }
+  auto node = std::make_unique<Qcow2Node>(ctx.loop, std::move(file_node), std::move(*header));
+  node->set_l2_cache_tables(l2_cache_bytes / node->info().cluster_size);
+  Status s = co_await node->load_tables();
+  if (!s) {
+    if (backing) (void)co_await backing->close();
+    (void)co_await node->close();
+    co_return fail(s.error());
+  }
+  node->set_backing(std::move(backing));
+  co_return NodePtr(std::move(node));
+}
+
+}  // namespace qblock::qcow2

@@ -1,0 +1,20 @@
+// The qcow2 format driver (qcow2-format.md): guest-to-host mapping through L1/L2 tables,
+// refcounted cluster allocation, COW from the backing file, zero clusters, discard, resize.
+// Metadata is written through in the dependency order of §17 (refcount blocks, then new
+// L2 tables, then the entries pointing at them), so a crash can leak clusters but never
+// corrupt the image.
+#pragma once
+
+#include "block/driver.h"
+
+namespace qblock::qcow2 {
+
+// Options: `file` (child), `backing` (child tree, or null for none; default: the header's
+// backing file), and QEMU's qcow2 runtime options (qemu-compat.md §5.4), accepted and
+// validated (the caches are sized from l2-cache-size).
+Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options);
+
+// Format probe: 100 for a qcow2 header (magic and version 2 or 3), else 0.
+int probe_qcow2(const uint8_t* header, std::size_t len);
+
+}  // namespace qblock::qcow2

@@ -1,0 +1,69 @@
+// qcow2 refcounts (qcow2-format.md §5): the refcount table in memory, refcount blocks loaded
+// on demand, and the first-fit cluster allocator. Changes stay in memory (dirty) until
+// write_dirty(), which the driver calls before linking metadata that depends on them
+// (§17 R1).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "block/driver.h"
+#include "block/formats/qcow2/header.h"
+
+namespace qblock::qcow2 {
+
+class Refcounts {
+ public:
+  // REQUIRES: `file` outlives this object; `header` stays valid (its reftable fields are
+  // updated in place when the table moves).
+  Refcounts(BlockNode& file, Header& header);
+
+  // Loads the refcount table. Errors: I/O, or corrupt entries.
+  Task<Status> load();
+
+  // Refcount of the host cluster with that index (0 beyond the covered range).
+  Task<Result<uint64_t>> get(uint64_t cluster_index);
+  // Adds `delta` to the refcount of `count` clusters starting at `cluster_index`.
+  // Errors: EINVAL on underflow/overflow of the refcount width (the image is left unchanged
+  // for that cluster).
+  Task<Status> update(uint64_t cluster_index, uint64_t count, int64_t delta);
+  // Finds `count` contiguous free clusters (lowest first) and sets their refcount to 1.
+  // Returns the host offset of the first. May allocate refcount blocks on the way.
+  Task<Result<uint64_t>> allocate(uint64_t count);
+  // Like allocate(), but settles for the first free run of at least `min_count` clusters,
+  // taking up to `max_count`. Returns its host offset and length in clusters.
+  Task<Result<std::pair<uint64_t, uint64_t>>> allocate_run(uint64_t min_count, uint64_t max_count);
+  // Writes every changed refcount block and the table if it changed, then flushes the file.
+  Task<Status> write_dirty();
+
+  // Host offset just past the highest cluster with a non-zero refcount seen so far.
+  uint64_t entries_per_block() const { return entries_per_block_; }
+
+ private:
+  struct Block {
+    std::vector<uint8_t> data;  // one cluster, on-disk encoding
+    bool dirty = false;
+  };
+  Task<Result<Block*>> load_block(uint64_t table_index, bool create);
+  uint64_t read_entry(const Block& b, uint64_t index) const;
+  void write_entry(Block& b, uint64_t index, uint64_t value);
+  Task<Status> grow_table(uint64_t needed_entries);
+  Task<Status> describe(uint64_t table_index);
+  Task<Status> place_pending_blocks();
+
+  BlockNode& file_;
+  Header& header_;
+  uint64_t cluster_size_;
+  uint32_t refcount_bits_;
+  uint64_t entries_per_block_;
+  uint64_t max_refcount_;
+  std::vector<uint64_t> table_;  // refcount table entries (host offsets of blocks)
+  bool table_dirty_ = false;
+  std::map<uint64_t, Block> blocks_;  // by refcount-table index
+  uint64_t free_hint_ = 0;            // no free cluster below this index
+  uint64_t end_index_ = 0;            // past the highest cluster this object counted
+  std::vector<uint64_t> pending_;     // described blocks still waiting for a location
+};
+
+}  // namespace qblock::qcow2
