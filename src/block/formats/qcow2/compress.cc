@@ -1,0 +1,52 @@
+// Cluster decompression (see compress.h).
+#include "block/formats/qcow2/compress.h"
+
+#include <zlib.h>
+#include <zstd.h>
+
+namespace qblock::qcow2 {
+
+namespace {
+
+Status inflate_raw(const uint8_t* src, std::size_t src_len, uint8_t* out, std::size_t out_len) {
+  z_stream z{};
+  // §6.2: raw deflate (negative window bits: no zlib header), 4 KiB window.
+  if (inflateInit2(&z, -12) != Z_OK) return fail(Error::io("inflateInit2 failed"));
+  z.next_in = const_cast<Bytef*>(src);
+  z.avail_in = static_cast<uInt>(src_len);
+  z.next_out = out;
+  z.avail_out = static_cast<uInt>(out_len);
+  int r = inflate(&z, Z_FINISH);
+  const bool complete = z.avail_out == 0 && (r == Z_STREAM_END || r == Z_OK || r == Z_BUF_ERROR);
+  inflateEnd(&z);
+  if (!complete) return fail(Error::io("corrupt zlib-compressed cluster"));
+  return ok();
+}
+
+Status zstd_stream(const uint8_t* src, std::size_t src_len, uint8_t* out, std::size_t out_len) {
+  ZSTD_DCtx* ctx = ZSTD_createDCtx();
+  if (!ctx) return fail(Error::io("ZSTD_createDCtx failed"));
+  ZSTD_inBuffer in{src, src_len, 0};
+  ZSTD_outBuffer o{out, out_len, 0};
+  // §6.2: decompress (possibly several frames) until a full cluster is produced.
+  while (o.pos < o.size) {
+    std::size_t r = ZSTD_decompressStream(ctx, &o, &in);
+    if (ZSTD_isError(r)) break;
+    if (in.pos == in.size && o.pos < o.size && r != 0) break;
+    if (r == 0 && in.pos == in.size) break;
+  }
+  const bool complete = o.pos == o.size;
+  ZSTD_freeDCtx(ctx);
+  if (!complete) return fail(Error::io("corrupt zstd-compressed cluster"));
+  return ok();
+}
+
+}  // namespace
+
+Status decompress_cluster(CompressionType type, const uint8_t* src, std::size_t src_len,
+                          uint8_t* out, std::size_t out_len) {
+  if (type == CompressionType::kZstd) return zstd_stream(src, src_len, out, out_len);
+  return inflate_raw(src, src_len, out, out_len);
+}
+
+}  // namespace qblock::qcow2

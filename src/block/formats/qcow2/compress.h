@@ -1,0 +1,20 @@
+// Compressed clusters (qcow2-format.md §6): decompression of one cluster for zlib (raw
+// deflate, window bits -12) and zstd.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "qblock/error.h"
+
+namespace qblock::qcow2 {
+
+enum class CompressionType : uint8_t { kZlib = 0, kZstd = 1 };
+
+// Decompresses from `src` (up to `src_len` bytes; trailing bytes beyond the stream are
+// ignored, §6.1) until exactly `out_len` bytes were produced into `out`. Errors: EIO when the
+// stream is malformed or ends early.
+Status decompress_cluster(CompressionType type, const uint8_t* src, std::size_t src_len,
+                          uint8_t* out, std::size_t out_len);
+
+}  // namespace qblock::qcow2
