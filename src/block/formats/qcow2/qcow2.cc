@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <set>
 #include <unordered_map>
 
 #include "base/byte_order.h"
@@ -34,10 +36,6 @@ ClusterType cluster_type(uint64_t entry) {
   const bool host = entry & kOffsetMask;
   if (zero) return host ? ClusterType::kZeroAlloc : ClusterType::kZeroPlain;
   return host ? ClusterType::kNormal : ClusterType::kUnallocated;
-}
-
-Error corrupt(std::string reason) {
-  return Error::with_message(EIO, "qcow2: " + std::move(reason));
 }
 
 class Qcow2Node : public BlockNode {
@@ -107,6 +105,16 @@ class Qcow2Node : public BlockNode {
   Task<Status> free_entry(uint64_t entry);
   Task<Status> write_header();
   Task<Status> allocating_write(uint64_t guest, IoVec data, L2Table& table, uint64_t* written);
+  // qcow2-format.md §13: the metadata structure [offset, offset + bytes) would overwrite,
+  // or nullptr. `self` is excluded (an L2 table rewriting itself).
+  const char* overlapping_metadata(uint64_t offset, uint64_t bytes, uint64_t self = 0) const;
+  // §12: reports a corruption event. On a writable image a fatal one sets the corrupt bit
+  // and makes the node refuse further I/O. Returns the EIO the request fails with.
+  Task<Error> corruption(std::string reason, bool fatal = true);
+  Status check_usable() const {
+    if (broken_) return fail(Error::from_errno(ENOMEDIUM));
+    return ok();
+  }
 
   AsyncMutex lock_;  // guards every metadata structure below
   Header header_;
@@ -118,6 +126,9 @@ class Qcow2Node : public BlockNode {
   std::vector<uint64_t> l1_;
   std::unordered_map<uint64_t, std::unique_ptr<L2Table>> l2_cache_;  // by host offset
   std::size_t max_l2_tables_ = 64;
+  std::set<uint64_t> l2_offsets_;  // host offsets of the active L2 tables (overlap checks)
+  bool broken_ = false;            // a fatal corruption event happened: refuse all I/O
+  bool corruption_reported_ = false;
 };
 
 Task<Status> Qcow2Node::load_tables() {
@@ -126,9 +137,59 @@ Task<Status> Qcow2Node::load_tables() {
     std::vector<uint8_t> raw(uint64_t{header_.l1_size} * 8);
     Status s = co_await file_->read(header_.l1_table_offset, IoVec(raw.data(), raw.size()));
     if (!s) co_return s;
-    for (uint64_t i = 0; i < l1_.size(); ++i) l1_[i] = load_be64(&raw[i * 8]);
+    for (uint64_t i = 0; i < l1_.size(); ++i) {
+      l1_[i] = load_be64(&raw[i * 8]);
+      if (l1_[i] & kOffsetMask) l2_offsets_.insert(l1_[i] & kOffsetMask);
+    }
   }
   co_return co_await refcounts_->load();
+}
+
+const char* Qcow2Node::overlapping_metadata(uint64_t offset, uint64_t bytes, uint64_t self) const {
+  const uint64_t end = offset + bytes;
+  auto hits = [&](uint64_t start, uint64_t len) {
+    return len && start < end && offset < start + len;
+  };
+  if (hits(0, cs_)) return "qcow2_header";
+  if (hits(header_.l1_table_offset, uint64_t{header_.l1_size} * 8)) return "active L1 table";
+  if (hits(header_.refcount_table_offset, uint64_t{header_.refcount_table_clusters} * cs_)) {
+    return "refcount table";
+  }
+  if (refcounts_->overlaps_block(offset, bytes)) return "refcount block";
+  auto it = l2_offsets_.lower_bound(offset >= cs_ ? offset - cs_ + 1 : 0);
+  for (; it != l2_offsets_.end() && *it < end; ++it) {
+    if (*it != self && hits(*it, cs_)) return "active L2 table";
+  }
+  return nullptr;
+}
+
+Task<Error> Qcow2Node::corruption(std::string reason, bool fatal) {
+  const bool mark = fatal && !read_only();
+  if (!corruption_reported_) {
+    corruption_reported_ = true;
+    std::fflush(stdout);
+    if (mark) {
+      std::fprintf(stderr,
+                   "qcow2: Marking image as corrupt: %s; further corruption events will be "
+                   "suppressed\n",
+                   reason.c_str());
+    } else {
+      std::fprintf(stderr,
+                   "qcow2: Image is corrupt: %s; further non-fatal corruption events will be "
+                   "suppressed\n",
+                   reason.c_str());
+    }
+  }
+  if (mark) {
+    broken_ = true;
+    if (header_.version >= 3 && !(header_.incompatible_features & kIncompatCorrupt)) {
+      header_.incompatible_features |= kIncompatCorrupt;
+      uint8_t raw[8];
+      store_be64(raw, header_.incompatible_features);
+      if (co_await file_->write(72, IoVec(raw, 8))) (void)co_await file_->flush();
+    }
+  }
+  co_return Error::with_message(EIO, "qcow2: " + reason);
 }
 
 NodeInfo Qcow2Node::info() const {
@@ -161,8 +222,9 @@ Task<Result<Qcow2Node::L2Table*>> Qcow2Node::get_l2(uint64_t l1i, bool allocate)
   const uint64_t l1_entry = l1_[l1i];
   const uint64_t old_offset = l1_entry & kOffsetMask;
   if (old_offset && old_offset % cs_) {
-    co_return fail(
-        corrupt(fmt::format("L2 table offset {:#x} unaligned (L1 index: {:#x})", old_offset, l1i)));
+    Error e = co_await corruption(
+        fmt::format("L2 table offset {:#x} unaligned (L1 index: {:#x})", old_offset, l1i));
+    co_return fail(e);
   }
   L2Table* table = nullptr;
   if (old_offset) {
@@ -189,7 +251,15 @@ Task<Result<Qcow2Node::L2Table*>> Qcow2Node::get_l2(uint64_t l1i, bool allocate)
   co_await file_->debug_event(DebugEvent::kL2AllocWrite);
   Result<uint64_t> where = co_await refcounts_->allocate(1);
   if (!where) co_return fail(where.error());
-  if (*where == 0) co_return fail(corrupt("Preventing invalid allocation of L2 table at offset 0"));
+  if (*where == 0) {
+    Error e = co_await corruption("Preventing invalid allocation of L2 table at offset 0");
+    co_return fail(e);
+  }
+  if (const char* what = overlapping_metadata(*where, cs_)) {
+    Error e = co_await corruption(
+        fmt::format("Preventing invalid write on metadata (overlaps with {})", what));
+    co_return fail(e);
+  }
   // §17 R1: the table's refcount is on disk before anything points at it.
   Status s = co_await refcounts_->write_dirty();
   if (!s) co_return fail(s.error());
@@ -204,10 +274,12 @@ Task<Result<Qcow2Node::L2Table*>> Qcow2Node::get_l2(uint64_t l1i, bool allocate)
   s = co_await file_->flush();
   if (!s) co_return fail(s.error());
   l1_[l1i] = *where | kCopied;
+  l2_offsets_.insert(*where);
   s = co_await write_l1_entry(l1i);
   if (!s) co_return fail(s.error());
   if (old_offset) {
     l2_cache_.erase(old_offset);
+    l2_offsets_.erase(old_offset);
     s = co_await refcounts_->update(old_offset / cs_, 1, -1);  // §17 R5: after the L1 switch
     if (!s) co_return fail(s.error());
   }
@@ -249,10 +321,10 @@ Task<Result<Qcow2Node::Mapping>> Qcow2Node::map(uint64_t guest, uint64_t bytes) 
   const ClusterType type = cluster_type(entry);
   if ((type == ClusterType::kNormal || type == ClusterType::kZeroAlloc) &&
       (entry & kOffsetMask) % cs_) {
-    co_return fail(
-        corrupt(fmt::format("Cluster allocation offset {:#x} unaligned (L2 offset: "
-                            "{:#x}, L2 index: {:#x})",
-                            entry & kOffsetMask, (*table)->offset, idx)));
+    Error e = co_await corruption(
+        fmt::format("Cluster allocation offset {:#x} unaligned (L2 offset: {:#x}, L2 index: {:#x})",
+                    entry & kOffsetMask, (*table)->offset, idx));
+    co_return fail(e);
   }
   uint64_t covered = std::min(bytes, cs_ - in_cluster);
   if (type != ClusterType::kCompressed) {
@@ -374,6 +446,7 @@ Task<Status> Qcow2Node::write_header() {
 // ---- read --------------------------------------------------------------------------------
 
 Task<Status> Qcow2Node::do_read(uint64_t offset, IoVec qiov, RequestFlags) {
+  if (Status u = check_usable(); !u) co_return u;
   uint64_t pos = 0;
   while (pos < qiov.size()) {
     Result<Mapping> m;
@@ -393,6 +466,7 @@ Task<Status> Qcow2Node::do_read(uint64_t offset, IoVec qiov, RequestFlags) {
 // ---- write -------------------------------------------------------------------------------
 
 Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags) {
+  if (Status u = check_usable(); !u) co_return u;
   AsyncMutex::Guard guard = co_await lock_.lock();
   uint64_t pos = 0;
   while (pos < qiov.size()) {
@@ -401,9 +475,15 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags) {
     if (!m) co_return fail(m.error());
     if (m->type == ClusterType::kNormal && (m->entry & kCopied)) {
       // §3.6: COPIED clusters are rewritten in place.
+      const uint64_t host = (m->entry & kOffsetMask) + guest % cs_;
+      if (const char* what = overlapping_metadata(host, m->bytes)) {
+        Error e = co_await corruption(
+            fmt::format("Preventing invalid write on metadata (overlaps with {})", what));
+        co_return fail(e);
+      }
       co_await file_->debug_event(DebugEvent::kWriteAio);
       IoVec part = qiov.slice(pos, m->bytes);
-      Status s = co_await file_->write((m->entry & kOffsetMask) + guest % cs_, std::move(part));
+      Status s = co_await file_->write(host, std::move(part));
       if (!s) co_return s;
       pos += m->bytes;
       continue;
@@ -446,9 +526,10 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
   if (reuse) {
     host = first_entry & kOffsetMask;
     if (host % cs_) {
-      co_return fail(corrupt(
+      Error e = co_await corruption(
           fmt::format("Preallocated zero cluster offset {:#x} unaligned (guest offset: {:#x})",
-                      host, guest_start)));
+                      host, guest_start));
+      co_return fail(e);
     }
   } else {
     co_await file_->debug_event(DebugEvent::kClusterAlloc);
@@ -456,10 +537,16 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
     Result<std::pair<uint64_t, uint64_t>> run = co_await refcounts_->allocate_run(1, count);
     if (!run) co_return fail(run.error());
     if (run->first == 0) {
-      co_return fail(corrupt("Preventing invalid allocation of cluster at offset 0"));
+      Error e = co_await corruption("Preventing invalid allocation of cluster at offset 0");
+      co_return fail(e);
     }
     host = run->first;
     count = run->second;
+  }
+  if (const char* what = overlapping_metadata(host, count * cs_)) {
+    Error e = co_await corruption(
+        fmt::format("Preventing invalid write on metadata (overlaps with {})", what));
+    co_return fail(e);
   }
   const uint64_t data_len = std::min<uint64_t>(data.size(), count * cs_ - in_cluster);
   const uint64_t head = in_cluster;
@@ -545,6 +632,7 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
 // ---- zeroes, discard -----------------------------------------------------------------------
 
 Task<Status> Qcow2Node::do_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) {
+  if (Status u = check_usable(); !u) co_return u;
   if (header_.version < 3) co_return fail(Error::unsupported());
   AsyncMutex::Guard guard = co_await lock_.lock();
   const uint64_t in_cluster = offset % cs_;
@@ -600,6 +688,7 @@ Task<Status> Qcow2Node::do_write_zeroes(uint64_t offset, uint64_t bytes, Request
 }
 
 Task<Status> Qcow2Node::do_discard(uint64_t offset, uint64_t bytes) {
+  if (Status u = check_usable(); !u) co_return u;
   // §3.7: partial clusters are ignored (the end of the image counts as a cluster end).
   uint64_t start = (offset + cs_ - 1) / cs_ * cs_;
   uint64_t end = offset + bytes == header_.size ? offset + bytes : (offset + bytes) / cs_ * cs_;

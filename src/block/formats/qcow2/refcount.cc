@@ -37,7 +37,18 @@ Task<Status> Refcounts::load() {
           fmt::format("Refblock offset {:#x} unaligned (reftable index: {:#x})", table_[i], i)));
     }
   }
+  for (uint64_t off : table_) {
+    if (off) block_offsets_.insert(off);
+  }
   co_return ok();
+}
+
+bool Refcounts::overlaps_block(uint64_t offset, uint64_t bytes) const {
+  auto it = block_offsets_.upper_bound(offset);
+  if (it != block_offsets_.end() && *it < offset + bytes) return true;
+  if (it == block_offsets_.begin()) return false;
+  --it;
+  return *it + cluster_size_ > offset;
 }
 
 uint64_t Refcounts::read_entry(const Block& b, uint64_t index) const {
@@ -119,6 +130,7 @@ Task<Status> Refcounts::place_pending_blocks() {
     Result<uint64_t> where = co_await allocate(1);
     if (!where) co_return fail(where.error());
     table_[t] = *where;
+    block_offsets_.insert(*where);
   }
   co_return ok();
 }
@@ -236,6 +248,9 @@ Task<Status> Refcounts::grow_table(uint64_t needed_entries) {
   }
   CHECK(next == region_end);
   table_ = std::move(new_table);
+  for (uint64_t off : table_) {
+    if (off) block_offsets_.insert(off);
+  }
   table_dirty_ = true;
   header_.refcount_table_offset = start * cluster_size_;
   header_.refcount_table_clusters = static_cast<uint32_t>(table_clusters);

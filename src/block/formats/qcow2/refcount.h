@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <vector>
 
 #include "block/driver.h"
@@ -37,8 +38,9 @@ class Refcounts {
   // Writes every changed refcount block and the table if it changed, then flushes the file.
   Task<Status> write_dirty();
 
-  // Host offset just past the highest cluster with a non-zero refcount seen so far.
   uint64_t entries_per_block() const { return entries_per_block_; }
+  // True if [offset, offset + bytes) touches a refcount block (for overlap checks, §13).
+  bool overlaps_block(uint64_t offset, uint64_t bytes) const;
 
  private:
   struct Block {
@@ -64,6 +66,7 @@ class Refcounts {
   uint64_t free_hint_ = 0;            // no free cluster below this index
   uint64_t end_index_ = 0;            // past the highest cluster this object counted
   std::vector<uint64_t> pending_;     // described blocks still waiting for a location
+  std::set<uint64_t> block_offsets_;  // host offsets of every placed refcount block
 };
 
 }  // namespace qblock::qcow2
