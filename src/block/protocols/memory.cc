@@ -2,6 +2,8 @@
 #include "block/protocols/memory.h"
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
 
 namespace qblock {
 
@@ -82,7 +84,20 @@ Task<Result<NodePtr>> open_memory_node(OpenContext& ctx, Options& options) {
   auto fua = take_bool(options, "fua");
   if (!fua) co_return fail(fua.error());
   config.fua = fua->value_or(false);
+  // `image`: a file whose bytes become the initial contents (tests of format drivers).
+  auto image = take_string(options, "image");
+  if (!image) co_return fail(image.error());
+  std::vector<uint8_t> contents;
+  if (*image) {
+    std::ifstream in(**image, std::ios::binary);
+    if (!in) {
+      co_return fail(Error::with_message(ENOENT, "Could not open '" + **image + "'"));
+    }
+    contents.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    config.size = std::max<uint64_t>(config.size, contents.size());
+  }
   auto node = std::make_unique<MemoryNode>(ctx.loop, config);
+  std::copy(contents.begin(), contents.end(), node->data().begin());
   co_return NodePtr(std::move(node));
 }
 

@@ -50,7 +50,8 @@ class MemoryNode : public BlockNode {
   bool efficient_zeroes_ = false;
 };
 
-// Options: size, request-alignment, max-transfer, efficient-zeroes, fua.
+// Options: size, request-alignment, max-transfer, efficient-zeroes, fua, and image (a file
+// whose bytes are the initial contents).
 Task<Result<NodePtr>> open_memory_node(OpenContext& ctx, Options& options);
 
 }  // namespace qblock
