@@ -11,5 +11,9 @@ int run_bench(int argc, char** argv);
 int run_create(int argc, char** argv);
 // `qblock info`: qemu-img info (qemu-compat.md §3.2).
 int run_info(int argc, char** argv);
+// `qblock map`: qemu-img map (qemu-compat.md §3.4).
+int run_map(int argc, char** argv);
+// `qblock compare`: qemu-img compare (qemu-compat.md §3.6).
+int run_compare(int argc, char** argv);
 
 }  // namespace qblock::tools

@@ -36,6 +36,8 @@ int main(int argc, char** argv) {
   if (command == "bench") return qblock::tools::run_bench(argc - 1, argv + 1);
   if (command == "create") return qblock::tools::run_create(argc - 1, argv + 1);
   if (command == "info") return qblock::tools::run_info(argc - 1, argv + 1);
+  if (command == "map") return qblock::tools::run_map(argc - 1, argv + 1);
+  if (command == "compare") return qblock::tools::run_compare(argc - 1, argv + 1);
   std::fprintf(stderr, "qblock: Command not found: %s\n", argv[1]);
   return 1;
 }

@@ -1,0 +1,273 @@
+// `qblock map`: qemu-img map (qemu-compat.md §3.4). Walks the image with block_status,
+// descending the backing chain for extents a layer leaves unallocated, merges adjacent extents
+// with equal properties and prints them as qemu-img's JSON lines or human table.
+#include <getopt.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "base/check.h"
+#include "qblock/block_backend.h"
+#include "qblock/commands.h"
+#include "qblock/event_loop.h"
+#include "qblock/img_common.h"
+#include "qblock/options.h"
+
+namespace qblock::tools {
+
+namespace {
+
+// One extent of the output: properties of [start, start + length) across the backing chain.
+struct MapEntry {
+  uint64_t start = 0;
+  uint64_t length = 0;
+  uint64_t depth = 0;
+  bool present = false;
+  bool zero = false;
+  bool data = false;
+  bool has_offset = false;
+  uint64_t offset = 0;   // host offset in `filename`, valid with has_offset
+  std::string filename;  // file holding the data; empty without an offset
+};
+
+struct MapArgs {
+  std::string format;
+  std::string output = "human";
+  std::string filename;
+  bool image_opts = false;
+  bool force_share = false;
+  uint64_t start_offset = 0;
+  bool has_max_length = false;
+  uint64_t max_length = 0;
+};
+
+// Formats that can have a backing file: an extent they leave unallocated reads from the
+// backing node, or as zeros when there is none or it ends before the extent.
+bool supports_backing(const BlockNode& node) { return node.driver_name() == "qcow2"; }
+
+// The status of a prefix of [offset, offset + bytes) as seen from `top`: the first layer of
+// the backing chain that defines it (data or zero flag), or the bottom layer when none does.
+Task<Result<MapEntry>> map_extent(BlockNode* top, uint64_t offset, uint64_t bytes) {
+  BlockNode* node = top;
+  MapEntry e;
+  e.start = offset;
+  for (;;) {
+    Task<Result<BlockStatus>> query = node->block_status(offset, bytes, WantZero::kYes);
+    Result<BlockStatus> st = co_await std::move(query);
+    if (!st) co_return fail(st.error());
+    CHECK(st->bytes > 0);
+    bytes = st->bytes;
+    uint32_t flags = st->flags;
+    if (!(flags & (kStatusData | kStatusZero)) && supports_backing(*node)) {
+      BlockNode* backing = node->child(ChildRole::kBacking);
+      if (backing && offset < backing->length()) {
+        node = backing;
+        ++e.depth;
+        continue;
+      }
+      // Nothing below defines this extent: it reads as zeros, but is not present.
+      flags |= kStatusZero;
+    }
+    e.length = bytes;
+    e.data = (flags & kStatusData) != 0;
+    e.zero = (flags & kStatusZero) != 0;
+    e.present = (flags & kStatusAllocated) != 0;
+    e.has_offset = (flags & kStatusOffsetValid) != 0;
+    if (e.has_offset) {
+      e.offset = st->host_offset;
+      if (st->file) e.filename = st->file->filename();
+    }
+    co_return e;
+  }
+}
+
+// Whether `next` continues `cur` (same properties, and contiguous on the host).
+bool mergeable(const MapEntry& cur, const MapEntry& next) {
+  if (cur.length == 0) return false;
+  if (cur.zero != next.zero || cur.data != next.data || cur.depth != next.depth ||
+      cur.present != next.present || cur.has_offset != next.has_offset ||
+      cur.filename != next.filename) {
+    return false;
+  }
+  return !cur.has_offset || cur.offset + cur.length == next.offset;
+}
+
+// Prints one entry; `last` closes the JSON array. Fails for data without a host offset in
+// human mode, which cannot name a location (qemu-compat.md §3.4).
+bool print_entry(const std::string& output, const MapEntry& e, bool last) {
+  if (output == "json") {
+    std::printf("{ \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", \"depth\": %" PRIu64
+                ", \"present\": %s, \"zero\": %s, \"data\": %s",
+                e.start, e.length, e.depth, e.present ? "true" : "false", e.zero ? "true" : "false",
+                e.data ? "true" : "false");
+    if (e.has_offset) std::printf(", \"offset\": %" PRIu64, e.offset);
+    std::printf("}%s\n", last ? "]" : ",");
+    return true;
+  }
+  if (e.data && !e.has_offset) {
+    img_error("File contains external, encrypted or compressed clusters.");
+    return false;
+  }
+  if (e.data && !e.zero) {
+    std::printf("%#-16" PRIx64 "%#-16" PRIx64 "%#-16" PRIx64 "%s\n", e.start, e.length, e.offset,
+                e.filename.c_str());
+  }
+  return true;
+}
+
+Task<Result<std::unique_ptr<BlockBackend>>> open_image(EventLoop* loop, BackendOptions options) {
+  co_return co_await BlockBackend::open(*loop, std::move(options));
+}
+
+Task<Result<MapEntry>> map_extent_task(BlockBackend* backend, uint64_t offset, uint64_t bytes) {
+  co_return co_await map_extent(&backend->root(), offset, bytes);
+}
+
+Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
+
+// Parses --start-offset/--max-length with qemu-img's message (qemu-compat.md §1.2).
+bool parse_offset_arg(const char* text, const char* what, uint64_t& value) {
+  Result<uint64_t> v = parse_size(text);
+  if (!v || *v > uint64_t(INT64_MAX)) {
+    img_error(std::string("Invalid ") + what +
+              " specified. You may use k, M, G, T, P or E suffixes for");
+    img_error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+    return false;
+  }
+  value = *v;
+  return true;
+}
+
+// Returns -1 to continue, else the exit status.
+int parse_args(int argc, char** argv, MapArgs& args) {
+  enum { kOutput = 256, kObject, kImageOpts, kStartOffset, kMaxLength };
+  static const struct option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                        {"format", required_argument, nullptr, 'f'},
+                                        {"output", required_argument, nullptr, kOutput},
+                                        {"object", required_argument, nullptr, kObject},
+                                        {"image-opts", no_argument, nullptr, kImageOpts},
+                                        {"start-offset", required_argument, nullptr, kStartOffset},
+                                        {"max-length", required_argument, nullptr, kMaxLength},
+                                        {"force-share", no_argument, nullptr, 'U'},
+                                        {nullptr, 0, nullptr, 0}};
+  optind = 0;
+  opterr = 0;
+  for (;;) {
+    int c = getopt_long(argc, argv, ":f:hU", kLong, nullptr);
+    if (c == -1) break;
+    switch (c) {
+      case ':':
+        img_usage_error(std::string("missing argument for option '") + argv[optind - 1] + "'");
+        return 1;
+      case '?':
+        img_usage_error(std::string("unrecognized option '") + argv[optind - 1] + "'");
+        return 1;
+      case 'h':
+        std::printf(
+            "qblock map [--image-opts] [-f fmt] [--start-offset=OFFSET] [--max-length=LEN] "
+            "[--output=human|json] [-U] filename\n");
+        return 0;
+      case 'f': args.format = optarg; break;
+      case 'U': args.force_share = true; break;
+      case kOutput: args.output = optarg; break;
+      case kImageOpts: args.image_opts = true; break;
+      case kStartOffset:
+        if (!parse_offset_arg(optarg, "start offset", args.start_offset)) return 1;
+        break;
+      case kMaxLength:
+        if (!parse_offset_arg(optarg, "max length", args.max_length)) return 1;
+        args.has_max_length = true;
+        break;
+      default: break;
+    }
+  }
+  if (optind != argc - 1) {
+    img_usage_error("Expecting one image file name");
+    return 1;
+  }
+  args.filename = argv[optind];
+  if (args.output != "human" && args.output != "json") {
+    img_error("--output must be used with human or json as argument.");
+    return 1;
+  }
+  if (args.image_opts && !args.format.empty()) {
+    img_error("--image-opts and --format are mutually exclusive");
+    return 1;
+  }
+  return -1;
+}
+
+}  // namespace
+
+int run_map(int argc, char** argv) {
+  MapArgs args;
+  if (int r = parse_args(argc, argv, args); r >= 0) return r;
+
+  BackendOptions options;
+  options.format = args.format;
+  options.flags.read_only = true;
+  options.flags.force_share = args.force_share;
+  if (args.image_opts) {
+    Result<Options> tree = parse_key_value_options(args.filename, "file");
+    if (!tree) {
+      img_error(tree.error().message());
+      return 1;
+    }
+    options.tree = std::move(*tree);
+  } else {
+    options.filename = args.filename;
+  }
+  Result<std::unique_ptr<EventLoop>> loop = EventLoop::create();
+  if (!loop) {
+    img_error(loop.error().message());
+    return 1;
+  }
+  Result<std::unique_ptr<BlockBackend>> opened =
+      run_sync(**loop, open_image(loop->get(), std::move(options)));
+  if (!opened) {
+    // 7.2 repeats the prefix for file-level failures, as `info` does (qemu-compat.md §3).
+    img_error("Could not open '" + args.filename + "': " + opened.error().message());
+    return 1;
+  }
+  std::unique_ptr<BlockBackend> backend = std::move(*opened);
+
+  uint64_t end = backend->length();
+  if (args.has_max_length && args.start_offset + args.max_length < end) {
+    end = args.start_offset + args.max_length;
+  }
+  if (args.output == "json") {
+    std::printf("[");
+  } else {
+    std::printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
+  }
+  int status = 0;
+  MapEntry cur;
+  cur.start = args.start_offset;
+  while (cur.start + cur.length < end) {
+    const uint64_t offset = cur.start + cur.length;
+    Result<MapEntry> next = run_sync(**loop, map_extent_task(backend.get(), offset, end - offset));
+    if (!next) {
+      img_error(next.error().message());
+      status = 1;
+      break;
+    }
+    if (mergeable(cur, *next)) {
+      cur.length += next->length;
+      continue;
+    }
+    if (cur.length > 0 && !print_entry(args.output, cur, false)) {
+      status = 1;
+      break;
+    }
+    cur = std::move(*next);
+  }
+  if (status == 0 && !print_entry(args.output, cur, true)) status = 1;
+  Status closed = run_sync(**loop, close_image(backend.get()));
+  (void)closed;
+  return status;
+}
+
+}  // namespace qblock::tools
