@@ -24,7 +24,7 @@ poke() {
   for ((i = $3 - 1; i >= 0; i--)); do
     s+=$(printf '\\x%02x' $((($4 >> (8 * i)) & 0xff)))
   done
-  printf "$s" | dd of="$1" bs=1 seek=$(($2)) conv=notrunc status=none
+  printf '%b' "$s" | dd of="$1" bs=1 seek=$(($2)) conv=notrunc status=none
 }
 
 # mk NAME [OFFSET WIDTH VALUE]...: a copy of the base image with the given fields poked.

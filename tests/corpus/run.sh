@@ -13,7 +13,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 dir=$(mktemp -d "${TMPDIR:-/var/tmp}/qblock-corpus.XXXXXX")
 if [[ ${KEEP:-0} == 1 ]]; then echo "work directory: $dir"; else trap 'rm -rf "$dir"' EXIT; fi
 "$here/make_corpus.sh" "$dir" >/dev/null || { echo "make_corpus.sh failed"; exit 1; }
-cd "$dir"
+cd "$dir" || exit 1
 
 declare -A known
 if [[ -f $here/KNOWN_FAILURES ]]; then
