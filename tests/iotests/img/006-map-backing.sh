@@ -24,3 +24,7 @@ done
 _section "window over the chain"
 _img map --output=json --start-offset=96k --max-length=1M top.qcow2
 _img map --output=json -f qcow2 --start-offset=5M top.qcow2
+_section "missing backing file"
+$QEMU_IMG create -q -u -f qcow2 -b gone.qcow2 -F qcow2 orphan.qcow2 1M
+_img map orphan.qcow2
+_img compare orphan.qcow2 top.qcow2
