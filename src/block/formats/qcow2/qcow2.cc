@@ -107,7 +107,11 @@ class Qcow2Node : public BlockNode {
   Task<Status> allocating_write(uint64_t guest, IoVec data, L2Table& table, uint64_t* written);
   // qcow2-format.md §13: the metadata structure [offset, offset + bytes) would overwrite,
   // or nullptr. `self` is excluded (an L2 table rewriting itself).
-  const char* overlapping_metadata(uint64_t offset, uint64_t bytes, uint64_t self = 0) const;
+  const char* overlapping_metadata(uint64_t offset, uint64_t bytes, uint64_t self = 0,
+                                   const char* ignore = nullptr) const;
+  // Refuses (as a fatal corruption event) a write of existing metadata or data at `offset`
+  // that overlaps other metadata or lies past the end of the file (a damaged pointer).
+  Task<Status> guard_existing(uint64_t offset, uint64_t bytes, uint64_t self, const char* ignore);
   // §12: reports a corruption event. On a writable image a fatal one sets the corrupt bit
   // and makes the node refuse further I/O. Returns the EIO the request fails with.
   Task<Error> corruption(std::string reason, bool fatal = true);
@@ -145,13 +149,32 @@ Task<Status> Qcow2Node::load_tables() {
   co_return co_await refcounts_->load();
 }
 
-const char* Qcow2Node::overlapping_metadata(uint64_t offset, uint64_t bytes, uint64_t self) const {
+Task<Status> Qcow2Node::guard_existing(uint64_t offset, uint64_t bytes, uint64_t self,
+                                       const char* ignore) {
+  if (const char* what = overlapping_metadata(offset, bytes, self, ignore)) {
+    Error e = co_await corruption(
+        fmt::format("Preventing invalid write on metadata (overlaps with {})", what));
+    co_return fail(e);
+  }
+  const uint64_t file_end = (file_->length() + cs_ - 1) / cs_ * cs_;
+  if (offset + bytes > file_end) {
+    Error e = co_await corruption(fmt::format(
+        "Preventing invalid write at offset {:#x} beyond the end of the image file", offset));
+    co_return fail(e);
+  }
+  co_return ok();
+}
+
+const char* Qcow2Node::overlapping_metadata(uint64_t offset, uint64_t bytes, uint64_t self,
+                                            const char* ignore) const {
   const uint64_t end = offset + bytes;
   auto hits = [&](uint64_t start, uint64_t len) {
     return len && start < end && offset < start + len;
   };
   if (hits(0, cs_)) return "qcow2_header";
-  if (hits(header_.l1_table_offset, uint64_t{header_.l1_size} * 8)) return "active L1 table";
+  if (!ignore && hits(header_.l1_table_offset, uint64_t{header_.l1_size} * 8)) {
+    return "active L1 table";
+  }
   if (hits(header_.refcount_table_offset, uint64_t{header_.refcount_table_clusters} * cs_)) {
     return "refcount table";
   }
@@ -245,7 +268,17 @@ Task<Result<Qcow2Node::L2Table*>> Qcow2Node::get_l2(uint64_t l1i, bool allocate)
       l2_cache_[old_offset] = std::move(fresh);
     }
   }
-  if (!allocate || (table && (l1_entry & kCopied))) co_return table;
+  if (!allocate) co_return table;
+  // About to write through (or copy) this table: if its cluster is really other metadata,
+  // any update would corrupt that.
+  if (old_offset) {
+    if (const char* what = overlapping_metadata(old_offset, cs_, old_offset)) {
+      Error e = co_await corruption(
+          fmt::format("L2 table offset {:#x} overlaps with {}", old_offset, what));
+      co_return fail(e);
+    }
+  }
+  if (table && (l1_entry & kCopied)) co_return table;
 
   // A new L2 table, or a private copy of a shared one (§3.6).
   co_await file_->debug_event(DebugEvent::kL2AllocWrite);
@@ -293,7 +326,9 @@ Task<Status> Qcow2Node::write_l1_entry(uint64_t l1i) {
   co_await file_->debug_event(DebugEvent::kL1Update);
   uint8_t raw[8];
   store_be64(raw, l1_[l1i]);
-  Status s = co_await file_->write(header_.l1_table_offset + l1i * 8, IoVec(raw, 8));
+  Status s = co_await guard_existing(header_.l1_table_offset + l1i * 8, 8, 0, "active L1 table");
+  if (!s) co_return s;
+  s = co_await file_->write(header_.l1_table_offset + l1i * 8, IoVec(raw, 8));
   if (!s) co_return s;
   co_return co_await file_->flush();
 }
@@ -306,6 +341,8 @@ Task<Status> Qcow2Node::write_l2_entries(L2Table& table, uint64_t first, uint64_
   std::vector<uint8_t> raw(end - begin);
   for (uint64_t off = begin; off < end; off += 8)
     store_be64(&raw[off - begin], table.entries[off / 8]);
+  Status s = co_await guard_existing(table.offset + begin, raw.size(), table.offset, nullptr);
+  if (!s) co_return s;
   co_return co_await file_->write(table.offset + begin, IoVec(raw.data(), raw.size()));
 }
 
@@ -471,16 +508,15 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags) {
   uint64_t pos = 0;
   while (pos < qiov.size()) {
     const uint64_t guest = offset + pos;
+    // The L2 table this write goes through must be a private, sane one (allocated if absent).
+    Result<L2Table*> own = co_await get_l2(l1_index(guest), true);
+    if (!own) co_return fail(own.error());
     Result<Mapping> m = co_await map(guest, qiov.size() - pos);
     if (!m) co_return fail(m.error());
     if (m->type == ClusterType::kNormal && (m->entry & kCopied)) {
       // §3.6: COPIED clusters are rewritten in place.
       const uint64_t host = (m->entry & kOffsetMask) + guest % cs_;
-      if (const char* what = overlapping_metadata(host, m->bytes)) {
-        Error e = co_await corruption(
-            fmt::format("Preventing invalid write on metadata (overlaps with {})", what));
-        co_return fail(e);
-      }
+      if (Status g = co_await guard_existing(host, m->bytes, 0, nullptr); !g) co_return g;
       co_await file_->debug_event(DebugEvent::kWriteAio);
       IoVec part = qiov.slice(pos, m->bytes);
       Status s = co_await file_->write(host, std::move(part));
@@ -603,9 +639,13 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
   if (!s) co_return s;
 
   // §17 R1/R3: data and refcounts are stable before the L2 entries point at them.
-  s = co_await refcounts_->write_dirty();
-  if (!s) co_return s;
-  s = co_await file_->flush();
+  // write_dirty() ends with a flush when it wrote anything; otherwise flush for the data.
+  // (No `?:` around co_await: g++ 12 destroys such a result twice.)
+  if (refcounts_->dirty()) {
+    s = co_await refcounts_->write_dirty();
+  } else {
+    s = co_await file_->flush();
+  }
   if (!s) co_return s;
   std::vector<uint64_t> old(table.entries.begin() + static_cast<std::ptrdiff_t>(first),
                             table.entries.begin() + static_cast<std::ptrdiff_t>(first + count));
@@ -944,6 +984,29 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   if (refuse) {
     (void)co_await file_node->close();
     co_return fail(*refuse);
+  }
+  if (!ctx.flags.read_only) {
+    // Structures that overlap each other cannot be updated without destroying one another.
+    const Header& h = *header;
+    const uint64_t cs = h.cluster_size();
+    auto overlap = [](uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
+      return alen && blen && a < b + blen && b < a + alen;
+    };
+    const uint64_t l1_len = uint64_t{h.l1_size} * 8;
+    const uint64_t rt_len = uint64_t{h.refcount_table_clusters} * cs;
+    std::string what;
+    if (overlap(h.l1_table_offset, l1_len, 0, cs)) what = "Active L1 table overlaps the header";
+    if (overlap(h.refcount_table_offset, rt_len, 0, cs)) {
+      what = "Reference count table overlaps the header";
+    }
+    if (overlap(h.l1_table_offset, l1_len, h.refcount_table_offset, rt_len)) {
+      what = "Active L1 table overlaps the reference count table";
+    }
+    if (!what.empty()) {
+      (void)co_await file_node->close();
+      co_return fail(Error::with_message(
+          EUCLEAN, "qcow2: Image is corrupt: " + what + "; cannot be opened read/write"));
+    }
   }
   const std::string image_name = file_node->filename();
   NodePtr backing;

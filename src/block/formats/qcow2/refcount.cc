@@ -25,6 +25,9 @@ Refcounts::Refcounts(BlockNode& file, Header& header)
 
 Task<Status> Refcounts::load() {
   const uint64_t bytes = uint64_t{header_.refcount_table_clusters} * cluster_size_;
+  // A table that does not lie inside the file was never written: counting anything with it
+  // would write it out of thin air, so refcount changes are refused (reads still work).
+  table_outside_file_ = header_.refcount_table_offset + bytes > file_.length();
   std::vector<uint8_t> raw(bytes);
   Status s = co_await file_.read(header_.refcount_table_offset, IoVec(raw.data(), bytes));
   if (!s) co_return s;
@@ -135,7 +138,26 @@ Task<Status> Refcounts::place_pending_blocks() {
   co_return ok();
 }
 
+bool Refcounts::reserved(uint64_t cluster_index) const {
+  const uint64_t off = cluster_index * cluster_size_;
+  auto inside = [off](uint64_t start, uint64_t len) {
+    return off + 1 > start && off < start + len;
+  };
+  // The header, the active L1 table, the refcount table and every refcount block are never
+  // free, whatever a damaged refcount says about them.
+  return cluster_index == 0 ||
+         inside(header_.l1_table_offset / cluster_size_ * cluster_size_,
+                uint64_t{header_.l1_size} * 8 + header_.l1_table_offset % cluster_size_) ||
+         inside(header_.refcount_table_offset,
+                uint64_t{header_.refcount_table_clusters} * cluster_size_) ||
+         block_offsets_.count(off);
+}
+
 Task<Status> Refcounts::update(uint64_t cluster_index, uint64_t count, int64_t delta) {
+  if (table_outside_file_) {
+    co_return fail(Error::with_message(
+        EIO, "qcow2: the refcount table lies beyond the end of the image file"));
+  }
   for (uint64_t i = cluster_index; i < cluster_index + count; ++i) {
     const uint64_t t = i / entries_per_block_;
     if (!(t < table_.size() && table_[t] != 0) && !blocks_.count(t)) {
@@ -180,6 +202,7 @@ Task<Result<std::pair<uint64_t, uint64_t>>> Refcounts::allocate_run(uint64_t min
       if (!r) co_return fail(r.error());
       rc = *r;
     }
+    if (rc == 0 && reserved(i)) rc = 1;
     if (rc != 0) {
       if (run >= min_count) break;
       run = 0;
@@ -270,6 +293,14 @@ Task<Status> Refcounts::grow_table(uint64_t needed_entries) {
   if (!s) co_return s;
   // §17 R5: the old table is released only after nothing points at it.
   co_return co_await update(old_offset / cluster_size_, old_clusters, -1);
+}
+
+bool Refcounts::dirty() const {
+  if (table_dirty_) return true;
+  for (const auto& [t, block] : blocks_) {
+    if (block.dirty && table_[t] != 0) return true;
+  }
+  return false;
 }
 
 Task<Status> Refcounts::write_dirty() {

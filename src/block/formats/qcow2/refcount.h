@@ -35,6 +35,8 @@ class Refcounts {
   // Like allocate(), but settles for the first free run of at least `min_count` clusters,
   // taking up to `max_count`. Returns its host offset and length in clusters.
   Task<Result<std::pair<uint64_t, uint64_t>>> allocate_run(uint64_t min_count, uint64_t max_count);
+  // True if refcount changes are waiting to be written.
+  bool dirty() const;
   // Writes every changed refcount block and the table if it changed, then flushes the file.
   Task<Status> write_dirty();
 
@@ -52,6 +54,7 @@ class Refcounts {
   void write_entry(Block& b, uint64_t index, uint64_t value);
   Task<Status> grow_table(uint64_t needed_entries);
   Task<Status> describe(uint64_t table_index);
+  bool reserved(uint64_t cluster_index) const;
   Task<Status> place_pending_blocks();
 
   BlockNode& file_;
@@ -64,6 +67,7 @@ class Refcounts {
   bool table_dirty_ = false;
   std::map<uint64_t, Block> blocks_;  // by refcount-table index
   uint64_t free_hint_ = 0;            // no free cluster below this index
+  bool table_outside_file_ = false;   // the table was never written: refuse to count
   uint64_t end_index_ = 0;            // past the highest cluster this object counted
   std::vector<uint64_t> pending_;     // described blocks still waiting for a location
   std::set<uint64_t> block_offsets_;  // host offsets of every placed refcount block
