@@ -162,7 +162,9 @@ Task<Status> BlockBackend::close() {
   if (closed_) co_return ok();
   closed_ = true;
   // Like QEMU's close: what was written reaches stable storage before the image is released.
-  Status flushed = read_only() ? ok() : co_await root_->flush();
+  // (if/else, not `?:`: g++ 12 destroys a co_await result inside `?:` twice.)
+  Status flushed = ok();
+  if (!read_only()) flushed = co_await root_->flush();
   Status closed = co_await root_->close();
   co_return flushed ? closed : flushed;
 }

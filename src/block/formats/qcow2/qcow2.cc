@@ -84,6 +84,7 @@ class Qcow2Node : public BlockNode {
   struct L2Table {
     uint64_t offset = 0;
     std::vector<uint64_t> entries;
+    bool dirty = false;  // entries changed in memory, not yet written (see flush_metadata)
   };
   struct Mapping {  // a run of clusters with the same treatment
     ClusterType type;
@@ -98,11 +99,19 @@ class Qcow2Node : public BlockNode {
   Task<Result<L2Table*>> get_l2(uint64_t l1i, bool allocate);
   Task<Result<Mapping>> map(uint64_t guest, uint64_t bytes);
   Task<Status> write_l1_entry(uint64_t l1i);
-  Task<Status> write_l2_entries(L2Table& table, uint64_t first, uint64_t count);
+  // Records changed entries; they reach the disk in flush_metadata() (write-back cache).
+  Task<Status> update_l2_entries(L2Table& table, uint64_t first, uint64_t count);
+  // Writes back the metadata caches in §17's order: refcount increments and guest data
+  // stable, then L2 tables, stable, then the deferred frees (R5), then their refcounts.
+  Task<Status> flush_metadata();
+  // Makes room in the L2 cache, writing back dirty tables if every one is dirty.
+  Task<Status> make_l2_room();
   Task<Status> read_unlocked(uint64_t guest, IoVec qiov, const Mapping& m);
   Task<Status> read_backing(uint64_t guest, IoVec qiov);
   Task<Result<bool>> reads_as_zero(uint64_t entry, uint64_t guest_cluster);
-  Task<Status> free_entry(uint64_t entry);
+  // Drops the reference `entry` held; applied after the L2 change is stable (§17 R5).
+  void queue_free(uint64_t entry) { pending_frees_.push_back(entry); }
+  Task<Status> release_entry(uint64_t entry);
   Task<Status> write_header();
   Task<Status> allocating_write(uint64_t guest, IoVec data, L2Table& table, uint64_t* written);
   // qcow2-format.md §13: the metadata structure [offset, offset + bytes) would overwrite,
@@ -130,8 +139,9 @@ class Qcow2Node : public BlockNode {
   std::vector<uint64_t> l1_;
   std::unordered_map<uint64_t, std::unique_ptr<L2Table>> l2_cache_;  // by host offset
   std::size_t max_l2_tables_ = 64;
-  std::set<uint64_t> l2_offsets_;  // host offsets of the active L2 tables (overlap checks)
-  bool broken_ = false;            // a fatal corruption event happened: refuse all I/O
+  std::vector<uint64_t> pending_frees_;  // L2 entries whose clusters are released at flush
+  std::set<uint64_t> l2_offsets_;        // host offsets of the active L2 tables (overlap checks)
+  bool broken_ = false;                  // a fatal corruption event happened: refuse all I/O
   bool corruption_reported_ = false;
 };
 
@@ -256,7 +266,8 @@ Task<Result<Qcow2Node::L2Table*>> Qcow2Node::get_l2(uint64_t l1i, bool allocate)
       table = it->second.get();
     } else {
       co_await file_->debug_event(DebugEvent::kL2Load);
-      if (l2_cache_.size() >= max_l2_tables_) l2_cache_.erase(l2_cache_.begin());
+      Status room = co_await make_l2_room();
+      if (!room) co_return fail(room.error());
       auto fresh = std::make_unique<L2Table>();
       fresh->offset = old_offset;
       std::vector<uint8_t> raw(cs_);
@@ -317,7 +328,8 @@ Task<Result<Qcow2Node::L2Table*>> Qcow2Node::get_l2(uint64_t l1i, bool allocate)
     if (!s) co_return fail(s.error());
   }
   L2Table* result = fresh.get();
-  if (l2_cache_.size() >= max_l2_tables_) l2_cache_.erase(l2_cache_.begin());
+  Status room = co_await make_l2_room();
+  if (!room) co_return fail(room.error());
   l2_cache_[*where] = std::move(fresh);
   co_return result;
 }
@@ -333,17 +345,65 @@ Task<Status> Qcow2Node::write_l1_entry(uint64_t l1i) {
   co_return co_await file_->flush();
 }
 
-Task<Status> Qcow2Node::write_l2_entries(L2Table& table, uint64_t first, uint64_t count) {
-  co_await file_->debug_event(DebugEvent::kL2Update);
-  // Write whole sectors around the changed entries.
+Task<Status> Qcow2Node::update_l2_entries(L2Table& table, uint64_t first, uint64_t count) {
+  // The table will be written where it is: refuse now if that place is not its own.
   const uint64_t begin = first * 8 / 512 * 512;
   const uint64_t end = std::min(cs_, ((first + count) * 8 + 511) / 512 * 512);
-  std::vector<uint8_t> raw(end - begin);
-  for (uint64_t off = begin; off < end; off += 8)
-    store_be64(&raw[off - begin], table.entries[off / 8]);
-  Status s = co_await guard_existing(table.offset + begin, raw.size(), table.offset, nullptr);
+  Status s = co_await guard_existing(table.offset + begin, end - begin, table.offset, nullptr);
   if (!s) co_return s;
-  co_return co_await file_->write(table.offset + begin, IoVec(raw.data(), raw.size()));
+  table.dirty = true;
+  co_return ok();
+}
+
+Task<Status> Qcow2Node::make_l2_room() {
+  if (l2_cache_.size() < max_l2_tables_) co_return ok();
+  for (auto it = l2_cache_.begin(); it != l2_cache_.end(); ++it) {
+    if (!it->second->dirty) {
+      l2_cache_.erase(it);
+      co_return ok();
+    }
+  }
+  Status s = co_await flush_metadata();
+  if (!s) co_return s;
+  l2_cache_.erase(l2_cache_.begin());
+  co_return ok();
+}
+
+Task<Status> Qcow2Node::flush_metadata() {
+  // Collected first: nothing may iterate the cache across a suspension point.
+  std::vector<L2Table*> dirty;
+  for (auto& entry : l2_cache_) {
+    if (entry.second->dirty) dirty.push_back(entry.second.get());
+  }
+  Status s = ok();
+  if (!dirty.empty()) {
+    // §17 R1/R3: refcounts of new clusters and the data written into them are stable before
+    // any L2 entry points at them. write_dirty() ends with a flush when it wrote anything.
+    if (refcounts_->dirty()) {
+      s = co_await refcounts_->write_dirty();
+    } else {
+      s = co_await file_->flush();
+    }
+    if (!s) co_return s;
+    std::vector<uint8_t> raw(cs_);
+    for (L2Table* table : dirty) {
+      co_await file_->debug_event(DebugEvent::kL2Update);
+      for (uint64_t i = 0; i < l2_entries_; ++i) store_be64(&raw[i * 8], table->entries[i]);
+      s = co_await file_->write(table->offset, IoVec(raw.data(), cs_));
+      if (!s) co_return s;
+      table->dirty = false;
+    }
+    // §17 R5: the dropped references are on disk before their clusters can be reused.
+    s = co_await file_->flush();
+    if (!s) co_return s;
+  }
+  std::vector<uint64_t> frees;
+  frees.swap(pending_frees_);
+  for (uint64_t e : frees) {
+    s = co_await release_entry(e);
+    if (!s) co_return s;
+  }
+  co_return co_await refcounts_->write_dirty();
 }
 
 // Finds how the cluster at `guest` is mapped and how many following bytes (at most `bytes`)
@@ -448,7 +508,7 @@ Task<Result<bool>> Qcow2Node::reads_as_zero(uint64_t entry, uint64_t guest_clust
   }
 }
 
-Task<Status> Qcow2Node::free_entry(uint64_t entry) {
+Task<Status> Qcow2Node::release_entry(uint64_t entry) {
   const ClusterType type = cluster_type(entry);
   if (type == ClusterType::kNormal || type == ClusterType::kZeroAlloc) {
     co_await file_->debug_event(DebugEvent::kClusterFree);
@@ -638,31 +698,16 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
   }
   if (!s) co_return s;
 
-  // §17 R1/R3: data and refcounts are stable before the L2 entries point at them.
-  // write_dirty() ends with a flush when it wrote anything; otherwise flush for the data.
-  // (No `?:` around co_await: g++ 12 destroys such a result twice.)
-  if (refcounts_->dirty()) {
-    s = co_await refcounts_->write_dirty();
-  } else {
-    s = co_await file_->flush();
-  }
-  if (!s) co_return s;
+  // The L2 entries change in the cache; flush_metadata() writes them after the refcounts
+  // and the data are stable (§17 R1/R3).
   std::vector<uint64_t> old(table.entries.begin() + static_cast<std::ptrdiff_t>(first),
                             table.entries.begin() + static_cast<std::ptrdiff_t>(first + count));
   for (uint64_t i = 0; i < count; ++i) table.entries[first + i] = (host + i * cs_) | kCopied;
-  s = co_await write_l2_entries(table, first, count);
+  s = co_await update_l2_entries(table, first, count);
   if (!s) co_return s;
   if (!reuse) {
-    bool any_freed = false;
-    for (uint64_t e : old) any_freed |= (e & kOffsetMask) != 0;
-    if (any_freed) {
-      // §17 R5: the new entries are on disk before the old clusters are released.
-      s = co_await file_->flush();
-      if (!s) co_return s;
-      for (uint64_t e : old) {
-        s = co_await free_entry(e);
-        if (!s) co_return s;
-      }
+    for (uint64_t e : old) {
+      if (e & (kOffsetMask | kCompressedFlag)) queue_free(e);
     }
   }
   *written = data_len;
@@ -690,7 +735,7 @@ Task<Status> Qcow2Node::do_write_zeroes(uint64_t offset, uint64_t bytes, Request
     Result<L2Table*> t = co_await get_l2(l1_index(offset), true);
     if (!t) co_return fail(t.error());
     (*t)->entries[l2_index(offset)] = kZeroFlag;
-    co_return co_await write_l2_entries(**t, l2_index(offset), 1);
+    co_return co_await update_l2_entries(**t, l2_index(offset), 1);
   }
   uint64_t pos = offset;
   const uint64_t end = offset + bytes;
@@ -712,16 +757,9 @@ Task<Status> Qcow2Node::do_write_zeroes(uint64_t offset, uint64_t bytes, Request
         e = kZeroFlag;  // ZERO_PLAIN
       }
     }
-    Status s = co_await write_l2_entries(**table, first, count);
+    Status s = co_await update_l2_entries(**table, first, count);
     if (!s) co_return s;
-    if (!to_free.empty()) {
-      s = co_await file_->flush();
-      if (!s) co_return s;
-      for (uint64_t e : to_free) {
-        s = co_await free_entry(e);
-        if (!s) co_return s;
-      }
-    }
+    for (uint64_t e : to_free) queue_free(e);
     pos += count * cs_;
   }
   co_return ok();
@@ -756,25 +794,19 @@ Task<Status> Qcow2Node::do_discard(uint64_t offset, uint64_t bytes) {
       if (e & (kOffsetMask | kCompressedFlag)) to_free.push_back(e);
       e = replacement;
     }
-    Status s = co_await write_l2_entries(**table, first, count);
+    Status s = co_await update_l2_entries(**table, first, count);
     if (!s) co_return s;
-    if (!to_free.empty()) {
-      s = co_await file_->flush();
-      if (!s) co_return s;
-      for (uint64_t e : to_free) {
-        s = co_await free_entry(e);
-        if (!s) co_return s;
-      }
-    }
+    for (uint64_t e : to_free) queue_free(e);
     pos += count * cs_;
   }
   co_return ok();
 }
 
 Task<Status> Qcow2Node::do_flush() {
+  if (read_only() || broken_) co_return ok();
   AsyncMutex::Guard guard = co_await lock_.lock();
   co_await file_->debug_event(DebugEvent::kFlushToOs);
-  co_return co_await refcounts_->write_dirty();
+  co_return co_await flush_metadata();
 }
 
 Task<Status> Qcow2Node::do_truncate(uint64_t size, PreallocMode mode, Exact) {
@@ -846,9 +878,11 @@ Task<Result<BlockStatus>> Qcow2Node::do_block_status(uint64_t offset, uint64_t b
 }
 
 Task<Status> Qcow2Node::do_close() {
-  if (read_only()) co_return ok();
+  if (read_only() || broken_) co_return ok();
   AsyncMutex::Guard guard = co_await lock_.lock();
-  co_return co_await refcounts_->write_dirty();
+  Status s = co_await flush_metadata();
+  if (!s) co_return s;
+  co_return co_await file_->flush();
 }
 
 // Reads cluster 0 and parses it.
