@@ -5,6 +5,7 @@
 #include "block/driver.h"
 #include "block/filters/blkdebug.h"
 #include "block/filters/passthrough.h"
+#include "block/filters/powercut.h"
 #include "block/formats/qcow2/qcow2.h"
 #include "block/formats/raw.h"
 #include "block/protocols/file.h"
@@ -28,6 +29,7 @@ const std::vector<DriverEntry>& driver_registry() {
       // Filters.
       {"passthrough", NodeKind::kFilter, &open_passthrough_node, nullptr},
       {"blkdebug", NodeKind::kFilter, &open_blkdebug_node, nullptr, true},
+      {"powercut", NodeKind::kFilter, &open_powercut_node, nullptr},  // tests: crash images
   };
   return kDrivers;
 }
