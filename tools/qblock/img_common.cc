@@ -1,6 +1,9 @@
 // Shared qemu-img-style helpers (see img_common.h).
 #include "qblock/img_common.h"
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -65,6 +68,45 @@ std::string combine_path(const std::string& base, const std::string& name) {
   std::size_t slash = base.rfind('/');
   if (slash == std::string::npos) return name;
   return base.substr(0, slash + 1) + name;
+}
+
+// Formats that can have a backing file: an extent they leave unallocated reads from the
+// backing node, or as zeros when there is none or it ends before the extent.
+bool supports_backing(const BlockNode& node) { return node.driver_name() == "qcow2"; }
+
+// qcow2 images created with preallocation=metadata have data clusters that are holes in the
+// file; 7.2 asks the file about those and reports them as zero. It detects such images by
+// their allocation: fewer clusters on disk than 9/10 of those the image claims. The public API
+// does not expose refcounts, so the file length stands in for the refcounted clusters.
+bool metadata_preallocated(const BlockNode& node) {
+  const BlockNode* file = node.child(ChildRole::kFile);
+  const uint64_t cluster_size = node.info().cluster_size;
+  struct stat st;
+  if (!file || cluster_size == 0 || ::stat(file->filename().c_str(), &st) != 0) return false;
+  const uint64_t claimed = (file->length() + cluster_size - 1) / cluster_size;
+  const uint64_t on_disk = uint64_t(st.st_blocks) * 512 / cluster_size;
+  return claimed > on_disk * 10 / 9;
+}
+
+// Adds kStatusZero to data that `node` maps to a hole of its file, and shortens `st` to the
+// hole or data run there (see metadata_preallocated).
+Task<Status> resolve_preallocated(BlockNode* node, BlockStatus* st) {
+  const uint32_t kNeeded = kStatusData | kStatusOffsetValid;
+  if ((st->flags & kNeeded) != kNeeded || (st->flags & kStatusZero) || !st->file ||
+      st->file == node || !metadata_preallocated(*node)) {
+    co_return ok();
+  }
+  Task<Result<BlockStatus>> query =
+      st->file->block_status(st->host_offset, st->bytes, WantZero::kYes);
+  Result<BlockStatus> inner = co_await std::move(query);
+  if (!inner) co_return ok();  // as 7.2: the answer about the file is only a refinement
+  if (inner->flags & kStatusEof) {
+    st->flags |= kStatusZero;
+  } else {
+    st->bytes = std::min(st->bytes, inner->bytes);
+    st->flags |= inner->flags & kStatusZero;
+  }
+  co_return ok();
 }
 
 }  // namespace qblock::tools

@@ -9,7 +9,9 @@
 #include <utility>
 #include <vector>
 
+#include "qblock/block_node.h"
 #include "qblock/error.h"
+#include "qblock/task.h"
 
 namespace qblock::tools {
 
@@ -29,5 +31,14 @@ std::vector<std::pair<std::string, std::string>> parse_option_list(std::string_v
 // QEMU's path_combine: `name` relative to the directory of `base` (a backing file name is
 // relative to the image that names it); absolute names are returned as they are.
 std::string combine_path(const std::string& base, const std::string& name);
+
+// True for formats that can have a backing file (an extent they leave unallocated reads
+// from the backing node).
+bool supports_backing(const BlockNode& node);
+// qemu-img 7.2's test for a qcow2 image made with preallocation=metadata (see img_common.cc).
+bool metadata_preallocated(const BlockNode& node);
+// For such images, refines `st` of a data extent with what the file says about the host range
+// (holes read as zero), as qemu-img map and compare do. Best effort: errors leave `st` as is.
+Task<Status> resolve_preallocated(BlockNode* node, BlockStatus* st);
 
 }  // namespace qblock::tools
