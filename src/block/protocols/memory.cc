@@ -19,9 +19,16 @@ MemoryNode::MemoryNode(EventLoop& loop, Config config)
     supported_zero_flags_ |= RequestFlag::kFua;
   }
   efficient_zeroes_ = config.efficient_zeroes;
+  async_ = config.async;
+}
+
+// With `async`, requests interleave like real I/O instead of completing inline.
+Task<void> MemoryNode::maybe_yield() {
+  if (async_) co_await loop().yield();
 }
 
 Task<Status> MemoryNode::do_read(uint64_t offset, IoVec qiov, RequestFlags flags) {
+  co_await maybe_yield();
   log_.push_back({RecordedRequest::Kind::kRead, offset, qiov.size(), flags});
   // Past the end reads as zeros, like a file.
   uint64_t avail =
@@ -32,6 +39,7 @@ Task<Status> MemoryNode::do_read(uint64_t offset, IoVec qiov, RequestFlags flags
 }
 
 Task<Status> MemoryNode::do_write(uint64_t offset, IoVec qiov, RequestFlags flags) {
+  co_await maybe_yield();
   log_.push_back({RecordedRequest::Kind::kWrite, offset, qiov.size(), flags});
   if (offset + qiov.size() > data_.size()) data_.resize(offset + qiov.size(), 0);
   qiov.copy_to(0, data_.data() + offset, qiov.size());
@@ -39,6 +47,7 @@ Task<Status> MemoryNode::do_write(uint64_t offset, IoVec qiov, RequestFlags flag
 }
 
 Task<Status> MemoryNode::do_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) {
+  co_await maybe_yield();
   log_.push_back({RecordedRequest::Kind::kWriteZeroes, offset, bytes, flags});
   if (!efficient_zeroes_) co_return fail(Error::unsupported());
   if (offset + bytes > data_.size()) data_.resize(offset + bytes, 0);
@@ -52,6 +61,7 @@ Task<Status> MemoryNode::do_discard(uint64_t offset, uint64_t bytes) {
 }
 
 Task<Status> MemoryNode::do_flush() {
+  co_await maybe_yield();
   log_.push_back({RecordedRequest::Kind::kFlush, 0, 0, {}});
   co_return ok();
 }
@@ -84,6 +94,9 @@ Task<Result<NodePtr>> open_memory_node(OpenContext& ctx, Options& options) {
   auto fua = take_bool(options, "fua");
   if (!fua) co_return fail(fua.error());
   config.fua = fua->value_or(false);
+  auto async = take_bool(options, "async");
+  if (!async) co_return fail(async.error());
+  config.async = async->value_or(false);
   // `image`: a file whose bytes become the initial contents (tests of format drivers).
   auto image = take_string(options, "image");
   if (!image) co_return fail(image.error());

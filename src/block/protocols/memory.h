@@ -27,6 +27,7 @@ class MemoryNode : public BlockNode {
     uint64_t max_transfer = 0;
     bool efficient_zeroes = false;  // advertise MAY_UNMAP|NO_FALLBACK and zero in place
     bool fua = false;               // advertise FUA for writes
+    bool async = false;             // complete every request from the loop (after a yield)
   };
   MemoryNode(EventLoop& loop, Config config);
 
@@ -48,9 +49,11 @@ class MemoryNode : public BlockNode {
   std::vector<uint8_t> data_;
   std::vector<RecordedRequest> log_;
   bool efficient_zeroes_ = false;
+  bool async_ = false;
+  Task<void> maybe_yield();
 };
 
-// Options: size, request-alignment, max-transfer, efficient-zeroes, fua, and image (a file
+// Options: size, request-alignment, max-transfer, efficient-zeroes, fua, async, and image (a file
 // whose bytes are the initial contents).
 Task<Result<NodePtr>> open_memory_node(OpenContext& ctx, Options& options);
 
