@@ -113,7 +113,25 @@ class Qcow2Node : public BlockNode {
   void queue_free(uint64_t entry) { pending_frees_.push_back(entry); }
   Task<Status> release_entry(uint64_t entry);
   Task<Status> write_header();
-  Task<Status> allocating_write(uint64_t guest, IoVec data, L2Table& table, uint64_t* written);
+  // REQUIRES: `guard` holds lock_; it is released for the data I/O and held again on success.
+  Task<Status> allocating_write(uint64_t guest, IoVec data, L2Table& table, uint64_t* written,
+                                AsyncMutex::Guard& guard);
+  // An allocation whose data I/O runs outside the lock: guest clusters [start, end) must not
+  // be allocated, zeroed or discarded by anybody else until it is linked.
+  struct InFlight {
+    InFlight(EventLoop& loop, uint64_t s, uint64_t e) : start(s), end(e), done(loop) {}
+    uint64_t start;
+    uint64_t end;
+    WaitQueue done;
+  };
+  InFlight* inflight_overlap(uint64_t start, uint64_t end) const {
+    for (InFlight* f : inflight_) {
+      if (f->start < end && start < f->end) return f;
+    }
+    return nullptr;
+  }
+  // Waits (releasing and retaking `guard`) until no allocation overlaps [start, end).
+  Task<void> wait_inflight(uint64_t start, uint64_t end, AsyncMutex::Guard& guard);
   // qcow2-format.md §13: the metadata structure [offset, offset + bytes) would overwrite,
   // or nullptr. `self` is excluded (an L2 table rewriting itself).
   const char* overlapping_metadata(uint64_t offset, uint64_t bytes, uint64_t self = 0,
@@ -139,9 +157,11 @@ class Qcow2Node : public BlockNode {
   std::vector<uint64_t> l1_;
   std::unordered_map<uint64_t, std::unique_ptr<L2Table>> l2_cache_;  // by host offset
   std::size_t max_l2_tables_ = 64;
-  std::vector<uint64_t> pending_frees_;  // L2 entries whose clusters are released at flush
-  std::set<uint64_t> l2_offsets_;        // host offsets of the active L2 tables (overlap checks)
-  bool broken_ = false;                  // a fatal corruption event happened: refuse all I/O
+  std::vector<uint64_t> pending_frees_;
+  std::vector<InFlight*> inflight_;  // allocations between allocation and L2 link  // L2 entries
+                                     // whose clusters are released at flush
+  std::set<uint64_t> l2_offsets_;    // host offsets of the active L2 tables (overlap checks)
+  bool broken_ = false;              // a fatal corruption event happened: refuse all I/O
   bool corruption_reported_ = false;
 };
 
@@ -562,11 +582,21 @@ Task<Status> Qcow2Node::do_read(uint64_t offset, IoVec qiov, RequestFlags) {
 
 // ---- write -------------------------------------------------------------------------------
 
+Task<void> Qcow2Node::wait_inflight(uint64_t start, uint64_t end, AsyncMutex::Guard& guard) {
+  while (InFlight* f = inflight_overlap(start, end)) {
+    guard.unlock();
+    co_await f->done.wait();
+    guard = co_await lock_.lock();
+  }
+}
+
+// Data I/O runs without the metadata lock: in-place writes release it after the lookup, and
+// allocating writes after the allocation (their clusters are fenced by an InFlight record).
 Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags) {
   if (Status u = check_usable(); !u) co_return u;
-  AsyncMutex::Guard guard = co_await lock_.lock();
   uint64_t pos = 0;
   while (pos < qiov.size()) {
+    AsyncMutex::Guard guard = co_await lock_.lock();
     const uint64_t guest = offset + pos;
     // The L2 table this write goes through must be a private, sane one (allocated if absent).
     Result<L2Table*> own = co_await get_l2(l1_index(guest), true);
@@ -577,6 +607,7 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags) {
       // §3.6: COPIED clusters are rewritten in place.
       const uint64_t host = (m->entry & kOffsetMask) + guest % cs_;
       if (Status g = co_await guard_existing(host, m->bytes, 0, nullptr); !g) co_return g;
+      guard.unlock();
       co_await file_->debug_event(DebugEvent::kWriteAio);
       IoVec part = qiov.slice(pos, m->bytes);
       Status s = co_await file_->write(host, std::move(part));
@@ -584,11 +615,18 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags) {
       pos += m->bytes;
       continue;
     }
+    // Another request is filling these clusters: wait for it, then look again.
+    const uint64_t cluster_start = guest - guest % cs_;
+    const uint64_t span_end = std::min(guest + (qiov.size() - pos), header_.size);
+    if (inflight_overlap(cluster_start, span_end)) {
+      co_await wait_inflight(cluster_start, span_end, guard);
+      continue;
+    }
     Result<L2Table*> table = co_await get_l2(l1_index(guest), true);
     if (!table) co_return fail(table.error());
     uint64_t written = 0;
     IoVec rest = qiov.slice(pos, qiov.size() - pos);
-    Status s = co_await allocating_write(guest, std::move(rest), **table, &written);
+    Status s = co_await allocating_write(guest, std::move(rest), **table, &written, guard);
     if (!s) co_return s;
     pos += written;
   }
@@ -601,7 +639,7 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags) {
 // written; otherwise head + data + tail go out as one merged write. Then refcounts, then the
 // L2 entries (§17).
 Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& table,
-                                         uint64_t* written) {
+                                         uint64_t* written, AsyncMutex::Guard& guard) {
   const uint64_t first = l2_index(guest);
   const uint64_t in_cluster = guest % cs_;
   // How many clusters from `first` need a new host cluster (stop at an in-place one).
@@ -649,6 +687,19 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
   const uint64_t tail = count * cs_ - in_cluster - data_len;
   const uint64_t last_entry = table.entries[first + count - 1];
   const uint64_t guest_last = guest_start + (count - 1) * cs_;
+
+  // Fence the clusters, then do the data I/O without the lock.
+  InFlight fence(*loop_, guest_start, guest_start + count * cs_);
+  inflight_.push_back(&fence);
+  struct Unfence {
+    Qcow2Node* node;
+    InFlight* fence;
+    ~Unfence() {
+      std::erase(node->inflight_, fence);
+      fence->done.wake_all();
+    }
+  } unfence{this, &fence};
+  guard.unlock();
 
   bool head_zero = true, tail_zero = true;
   if (head) {
@@ -698,12 +749,18 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
   }
   if (!s) co_return s;
 
+  // Link: the table may have left the cache meanwhile, so look it up again. Its entries for
+  // these clusters cannot have changed (everybody else waits on the fence).
+  guard = co_await lock_.lock();
+  Result<L2Table*> linked = co_await get_l2(l1_index(guest), true);
+  if (!linked) co_return fail(linked.error());
+  L2Table& t = **linked;
   // The L2 entries change in the cache; flush_metadata() writes them after the refcounts
   // and the data are stable (§17 R1/R3).
-  std::vector<uint64_t> old(table.entries.begin() + static_cast<std::ptrdiff_t>(first),
-                            table.entries.begin() + static_cast<std::ptrdiff_t>(first + count));
-  for (uint64_t i = 0; i < count; ++i) table.entries[first + i] = (host + i * cs_) | kCopied;
-  s = co_await update_l2_entries(table, first, count);
+  std::vector<uint64_t> old(t.entries.begin() + static_cast<std::ptrdiff_t>(first),
+                            t.entries.begin() + static_cast<std::ptrdiff_t>(first + count));
+  for (uint64_t i = 0; i < count; ++i) t.entries[first + i] = (host + i * cs_) | kCopied;
+  s = co_await update_l2_entries(t, first, count);
   if (!s) co_return s;
   if (!reuse) {
     for (uint64_t e : old) {
@@ -720,6 +777,11 @@ Task<Status> Qcow2Node::do_write_zeroes(uint64_t offset, uint64_t bytes, Request
   if (Status u = check_usable(); !u) co_return u;
   if (header_.version < 3) co_return fail(Error::unsupported());
   AsyncMutex::Guard guard = co_await lock_.lock();
+  {
+    // Clusters being filled by an allocating write are not touched until it has linked them.
+    const uint64_t fence_start = offset - offset % cs_;
+    co_await wait_inflight(fence_start, offset + bytes, guard);
+  }
   const uint64_t in_cluster = offset % cs_;
   const bool partial = in_cluster != 0 || (bytes % cs_ != 0 && offset + bytes != header_.size);
   if (partial) {
@@ -775,6 +837,7 @@ Task<Status> Qcow2Node::do_discard(uint64_t offset, uint64_t bytes) {
   // observed) leaves such images alone.
   if (header_.version < 3 && backing_) co_return ok();
   AsyncMutex::Guard guard = co_await lock_.lock();
+  co_await wait_inflight(start, end, guard);
   for (uint64_t pos = start; pos < end;) {
     Result<L2Table*> probe = co_await get_l2(l1_index(pos), false);
     if (!probe) co_return fail(probe.error());
