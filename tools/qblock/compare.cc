@@ -266,11 +266,7 @@ int parse_args(int argc, char** argv, CompareArgs& args) {
     if (c == -1) break;
     switch (c) {
       case ':':
-        img_usage_error(std::string("missing argument for option '") + argv[optind - 1] + "'");
-        return 1;
-      case '?':
-        img_usage_error(std::string("unrecognized option '") + argv[optind - 1] + "'");
-        return 1;
+      case '?': report_getopt_error(c, argv); return 1;
       case 'h':
         std::printf(
             "qblock compare [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] "

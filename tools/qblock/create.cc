@@ -279,11 +279,7 @@ int run_create(int argc, char** argv) {
     if (c == -1) break;
     switch (c) {
       case ':':
-        img_usage_error(std::string("missing argument for option '") + argv[optind - 1] + "'");
-        return 1;
-      case '?':
-        img_usage_error(std::string("unrecognized option '") + argv[optind - 1] + "'");
-        return 1;
+      case '?': report_getopt_error(c, argv); return 1;
       case 'h':
         std::printf(
             "qblock create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] "

@@ -1,6 +1,7 @@
 // Shared qemu-img-style helpers (see img_common.h).
 #include "qblock/img_common.h"
 
+#include <getopt.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -107,6 +108,12 @@ Task<Status> resolve_preallocated(BlockNode* node, BlockStatus* st) {
     st->flags |= inner->flags & kStatusZero;
   }
   co_return ok();
+}
+
+void report_getopt_error(int c, char** argv) {
+  const std::string word = argv[optind - 1];
+  img_usage_error(c == ':' ? "missing argument for option '" + word + "'"
+                           : "unrecognized option '" + word + "'");
 }
 
 }  // namespace qblock::tools

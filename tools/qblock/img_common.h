@@ -24,6 +24,10 @@ void img_error(std::string_view text);
 // Prints the getopt failure line and "Try 'qemu-img --help' for more information".
 void img_usage_error(std::string_view text);
 
+// Reports getopt_long's ':' (missing argument) or '?' (unknown option) result the way
+// qemu-img does. REQUIRES: `c` is ':' or '?', right after getopt_long returned it.
+void report_getopt_error(int c, char** argv);
+
 // A `-o` list "k=v,k2,k3=a,,b" as ordered (key, value) pairs; a bare key gets the value "on"
 // (QemuOpts' implied boolean). ",," is a literal comma.
 std::vector<std::pair<std::string, std::string>> parse_option_list(std::string_view text);

@@ -163,11 +163,7 @@ int parse_args(int argc, char** argv, MapArgs& args) {
     if (c == -1) break;
     switch (c) {
       case ':':
-        img_usage_error(std::string("missing argument for option '") + argv[optind - 1] + "'");
-        return 1;
-      case '?':
-        img_usage_error(std::string("unrecognized option '") + argv[optind - 1] + "'");
-        return 1;
+      case '?': report_getopt_error(c, argv); return 1;
       case 'h':
         std::printf(
             "qblock map [--image-opts] [-f fmt] [--start-offset=OFFSET] [--max-length=LEN] "
