@@ -49,6 +49,9 @@ struct OpenFlags {
   DiscardMode discard = DiscardMode::kIgnore;
   bool force_share = false;  // -U: do not take or check image locks
   bool probed_raw = false;   // raw chosen by probing: block 0 writes are restricted
+  // Opened to be checked or repaired (qemu-img check): a format opens an image it would
+  // otherwise refuse or repair first (corrupt, dirty) and leaves its metadata alone.
+  bool check = false;
 };
 
 // Parses a qemu cache mode name into `flags` ("none", "writeback", "writethrough",

@@ -11,9 +11,17 @@ int run_bench(int argc, char** argv);
 int run_create(int argc, char** argv);
 // `qblock info`: qemu-img info (qemu-compat.md §3.2).
 int run_info(int argc, char** argv);
+// `qblock check`: qemu-img check (qemu-compat.md §3.3).
+int run_check(int argc, char** argv);
 // `qblock map`: qemu-img map (qemu-compat.md §3.4).
 int run_map(int argc, char** argv);
 // `qblock compare`: qemu-img compare (qemu-compat.md §3.6).
 int run_compare(int argc, char** argv);
+// `qblock convert`: qemu-img convert (qemu-compat.md §3.5).
+int run_convert(int argc, char** argv);
+// `qblock measure`: qemu-img measure (qemu-compat.md §3.7).
+int run_measure(int argc, char** argv);
+// `qblock resize`: qemu-img resize (qemu-compat.md §3.9).
+int run_resize(int argc, char** argv);
 
 }  // namespace qblock::tools

@@ -105,10 +105,6 @@ struct Image {
   std::string name;
 };
 
-Task<Result<std::unique_ptr<BlockBackend>>> open_image(EventLoop* loop, BackendOptions options) {
-  co_return co_await BlockBackend::open(*loop, std::move(options));
-}
-
 Task<Result<BlockStatus>> status_task(BlockBackend* backend, uint64_t offset, uint64_t bytes) {
   co_return co_await chain_status(&backend->root(), offset, bytes);
 }
@@ -299,27 +295,10 @@ int parse_args(int argc, char** argv, CompareArgs& args) {
 Result<std::unique_ptr<BlockBackend>> open_one(EventLoop& loop, const CompareArgs& args,
                                                const std::string& filename,
                                                const std::string& format) {
-  BackendOptions options;
-  options.format = format;
-  options.flags.read_only = true;
-  options.flags.force_share = args.force_share;
-  if (args.image_opts) {
-    Result<Options> tree = parse_key_value_options(filename, "file");
-    if (!tree) {
-      img_error(tree.error().message());
-      return fail(tree.error());
-    }
-    options.tree = std::move(*tree);
-  } else {
-    options.filename = filename;
-  }
-  Result<std::unique_ptr<BlockBackend>> opened =
-      run_sync(loop, open_image(&loop, std::move(options)));
-  if (!opened) {
-    // 7.2 repeats the prefix for file-level failures, as `info` does (qemu-compat.md §3).
-    img_error("Could not open '" + filename + "': " + opened.error().message());
-  }
-  return opened;
+  OpenFlags flags;
+  flags.read_only = true;
+  flags.force_share = args.force_share;
+  return img_open(loop, filename, format, args.image_opts, flags);
 }
 
 }  // namespace

@@ -4,13 +4,16 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "qblock/block_backend.h"
 #include "qblock/block_node.h"
 #include "qblock/error.h"
+#include "qblock/event_loop.h"
 #include "qblock/task.h"
 
 namespace qblock::tools {
@@ -44,5 +47,15 @@ bool metadata_preallocated(const BlockNode& node);
 // For such images, refines `st` of a data extent with what the file says about the host range
 // (holes read as zero), as qemu-img map and compare do. Best effort: errors leave `st` as is.
 Task<Status> resolve_preallocated(BlockNode* node, BlockStatus* st);
+
+}  // namespace qblock::tools
+
+namespace qblock::tools {
+
+// Opens `filename` (a key=value option list with `image_opts`) as the image tools do and
+// prints qemu-img's "Could not open 'x': ..." on failure.
+Result<std::unique_ptr<BlockBackend>> img_open(EventLoop& loop, const std::string& filename,
+                                               const std::string& format, bool image_opts,
+                                               const OpenFlags& flags);
 
 }  // namespace qblock::tools

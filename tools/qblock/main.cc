@@ -36,8 +36,12 @@ int main(int argc, char** argv) {
   if (command == "bench") return qblock::tools::run_bench(argc - 1, argv + 1);
   if (command == "create") return qblock::tools::run_create(argc - 1, argv + 1);
   if (command == "info") return qblock::tools::run_info(argc - 1, argv + 1);
+  if (command == "check") return qblock::tools::run_check(argc - 1, argv + 1);
   if (command == "map") return qblock::tools::run_map(argc - 1, argv + 1);
   if (command == "compare") return qblock::tools::run_compare(argc - 1, argv + 1);
+  if (command == "convert") return qblock::tools::run_convert(argc - 1, argv + 1);
+  if (command == "measure") return qblock::tools::run_measure(argc - 1, argv + 1);
+  if (command == "resize") return qblock::tools::run_resize(argc - 1, argv + 1);
   std::fprintf(stderr, "qblock: Command not found: %s\n", argv[1]);
   return 1;
 }

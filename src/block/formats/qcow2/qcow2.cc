@@ -10,6 +10,7 @@
 
 #include "base/byte_order.h"
 #include "base/check.h"
+#include "block/formats/qcow2/check.h"
 #include "block/formats/qcow2/compress.h"
 #include "block/formats/qcow2/header.h"
 #include "block/formats/qcow2/refcount.h"
@@ -62,6 +63,10 @@ class Qcow2Node : public BlockNode {
     backing_ = child(ChildRole::kBacking);
   }
   void set_l2_cache_tables(std::size_t n) { max_l2_tables_ = std::max<std::size_t>(n, 4); }
+  // The image as check_image() works on it. REQUIRES: opened with OpenFlags::check.
+  CheckTarget check_target() {
+    return CheckTarget{*file_, header_, !read_only(), corruption_reported_, broken_};
+  }
 
   Task<Status> load_tables();
 
@@ -113,6 +118,13 @@ class Qcow2Node : public BlockNode {
   void queue_free(uint64_t entry) { pending_frees_.push_back(entry); }
   Task<Status> release_entry(uint64_t entry);
   Task<Status> write_header();
+  // do_truncate's shrinking half (see there). REQUIRES: lock_ held, size < header_.size.
+  Task<Status> shrink(uint64_t size);
+  // Part of shrink: drops refcount blocks that count nothing but themselves; returns the
+  // host cluster indexes of the dropped blocks.
+  Task<Result<std::vector<uint64_t>>> drop_unused_refblocks();
+  // Host clusters of `entry` (data cluster or compressed span) appended to `out`.
+  void host_clusters(uint64_t entry, std::vector<uint64_t>& out) const;
   // REQUIRES: `guard` holds lock_; it is released for the data I/O and held again on success.
   Task<Status> allocating_write(uint64_t guest, IoVec data, L2Table& table, uint64_t* written,
                                 AsyncMutex::Guard& guard);
@@ -880,10 +892,9 @@ Task<Status> Qcow2Node::do_truncate(uint64_t size, PreallocMode mode, Exact) {
     co_return fail(
         Error::with_message(ENOTSUP, "Preallocation is not supported by qcow2 resize yet"));
   }
-  if (size < header_.size) {
-    co_return fail(Error::with_message(ENOTSUP, "qcow2 doesn't support shrinking images yet"));
-  }
+  if (Status u = check_usable(); !u) co_return u;
   AsyncMutex::Guard guard = co_await lock_.lock();
+  if (size < header_.size) co_return co_await shrink(size);
   const uint64_t span = cs_ * l2_entries_;
   const uint64_t needed = (size + span - 1) / span;
   if (needed > l1_.size()) {
@@ -893,7 +904,8 @@ Task<Status> Qcow2Node::do_truncate(uint64_t size, PreallocMode mode, Exact) {
     if (!where) co_return fail(where.error());
     Status s = co_await refcounts_->write_dirty();
     if (!s) co_return s;
-    std::vector<uint8_t> raw(new_clusters * cs_, 0);
+    // Only the entries are written, as 7.2 does: the file may end inside the last cluster.
+    std::vector<uint8_t> raw(needed * 8, 0);
     for (uint64_t i = 0; i < l1_.size(); ++i) store_be64(&raw[i * 8], l1_[i]);
     s = co_await file_->write(*where, IoVec(raw.data(), raw.size()));
     if (!s) co_return s;
@@ -915,6 +927,199 @@ Task<Status> Qcow2Node::do_truncate(uint64_t size, PreallocMode mode, Exact) {
   }
   header_.size = size;
   co_return co_await write_header();
+}
+
+void Qcow2Node::host_clusters(uint64_t entry, std::vector<uint64_t>& out) const {
+  const ClusterType type = cluster_type(entry);
+  if (type == ClusterType::kNormal || type == ClusterType::kZeroAlloc) {
+    out.push_back((entry & kOffsetMask) / cs_);
+  } else if (type == ClusterType::kCompressed) {
+    // §6.1: the compressed stream may straddle a cluster boundary.
+    const uint64_t shift = 62 - (header_.cluster_bits - 8);
+    const uint64_t host = entry & ((1ULL << shift) - 1);
+    const uint64_t sectors = ((entry >> shift) & ((1ULL << (header_.cluster_bits - 8)) - 1)) + 1;
+    const uint64_t last = ((host & ~uint64_t{511}) + sectors * 512 - 1) / cs_;
+    for (uint64_t c = host / cs_; c <= last; ++c) out.push_back(c);
+  }
+}
+
+// Shrinking as qemu-img 7.2 does it (observed with resize --shrink, check and hexdumps):
+// - every cluster mapped at or past the new size rounded up to a cluster is freed, its L2
+//   entry cleared to 0 (unallocated, also plain zero entries);
+// - L2 tables wholly past the new end are freed and their L1 entries zeroed in place; the L1
+//   table keeps its location and the header keeps its l1_size;
+// - freed clusters are punched out of the file, and the file is cut after the last cluster
+//   that still has a reference;
+// - the header gets the new size last, so a crash on the way leaves the old size with less
+//   data (reading as zeros), never a reference to a freed cluster.
+// - refcount blocks left counting nothing but themselves are dropped from the refcount
+//   table (drop_unused_refblocks), so the file can end before them.
+Task<Status> Qcow2Node::shrink(uint64_t size) {
+  const uint64_t span = cs_ * l2_entries_;
+  const uint64_t start = (size + cs_ - 1) / cs_ * cs_;  // first guest byte to free
+  const uint64_t keep_l1 = (size + span - 1) / span;    // L1 entries still needed
+  std::vector<uint64_t> freed;                          // host cluster indexes released
+
+  // The table that stays but maps clusters past the end: clear them. flush_metadata() writes
+  // it before the frees take effect (§17 R5). 7.2 gives that range an (empty) L2 table even
+  // when it had none; so do we, for byte-identical results.
+  if (start % span != 0 && start < header_.size && l1_index(start) < l1_.size()) {
+    const uint64_t l1i = l1_index(start);
+    Result<L2Table*> probe = co_await get_l2(l1i, false);
+    if (!probe) co_return fail(probe.error());
+    const uint64_t first = l2_index(start);
+    bool used = *probe == nullptr;
+    for (uint64_t i = first; !used && i < l2_entries_; ++i) used = (*probe)->entries[i] != 0;
+    if (used) {
+      Result<L2Table*> table = co_await get_l2(l1i, true);
+      if (!table) co_return fail(table.error());
+      for (uint64_t i = first; i < l2_entries_; ++i) {
+        uint64_t& e = (*table)->entries[i];
+        if (e & (kOffsetMask | kCompressedFlag)) {
+          queue_free(e);
+          host_clusters(e, freed);
+        }
+        e = 0;
+      }
+      Status s = co_await update_l2_entries(**table, first, l2_entries_ - first);
+      if (!s) co_return s;
+    }
+  }
+
+  // Tables past the end: collect what they reference first (loading one may write back the
+  // cache, which must not release anything still reachable from the L1 table on disk).
+  std::vector<uint64_t> dropped_refs;
+  bool l1_changed = false;
+  for (uint64_t l1i = keep_l1; l1i < l1_.size(); ++l1i) {
+    const uint64_t l2_offset = l1_[l1i] & kOffsetMask;
+    if (!l2_offset) {
+      l1_changed = l1_changed || l1_[l1i] != 0;
+      continue;
+    }
+    Result<L2Table*> table = co_await get_l2(l1i, false);
+    if (!table) co_return fail(table.error());
+    for (uint64_t e : (*table)->entries) {
+      if (e & (kOffsetMask | kCompressedFlag)) dropped_refs.push_back(e);
+    }
+    dropped_refs.push_back(l2_offset);  // the table itself, as a normal cluster entry
+    l1_changed = true;
+  }
+  if (l1_changed) {
+    for (uint64_t l1i = keep_l1; l1i < l1_.size(); ++l1i) {
+      const uint64_t l2_offset = l1_[l1i] & kOffsetMask;
+      if (l2_offset) {
+        l2_cache_.erase(l2_offset);
+        l2_offsets_.erase(l2_offset);
+      }
+      l1_[l1i] = 0;
+    }
+    co_await file_->debug_event(DebugEvent::kL1Update);
+    const uint64_t where = header_.l1_table_offset + keep_l1 * 8;
+    const uint64_t bytes = (l1_.size() - keep_l1) * 8;
+    Status s = co_await guard_existing(where, bytes, 0, "active L1 table");
+    if (!s) co_return s;
+    std::vector<uint8_t> zeros(bytes, 0);
+    s = co_await file_->write(where, IoVec(zeros.data(), bytes));
+    if (!s) co_return s;
+    // §17 R5: the L1 entries are gone on disk before anything they reached is released.
+    s = co_await file_->flush();
+    if (!s) co_return s;
+  }
+  for (uint64_t e : dropped_refs) {
+    queue_free(e);
+    host_clusters(e, freed);
+  }
+  Status s = co_await flush_metadata();
+  if (!s) co_return s;
+  // Dropped refcount blocks read as zeros in 7.2's result (it clears a block's own refcount
+  // before finding it unused): they join the clusters punched below.
+  Result<std::vector<uint64_t>> dropped_blocks = co_await drop_unused_refblocks();
+  if (!dropped_blocks) co_return fail(dropped_blocks.error());
+  freed.insert(freed.end(), dropped_blocks->begin(), dropped_blocks->end());
+
+  // Cut the file after the last cluster in use (7.2 ignores a failure here, and so do we).
+  const uint64_t file_len = file_->length();
+  uint64_t end = (file_len + cs_ - 1) / cs_;
+  while (end > 0) {
+    Result<uint64_t> rc = co_await refcounts_->get(end - 1);
+    if (!rc) co_return fail(rc.error());
+    if (*rc != 0) break;
+    --end;
+  }
+  if (end * cs_ < file_len) {
+    Status cut = co_await file_->truncate(end * cs_, PreallocMode::kOff, Exact::kNo);
+    (void)cut;
+  }
+  // Punch the freed clusters that remain inside the file, as 7.2 discards them. Best effort:
+  // they read as unallocated either way.
+  std::sort(freed.begin(), freed.end());
+  freed.erase(std::unique(freed.begin(), freed.end()), freed.end());
+  const uint64_t new_len = file_->length();
+  for (uint64_t c : freed) {
+    if (c * cs_ >= new_len) break;
+    Result<uint64_t> rc = co_await refcounts_->get(c);
+    if (!rc || *rc != 0) continue;
+    const uint64_t bytes = std::min(cs_, new_len - c * cs_);
+    Task<Status> punch =
+        file_->write_zeroes(c * cs_, bytes, RequestFlag::kMayUnmap | RequestFlag::kNoFallback);
+    Status punched = co_await std::move(punch);
+    (void)punched;
+  }
+
+  header_.size = size;
+  co_return co_await write_header();
+}
+
+// As 7.2 does after a shrink (observed): a refcount block whose refcounts are all zero, apart
+// from its own when it lies in the range it describes, leaves the refcount table. The table
+// is rewritten first (§17 R5); a block counted elsewhere then has its refcount dropped. Works
+// on the on-disk structures, which flush_metadata() has just made current, and reloads the
+// refcount state afterwards. REQUIRES: lock_ held, no dirty metadata.
+Task<Result<std::vector<uint64_t>>> Qcow2Node::drop_unused_refblocks() {
+  const uint64_t table_bytes = uint64_t{header_.refcount_table_clusters} * cs_;
+  const uint32_t bits = header_.refcount_bits();
+  const uint64_t per_block = cs_ * 8 / bits;
+  std::vector<uint8_t> table(table_bytes);
+  Status s = co_await file_->read(header_.refcount_table_offset, IoVec(table.data(), table_bytes));
+  if (!s) co_return fail(s.error());
+  std::vector<uint64_t> counted_elsewhere;  // dropped blocks another block counts
+  std::vector<uint64_t> dropped;
+  std::vector<uint8_t> block(cs_);
+  for (uint64_t i = 0; i < table_bytes / 8; ++i) {
+    const uint64_t offset = load_be64(&table[i * 8]) & ~uint64_t{511};
+    if (!offset || offset + cs_ > file_->length()) continue;
+    s = co_await file_->read(offset, IoVec(block.data(), cs_));
+    if (!s) co_return fail(s.error());
+    const bool self_described = offset / cs_ / per_block == i;
+    if (self_described) {
+      // Clear its own entry (§5.2 layout: big-endian, sub-byte widths from bit 0).
+      const uint64_t bit = offset / cs_ % per_block * bits;
+      if (bits >= 8) {
+        std::fill_n(block.begin() + static_cast<std::ptrdiff_t>(bit / 8), bits / 8, 0);
+      } else {
+        block[bit / 8] &= static_cast<uint8_t>(~(((1u << bits) - 1) << (bit % 8)));
+      }
+    }
+    if (!std::all_of(block.begin(), block.end(), [](uint8_t b) { return b == 0; })) continue;
+    store_be64(&table[i * 8], 0);
+    dropped.push_back(offset / cs_);
+    if (!self_described) counted_elsewhere.push_back(offset);
+  }
+  if (dropped.empty()) co_return dropped;
+  s = co_await file_->write(header_.refcount_table_offset, IoVec(table.data(), table_bytes));
+  if (!s) co_return fail(s.error());
+  s = co_await file_->flush();
+  if (!s) co_return fail(s.error());
+  refcounts_ = std::make_unique<Refcounts>(*file_, header_);
+  s = co_await refcounts_->load();
+  if (!s) co_return fail(s.error());
+  for (uint64_t offset : counted_elsewhere) {
+    s = co_await refcounts_->update(offset / cs_, 1, -1);
+    if (!s) co_return fail(s.error());
+  }
+  s = co_await refcounts_->write_dirty();
+  if (!s) co_return fail(s.error());
+  co_return dropped;
 }
 
 Task<Result<BlockStatus>> Qcow2Node::do_block_status(uint64_t offset, uint64_t bytes, WantZero) {
@@ -941,7 +1146,7 @@ Task<Result<BlockStatus>> Qcow2Node::do_block_status(uint64_t offset, uint64_t b
 }
 
 Task<Status> Qcow2Node::do_close() {
-  if (read_only() || broken_) co_return ok();
+  if (read_only() || broken_ || open_flags().check) co_return ok();
   AsyncMutex::Guard guard = co_await lock_.lock();
   Status s = co_await flush_metadata();
   if (!s) co_return s;
@@ -1011,6 +1216,13 @@ Task<Result<NodePtr>> open_backing(OpenContext& ctx, std::string backing_file,
 
 }  // namespace
 
+Task<Result<CheckResult>> check_qcow2_node(BlockNode& node, unsigned fix) {
+  auto* qcow2 = dynamic_cast<Qcow2Node*>(&node);
+  if (!qcow2 || !node.open_flags().check) co_return fail(Error::unsupported());
+  Task<Result<CheckResult>> run = check_image(qcow2->check_target(), fix);
+  co_return co_await std::move(run);
+}
+
 int probe_qcow2(const uint8_t* header, std::size_t len) {
   if (len < 8 || load_be32(header) != kMagic) return 0;
   const uint32_t version = load_be32(header + 4);
@@ -1069,12 +1281,10 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
     refuse = Error::with_message(ENOTSUP, unsupported_features_message(*header, unsupported));
   } else if (header->crypt_method != 0) {
     refuse = Error::with_message(ENOTSUP, "Encrypted qcow2 images are not supported yet");
-  } else if ((header->incompatible_features & kIncompatCorrupt) && !ctx.flags.read_only) {
+  } else if ((header->incompatible_features & kIncompatCorrupt) && !ctx.flags.read_only &&
+             !ctx.flags.check) {
     refuse = Error::with_message(EACCES, "qcow2: Image is corrupt; cannot be opened read/write");
-  } else if ((header->incompatible_features & kIncompatDirty) && !ctx.flags.read_only) {
-    refuse = Error::with_message(
-        ENOTSUP, "Could not repair dirty image: Operation not supported (open it read-only)");
-  } else if (header->nb_snapshots && !ctx.flags.read_only) {
+  } else if (header->nb_snapshots && !ctx.flags.read_only && !ctx.flags.check) {
     refuse = Error::with_message(
         ENOTSUP, "Writing to qcow2 images with internal snapshots is not supported yet");
   }
@@ -1082,7 +1292,22 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
     (void)co_await file_node->close();
     co_return fail(*refuse);
   }
-  if (!ctx.flags.read_only) {
+  if ((header->incompatible_features & kIncompatDirty) && !ctx.flags.read_only &&
+      !ctx.flags.check) {
+    // §11: refcounts of a dirty image are stale; rebuild them before anything allocates.
+    bool reported = false;
+    bool broken = false;
+    Task<Result<CheckResult>> repair = check_image(
+        CheckTarget{*file_node, *header, true, reported, broken}, kFixLeaks | kFixErrors);
+    Result<CheckResult> repaired = co_await std::move(repair);
+    if (!repaired || repaired->corruptions || repaired->check_errors) {
+      (void)co_await file_node->close();
+      const int e = repaired ? EIO : repaired.error().errnum();
+      co_return fail(Error::with_message(
+          e, "Could not repair dirty image: " + Error::from_errno(e).errno_text()));
+    }
+  }
+  if (!ctx.flags.read_only && !ctx.flags.check) {
     // Structures that overlap each other cannot be updated without destroying one another.
     const Header& h = *header;
     const uint64_t cs = h.cluster_size();
@@ -1127,7 +1352,9 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   }
   auto node = std::make_unique<Qcow2Node>(ctx.loop, std::move(file_node), std::move(*header));
   node->set_l2_cache_tables(l2_cache_bytes / node->info().cluster_size);
-  Status s = co_await node->load_tables();
+  // check_image() reads the tables itself, whatever state they are in.
+  Status s = ok();
+  if (!ctx.flags.check) s = co_await node->load_tables();
   if (!s) {
     if (backing) (void)co_await backing->close();
     (void)co_await node->close();

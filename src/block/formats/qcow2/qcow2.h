@@ -6,6 +6,7 @@
 #pragma once
 
 #include "block/driver.h"
+#include "block/formats/qcow2/check.h"
 
 namespace qblock::qcow2 {
 
@@ -13,6 +14,10 @@ namespace qblock::qcow2 {
 // backing file), and QEMU's qcow2 runtime options (qemu-compat.md §5.4), accepted and
 // validated (the caches are sized from l2-cache-size).
 Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options);
+
+// qemu-img check on an image opened as qcow2 with OpenFlags::check (read-only, or read-write
+// for a `fix`). Errors: ENOTSUP if `node` is not such a qcow2 node; see check_image().
+Task<Result<CheckResult>> check_qcow2_node(BlockNode& node, unsigned fix);
 
 // Format probe: 100 for a qcow2 header (magic and version 2 or 3), else 0.
 int probe_qcow2(const uint8_t* header, std::size_t len);

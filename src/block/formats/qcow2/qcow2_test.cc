@@ -181,3 +181,85 @@ TEST_F(Qcow2RequestTest, ConcurrentWritesIntoSharedNewClustersLoseNothing) {
 
 }  // namespace
 }  // namespace qblock::qcow2
+
+namespace qblock::qcow2 {
+namespace {
+
+// qcow2-format.md §17 R5 and qemu-img 7.2's observed shrink: clusters mapped past the new
+// end are released only after the L1/L2 entries that reached them are gone on disk, the L1
+// table stays where it is, and the file is cut after the last cluster still in use.
+TEST_F(Qcow2RequestTest, ShrinkFreesAfterUnlinkAndCutsTheFile) {
+  NodePtr node = open_fresh();
+  MemoryNode& file = file_of(*node);
+  std::vector<uint8_t> a(65536, 0x41), b(65536, 0x42), c(65536, 0x43);
+  // Layout: L2 0x40000 + data 0x50000 (guest 0), data 0x60000 (40M); the 1 GiB grow moves
+  // L1 to 0x70000 and frees 0x30000, which the L2 table of guest 900M then takes, with its
+  // data at 0x80000.
+  ASSERT_OK(run_sync(*loop_, node->write(0, IoVec(a.data(), a.size()))));
+  ASSERT_OK(run_sync(*loop_, node->write(40 << 20, IoVec(b.data(), b.size()))));
+  ASSERT_OK(run_sync(*loop_, node->truncate(1ULL << 30)));
+  ASSERT_OK(run_sync(*loop_, node->write(900ULL << 20, IoVec(c.data(), c.size()))));
+  ASSERT_OK(run_sync(*loop_, node->flush()));
+  ASSERT_EQ(file.length(), 0x90000u);
+  file.clear_log();
+
+  ASSERT_OK(run_sync(*loop_, node->truncate(20 << 20)));
+  EXPECT_EQ(node->length(), uint64_t{20} << 20);
+  const std::vector<RecordedRequest>& log = file.log();
+  auto find = [&](Kind kind, uint64_t offset, uint64_t bytes) {
+    return std::find(log.begin(), log.end(), RecordedRequest{kind, offset, bytes, {}});
+  };
+  auto l1_zero = find(Kind::kWrite, 0x70008, 8);
+  auto l2_write = find(Kind::kWrite, 0x40000, 65536);
+  auto refblock = find(Kind::kWrite, 0x20000, 65536);
+  ASSERT_NE(l1_zero, log.end()) << "L1[1] is zeroed in place";
+  ASSERT_NE(l2_write, log.end()) << "the kept L2 table drops its entry for 40M";
+  ASSERT_NE(refblock, log.end());
+  EXPECT_LT(l1_zero, refblock);
+  EXPECT_LT(l2_write, refblock);
+  EXPECT_NE(std::find_if(l2_write, refblock,
+                         [](const RecordedRequest& r) { return r.kind == Kind::kFlush; }),
+            refblock)
+      << "the unlinking is stable before the refcounts drop";
+  // Clusters 0x80000 (data) and 0x30000 (L2) and 0x60000 are free; 0x70000 (L1) is the last
+  // one in use.
+  EXPECT_EQ(file.length(), 0x80000u);
+
+  // Grows again: the dropped range reads as zeros and takes new data.
+  ASSERT_OK(run_sync(*loop_, node->truncate(1ULL << 30)));
+  std::vector<uint8_t> back(65536, 0xff);
+  ASSERT_OK(run_sync(*loop_, node->read(900ULL << 20, IoVec(back.data(), back.size()))));
+  EXPECT_TRUE(std::all_of(back.begin(), back.end(), [](uint8_t x) { return x == 0; }));
+  ASSERT_OK(run_sync(*loop_, node->read(40 << 20, IoVec(back.data(), back.size()))));
+  EXPECT_TRUE(std::all_of(back.begin(), back.end(), [](uint8_t x) { return x == 0; }));
+  ASSERT_OK(run_sync(*loop_, node->read(0, IoVec(back.data(), back.size()))));
+  EXPECT_EQ(back, a);
+  ASSERT_OK(run_sync(*loop_, node->write(900ULL << 20, IoVec(c.data(), c.size()))));
+  ASSERT_OK(run_sync(*loop_, node->read(900ULL << 20, IoVec(back.data(), back.size()))));
+  EXPECT_EQ(back, c);
+  close(*node);
+}
+
+// Shrinking to a size inside a cluster keeps that cluster; refusing an unaligned size.
+TEST_F(Qcow2RequestTest, ShrinkKeepsThePartialLastCluster) {
+  NodePtr node = open_fresh();
+  std::vector<uint8_t> a(131072, 0x51);
+  ASSERT_OK(run_sync(*loop_, node->write(1 << 20, IoVec(a.data(), a.size()))));
+  Status unaligned = run_sync(*loop_, node->truncate((1 << 20) + 1000));
+  ASSERT_FALSE(unaligned);
+  EXPECT_EQ(unaligned.error().message(), "The new size must be a multiple of 512");
+  ASSERT_OK(run_sync(*loop_, node->truncate((1 << 20) + 4096)));
+  std::vector<uint8_t> back(4096);
+  ASSERT_OK(run_sync(*loop_, node->read(1 << 20, IoVec(back.data(), back.size()))));
+  EXPECT_TRUE(std::all_of(back.begin(), back.end(), [](uint8_t x) { return x == 0x51; }));
+  ASSERT_OK(run_sync(*loop_, node->truncate(2 << 20)));
+  back.assign(65536, 0xff);
+  ASSERT_OK(run_sync(*loop_, node->read((1 << 20) + 65536, IoVec(back.data(), back.size()))));
+  EXPECT_TRUE(std::all_of(back.begin(), back.end(), [](uint8_t x) { return x == 0; }));
+  ASSERT_OK(run_sync(*loop_, node->read((1 << 20) + 4096, IoVec(back.data(), 4096))));
+  EXPECT_EQ(back[0], 0x51) << "the rest of the kept cluster is still mapped (as in 7.2)";
+  close(*node);
+}
+
+}  // namespace
+}  // namespace qblock::qcow2

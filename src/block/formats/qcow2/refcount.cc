@@ -36,8 +36,8 @@ Task<Status> Refcounts::load() {
     table_[i] = load_be64(&raw[i * 8]) & kRefTableOffsetMask;
     if (table_[i] % cluster_size_) {
       co_return fail(Error::with_message(
-          EUCLEAN,
-          fmt::format("Refblock offset {:#x} unaligned (reftable index: {:#x})", table_[i], i)));
+          EUCLEAN, fmt::format("Refblock offset {:#x} unaligned (reftable index: {})", table_[i],
+                               i ? fmt::format("{:#x}", i) : std::string("0"))));
     }
   }
   for (uint64_t off : table_) {
@@ -54,34 +54,41 @@ bool Refcounts::overlaps_block(uint64_t offset, uint64_t bytes) const {
   return *it + cluster_size_ > offset;
 }
 
-uint64_t Refcounts::read_entry(const Block& b, uint64_t index) const {
-  const uint8_t* d = b.data.data();
-  switch (refcount_bits_) {
-    case 64: return load_be64(d + index * 8);
-    case 32: return load_be32(d + index * 4);
-    case 16: return load_be16(d + index * 2);
-    case 8: return d[index];
+uint64_t read_refcount_entry(const uint8_t* block, uint32_t refcount_bits, uint64_t index) {
+  switch (refcount_bits) {
+    case 64: return load_be64(block + index * 8);
+    case 32: return load_be32(block + index * 4);
+    case 16: return load_be16(block + index * 2);
+    case 8: return block[index];
     default: {
       // qcow2-format.md §5.2: sub-byte widths pack from bit 0 of each byte.
-      const uint64_t bit = index * refcount_bits_;
-      return (d[bit / 8] >> (bit % 8)) & ((1u << refcount_bits_) - 1);
+      const uint64_t bit = index * refcount_bits;
+      return (block[bit / 8] >> (bit % 8)) & ((1u << refcount_bits) - 1);
     }
   }
 }
 
-void Refcounts::write_entry(Block& b, uint64_t index, uint64_t value) {
-  uint8_t* d = b.data.data();
-  switch (refcount_bits_) {
-    case 64: store_be64(d + index * 8, value); break;
-    case 32: store_be32(d + index * 4, static_cast<uint32_t>(value)); break;
-    case 16: store_be16(d + index * 2, static_cast<uint16_t>(value)); break;
-    case 8: d[index] = static_cast<uint8_t>(value); break;
+void write_refcount_entry(uint8_t* block, uint32_t refcount_bits, uint64_t index, uint64_t value) {
+  switch (refcount_bits) {
+    case 64: store_be64(block + index * 8, value); break;
+    case 32: store_be32(block + index * 4, static_cast<uint32_t>(value)); break;
+    case 16: store_be16(block + index * 2, static_cast<uint16_t>(value)); break;
+    case 8: block[index] = static_cast<uint8_t>(value); break;
     default: {
-      const uint64_t bit = index * refcount_bits_;
-      const uint8_t mask = static_cast<uint8_t>(((1u << refcount_bits_) - 1) << (bit % 8));
-      d[bit / 8] = static_cast<uint8_t>((d[bit / 8] & ~mask) | ((value << (bit % 8)) & mask));
+      const uint64_t bit = index * refcount_bits;
+      const uint8_t mask = static_cast<uint8_t>(((1u << refcount_bits) - 1) << (bit % 8));
+      block[bit / 8] =
+          static_cast<uint8_t>((block[bit / 8] & ~mask) | ((value << (bit % 8)) & mask));
     }
   }
+}
+
+uint64_t Refcounts::read_entry(const Block& b, uint64_t index) const {
+  return read_refcount_entry(b.data.data(), refcount_bits_, index);
+}
+
+void Refcounts::write_entry(Block& b, uint64_t index, uint64_t value) {
+  write_refcount_entry(b.data.data(), refcount_bits_, index, value);
   b.dirty = true;
 }
 

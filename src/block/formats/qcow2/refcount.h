@@ -14,6 +14,11 @@
 
 namespace qblock::qcow2 {
 
+// One refcount of a refcount block in its on-disk encoding (§5.2: big-endian for 8 bits and
+// more, packed from bit 0 of each byte below that). REQUIRES: `index` < entries per block.
+uint64_t read_refcount_entry(const uint8_t* block, uint32_t refcount_bits, uint64_t index);
+void write_refcount_entry(uint8_t* block, uint32_t refcount_bits, uint64_t index, uint64_t value);
+
 class Refcounts {
  public:
   // REQUIRES: `file` outlives this object; `header` stays valid (its reftable fields are

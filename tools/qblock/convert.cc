@@ -1,0 +1,641 @@
+// `qblock convert`: qemu-img convert (qemu-compat.md §3.5). Opens one or more source images
+// (concatenated), creates a qcow2 or raw target with qcow2::create_qcow2 / create_raw (or opens
+// an existing one with -n) and copies the content: the sources are walked by block status,
+// extents that read as zeros are skipped on a target known to read as zeros (else written as
+// efficient zeroes), data is copied in chunks of at most 2 MiB by -m concurrent coroutines,
+// and runs of zeros inside data of at least -S bytes are left unwritten so the target stays
+// sparse. Writes are issued in ascending order unless -W.
+#include <getopt.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "convert_common.h"
+#include "qblock/block_backend.h"
+#include "qblock/commands.h"
+#include "qblock/event_loop.h"
+#include "qblock/img_common.h"
+#include "qblock/options.h"
+#include "runtime/sync.h"
+
+namespace qblock::tools {
+
+namespace {
+
+// Largest data chunk one coroutine reads and writes at a time (QEMU's convert buffer).
+constexpr uint64_t kChunkBytes = 2 << 20;
+// -S: multiples of 512 up to 16 MiB; 0 disables zero detection.
+constexpr uint64_t kMaxSparse = 16 << 20;
+constexpr int kMaxCoroutines = 16;
+
+struct ConvertArgs {
+  std::vector<std::string> sources;
+  std::string target;
+  std::string src_format;
+  std::string out_format = "raw";
+  std::string options;
+  std::string backing;
+  std::string backing_fmt;
+  std::string cache = "unsafe";
+  std::string src_cache;
+  bool compress = false;
+  bool progress = false;
+  bool quiet = false;
+  bool no_create = false;
+  bool target_is_zero = false;
+  bool image_opts = false;
+  bool target_image_opts = false;
+  bool force_share = false;
+  bool out_of_order = false;
+  uint64_t sparse = 4096;
+  int coroutines = 8;
+};
+
+// qemu-img's progress lines (qemu-compat.md §1.5): printed when the value moved by more than
+// one point, or is 0 or 100. Single precision, as 7.2 accumulates it.
+class Progress {
+ public:
+  explicit Progress(bool enabled) : enabled_(enabled) {}
+  void add(float delta) {
+    if (!enabled_) return;
+    current_ += delta;
+    if (current_ > last_ + 1.0f || current_ < last_ - 1.0f || current_ == 100.0f ||
+        current_ == 0.0f) {
+      print();
+    }
+  }
+  void finish() {
+    if (!enabled_) return;
+    current_ = 100.0f;
+    print();
+  }
+  void end() {
+    if (enabled_) std::printf("\n");
+  }
+
+ private:
+  void print() {
+    last_ = current_;
+    std::printf("    (%3.2f/100%%)\r", static_cast<double>(current_));
+    std::fflush(stdout);
+  }
+  bool enabled_;
+  float current_ = 0;
+  float last_ = 0;
+};
+
+// Returns -1 to continue, else the exit status.
+int parse_args(int argc, char** argv, ConvertArgs& args) {
+  enum {
+    kObject = 256,
+    kImageOpts,
+    kTargetImageOpts,
+    kTargetIsZero,
+    kSalvage,
+    kBitmaps,
+  };
+  static const struct option kLong[] = {
+      {"help", no_argument, nullptr, 'h'},
+      {"object", required_argument, nullptr, kObject},
+      {"image-opts", no_argument, nullptr, kImageOpts},
+      {"target-image-opts", no_argument, nullptr, kTargetImageOpts},
+      {"target-is-zero", no_argument, nullptr, kTargetIsZero},
+      {"salvage", no_argument, nullptr, kSalvage},
+      {"bitmaps", no_argument, nullptr, kBitmaps},
+      {"force-share", no_argument, nullptr, 'U'},
+      {nullptr, 0, nullptr, 0}};
+  optind = 0;
+  opterr = 0;
+  for (;;) {
+    int c = getopt_long(argc, argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", kLong, nullptr);
+    if (c == -1) break;
+    switch (c) {
+      case ':':
+      case '?': report_getopt_error(c, argv); return 1;
+      case 'h':
+        std::printf(
+            "qblock convert [--image-opts] [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] "
+            "[-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] "
+            "[-o options] [-S sparse_size] [-m num_coroutines] [-W] filename [filename2 [...]] "
+            "output_filename\n");
+        return 0;
+      case 'f': args.src_format = optarg; break;
+      case 'O': args.out_format = optarg; break;
+      case 'B': args.backing = optarg; break;
+      case 'F': args.backing_fmt = optarg; break;
+      case 'c': args.compress = true; break;
+      case 'o':
+        if (!args.options.empty()) args.options += ",";
+        args.options += optarg;
+        break;
+      case 'l': img_error("Internal snapshots are not supported by qblock convert"); return 1;
+      case 'S': {
+        Result<uint64_t> s = parse_size(optarg);
+        if (!s) {
+          img_error(
+              "Invalid buffer size for sparse output specified. You may use k, M, G, T, P or E "
+              "suffixes for");
+          img_error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+          return 1;
+        }
+        if (*s % 512 || *s > kMaxSparse) {
+          img_error(
+              "Invalid buffer size for sparse output specified. Valid sizes are multiples of "
+              "512 up to 16777216. Select 0 to disable sparse detection (fully allocates "
+              "output).");
+          return 1;
+        }
+        args.sparse = *s;
+        break;
+      }
+      case 'p': args.progress = true; break;
+      case 't': args.cache = optarg; break;
+      case 'T': args.src_cache = optarg; break;
+      case 'q': args.quiet = true; break;
+      case 'n': args.no_create = true; break;
+      case 'm': {
+        char* end = nullptr;
+        errno = 0;
+        long n = std::strtol(optarg, &end, 10);
+        if (!*optarg || *end || errno || n < 1 || n > kMaxCoroutines) {
+          img_error(
+              "Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
+          return 1;
+        }
+        args.coroutines = static_cast<int>(n);
+        break;
+      }
+      case 'W': args.out_of_order = true; break;
+      case 'U': args.force_share = true; break;
+      case kImageOpts: args.image_opts = true; break;
+      case kTargetImageOpts: args.target_image_opts = true; break;
+      case kTargetIsZero: args.target_is_zero = true; break;
+      case kSalvage: img_error("--salvage is not supported by qblock convert"); return 1;
+      case kBitmaps: img_error("--bitmaps is not supported by qblock convert"); return 1;
+      default: break;  // -C (copy offloading), -r (rate limit), --object: no effect here
+    }
+  }
+  if (args.quiet) args.progress = false;
+  if (args.target_is_zero && !args.no_create) {
+    img_error("--target-is-zero requires use of -n flag");
+    return 1;
+  }
+  if (argc - optind < 2) {
+    img_error("Must specify image file name");
+    return 1;
+  }
+  for (int i = optind; i < argc - 1; ++i) args.sources.emplace_back(argv[i]);
+  args.target = argv[argc - 1];
+  if (args.image_opts && !args.src_format.empty()) {
+    img_error("--image-opts and --format are mutually exclusive");
+    return 1;
+  }
+  if (args.target_image_opts) {
+    img_error("--target-image-opts is not supported by qblock convert");
+    return 1;
+  }
+  if (!args.backing_fmt.empty() && args.backing.empty()) {
+    img_error("-F requires -B");  // not reachable in qemu-img's tests; a clear refusal
+    return 1;
+  }
+  if (!args.backing.empty() && args.backing_fmt.empty()) {
+    img_error("Use of backing file requires explicit backing format");
+    return 1;
+  }
+  return -1;
+}
+
+// How a chunk of the target is produced.
+enum class ChunkKind {
+  kData,     // read from the source and write (minus long zero runs)
+  kZero,     // reads as zeros: nothing to do on a zeroed target, else write zeroes
+  kBacking,  // left to the target's backing file
+};
+
+struct Chunk {
+  uint64_t offset;  // in the target
+  uint64_t bytes;
+  std::size_t source;      // index into the sources
+  uint64_t source_offset;  // offset in that source
+  ChunkKind kind;
+};
+
+struct Source {
+  std::unique_ptr<BlockBackend> backend;
+  std::string name;
+};
+
+Task<Result<std::unique_ptr<BlockBackend>>> open_image(EventLoop* loop, BackendOptions options) {
+  co_return co_await BlockBackend::open(*loop, std::move(options));
+}
+
+Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
+
+bool all_zero(const uint8_t* p, uint64_t n) {
+  for (uint64_t i = 0; i < n; ++i) {
+    if (p[i]) return false;
+  }
+  return true;
+}
+
+// The copy: plans chunks from block status, then runs the coroutines. The caller owns the
+// images and the loop.
+class Converter {
+ public:
+  Converter(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sources,
+            BlockBackend& target, bool zero_init, bool target_has_backing, uint64_t align,
+            Progress& progress)
+      : args_(args),
+        sources_(sources),
+        target_(target),
+        zero_init_(zero_init),
+        target_has_backing_(target_has_backing),
+        align_(align),
+        progress_(progress),
+        turn_(loop) {}
+
+  // Plans the chunks (first pass) and copies them. Prints qemu-img's error on failure.
+  Task<Status> run() {
+    Task<Status> plan_task = plan();
+    Status planned = co_await std::move(plan_task);
+    if (!planned) co_return planned;
+    std::vector<Task<Status>> workers;
+    for (int i = 0; i < args_.coroutines; ++i) workers.push_back(worker());
+    Task<std::vector<Status>> all = when_all(std::move(workers));
+    std::vector<Status> results = co_await std::move(all);
+    for (const Status& s : results) {
+      if (!s) co_return s;
+    }
+    co_return ok();
+  }
+
+ private:
+  // Walks every source by block status and splits the result into chunks.
+  Task<Status> plan() {
+    uint64_t target_offset = 0;
+    for (std::size_t i = 0; i < sources_.size(); ++i) {
+      BlockNode* node = &sources_[i].backend->root();
+      const uint64_t size = sources_[i].backend->length();
+      uint64_t offset = 0;
+      while (offset < size) {
+        Task<Result<BlockStatus>> query =
+            source_status(node, offset, size - offset, target_has_backing_);
+        Result<BlockStatus> st = co_await std::move(query);
+        if (!st) {
+          img_error("error while reading block status at offset " + std::to_string(offset) + ": " +
+                    std::strerror(st.error().errnum()));
+          co_return fail(st.error());
+        }
+        ChunkKind kind = ChunkKind::kData;
+        if (st->flags & kStatusZero) {
+          kind = ChunkKind::kZero;
+        } else if (!(st->flags & kStatusData)) {
+          // Only possible with target_has_backing: unallocated in the top layer.
+          kind = ChunkKind::kBacking;
+        }
+        // -S 0: the target is fully allocated, zeros are copied as data.
+        if (args_.sparse == 0 && kind == ChunkKind::kZero) kind = ChunkKind::kData;
+        add_extent(i, offset, st->bytes, target_offset + offset, kind);
+        offset += st->bytes;
+      }
+      target_offset += size;
+    }
+    co_return ok();
+  }
+
+  // Data extents become chunks of at most chunk_limit() bytes, one extent at a time as
+  // qemu-img does (its progress advances per chunk); zero and backing extents are merged.
+  void add_extent(std::size_t source, uint64_t source_offset, uint64_t bytes,
+                  uint64_t target_offset, ChunkKind kind) {
+    if (kind != ChunkKind::kData) {
+      if (!chunks_.empty()) {
+        Chunk& last = chunks_.back();
+        if (last.kind == kind && last.source == source &&
+            last.source_offset + last.bytes == source_offset) {
+          last.bytes += bytes;
+          return;
+        }
+      }
+      chunks_.push_back(Chunk{target_offset, bytes, source, source_offset, kind});
+      return;
+    }
+    data_bytes_ += bytes;
+    while (bytes > 0) {
+      const uint64_t take = std::min(bytes, chunk_limit());
+      chunks_.push_back(Chunk{target_offset, take, source, source_offset, kind});
+      source_offset += take;
+      target_offset += take;
+      bytes -= take;
+    }
+  }
+
+  uint64_t chunk_limit() const { return std::max(kChunkBytes, align_); }
+
+  // One copy coroutine: takes the next chunk, reads it, waits for its turn (unless -W) and
+  // writes it.
+  Task<Status> worker() {
+    std::vector<uint8_t> buf(chunk_limit());
+    for (;;) {
+      if (failed_ || next_chunk_ >= chunks_.size()) co_return ok();
+      const std::size_t index = next_chunk_++;
+      const Chunk chunk = chunks_[index];
+      Status s = ok();
+      if (chunk.kind == ChunkKind::kData) {
+        BlockBackend* source = sources_[chunk.source].backend.get();
+        Task<Status> read = source->read(chunk.source_offset, IoVec(buf.data(), chunk.bytes));
+        s = co_await std::move(read);
+        if (!s) {
+          img_error("error while reading at byte " + std::to_string(chunk.source_offset) + ": " +
+                    std::strerror(s.error().errnum()));
+        }
+      }
+      if (!args_.out_of_order) {
+        while (!failed_ && next_write_ != index) co_await turn_.wait();
+      }
+      if (s && !failed_) {
+        Task<Status> write = write_chunk(chunk, buf.data());
+        s = co_await std::move(write);
+      }
+      if (!s) failed_ = true;
+      ++next_write_;
+      turn_.wake_all();
+      if (!s) co_return s;
+      if (chunk.kind == ChunkKind::kData && data_bytes_ > 0) {
+        progress_.add(static_cast<float>(chunk.bytes) / static_cast<float>(data_bytes_) * 100);
+      }
+    }
+  }
+
+  Task<Status> write_chunk(Chunk chunk, const uint8_t* buf) {
+    switch (chunk.kind) {
+      case ChunkKind::kBacking: co_return ok();
+      case ChunkKind::kZero: {
+        if (zero_init_) co_return ok();
+        Task<Status> zero = write_zeroes(chunk.offset, chunk.bytes);
+        co_return co_await std::move(zero);
+      }
+      case ChunkKind::kData: break;
+    }
+    if (args_.sparse == 0 || chunk.bytes < args_.sparse) {
+      Task<Status> write = write_data(chunk.offset, buf, chunk.bytes);
+      co_return co_await std::move(write);
+    }
+    // Zero detection in units aligned to `align_` (a target cluster or the sparse size):
+    // runs of zero units of at least -S bytes are not written.
+    uint64_t pos = 0;
+    uint64_t pending = 0;  // start of data not yet written
+    while (pos < chunk.bytes) {
+      const uint64_t unit_end =
+          std::min(chunk.bytes, ((chunk.offset + pos) / align_ + 1) * align_ - chunk.offset);
+      if (!all_zero(buf + pos, unit_end - pos)) {
+        pos = unit_end;
+        continue;
+      }
+      // A run of zero units.
+      uint64_t run_end = unit_end;
+      while (run_end < chunk.bytes) {
+        const uint64_t next_end =
+            std::min(chunk.bytes, ((chunk.offset + run_end) / align_ + 1) * align_ - chunk.offset);
+        if (!all_zero(buf + run_end, next_end - run_end)) break;
+        run_end = next_end;
+      }
+      if (run_end - pos >= args_.sparse) {
+        if (pos > pending) {
+          Task<Status> write = write_data(chunk.offset + pending, buf + pending, pos - pending);
+          Status s = co_await std::move(write);
+          if (!s) co_return s;
+        }
+        if (!zero_init_) {
+          Task<Status> zero = write_zeroes(chunk.offset + pos, run_end - pos);
+          Status s = co_await std::move(zero);
+          if (!s) co_return s;
+        }
+        pending = run_end;
+      }
+      pos = run_end;
+    }
+    if (chunk.bytes > pending) {
+      Task<Status> write = write_data(chunk.offset + pending, buf + pending, chunk.bytes - pending);
+      co_return co_await std::move(write);
+    }
+    co_return ok();
+  }
+
+  Task<Status> write_data(uint64_t offset, const uint8_t* buf, uint64_t bytes) {
+    Task<Status> write = target_.write(offset, IoVec(const_cast<uint8_t*>(buf), bytes));
+    Status s = co_await std::move(write);
+    if (!s) write_failed(offset, s.error());
+    co_return s;
+  }
+
+  Task<Status> write_zeroes(uint64_t offset, uint64_t bytes) {
+    Task<Status> zero = target_.write_zeroes(offset, bytes, RequestFlag::kMayUnmap);
+    Status s = co_await std::move(zero);
+    if (!s) write_failed(offset, s.error());
+    co_return s;
+  }
+
+  void write_failed(uint64_t offset, const Error& e) {
+    img_error("error while writing at byte " + std::to_string(offset) + ": " +
+              std::strerror(e.errnum()));
+  }
+
+  const ConvertArgs& args_;
+  std::vector<Source>& sources_;
+  BlockBackend& target_;
+  const bool zero_init_;
+  const bool target_has_backing_;
+  const uint64_t align_;
+  Progress& progress_;
+  std::vector<Chunk> chunks_;
+  uint64_t data_bytes_ = 0;  // bytes of data chunks: the 100% of the progress
+  std::size_t next_chunk_ = 0;
+  std::size_t next_write_ = 0;  // chunk whose turn it is to write (in-order mode)
+  bool failed_ = false;
+  WaitQueue turn_;
+};
+
+uint64_t pow2_floor(uint64_t v) {
+  uint64_t p = 1;
+  while (p * 2 <= v) p *= 2;
+  return p;
+}
+
+// Creates the target image. Prints qemu-img's message and returns false on failure.
+bool create_target(EventLoop& loop, const ConvertArgs& args, const TargetOptions& opts,
+                   uint64_t size) {
+  auto failed = [&](const Error& e) {
+    img_error(args.target + ": error while converting " + args.out_format + ": " + e.message());
+    return false;
+  };
+  if (args.out_format == "raw") {
+    PreallocMode mode = PreallocMode::kOff;
+    if (const std::string* v = opts.get("preallocation")) {
+      Result<PreallocMode> m = parse_prealloc_mode(*v);
+      if (!m || *m == PreallocMode::kMetadata) {
+        return failed(Error::with_message(
+            EINVAL, "Parameter 'preallocation' does not accept value '" + *v + "'"));
+      }
+      mode = *m;
+    }
+    Status created = run_sync(loop, qcow2::create_raw(loop, args.target, size, mode));
+    return created ? true : failed(created.error());
+  }
+  Result<qcow2::Qcow2CreateOptions> o = to_create_options(opts);
+  if (!o) return failed(o.error());
+  if (!args.backing.empty()) {
+    o->backing_file = args.backing;
+    o->backing_fmt = args.backing_fmt;
+  }
+  o->filename = args.target;
+  o->size = size;
+  // The backing file is opened with the target, as qemu-img does after creating it.
+  o->unsafe_backing = true;
+  if (Status v = qcow2::validate_create_options(*o); !v) return failed(v.error());
+  Status created = run_sync(loop, qcow2::create_qcow2(loop, std::move(*o)));
+  return created ? true : failed(created.error());
+}
+
+Result<std::unique_ptr<BlockBackend>> open_one(EventLoop& loop, const std::string& name,
+                                               BackendOptions options, bool image_opts) {
+  if (image_opts) {
+    Result<Options> tree = parse_key_value_options(name, "file");
+    if (!tree) {
+      img_error(tree.error().message());
+      return fail(tree.error());
+    }
+    options.tree = std::move(*tree);
+  } else {
+    options.filename = name;
+  }
+  Result<std::unique_ptr<BlockBackend>> opened =
+      run_sync(loop, open_image(&loop, std::move(options)));
+  if (!opened) img_error("Could not open '" + name + "': " + opened.error().message());
+  return opened;
+}
+
+int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sources,
+            std::unique_ptr<BlockBackend>& target, Progress& progress) {
+  OpenFlags src_flags;
+  src_flags.read_only = true;
+  src_flags.force_share = args.force_share;
+  if (!args.src_cache.empty() && !apply_cache_mode(args.src_cache, src_flags)) {
+    img_error("Invalid source cache option: " + args.src_cache);
+    return 1;
+  }
+  OpenFlags dst_flags;
+  if (!apply_cache_mode(args.cache, dst_flags)) {
+    img_error("Invalid cache option: " + args.cache);
+    return 1;
+  }
+  uint64_t total = 0;
+  for (const std::string& name : args.sources) {
+    BackendOptions options;
+    options.format = args.src_format;
+    options.flags = src_flags;
+    Result<std::unique_ptr<BlockBackend>> opened =
+        open_one(loop, name, std::move(options), args.image_opts);
+    if (!opened) return 1;
+    total += (*opened)->length();
+    sources.push_back(Source{std::move(*opened), name});
+  }
+  if (!is_target_format(args.out_format)) {
+    img_error("Unknown file format '" + args.out_format + "'");
+    return 1;
+  }
+  Result<TargetOptions> opts = check_target_options(args.out_format, args.options);
+  if (!opts) {
+    img_error(opts.error().message());
+    return 1;
+  }
+  if (args.compress) {
+    // qblock's qcow2 driver has no compressed write path yet.
+    img_error(args.out_format == "raw" ? "Compression not supported for this file format"
+                                       : "Compression not supported by qblock's qcow2 driver yet");
+    return 1;
+  }
+  if (!args.backing.empty() && args.out_format != "qcow2") {
+    img_error("Backing file not supported for file format '" + args.out_format + "'");
+    return 1;
+  }
+  if (args.no_create && !args.options.empty()) {
+    img_error("-o has no effect when skipping image creation");
+    return 1;
+  }
+  if (args.no_create && !args.backing.empty()) {
+    img_error("-B has no effect when skipping image creation");
+    return 1;
+  }
+  bool target_has_backing = !args.backing.empty() || opts->get("backing_file");
+  if (!args.no_create && !create_target(loop, args, *opts, total)) return 1;
+
+  BackendOptions options;
+  options.format = args.out_format;
+  options.flags = dst_flags;
+  Result<std::unique_ptr<BlockBackend>> opened =
+      open_one(loop, args.target, std::move(options), false);
+  if (!opened) return 1;
+  target = std::move(*opened);
+  if (args.no_create && target->length() < total) {
+    img_error("output file is smaller than input file");
+    return 1;
+  }
+  if (args.no_create && target->root().driver_name() == "qcow2" &&
+      target->root().child(ChildRole::kBacking)) {
+    target_has_backing = false;  // -n: the whole content is written, zeros included
+  }
+  // A fresh target without a backing file reads as zeros, so zeros need not be written.
+  const bool zero_init = (!args.no_create && !target_has_backing) || args.target_is_zero;
+  // Zero detection granularity: whole target clusters for qcow2, else the sparse size.
+  uint64_t align = std::max<uint64_t>(512, pow2_floor(args.sparse ? args.sparse : 512));
+  const uint64_t cluster = target->root().info().cluster_size;
+  if (target->root().driver_name() == "qcow2" && cluster > align) align = cluster;
+
+  Converter converter(loop, args, sources, *target, zero_init, target_has_backing, align, progress);
+  Status copied = run_sync(loop, converter.run());
+  if (!copied) return 1;
+  progress.finish();
+  Status closed = run_sync(loop, close_image(target.get()));
+  target.reset();
+  if (!closed) {
+    img_error("error while closing " + args.target + ": " + closed.error().message());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_convert(int argc, char** argv) {
+  ConvertArgs args;
+  if (int r = parse_args(argc, argv, args); r >= 0) return r;
+  Result<std::unique_ptr<EventLoop>> loop = EventLoop::create();
+  if (!loop) {
+    img_error(loop.error().message());
+    return 1;
+  }
+  Progress progress(args.progress);
+  progress.add(0);
+  std::vector<Source> sources;
+  std::unique_ptr<BlockBackend> target;
+  int r = convert(**loop, args, sources, target, progress);
+  if (target) {
+    Status closed = run_sync(**loop, close_image(target.get()));
+    (void)closed;
+  }
+  for (Source& s : sources) {
+    Status closed = run_sync(**loop, close_image(s.backend.get()));
+    (void)closed;
+  }
+  progress.end();
+  return r;
+}
+
+}  // namespace qblock::tools

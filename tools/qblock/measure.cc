@@ -1,0 +1,397 @@
+// `qblock measure`: qemu-img measure (qemu-compat.md §3.7). Computes the file size a qcow2 or
+// raw image needs for a virtual size (--size) or for the content of an existing image: the
+// metadata qcow2 would need when fully allocated, plus the data clusters the source uses.
+#include <getopt.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "convert_common.h"
+#include "qblock/block_backend.h"
+#include "qblock/commands.h"
+#include "qblock/event_loop.h"
+#include "qblock/img_common.h"
+#include "qblock/options.h"
+
+namespace qblock::tools {
+
+namespace {
+
+// QEMU's limit on the L1 table (qcow2-format.md §3.1): 32 MiB of entries.
+constexpr uint64_t kMaxL1Bytes = 32 << 20;
+
+uint64_t div_round_up(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+uint64_t align_up(uint64_t a, uint64_t b) { return div_round_up(a, b) * b; }
+
+// Refcount blocks plus refcount table clusters needed to give `clusters` other clusters a
+// refcount, counting the refcount structures themselves (a fixed point: qcow2-format.md §5.3).
+uint64_t refcount_clusters(uint64_t clusters, uint64_t cs, uint64_t refcount_bits) {
+  const uint64_t per_block = cs * 8 / refcount_bits;
+  const uint64_t per_table_cluster = cs / 8;
+  uint64_t blocks = 0;
+  uint64_t table = 0;
+  for (;;) {
+    const uint64_t new_blocks = div_round_up(clusters + blocks + table, per_block);
+    const uint64_t new_table = div_round_up(new_blocks, per_table_cluster);
+    if (new_blocks == blocks && new_table == table) break;
+    blocks = new_blocks;
+    table = new_table;
+  }
+  return blocks + table;
+}
+
+// Size of a qcow2 image of virtual size `size` with every cluster allocated: the header
+// cluster, L2 tables for the whole disk (whole tables), an L1 table of whole clusters, the
+// refcount structures and the data. Observed to match qemu-img 7.2 (qemu-compat.md §3.7).
+uint64_t qcow2_full_size(uint64_t size, uint64_t cs, uint64_t refcount_bits, bool extended_l2) {
+  const uint64_t entry = extended_l2 ? 16 : 8;
+  const uint64_t data = align_up(size, cs);
+  uint64_t meta = cs;  // header
+  const uint64_t l2_entries = align_up(data / cs, cs / entry);
+  meta += l2_entries * entry;
+  const uint64_t l1_entries = align_up(l2_entries * entry / cs, cs / 8);
+  meta += l1_entries * 8;
+  meta += refcount_clusters(meta / cs + data / cs, cs, refcount_bits) * cs;
+  return meta + data;
+}
+
+// True for a well-formed size of 2^63 bytes or more that still fits 64 bits ("9E"): qemu-img
+// parses it, then rejects it with its own message. (parse_size refuses such values.)
+bool size_beyond_int64(const std::string& text) {
+  char* end = nullptr;
+  const long double v = std::strtold(text.c_str(), &end);
+  if (end == text.c_str() || text[0] == '-' || text.find_first_of("xX") != std::string::npos) {
+    return false;
+  }
+  long double mult = 1;
+  const std::string suffix = end;
+  const std::string units = "bkmgtpe";
+  if (suffix.size() == 1) {
+    const std::size_t i = units.find(static_cast<char>(std::tolower(suffix[0])));
+    if (i == std::string::npos) return false;
+    for (std::size_t k = 1; k <= i; ++k) mult *= 1024;
+  } else if (!suffix.empty()) {
+    return false;
+  }
+  const long double bytes = v * mult;
+  return bytes >= 9223372036854775808.0L && bytes < 18446744073709551616.0L;
+}
+
+struct MeasureArgs {
+  std::string format;
+  std::string out_format = "raw";
+  std::string options;
+  std::string filename;
+  bool json = false;
+  bool image_opts = false;
+  bool force_share = false;
+  std::optional<uint64_t> size;
+};
+
+// Returns -1 to continue, else the exit status.
+int parse_args(int argc, char** argv, MeasureArgs& args) {
+  enum { kObject = 256, kImageOpts, kOutput, kSize, kForceShare };
+  static const struct option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                        {"object", required_argument, nullptr, kObject},
+                                        {"image-opts", no_argument, nullptr, kImageOpts},
+                                        {"output", required_argument, nullptr, kOutput},
+                                        {"size", required_argument, nullptr, kSize},
+                                        {"force-share", no_argument, nullptr, kForceShare},
+                                        {nullptr, 0, nullptr, 0}};
+  optind = 0;
+  opterr = 0;
+  bool has_filename_opts = false;
+  for (;;) {
+    int c = getopt_long(argc, argv, ":hf:O:o:l:U", kLong, nullptr);
+    if (c == -1) break;
+    switch (c) {
+      // 7.2 prints its whole help text on stdout and exits 0 here; qblock reports the error.
+      case ':':
+      case '?': report_getopt_error(c, argv); return 1;
+      case 'h':
+        std::printf(
+            "qblock measure [--output=human|json] [-O output_fmt] [-o options] [--size N | "
+            "[--image-opts] [-f fmt] filename]\n");
+        return 0;
+      case 'f':
+        args.format = optarg;
+        has_filename_opts = true;
+        break;
+      case 'O': args.out_format = optarg; break;
+      case 'o':
+        if (!args.options.empty()) args.options += ",";
+        args.options += optarg;
+        break;
+      case 'l': img_error("Internal snapshots are not supported by qblock measure"); return 1;
+      case 'U':
+      case kForceShare: args.force_share = true; break;
+      case kImageOpts:
+        args.image_opts = true;
+        has_filename_opts = true;
+        break;
+      case kOutput:
+        if (std::string(optarg) == "json") {
+          args.json = true;
+        } else if (std::string(optarg) == "human") {
+          args.json = false;
+        } else {
+          img_error("--output must be used with human or json as argument.");
+          return 1;
+        }
+        break;
+      case kSize: {
+        Result<uint64_t> s = parse_size(optarg);
+        if (!s && size_beyond_int64(optarg)) {
+          img_error("Invalid image size specified. Must be between 0 and 9223372036854775807.");
+          return 1;
+        }
+        if (!s) {
+          img_error("Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
+          img_error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+          return 1;
+        }
+        if (*s > uint64_t{INT64_MAX}) {
+          img_error("Invalid image size specified. Must be between 0 and 9223372036854775807.");
+          return 1;
+        }
+        args.size = *s;
+        break;
+      }
+      default: break;  // --object: no objects are needed for the supported formats
+    }
+  }
+  if (optind < argc) args.filename = argv[optind++];
+  if (optind < argc) {
+    img_error("At most one filename argument is allowed.");
+    return 1;
+  }
+  if (args.image_opts && !args.format.empty()) {
+    img_error("--image-opts and --format are mutually exclusive");
+    return 1;
+  }
+  if (args.size && !args.filename.empty()) {
+    img_error("--size N cannot be used together with a filename.");
+    return 1;
+  }
+  if (!args.size && args.filename.empty()) {
+    img_error("Either --size N or one filename must be specified.");
+    return 1;
+  }
+  if (args.size && has_filename_opts) {
+    img_error("--image-opts, -f, and -l require a filename argument.");
+    return 1;
+  }
+  return -1;
+}
+
+// What the source contributes: its virtual size, the bytes of target clusters its data
+// touches, and whether it is a qcow2 v3 image (which can carry persistent bitmaps).
+struct SourceUsage {
+  uint64_t size = 0;
+  uint64_t data_bytes = 0;
+  bool qcow2_v3 = false;
+};
+
+Task<Result<std::unique_ptr<BlockBackend>>> open_source(EventLoop* loop, BackendOptions options) {
+  co_return co_await BlockBackend::open(*loop, std::move(options));
+}
+
+Task<Status> close_source(BlockBackend* backend) { co_return co_await backend->close(); }
+
+// Counts the data of `node` in units of `granularity`: each data extent is extended to whole
+// units, as the target would allocate them. Zero and unallocated extents cost nothing.
+Task<Result<uint64_t>> count_data(BlockNode* node, uint64_t granularity) {
+  const uint64_t size = node->length();
+  uint64_t counted_end = 0;  // data before this offset is already counted
+  uint64_t total = 0;
+  uint64_t offset = 0;
+  while (offset < size) {
+    Task<Result<BlockStatus>> query = source_status(node, offset, size - offset, false);
+    Result<BlockStatus> st = co_await std::move(query);
+    if (!st) co_return fail(st.error());
+    const uint64_t end = offset + st->bytes;
+    const uint32_t kData = kStatusData | kStatusAllocated;
+    if ((st->flags & kData) == kData && !(st->flags & kStatusZero)) {
+      const uint64_t start = std::max(offset / granularity * granularity, counted_end);
+      const uint64_t stop = align_up(end, granularity);
+      if (stop > start) total += stop - start;
+      counted_end = std::max(counted_end, stop);
+    }
+    offset = end;
+  }
+  co_return total;
+}
+
+}  // namespace
+
+int run_measure(int argc, char** argv) {
+  MeasureArgs args;
+  if (int r = parse_args(argc, argv, args); r >= 0) return r;
+  Result<std::unique_ptr<EventLoop>> loop = EventLoop::create();
+  if (!loop) {
+    img_error(loop.error().message());
+    return 1;
+  }
+  std::unique_ptr<BlockBackend> source;
+  if (!args.filename.empty()) {
+    BackendOptions options;
+    options.format = args.format;
+    options.flags.read_only = true;
+    options.flags.force_share = args.force_share;
+    if (args.image_opts) {
+      Result<Options> tree = parse_key_value_options(args.filename, "file");
+      if (!tree) {
+        img_error(tree.error().message());
+        return 1;
+      }
+      options.tree = std::move(*tree);
+    } else {
+      options.filename = args.filename;
+    }
+    Result<std::unique_ptr<BlockBackend>> opened =
+        run_sync(**loop, open_source(loop->get(), std::move(options)));
+    if (!opened) {
+      img_error("Could not open '" + args.filename + "': " + opened.error().message());
+      return 1;
+    }
+    source = std::move(*opened);
+  }
+  auto finish = [&](int status) {
+    if (source) {
+      Status closed = run_sync(**loop, close_source(source.get()));
+      (void)closed;
+    }
+    return status;
+  };
+  if (!is_target_format(args.out_format)) {
+    img_error("Unknown file format '" + args.out_format + "'");
+    return finish(1);
+  }
+  Result<TargetOptions> opts = check_target_options(args.out_format, args.options);
+  if (!opts) {
+    img_error(opts.error().message());
+    img_error("Invalid options for file format '" + args.out_format + "'");
+    return finish(1);
+  }
+
+  // The target's layout parameters, checked in qemu-img's order with measure's own texts.
+  uint64_t cs = 65536;
+  uint64_t refcount_bits = 16;
+  bool extended_l2 = false;
+  PreallocMode prealloc = PreallocMode::kOff;
+  if (args.out_format == "qcow2") {
+    if (opts->get("encryption") || opts->get("encrypt.format")) {
+      img_error("Encryption is not supported by qblock measure");
+      return finish(1);
+    }
+    if (const std::string* v = opts->get("cluster_size")) cs = std::stoull(*v);
+    if (cs < 512 || cs > (2 << 20) || (cs & (cs - 1))) {
+      img_error("Cluster size must be a power of two between 512 and 2048k");
+      return finish(1);
+    }
+    if (const std::string* v = opts->get("extended_l2");
+        v && (*v == "on" || *v == "yes" || *v == "true" || *v == "y")) {
+      extended_l2 = true;
+    }
+    if (extended_l2 && cs < 16384) {
+      img_error(
+          "Extended L2 entries are only supported with cluster sizes of at least 16384 "
+          "bytes");
+      return finish(1);
+    }
+    bool v2 = false;
+    if (const std::string* v = opts->get("compat")) {
+      if (*v == "0.10") {
+        v2 = true;
+      } else if (*v != "1.1") {
+        img_error("Invalid compatibility level: '" + *v + "'");
+        return finish(1);
+      }
+    }
+    if (const std::string* v = opts->get("refcount_bits")) {
+      refcount_bits = std::stoull(*v, nullptr, 0);
+    }
+    if (refcount_bits == 0 || refcount_bits > 64 || (refcount_bits & (refcount_bits - 1))) {
+      img_error("Refcount width must be a power of two and may not exceed 64 bits");
+      return finish(1);
+    }
+    if (v2 && refcount_bits != 16) {
+      img_error(
+          "Different refcount widths than 16 bits require compatibility level 1.1 or above "
+          "(use compat=1.1 or greater)");
+      return finish(1);
+    }
+    if (const std::string* v = opts->get("preallocation")) {
+      Result<PreallocMode> m = parse_prealloc_mode(*v);
+      if (!m) {
+        img_error("invalid parameter value: " + *v);
+        return finish(1);
+      }
+      prealloc = *m;
+    }
+  }
+
+  SourceUsage usage;
+  if (source) {
+    usage.size = source->length();
+    BlockNode& root = source->root();
+    if (root.driver_name() == "qcow2") {
+      for (const auto& [k, v] : root.info().format_specific) {
+        if (k == "compat" && v == "1.1") usage.qcow2_v3 = true;
+      }
+    }
+    if (args.out_format == "qcow2") {
+      Result<uint64_t> data = run_sync(**loop, count_data(&root, cs));
+      if (!data) {
+        img_error("Unable to get block status: " + data.error().message());
+        return finish(1);
+      }
+      usage.data_bytes = *data;
+    }
+  } else {
+    usage.size = *args.size;
+  }
+
+  uint64_t required = 0;
+  uint64_t fully_allocated = 0;
+  if (args.out_format == "raw") {
+    // A raw image is its content, whole sectors (qemu-compat.md §3.7).
+    required = fully_allocated = align_up(usage.size, 512);
+  } else {
+    const uint64_t entry = extended_l2 ? 16 : 8;
+    const uint64_t l1_entries = div_round_up(usage.size, cs * (cs / entry));
+    if (l1_entries > kMaxL1Bytes / 8) {
+      img_error("The image size is too large (try using a larger cluster size)");
+      return finish(1);
+    }
+    fully_allocated = qcow2_full_size(usage.size, cs, refcount_bits, extended_l2);
+    if (prealloc == PreallocMode::kFalloc || prealloc == PreallocMode::kFull) {
+      required = fully_allocated;
+    } else {
+      required = fully_allocated - align_up(usage.size, cs) + usage.data_bytes;
+    }
+  }
+  // Persistent bitmaps are only reported for a qcow2 v3 source measured for a qcow2 target;
+  // qblock does not read the bitmaps extension yet, so their size is 0.
+  const bool bitmaps = source && usage.qcow2_v3 && args.out_format == "qcow2";
+  if (args.json) {
+    std::printf("{\n");
+    if (bitmaps) std::printf("    \"bitmaps\": 0,\n");
+    std::printf("    \"required\": %" PRIu64 ",\n    \"fully-allocated\": %" PRIu64 "\n}\n",
+                required, fully_allocated);
+  } else {
+    std::printf("required size: %" PRIu64 "\nfully allocated size: %" PRIu64 "\n", required,
+                fully_allocated);
+    if (bitmaps) std::printf("bitmaps size: 0\n");
+  }
+  return finish(0);
+}
+
+}  // namespace qblock::tools

@@ -1,0 +1,235 @@
+// `qblock resize`: qemu-img resize's command line, messages and exit codes (qemu-compat.md
+// §3.9) for raw and qcow2. The work is BlockNode::truncate on the opened image's root; the
+// qcow2 driver's do_truncate grows and (with --shrink) shrinks.
+#include <getopt.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qblock/block_backend.h"
+#include "qblock/commands.h"
+#include "qblock/event_loop.h"
+#include "qblock/img_common.h"
+#include "qblock/options.h"
+
+namespace qblock::tools {
+
+namespace {
+
+struct ResizeArgs {
+  std::string format;
+  std::string filename;
+  std::string size_text;
+  PreallocMode prealloc = PreallocMode::kOff;
+  bool image_opts = false;
+  bool quiet = false;
+  bool shrink = false;
+};
+
+Task<Result<std::unique_ptr<BlockBackend>>> open_image(EventLoop* loop, BackendOptions options) {
+  co_return co_await BlockBackend::open(*loop, std::move(options));
+}
+
+Task<Status> truncate_image(BlockBackend* backend, uint64_t size, PreallocMode mode) {
+  co_return co_await backend->truncate(size, mode);
+}
+
+Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
+
+// True if `text` (qemu_strtosz syntax) denotes a value that fits in 64 bits. parse_size()
+// refuses everything from 2^63 on with ERANGE; 7.2 accepts sizes below 2^64 and only then
+// finds the result negative ("New image size must be positive").
+bool below_2_64(const std::string& text) {
+  char* end = nullptr;
+  long double v = std::strtold(text.c_str(), &end);
+  if (end == text.c_str()) return false;
+  int shift = 0;
+  switch (*end) {
+    case 'k':
+    case 'K': shift = 10; break;
+    case 'm':
+    case 'M': shift = 20; break;
+    case 'g':
+    case 'G': shift = 30; break;
+    case 't':
+    case 'T': shift = 40; break;
+    case 'p':
+    case 'P': shift = 50; break;
+    case 'e':
+    case 'E': shift = 60; break;
+    default: break;
+  }
+  return v * static_cast<long double>(uint64_t{1} << shift) < 18446744073709551616.0L;
+}
+
+void size_syntax_error() {
+  img_error(
+      "Parameter 'size' expects a non-negative number below 2^64\n"
+      "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"
+      "and exabytes, respectively.");
+}
+
+// Returns -1 to continue, else the exit status. qemu-img takes the size off the end of argv
+// before option parsing, so that "-1M" is not read as an option.
+int parse_args(int argc, char** argv, ResizeArgs& args) {
+  if (argc < 3) {
+    img_usage_error("Not enough arguments");
+    return 1;
+  }
+  args.size_text = argv[--argc];
+  enum { kObject = 256, kImageOpts, kPrealloc, kShrink };
+  static const struct option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                        {"object", required_argument, nullptr, kObject},
+                                        {"image-opts", no_argument, nullptr, kImageOpts},
+                                        {"preallocation", required_argument, nullptr, kPrealloc},
+                                        {"shrink", no_argument, nullptr, kShrink},
+                                        {nullptr, 0, nullptr, 0}};
+  optind = 0;
+  opterr = 0;
+  for (;;) {
+    int c = getopt_long(argc, argv, ":f:hq", kLong, nullptr);
+    if (c == -1) break;
+    switch (c) {
+      case ':':
+      case '?': report_getopt_error(c, argv); return 1;
+      case 'h':
+        std::printf(
+            "qblock resize [--object objectdef] [--image-opts] [-f fmt] "
+            "[--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size\n");
+        return 0;
+      case 'f': args.format = optarg; break;
+      case 'q': args.quiet = true; break;
+      case kImageOpts: args.image_opts = true; break;
+      case kShrink: args.shrink = true; break;
+      case kPrealloc: {
+        Result<PreallocMode> m = parse_prealloc_mode(optarg);
+        if (!m) {
+          img_error(std::string("Invalid preallocation mode '") + optarg + "'");
+          return 1;
+        }
+        args.prealloc = *m;
+        break;
+      }
+      default: break;  // --object: no objects are needed for the supported formats
+    }
+  }
+  if (optind != argc - 1) {
+    img_usage_error("Expecting image file name and size");
+    return 1;
+  }
+  args.filename = argv[optind];
+  return -1;
+}
+
+// Prints qemu-img's message on failure.
+Result<std::unique_ptr<BlockBackend>> open_writable(EventLoop& loop, const ResizeArgs& args) {
+  BackendOptions options;
+  options.format = args.format;
+  if (args.image_opts) {
+    Result<Options> tree = parse_key_value_options(args.filename, "file");
+    if (!tree) {
+      img_error(tree.error().message());
+      return fail(tree.error());
+    }
+    options.tree = std::move(*tree);
+  } else {
+    options.filename = args.filename;
+  }
+  Result<std::unique_ptr<BlockBackend>> opened =
+      run_sync(loop, open_image(&loop, std::move(options)));
+  if (!opened) {
+    img_error("Could not open '" + args.filename + "': " + opened.error().message());
+    return opened;
+  }
+  if ((*opened)->probed_raw()) {
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
+                 "         Automatically detecting the format is dangerous for raw images, "
+                 "write operations on block 0 will be restricted.\n"
+                 "         Specify the 'raw' format explicitly to remove the restrictions.\n",
+                 args.filename.c_str());
+  }
+  return opened;
+}
+
+}  // namespace
+
+int run_resize(int argc, char** argv) {
+  ResizeArgs args;
+  if (int r = parse_args(argc, argv, args); r >= 0) return r;
+
+  // "+N" grows by N, "-N" shrinks by N; the rest is a size in qemu_strtosz syntax.
+  int relative = 0;
+  std::string text = args.size_text;
+  if (!text.empty() && (text[0] == '+' || text[0] == '-')) {
+    relative = text[0] == '+' ? 1 : -1;
+    text.erase(0, 1);
+  }
+  uint64_t n = 0;
+  Result<uint64_t> parsed = parse_size(text);
+  if (parsed) {
+    n = *parsed;
+  } else if (parsed.error().errnum() == ERANGE && below_2_64(text)) {
+    n = uint64_t{1} << 63;  // any value in [2^63, 2^64) ends as a negative size below
+  } else if (parsed.error().errnum() == ERANGE) {
+    img_error("Value '" + text + "' is out of range for parameter 'size'");
+    return 1;
+  } else {
+    size_syntax_error();
+    return 1;
+  }
+  if (args.image_opts && !args.format.empty()) {
+    img_error("--image-opts and --format are mutually exclusive");
+    return 1;
+  }
+
+  Result<std::unique_ptr<EventLoop>> loop = EventLoop::create();
+  if (!loop) {
+    img_error(loop.error().message());
+    return 1;
+  }
+  Result<std::unique_ptr<BlockBackend>> opened = open_writable(**loop, args);
+  if (!opened) return 1;
+  std::unique_ptr<BlockBackend> backend = std::move(*opened);
+
+  // qemu-img computes in int64_t: a result at or beyond 2^63 is negative, hence refused.
+  const int64_t current = static_cast<int64_t>(backend->length());
+  int64_t total = static_cast<int64_t>(n);
+  if (relative > 0) total = static_cast<int64_t>(uint64_t(current) + n);
+  if (relative < 0) total = static_cast<int64_t>(uint64_t(current) - n);
+  int status = 0;
+  if (total <= 0) {
+    img_error("New image size must be positive");
+    status = 1;
+  } else if (total < current && args.prealloc != PreallocMode::kOff) {
+    img_error("Preallocation can only be used for growing images");
+    status = 1;
+  } else if (total < current && !args.shrink) {
+    img_error("Use the --shrink option to perform a shrink operation.");
+    img_error(
+        "warning: Shrinking an image will delete all data beyond the shrunken image's end. "
+        "Before performing such an operation, make sure there is no important data there.");
+    status = 1;
+  } else {
+    Status s = run_sync(**loop, truncate_image(backend.get(), uint64_t(total), args.prealloc));
+    if (!s) {
+      img_error(s.error().message());
+      status = 1;
+    } else if (!args.quiet) {
+      std::printf("Image resized.\n");
+    }
+  }
+  Status closed = run_sync(**loop, close_image(backend.get()));
+  if (!closed && status == 0) {
+    img_error(closed.error().message());
+    status = 1;
+  }
+  return status;
+}
+
+}  // namespace qblock::tools
