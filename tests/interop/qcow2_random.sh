@@ -5,7 +5,9 @@
 # qemu-io and (without discards) to a raw reference written by qemu-io.
 #
 # Usage: qcow2_random.sh SEED OPS CLUSTER_SIZE COMPAT REFCOUNT_BITS BACKING(none|qcow2|raw)
-# Environment: QBLOCK (path of the qblock binary).
+# Environment: QBLOCK (path of the qblock binary); SNAPSHOT=1: QEMU first fills half the
+# image and takes an internal snapshot, so the sequence writes over shared clusters (§3.6
+# COW); at the end both images are reverted and must read as they did at the snapshot.
 set -euo pipefail
 seed=$1 ops=$2 cluster=$3 compat=$4 refbits=$5 backing=$6
 QBLOCK=${QBLOCK:?set QBLOCK to the qblock binary}
@@ -32,6 +34,15 @@ if [[ $backing != none ]]; then
 else
   qemu-img create -q -f qcow2 -o "$opts" "$img" $size
   truncate -s $size "$ref"
+fi
+
+if [[ -n ${SNAPSHOT:-} ]]; then
+  prefill=(-c "write -P 0x3c 0 $((size / 2))" -c "write -z $((size / 8)) $((size / 16))")
+  qemu-io -f qcow2 "${prefill[@]}" "$img" >/dev/null
+  qemu-io -f raw "${prefill[@]}" "$ref" >/dev/null
+  qemu-img snapshot -c before "$img"
+  cp "$img" "$dir/qemu.qcow2"
+  cp "$img" "$dir/at-snapshot.qcow2"
 fi
 
 RANDOM=$seed
@@ -71,7 +82,9 @@ sync "$img"
 qemu-img check -q "$img"
 # The same sequence through QEMU must give the same guest-visible content (discard included:
 # qcow2 defines what a discarded cluster reads as).
-if [[ $backing != none ]]; then
+if [[ -n ${SNAPSHOT:-} ]]; then
+  :  # qemu.qcow2 was copied at the snapshot
+elif [[ $backing != none ]]; then
   qemu-img create -q -f qcow2 -o "$opts" -b "$base" -F "$backing" "$dir/qemu.qcow2"
 else
   qemu-img create -q -f qcow2 -o "$opts" "$dir/qemu.qcow2" $size
@@ -90,4 +103,11 @@ if [[ $has_discard == false ]]; then
   sync "$ref"
   qemu-img compare -f qcow2 -F raw "$img" "$ref" >"$dir/cmp" || { echo "vs the raw reference:"; cat "$dir/cmp"; exit 1; }
 fi
-echo "ok seed=$seed ops=$ops cluster=$cluster compat=$compat refcount_bits=$refbits backing=$backing"
+if [[ -n ${SNAPSHOT:-} ]]; then
+  # Reverting must bring back exactly what the snapshot held: qblock left the shared
+  # clusters alone and kept the refcounts right.
+  qemu-img snapshot -a before "$img"
+  qemu-img check -q "$img"
+  qemu-img compare "$img" "$dir/at-snapshot.qcow2" >"$dir/cmp" || { echo "after revert:"; cat "$dir/cmp"; exit 1; }
+fi
+echo "ok ${SNAPSHOT:+snapshot }seed=$seed ops=$ops cluster=$cluster compat=$compat refcount_bits=$refbits backing=$backing"

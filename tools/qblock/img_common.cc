@@ -5,9 +5,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 
+#include "block/formats/qcow2/snapshot.h"
 #include "qblock/options.h"
 
 namespace qblock::tools {
@@ -153,6 +156,28 @@ Result<std::unique_ptr<BlockBackend>> img_open(EventLoop& loop, const std::strin
     img_error("Could not open '" + filename + "': " + opened.error().message());
   }
   return opened;
+}
+
+}  // namespace qblock::tools
+
+namespace qblock::tools {
+
+void print_snapshot_table(const std::vector<qcow2::Snapshot>& snapshots) {
+  std::printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
+  for (const qcow2::Snapshot& snap : snapshots) {
+    char date[32];
+    const time_t when = snap.date_sec;
+    struct tm local;
+    localtime_r(&when, &local);
+    std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", &local);
+    const uint64_t secs = snap.vm_clock_nsec / 1000000000;
+    char clock[48];
+    std::snprintf(clock, sizeof clock, "%02" PRIu64 ":%02" PRIu64 ":%02" PRIu64 ".%03" PRIu64,
+                  secs / 3600, secs / 60 % 60, secs % 60, snap.vm_clock_nsec / 1000000 % 1000);
+    const std::string icount = snap.icount ? std::to_string(*snap.icount) : "";
+    std::printf("%-9s %-16s %8s%20s%13s%11s\n", snap.id.c_str(), snap.name.c_str(),
+                size_to_str(snap.vm_state_size).c_str(), date, clock, icount.c_str());
+  }
 }
 
 }  // namespace qblock::tools

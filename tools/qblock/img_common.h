@@ -59,3 +59,15 @@ Result<std::unique_ptr<BlockBackend>> img_open(EventLoop& loop, const std::strin
                                                const OpenFlags& flags);
 
 }  // namespace qblock::tools
+
+namespace qblock::qcow2 {
+struct Snapshot;
+}
+
+namespace qblock::tools {
+
+// qemu-img's snapshot table (qemu-compat.md §3.12): the header line and one row per snapshot,
+// as `info` and `snapshot -l` print it.
+void print_snapshot_table(const std::vector<qcow2::Snapshot>& snapshots);
+
+}  // namespace qblock::tools

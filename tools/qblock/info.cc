@@ -4,8 +4,10 @@
 #include <getopt.h>
 #include <sys/stat.h>
 
+#include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -14,6 +16,7 @@
 
 #include "block/driver.h"
 #include "block/formats/qcow2/header.h"
+#include "block/formats/qcow2/snapshot.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
 #include "qblock/img_common.h"
@@ -33,7 +36,8 @@ struct ImageInfo {
   uint64_t virtual_size = 0;
   uint64_t actual_size = 0;
   std::optional<qcow2::Header> header;  // qcow2 only
-  std::string full_backing;             // resolved backing path
+  std::vector<qcow2::Snapshot> snapshots;
+  std::string full_backing;  // resolved backing path
 };
 
 // The first bytes of the file (up to 2 MiB, the largest cluster) and its length.
@@ -54,6 +58,25 @@ Task<Result<std::pair<std::vector<uint8_t>, uint64_t>>> read_head(EventLoop* loo
   if (!read) co_return fail(read.error());
   (void)closed;
   co_return std::make_pair(std::move(buf), length);
+}
+
+// The internal snapshots of a qcow2 image (qcow2-format.md §8.1).
+Task<Result<std::vector<qcow2::Snapshot>>> read_snapshots(EventLoop* loop, std::string filename,
+                                                          qcow2::Header header) {
+  Options options = Options::object();
+  options["driver"] = "file";
+  options["filename"] = filename;
+  OpenFlags flags;
+  flags.read_only = true;
+  flags.force_share = true;
+  Result<NodePtr> node = co_await open_node(*loop, std::move(options), flags, "file");
+  if (!node) co_return fail(node.error());
+  Task<Result<qcow2::SnapshotTable>> read = qcow2::read_snapshot_table(**node, header);
+  Result<qcow2::SnapshotTable> table = co_await std::move(read);
+  Status closed = co_await (*node)->close();
+  (void)closed;
+  if (!table) co_return fail(table.error());
+  co_return std::move(table->snapshots);
 }
 
 Result<ImageInfo> describe(EventLoop& loop, const std::string& filename, std::string format) {
@@ -86,12 +109,34 @@ Result<ImageInfo> describe(EventLoop& loop, const std::string& filename, std::st
   }
   info.virtual_size = h->size / 512 * 512;
   if (!h->backing_file.empty()) info.full_backing = combine_path(filename, h->backing_file);
+  if (h->nb_snapshots) {
+    Result<std::vector<qcow2::Snapshot>> snaps =
+        run_sync(loop, read_snapshots(&loop, filename, *h));
+    if (!snaps) return fail(snaps.error());
+    info.snapshots = std::move(*snaps);
+  }
   info.header = std::move(*h);
   return info;
 }
 
 Json to_json(const ImageInfo& i) {
   Json j = Json::object();
+  if (!i.snapshots.empty()) {
+    Json list = Json::array();
+    for (const qcow2::Snapshot& snap : i.snapshots) {
+      Json e = Json::object();
+      if (snap.icount) e["icount"] = *snap.icount;
+      e["vm-clock-nsec"] = snap.vm_clock_nsec % 1000000000;
+      e["name"] = snap.name;
+      e["date-sec"] = snap.date_sec;
+      e["date-nsec"] = snap.date_nsec;
+      e["vm-clock-sec"] = snap.vm_clock_nsec / 1000000000;
+      e["id"] = snap.id;
+      e["vm-state-size"] = snap.vm_state_size;
+      list.push_back(std::move(e));
+    }
+    j["snapshots"] = std::move(list);
+  }
   const qcow2::Header* h = i.header ? &*i.header : nullptr;
   if (h && !h->backing_format.empty()) j["backing-filename-format"] = h->backing_format;
   j["virtual-size"] = i.virtual_size;
@@ -143,6 +188,10 @@ void print_human(const ImageInfo& i) {
   }
   if (!h->backing_format.empty()) {
     std::printf("backing file format: %s\n", h->backing_format.c_str());
+  }
+  if (!i.snapshots.empty()) {
+    std::printf("Snapshot list:\n");
+    print_snapshot_table(i.snapshots);
   }
   std::printf("Format specific information:\n");
   std::printf("    compat: %s\n", h->version >= 3 ? "1.1" : "0.10");

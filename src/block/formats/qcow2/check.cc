@@ -14,6 +14,7 @@
 
 #include "base/byte_order.h"
 #include "block/formats/qcow2/refcount.h"
+#include "block/formats/qcow2/snapshot.h"
 
 namespace qblock::qcow2 {
 
@@ -266,28 +267,25 @@ Task<void> Checker::count_l1(uint64_t l1_offset, uint64_t l1_size, bool active) 
 Task<void> Checker::count_snapshots() {
   const Header& h = t_.header;
   if (h.nb_snapshots == 0) co_return;
-  uint64_t pos = h.snapshots_offset;
-  for (uint32_t n = 0; n < h.nb_snapshots; ++n) {
-    uint8_t fixed[40];
-    Status s = co_await read_at(pos, fixed, sizeof fixed);
-    if (!s) {
-      diag("ERROR: I/O error in the snapshot table");
-      ++res_.check_errors;
-      co_return;
-    }
-    const uint64_t l1_offset = load_be64(fixed);
-    const uint32_t l1_size = load_be32(fixed + 8);
-    const uint64_t entry_len =
-        40 + uint64_t{load_be32(fixed + 36)} + load_be16(fixed + 12) + load_be16(fixed + 14);
-    if (l1_offset % cs_) {
-      diag("ERROR snapshot {} l1_offset={:#x}: L1 table is not cluster aligned", n, l1_offset);
-      ++res_.corruptions;
-    } else {
-      co_await count_l1(l1_offset, l1_size, false);
-    }
-    pos += (entry_len + 7) / 8 * 8;
+  Task<Result<SnapshotTable>> read = read_snapshot_table(t_.file, h);
+  Result<SnapshotTable> table = co_await std::move(read);
+  if (!table) {
+    diag("ERROR: Could not read the snapshot table: {}", table.error().message());
+    ++res_.check_errors;
+    co_return;
   }
-  count(h.snapshots_offset, pos - h.snapshots_offset);
+  for (const Snapshot& snap : table->snapshots) {
+    if (snap.l1_table_offset % cs_) {
+      diag(
+          "ERROR snapshot {} ({}) l1_offset={:#x}: L1 table is not cluster aligned; snapshot "
+          "table entry corrupted",
+          snap.id, snap.name, snap.l1_table_offset);
+      ++res_.corruptions;
+      continue;
+    }
+    co_await count_l1(snap.l1_table_offset, snap.l1_size, false);
+  }
+  count(h.snapshots_offset, table->bytes);
 }
 
 Task<void> Checker::count_refblocks() {

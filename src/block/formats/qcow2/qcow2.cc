@@ -894,6 +894,11 @@ Task<Status> Qcow2Node::do_truncate(uint64_t size, PreallocMode mode, Exact) {
   }
   if (Status u = check_usable(); !u) co_return u;
   AsyncMutex::Guard guard = co_await lock_.lock();
+  if (size < header_.size && header_.nb_snapshots) {
+    // 7.2 shrinks such images too; shrink() assumes every L2 table it drops is unshared.
+    co_return fail(Error::with_message(
+        ENOTSUP, "Shrinking qcow2 images with internal snapshots is not supported yet"));
+  }
   if (size < header_.size) co_return co_await shrink(size);
   const uint64_t span = cs_ * l2_entries_;
   const uint64_t needed = (size + span - 1) / span;
@@ -1284,9 +1289,6 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   } else if ((header->incompatible_features & kIncompatCorrupt) && !ctx.flags.read_only &&
              !ctx.flags.check) {
     refuse = Error::with_message(EACCES, "qcow2: Image is corrupt; cannot be opened read/write");
-  } else if (header->nb_snapshots && !ctx.flags.read_only && !ctx.flags.check) {
-    refuse = Error::with_message(
-        ENOTSUP, "Writing to qcow2 images with internal snapshots is not supported yet");
   }
   if (refuse) {
     (void)co_await file_node->close();
