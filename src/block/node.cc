@@ -231,6 +231,11 @@ Task<Status> BlockNode::write(uint64_t offset, IoVec qiov, RequestFlags flags) {
     co_return co_await write_zeroes(offset, qiov.size(), flags.without(RequestFlag::kZeroWrite));
   }
   if (read_only()) co_return fail(Error::permission("Block node is read-only"));
+  // Compression changes what is stored; a node that cannot do it must not drop the flag.
+  if (flags.has(RequestFlag::kWriteCompressed) &&
+      !supported_write_flags_.has(RequestFlag::kWriteCompressed)) {
+    co_return fail(Error::unsupported());
+  }
   uint64_t bytes = qiov.size();
   if (Status s = check_range(offset, bytes); !s) co_return s;
   const bool no_wait = flags.has(RequestFlag::kNoWait);

@@ -382,11 +382,10 @@ int write_f(IoSession& s, const Command& cmd, int argc, char** argv) {
     // `write -z -n` may exceed kMaxRequestBytes (OBSERVED.md §4); the backend splits it.
     st = run(s, s.blk_->write_zeroes(static_cast<uint64_t>(offset), static_cast<uint64_t>(count),
                                      flags));
-  } else if (compressed) {
-    st = fail(Error::unsupported());  // no driver supports compressed writes yet
   } else if (probe_restricted(s, static_cast<uint64_t>(offset), IoVec(buf.data, buf.len))) {
     st = fail(Error::permission());
   } else {
+    if (compressed) flags |= RequestFlag::kWriteCompressed;
     st = run(s, s.blk_->write(static_cast<uint64_t>(offset), IoVec(buf.data, buf.len), flags));
   }
   double elapsed = seconds_since(start);

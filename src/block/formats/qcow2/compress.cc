@@ -3,6 +3,7 @@
 
 #include <zlib.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 namespace qblock::qcow2 {
 
@@ -42,6 +43,35 @@ Status zstd_stream(const uint8_t* src, std::size_t src_len, uint8_t* out, std::s
 }
 
 }  // namespace
+
+Result<std::vector<uint8_t>> compress_cluster(CompressionType type, const uint8_t* src,
+                                              std::size_t len, std::size_t max_len) {
+  std::vector<uint8_t> out(max_len);
+  if (type == CompressionType::kZstd) {
+    const std::size_t n = ZSTD_compress(out.data(), max_len, src, len, ZSTD_CLEVEL_DEFAULT);
+    if (ZSTD_isError(n)) {
+      if (ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall) return std::vector<uint8_t>{};
+      return fail(Error::io("zstd compression failed"));
+    }
+    out.resize(n);
+    return out;
+  }
+  z_stream z{};
+  // §6.2: raw deflate with a 4 KiB window, as QEMU writes it.
+  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK) {
+    return fail(Error::io("deflateInit2 failed"));
+  }
+  z.next_in = const_cast<Bytef*>(src);
+  z.avail_in = static_cast<uInt>(len);
+  z.next_out = out.data();
+  z.avail_out = static_cast<uInt>(max_len);
+  const int r = deflate(&z, Z_FINISH);
+  const std::size_t produced = max_len - z.avail_out;
+  deflateEnd(&z);
+  if (r != Z_STREAM_END) return std::vector<uint8_t>{};  // did not fit
+  out.resize(produced);
+  return out;
+}
 
 Status decompress_cluster(CompressionType type, const uint8_t* src, std::size_t src_len,
                           uint8_t* out, std::size_t out_len) {

@@ -56,6 +56,7 @@ class Qcow2Node : public BlockNode {
       supported_zero_flags_ = RequestFlag::kMayUnmap | RequestFlag::kNoFallback;
     }
     limits_.pwrite_zeroes_alignment = static_cast<uint32_t>(cs_);
+    supported_write_flags_ |= RequestFlag::kWriteCompressed;
   }
 
   void set_backing(NodePtr backing) {
@@ -118,6 +119,12 @@ class Qcow2Node : public BlockNode {
   void queue_free(uint64_t entry) { pending_frees_.push_back(entry); }
   Task<Status> release_entry(uint64_t entry);
   Task<Status> write_header();
+  // §6: whole clusters (or the image's last, partial one) compressed one by one into
+  // unallocated clusters; a cluster that does not shrink is written normally.
+  Task<Status> write_compressed(uint64_t offset, IoVec qiov);
+  // Byte allocation for compressed data (§5.4 of qcow2-format.md: several compressed
+  // clusters may share a host cluster; each user holds one reference). REQUIRES: lock_.
+  Task<Result<uint64_t>> allocate_compressed(uint64_t bytes);
   // do_truncate's shrinking half (see there). REQUIRES: lock_ held, size < header_.size.
   Task<Status> shrink(uint64_t size);
   // Part of shrink: drops refcount blocks that count nothing but themselves; returns the
@@ -173,6 +180,7 @@ class Qcow2Node : public BlockNode {
   std::vector<InFlight*> inflight_;  // allocations between allocation and L2 link  // L2 entries
                                      // whose clusters are released at flush
   std::set<uint64_t> l2_offsets_;    // host offsets of the active L2 tables (overlap checks)
+  uint64_t compressed_end_ = 0;      // where the next compressed data may go (0: a fresh cluster)
   bool broken_ = false;              // a fatal corruption event happened: refuse all I/O
   bool corruption_reported_ = false;
 };
@@ -560,6 +568,11 @@ Task<Status> Qcow2Node::release_entry(uint64_t entry) {
     Status s = co_await refcounts_->update(first, last - first + 1, -1);
     if (!s) co_return s;
   }
+  // A freed cluster may be handed out for anything: never pack compressed data into it.
+  if (compressed_end_) {
+    Result<uint64_t> rc = co_await refcounts_->get(compressed_end_ / cs_);
+    if (!rc || *rc == 0) compressed_end_ = 0;
+  }
   co_return ok();
 }
 
@@ -604,8 +617,94 @@ Task<void> Qcow2Node::wait_inflight(uint64_t start, uint64_t end, AsyncMutex::Gu
 
 // Data I/O runs without the metadata lock: in-place writes release it after the lookup, and
 // allocating writes after the allocation (their clusters are fenced by an InFlight record).
-Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags) {
+Task<Result<uint64_t>> Qcow2Node::allocate_compressed(uint64_t bytes) {
+  const uint64_t used = compressed_end_ % cs_;
+  if (compressed_end_ && used && used + bytes <= cs_) {
+    // Share the cluster the previous compressed data went into, if it still holds it and
+    // the refcount width allows one more user.
+    Result<uint64_t> rc = co_await refcounts_->get(compressed_end_ / cs_);
+    if (rc && *rc > 0) {
+      Status more = co_await refcounts_->update(compressed_end_ / cs_, 1, +1);
+      if (more) {
+        const uint64_t host = compressed_end_;
+        compressed_end_ += bytes;
+        co_return host;
+      }
+    }
+  }
+  Result<uint64_t> fresh = co_await refcounts_->allocate(1);
+  if (!fresh) co_return fresh;
+  if (*fresh == 0) {
+    Error e =
+        co_await corruption("Preventing invalid allocation of compressed cluster at offset 0");
+    co_return fail(e);
+  }
+  compressed_end_ = *fresh + bytes;
+  co_return *fresh;
+}
+
+Task<Status> Qcow2Node::write_compressed(uint64_t offset, IoVec qiov) {
+  // QEMU's rules (observed with qemu-io 7.2): cluster-aligned start, whole clusters except
+  // the last one of the image, and never over an allocated cluster (EIO).
+  if (offset % cs_ || (qiov.size() % cs_ && offset + qiov.size() != header_.size)) {
+    co_return fail(Error::invalid());
+  }
+  std::vector<uint8_t> plain(cs_);
+  for (uint64_t pos = 0; pos < qiov.size(); pos += cs_) {
+    const uint64_t guest = offset + pos;
+    const uint64_t len = std::min<uint64_t>(cs_, qiov.size() - pos);
+    std::fill(plain.begin(), plain.end(), 0);
+    qiov.copy_to(pos, plain.data(), len);
+    // Compressed data must end before the cluster it starts in does (one host cluster).
+    Result<std::vector<uint8_t>> packed = compress_cluster(
+        static_cast<CompressionType>(header_.compression_type), plain.data(), cs_, cs_ - 1);
+    if (!packed) co_return fail(packed.error());
+    if (packed->empty()) {
+      Status s = co_await do_write(guest, qiov.slice(pos, len), {});
+      if (!s) co_return s;
+      continue;
+    }
+    AsyncMutex::Guard guard = co_await lock_.lock();
+    while (inflight_overlap(guest, guest + cs_)) co_await wait_inflight(guest, guest + cs_, guard);
+    Result<L2Table*> table = co_await get_l2(l1_index(guest), true);
+    if (!table) co_return fail(table.error());
+    if ((*table)->entries[l2_index(guest)] & (kOffsetMask | kCompressedFlag)) {
+      co_return fail(Error::io("compressed write over an allocated cluster"));
+    }
+    co_await file_->debug_event(DebugEvent::kClusterAllocBytes);
+    Result<uint64_t> host = co_await allocate_compressed(packed->size());
+    if (!host) co_return fail(host.error());
+    if (const char* what = overlapping_metadata(*host, packed->size())) {
+      Error e = co_await corruption(
+          fmt::format("Preventing invalid write on metadata (overlaps with {})", what));
+      co_return fail(e);
+    }
+    InFlight fence(*loop_, guest, guest + cs_);
+    inflight_.push_back(&fence);
+    guard.unlock();
+    co_await file_->debug_event(DebugEvent::kWriteCompressed);
+    Status s = co_await file_->write(*host, IoVec(packed->data(), packed->size()));
+    guard = co_await lock_.lock();
+    std::erase(inflight_, &fence);
+    fence.done.wake_all();
+    if (!s) co_return s;
+    Result<L2Table*> linked = co_await get_l2(l1_index(guest), true);
+    if (!linked) co_return fail(linked.error());
+    // §6.1: byte offset, then the number of 512-byte sectors after the first one.
+    const uint64_t shift = 62 - (header_.cluster_bits - 8);
+    const uint64_t extra_sectors = ((*host + packed->size() - 1) >> 9) - (*host >> 9);
+    (*linked)->entries[l2_index(guest)] = *host | (extra_sectors << shift) | kCompressedFlag;
+    s = co_await update_l2_entries(**linked, l2_index(guest), 1);
+    if (!s) co_return s;
+  }
+  co_return ok();
+}
+
+Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags) {
   if (Status u = check_usable(); !u) co_return u;
+  if (flags.has(RequestFlag::kWriteCompressed)) {
+    co_return co_await write_compressed(offset, std::move(qiov));
+  }
   uint64_t pos = 0;
   while (pos < qiov.size()) {
     AsyncMutex::Guard guard = co_await lock_.lock();
