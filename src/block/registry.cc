@@ -6,6 +6,7 @@
 #include "block/filters/blkdebug.h"
 #include "block/filters/passthrough.h"
 #include "block/filters/powercut.h"
+#include "block/filters/preallocate.h"
 #include "block/formats/qcow2/qcow2.h"
 #include "block/formats/raw.h"
 #include "block/protocols/file.h"
@@ -29,6 +30,7 @@ const std::vector<DriverEntry>& driver_registry() {
       // Filters.
       {"passthrough", NodeKind::kFilter, &open_passthrough_node, nullptr},
       {"blkdebug", NodeKind::kFilter, &open_blkdebug_node, nullptr, true},
+      {"preallocate", NodeKind::kFilter, &open_preallocate_node, nullptr},
       {"powercut", NodeKind::kFilter, &open_powercut_node, nullptr},  // tests: crash images
   };
   return kDrivers;
