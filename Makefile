@@ -1,5 +1,5 @@
 # qblock top-level targets. Each target installs what it needs first.
-.PHONY: all deps build debug asan test unit-tests iotests format-check format demo bench clean
+.PHONY: all deps build debug asan test unit-tests iotests format-check format demo bench bench-compare clean
 
 JOBS ?= $(shell nproc)
 
@@ -37,6 +37,10 @@ demo: build
 
 bench: build
 	bash bench/raw_write.sh
+
+# qcow2 allocation workloads W1-W6 against qemu-img bench (RUNS, WORKLOADS, QUICK=1, BENCH_DIR).
+bench-compare: build
+	bash bench/compare.sh
 
 clean:
 	rm -rf build
