@@ -589,18 +589,33 @@ Task<Status> Qcow2Node::write_header() {
 
 Task<Status> Qcow2Node::do_read(uint64_t offset, IoVec qiov, RequestFlags) {
   if (Status u = check_usable(); !u) co_return u;
-  uint64_t pos = 0;
-  while (pos < qiov.size()) {
-    Result<Mapping> m;
-    {
-      AsyncMutex::Guard guard = co_await lock_.lock();
-      m = co_await map(offset + pos, qiov.size() - pos);
+  // Map the whole request first, then read every extent at once: a fragmented request costs
+  // one round trip, not one per extent.
+  struct Extent {
+    uint64_t pos;
+    Mapping m;
+  };
+  std::vector<Extent> extents;
+  {
+    AsyncMutex::Guard guard = co_await lock_.lock();
+    for (uint64_t pos = 0; pos < qiov.size();) {
+      Result<Mapping> m = co_await map(offset + pos, qiov.size() - pos);
+      if (!m) co_return fail(m.error());
+      extents.push_back(Extent{pos, *m});
+      pos += m->bytes;
     }
-    if (!m) co_return fail(m.error());
-    IoVec part = qiov.slice(pos, m->bytes);
-    Status s = co_await read_unlocked(offset + pos, std::move(part), *m);
-    if (!s) co_return s;
-    pos += m->bytes;
+  }
+  if (extents.size() == 1) {
+    co_return co_await read_unlocked(offset, std::move(qiov), extents[0].m);
+  }
+  std::vector<Task<Status>> reads;
+  reads.reserve(extents.size());
+  for (const Extent& e : extents) {
+    reads.push_back(read_unlocked(offset + e.pos, qiov.slice(e.pos, e.m.bytes), e.m));
+  }
+  std::vector<Status> results = co_await when_all(std::move(reads));
+  for (Status& r : results) {
+    if (!r) co_return r;
   }
   co_return ok();
 }
@@ -1406,6 +1421,18 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
       const int e = repaired ? EIO : repaired.error().errnum();
       co_return fail(Error::with_message(
           e, "Could not repair dirty image: " + Error::from_errno(e).errno_text()));
+    }
+  }
+  if (header->autoclear_features && !ctx.flags.read_only && !ctx.flags.check) {
+    // §2.3: qblock maintains none of the structures autoclear bits vouch for (bitmaps), so a
+    // writer must withdraw the promise before it changes anything.
+    header->autoclear_features = 0;
+    uint8_t raw[8] = {};
+    Status cleared = co_await file_node->write(88, IoVec(raw, 8));
+    if (cleared) cleared = co_await file_node->flush();
+    if (!cleared) {
+      (void)co_await file_node->close();
+      co_return fail(cleared.error());
     }
   }
   if (!ctx.flags.read_only && !ctx.flags.check) {
