@@ -39,7 +39,9 @@ Task<Status> MemoryNode::do_read(uint64_t offset, IoVec qiov, RequestFlags flags
 }
 
 Task<Status> MemoryNode::do_write(uint64_t offset, IoVec qiov, RequestFlags flags) {
+  max_concurrent_writes_ = std::max(max_concurrent_writes_, ++writes_in_flight_);
   co_await maybe_yield();
+  --writes_in_flight_;
   log_.push_back({RecordedRequest::Kind::kWrite, offset, qiov.size(), flags});
   if (offset + qiov.size() > data_.size()) data_.resize(offset + qiov.size(), 0);
   qiov.copy_to(0, data_.data() + offset, qiov.size());

@@ -36,6 +36,10 @@ class MemoryNode : public BlockNode {
   std::vector<uint8_t>& data() { return data_; }
   const std::vector<RecordedRequest>& log() const { return log_; }
   void clear_log() { log_.clear(); }
+  // The most data writes that were in flight at once (with `async`, a write stays in flight
+  // across one loop iteration), and a reset of that count.
+  unsigned max_concurrent_writes() const { return max_concurrent_writes_; }
+  void reset_max_concurrent_writes() { max_concurrent_writes_ = 0; }
 
  protected:
   Task<Status> do_read(uint64_t offset, IoVec qiov, RequestFlags flags) override;
@@ -50,6 +54,8 @@ class MemoryNode : public BlockNode {
   std::vector<RecordedRequest> log_;
   bool efficient_zeroes_ = false;
   bool async_ = false;
+  unsigned writes_in_flight_ = 0;
+  unsigned max_concurrent_writes_ = 0;
   Task<void> maybe_yield();
 };
 

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -25,6 +26,26 @@ using testing::TempDir;
 constexpr uint64_t kGuestSize = 8 << 20;
 constexpr uint64_t kSector = 512;
 
+// One request of a concurrent batch.
+struct Request {
+  uint64_t offset = 0;
+  uint64_t bytes = 0;
+  bool zero = false;
+  RequestFlags flags;
+  std::vector<uint8_t> data;
+  bool done = false;  // completed successfully
+};
+
+Task<void> issue(BlockNode& node, Request* r) {
+  Status s = ok();
+  if (r->zero) {
+    s = co_await node.write_zeroes(r->offset, r->bytes, r->flags);
+  } else {
+    s = co_await node.write(r->offset, IoVec(r->data.data(), r->bytes));
+  }
+  r->done = static_cast<bool>(s);
+}
+
 class Qcow2PowerCutTest : public LoopTest,
                           public ::testing::WithParamInterface<std::pair<uint64_t, int>> {
  protected:
@@ -37,43 +58,74 @@ class Qcow2PowerCutTest : public LoopTest,
   std::string run_seed(uint64_t seed, const std::string& base, uint64_t cluster_size) {
     std::mt19937_64 rng(seed);
     const uint64_t cut_after = std::uniform_int_distribution<uint64_t>(3, 400)(rng);
-    std::string json = R"({"driver":"qcow2","file":{"driver":"powercut","cut-after":)" +
-                       std::to_string(cut_after) +
-                       R"(,"file":{"driver":"memory","efficient-zeroes":true,"image":")" + base +
-                       "\"}}}";
+    // With every allocation feature on: the preallocate filter (small sizes, so that the
+    // crash images stay small), zero COW through ALLOCATE, and, because the memory node
+    // completes requests asynchronously and writes go out in concurrent batches, writes
+    // straight into clusters that are still being linked.
+    std::string json =
+        R"({"driver":"qcow2","file":{"driver":"preallocate","prealloc-size":1048576,)"
+        R"("prealloc-align":65536,"file":{"driver":"powercut","cut-after":)" +
+        std::to_string(cut_after) +
+        R"(,"file":{"driver":"memory","efficient-zeroes":true,"async":true,"image":")" + base +
+        "\"}}}}";
     NodePtr node = open(json);
     if (!node) return "open failed";
-    auto& filter = static_cast<PowerCutFilter&>(*node->primary_child());
+    auto& filter = static_cast<PowerCutFilter&>(*node->primary_child()->primary_child());
 
     std::vector<uint8_t> model(kGuestSize, 0), flushed(kGuestSize, 0);
     std::vector<bool> dirty(kGuestSize / kSector, false);
     std::uniform_int_distribution<uint64_t> sector(0, kGuestSize / kSector - 1);
     std::uniform_int_distribution<uint64_t> length(1, 256);
     std::uniform_int_distribution<int> kind(0, 9);
-    for (int op = 0; op < 80; ++op) {
-      const uint64_t off = sector(rng) * kSector;
-      const uint64_t len = std::min(length(rng) * kSector, kGuestSize - off);
-      const int k = kind(rng);
-      Status s;
-      if (k <= 5) {
-        std::vector<uint8_t> buf(len, static_cast<uint8_t>(rng() | 1));
-        s = run_sync(*loop_, node->write(off, IoVec(buf.data(), len)));
-        if (s) std::copy(buf.begin(), buf.end(), model.begin() + static_cast<std::ptrdiff_t>(off));
-      } else if (k <= 7) {
-        RequestFlags flags = k == 7 ? RequestFlags(RequestFlag::kMayUnmap) : RequestFlags();
-        s = run_sync(*loop_, node->write_zeroes(off, len, flags));
-        if (s) std::fill_n(model.begin() + static_cast<std::ptrdiff_t>(off), len, 0);
-      } else {
-        s = run_sync(*loop_, node->flush());
-        if (s) {
-          flushed = model;
-          std::fill(dirty.begin(), dirty.end(), false);
-        }
+    for (int op = 0; op < 80;) {
+      // A batch of up to 4 requests on disjoint sectors, in flight together; or a flush.
+      if (kind(rng) >= 8) {
+        Status s = run_sync(*loop_, node->flush());
+        ++op;
+        if (!s) break;
+        flushed = model;
+        std::fill(dirty.begin(), dirty.end(), false);
         continue;
       }
-      // A failed request may still have changed the disk in part: treat its range as dirty.
-      for (uint64_t i = off / kSector; i < (off + len) / kSector; ++i) dirty[i] = true;
-      if (!s) break;  // the power is gone
+      std::vector<Request> batch;
+      const int n = 1 + static_cast<int>(rng() % 4);
+      for (int i = 0; i < n && op < 80; ++i, ++op) {
+        Request r;
+        r.offset = sector(rng) * kSector;
+        r.bytes = std::min(length(rng) * kSector, kGuestSize - r.offset);
+        const bool overlaps = std::any_of(batch.begin(), batch.end(), [&r](const Request& o) {
+          return r.offset < o.offset + o.bytes && o.offset < r.offset + r.bytes;
+        });
+        if (overlaps) continue;
+        const int k = kind(rng);
+        if (k <= 5) {
+          r.data.assign(r.bytes, static_cast<uint8_t>(rng() | 1));
+        } else {
+          r.zero = true;
+          r.flags = k == 7 ? RequestFlags(RequestFlag::kMayUnmap) : RequestFlags();
+        }
+        batch.push_back(std::move(r));
+      }
+      std::vector<Task<void>> tasks;
+      for (Request& r : batch) tasks.push_back(issue(*node, &r));
+      run_sync(*loop_, when_all(std::move(tasks)));
+      bool power_gone = false;
+      for (const Request& r : batch) {
+        if (r.done) {
+          if (r.zero) {
+            std::fill_n(model.begin() + static_cast<std::ptrdiff_t>(r.offset), r.bytes, 0);
+          } else {
+            std::copy(r.data.begin(), r.data.end(),
+                      model.begin() + static_cast<std::ptrdiff_t>(r.offset));
+          }
+        }
+        power_gone |= !r.done;
+        // A failed request may still have changed the disk in part: its range is dirty.
+        for (uint64_t i = r.offset / kSector; i < (r.offset + r.bytes) / kSector; ++i) {
+          dirty[i] = true;
+        }
+      }
+      if (power_gone) break;
     }
     const bool was_cut = filter.cut();
     std::vector<uint8_t> image = filter.crash_image(rng, 0.5);

@@ -2,14 +2,19 @@
 #include "block/formats/qcow2/qcow2.h"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
+#include <memory>
 #include <set>
 #include <unordered_map>
 
 #include "base/byte_order.h"
 #include "base/check.h"
+#include "block/filters/preallocate.h"
 #include "block/formats/qcow2/check.h"
 #include "block/formats/qcow2/compress.h"
 #include "block/formats/qcow2/header.h"
@@ -64,6 +69,9 @@ class Qcow2Node : public BlockNode {
     backing_ = child(ChildRole::kBacking);
   }
   void set_l2_cache_tables(std::size_t n) { max_l2_tables_ = std::max<std::size_t>(n, 4); }
+  // block-semantics.md §5.2: zero the COW regions of a new allocation with one ALLOCATE
+  // write-zeroes instead of writing zero buffers.
+  void set_zero_cow(bool on) { zero_cow_ = on; }
   // The image as check_image() works on it. REQUIRES: opened with OpenFlags::check.
   CheckTarget check_target() {
     return CheckTarget{*file_, header_, !read_only(), corruption_reported_, broken_};
@@ -136,12 +144,22 @@ class Qcow2Node : public BlockNode {
   Task<Status> allocating_write(uint64_t guest, IoVec data, L2Table& table, uint64_t* written,
                                 AsyncMutex::Guard& guard);
   // An allocation whose data I/O runs outside the lock: guest clusters [start, end) must not
-  // be allocated, zeroed or discarded by anybody else until it is linked.
-  struct InFlight {
-    InFlight(EventLoop& loop, uint64_t s, uint64_t e) : start(s), end(e), done(loop) {}
+  // be allocated, zeroed or discarded by anybody else until it is linked. Once the new
+  // clusters hold their final COW contents (`ready`), other writes into them go straight to
+  // `host` (block-semantics.md §6); the link waits until no such write is in flight, and
+  // those writes complete only after the link, so a later read finds their data.
+  struct InFlight : std::enable_shared_from_this<InFlight> {
+    InFlight(EventLoop& loop, uint64_t s, uint64_t e)
+        : start(s), end(e), done(loop), writers_done(loop) {}
     uint64_t start;
     uint64_t end;
-    WaitQueue done;
+    uint64_t host = 0;      // host offset of `start`, valid once ready
+    bool ready = false;     // zeroed or COW-filled: other writes may go in
+    bool finished = false;  // linked, or given up (then `linked` stays false)
+    bool linked = false;
+    unsigned writers = 0;  // other writes into the clusters still running
+    WaitQueue done;        // woken when ready and when finished
+    WaitQueue writers_done;
   };
   InFlight* inflight_overlap(uint64_t start, uint64_t end) const {
     for (InFlight* f : inflight_) {
@@ -180,8 +198,9 @@ class Qcow2Node : public BlockNode {
   std::vector<InFlight*> inflight_;  // allocations between allocation and L2 link  // L2 entries
                                      // whose clusters are released at flush
   std::set<uint64_t> l2_offsets_;    // host offsets of the active L2 tables (overlap checks)
-  uint64_t compressed_end_ = 0;      // where the next compressed data may go (0: a fresh cluster)
-  bool broken_ = false;              // a fatal corruption event happened: refuse all I/O
+  bool zero_cow_ = true;
+  uint64_t compressed_end_ = 0;  // where the next compressed data may go (0: a fresh cluster)
+  bool broken_ = false;          // a fatal corruption event happened: refuse all I/O
   bool corruption_reported_ = false;
 };
 
@@ -694,14 +713,15 @@ Task<Status> Qcow2Node::write_compressed(uint64_t offset, IoVec qiov) {
           fmt::format("Preventing invalid write on metadata (overlaps with {})", what));
       co_return fail(e);
     }
-    InFlight fence(*loop_, guest, guest + cs_);
-    inflight_.push_back(&fence);
+    auto fence = std::make_shared<InFlight>(*loop_, guest, guest + cs_);
+    inflight_.push_back(fence.get());
     guard.unlock();
     co_await file_->debug_event(DebugEvent::kWriteCompressed);
     Status s = co_await file_->write(*host, IoVec(packed->data(), packed->size()));
     guard = co_await lock_.lock();
-    std::erase(inflight_, &fence);
-    fence.done.wake_all();
+    std::erase(inflight_, fence.get());
+    fence->finished = true;
+    fence->done.wake_all();
     if (!s) co_return s;
     Result<L2Table*> linked = co_await get_l2(l1_index(guest), true);
     if (!linked) co_return fail(linked.error());
@@ -741,11 +761,27 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
       pos += m->bytes;
       continue;
     }
-    // Another request is filling these clusters: wait for it, then look again.
+    // Another request is filling these clusters: write straight into them once their COW
+    // contents are settled, else wait for that and look again.
     const uint64_t cluster_start = guest - guest % cs_;
     const uint64_t span_end = std::min(guest + (qiov.size() - pos), header_.size);
-    if (inflight_overlap(cluster_start, span_end)) {
-      co_await wait_inflight(cluster_start, span_end, guard);
+    if (InFlight* found = inflight_overlap(cluster_start, span_end)) {
+      std::shared_ptr<InFlight> f = found->shared_from_this();
+      if (!f->ready || guest < f->start) {
+        guard.unlock();
+        co_await f->done.wait();
+        continue;
+      }
+      const uint64_t len = std::min(qiov.size() - pos, f->end - guest);
+      ++f->writers;
+      guard.unlock();
+      co_await file_->debug_event(DebugEvent::kWriteAio);
+      IoVec part = qiov.slice(pos, len);
+      Status s = co_await file_->write(f->host + (guest - f->start), std::move(part));
+      if (--f->writers == 0) f->writers_done.wake_all();
+      if (!s) co_return s;
+      while (!f->finished) co_await f->done.wait();
+      if (f->linked) pos += len;  // else the allocation failed: write again from scratch
       continue;
     }
     Result<L2Table*> table = co_await get_l2(l1_index(guest), true);
@@ -815,16 +851,18 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
   const uint64_t guest_last = guest_start + (count - 1) * cs_;
 
   // Fence the clusters, then do the data I/O without the lock.
-  InFlight fence(*loop_, guest_start, guest_start + count * cs_);
-  inflight_.push_back(&fence);
+  auto fence = std::make_shared<InFlight>(*loop_, guest_start, guest_start + count * cs_);
+  inflight_.push_back(fence.get());
   struct Unfence {
     Qcow2Node* node;
     InFlight* fence;
     ~Unfence() {
       std::erase(node->inflight_, fence);
+      fence->finished = true;
       fence->done.wake_all();
     }
-  } unfence{this, &fence};
+  } unfence{this, fence.get()};
+
   guard.unlock();
 
   bool head_zero = true, tail_zero = true;
@@ -841,11 +879,17 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
   IoVec payload = data.slice(0, data_len);
   Status s = ok();
   bool zeroed = false;
-  if ((head || tail) && head_zero && tail_zero) {
+  if (zero_cow_ && (head || tail) && head_zero && tail_zero) {
     // block-semantics.md §5.2: one efficient zeroing of the whole allocation, data only after.
     co_await file_->debug_event(DebugEvent::kClusterAllocSpace);
     Status z = co_await file_->write_zeroes(host, count * cs_, kAllocate);
     zeroed = static_cast<bool>(z);
+  }
+  if (zeroed) {
+    // The clusters read as zero now, which is their COW content: others may write in.
+    fence->host = host;
+    fence->ready = true;
+    fence->done.wake_all();
   }
   if (zeroed || (!head && !tail)) {
     co_await file_->debug_event(DebugEvent::kWriteAio);
@@ -874,10 +918,23 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
     s = co_await file_->write(host, std::move(merged));
   }
   if (!s) co_return s;
+  if (!fence->ready) {
+    fence->host = host;
+    fence->ready = true;
+    fence->done.wake_all();
+  }
+  // §6: the L2 entry may point at the clusters only once every write into them is done
+  // (a crash must not expose a linked cluster with missing data).
+  while (fence->writers) co_await fence->writers_done.wait();
 
   // Link: the table may have left the cache meanwhile, so look it up again. Its entries for
   // these clusters cannot have changed (everybody else waits on the fence).
   guard = co_await lock_.lock();
+  while (fence->writers) {  // joined while we waited for the lock
+    guard.unlock();
+    co_await fence->writers_done.wait();
+    guard = co_await lock_.lock();
+  }
   Result<L2Table*> linked = co_await get_l2(l1_index(guest), true);
   if (!linked) co_return fail(linked.error());
   L2Table& t = **linked;
@@ -893,6 +950,7 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
       if (e & (kOffsetMask | kCompressedFlag)) queue_free(e);
     }
   }
+  fence->linked = true;
   *written = data_len;
   co_return ok();
 }
@@ -1342,6 +1400,30 @@ Task<Result<CheckResult>> check_qcow2_node(BlockNode& node, unsigned fix) {
   co_return co_await std::move(run);
 }
 
+namespace {
+
+// True if `path` lives on a rotating disk (/sys/dev/block/MAJ:MIN/queue/rotational of its
+// device, or of the whole disk for a partition). Unknown counts as not rotational.
+bool on_rotational_storage(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return false;
+  const dev_t dev = S_ISBLK(st.st_mode) ? st.st_rdev : st.st_dev;
+  const std::string base = fmt::format("/sys/dev/block/{}:{}", major(dev), minor(dev));
+  for (const char* rel : {"/queue/rotational", "/../queue/rotational"}) {
+    std::ifstream in(base + rel);
+    int rotational = 0;
+    if (in >> rotational) return rotational == 1;
+  }
+  return false;
+}
+
+bool is_regular_file(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+}  // namespace
+
 int probe_qcow2(const uint8_t* header, std::size_t len) {
   if (len < 8 || load_be32(header) != kMagic) return 0;
   const uint32_t version = load_be32(header + 4);
@@ -1362,6 +1444,18 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
     auto v = take_bool(options, key);
     if (!v) co_return fail(v.error());
   }
+  // qblock's own options (block-semantics.md §5.2, §7): zero-cow=on|off|auto and
+  // prealloc=on|off (a preallocate filter above the file of a writable image).
+  Result<std::optional<std::string>> zero_cow_opt = take_string(options, "zero-cow");
+  if (!zero_cow_opt) co_return fail(zero_cow_opt.error());
+  const std::string zero_cow = zero_cow_opt->value_or("auto");
+  if (zero_cow != "on" && zero_cow != "off" && zero_cow != "auto") {
+    co_return fail(
+        Error::with_message(EINVAL, "Parameter 'zero-cow' expects 'on', 'off' or 'auto'"));
+  }
+  Result<std::optional<bool>> prealloc_opt = take_bool(options, "prealloc");
+  if (!prealloc_opt) co_return fail(prealloc_opt.error());
+  const bool prealloc = prealloc_opt->value_or(true);
   if (options.contains("overlap-check")) {
     Options& oc = options["overlap-check"];
     std::string value = oc.is_string() ? oc.get<std::string>()
@@ -1458,6 +1552,13 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
           EUCLEAN, "qcow2: Image is corrupt: " + what + "; cannot be opened read/write"));
     }
   }
+  if (prealloc && !ctx.flags.read_only && !ctx.flags.check && file_node->driver_name() == "file" &&
+      is_regular_file(file_node->filename())) {
+    // block-semantics.md §7: allocate megabytes ahead of the end of the file, so allocating
+    // writes land in allocated space instead of growing the file cluster by cluster.
+    file_node = std::make_unique<PreallocateFilter>(ctx.loop, std::move(file_node),
+                                                    PreallocateFilter::Settings{});
+  }
   const std::string image_name = file_node->filename();
   NodePtr backing;
   if (backing_opts) {
@@ -1480,6 +1581,9 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   }
   auto node = std::make_unique<Qcow2Node>(ctx.loop, std::move(file_node), std::move(*header));
   node->set_l2_cache_tables(l2_cache_bytes / node->info().cluster_size);
+  // Two requests (zeroing, then data) cost more than one merged write on a rotating disk.
+  node->set_zero_cow(zero_cow == "on" ||
+                     (zero_cow == "auto" && !on_rotational_storage(image_name)));
   // check_image() reads the tables itself, whatever state they are in.
   Status s = ok();
   if (!ctx.flags.check) s = co_await node->load_tables();

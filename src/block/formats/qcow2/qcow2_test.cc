@@ -261,5 +261,37 @@ TEST_F(Qcow2RequestTest, ShrinkKeepsThePartialLastCluster) {
   close(*node);
 }
 
+// block-semantics.md §6: once a new cluster is zeroed, a second write into it goes straight
+// in, while the first write's data is still in flight, instead of waiting for the L2 link;
+// still one allocation, and both writes are visible after they complete.
+TEST_F(Qcow2RequestTest, SecondWriteIntoANewClusterDoesNotWaitForTheLink) {
+  NodePtr node = open_fresh("", true);
+  MemoryNode& file = file_of(*node);
+  file.clear_log();
+  file.reset_max_concurrent_writes();
+  std::vector<uint8_t> a(4096, 0xaa), b(4096, 0xbb);
+  int failures = 0;
+  std::vector<Task<void>> tasks;
+  tasks.push_back(write_piece(*node, 0, &a, &failures));
+  tasks.push_back(write_piece(*node, 8192, &b, &failures));
+  run_sync(*loop_, when_all(std::move(tasks)));
+  ASSERT_EQ(failures, 0);
+  auto io = data_io(file);
+  const auto zeroings = std::count_if(io.begin(), io.end(), [](const RecordedRequest& r) {
+    return r.kind == Kind::kWriteZeroes && r.offset == 0x50000;
+  });
+  EXPECT_EQ(zeroings, 1);
+  EXPECT_TRUE(std::find(io.begin(), io.end(), RecordedRequest{Kind::kWrite, 0x50000, 4096, {}}) !=
+              io.end());
+  EXPECT_TRUE(std::find(io.begin(), io.end(), RecordedRequest{Kind::kWrite, 0x52000, 4096, {}}) !=
+              io.end());
+  // Both data writes were at the file together: the second did not wait for the link.
+  EXPECT_GE(file.max_concurrent_writes(), 2u);
+  std::vector<uint8_t> back(4096);
+  ASSERT_OK(run_sync(*loop_, node->read(8192, IoVec(back.data(), back.size()))));
+  EXPECT_EQ(back, b);
+  close(*node);
+}
+
 }  // namespace
 }  // namespace qblock::qcow2
