@@ -50,12 +50,33 @@ Task<bool> PreallocateFilter::before_write(uint64_t offset, uint64_t bytes, bool
   if (end <= static_cast<uint64_t>(file_end_)) {
     // Already preallocated: a plain write-zeroes of a known-zero area is done.
     const bool done = mergeable && offset >= zero_start_;
+    // Refill while the writes are still half the preallocation size away from the end of
+    // the file (qblock's departure from QEMU, which waits until a write crosses it): the new
+    // range then overlaps no request in flight, so it neither fails with EBUSY nor holds
+    // anybody up, and writes never extend the file (an extending O_DIRECT write drains every
+    // other write to the file on ext4).
+    const bool refill = settings_.refill_ahead && settings_.prealloc_size &&
+                        static_cast<uint64_t>(file_end_) - end < settings_.prealloc_size / 2;
+    if (refill && !in_flight_) {
+      // In the background: this request does not need it. (It sets in_flight_ before it
+      // first suspends, so no second refill starts meanwhile.)
+      spawn(refill_ahead(end, zero_floor));
+    }
     co_return done;
   }
   // One preallocation at a time: a second one would overlap the first and fail with EBUSY
   // (REQ-ALLOC-3). This request simply goes to the file; the file serialises its write after
   // the running preallocation where they overlap.
   if (in_flight_) co_return false;
+  Task<bool> grow = preallocate(end, zero_floor);
+  const bool covered = co_await std::move(grow);
+  co_return covered&& mergeable&& offset >= zero_start_;
+}
+
+// Zeroes from the file end (or `zero_floor`, if higher) to `prealloc_size` beyond `end`, with
+// one ALLOCATE request. Returns true if the preallocated area now covers `end`.
+Task<bool> PreallocateFilter::preallocate(uint64_t end, uint64_t zero_floor) {
+  BlockNode& file = child_node();
 
   const uint64_t file_align = file.limits().request_alignment;
   const uint64_t align = std::max<uint64_t>(settings_.prealloc_align, file_align);
@@ -84,8 +105,7 @@ Task<bool> PreallocateFilter::before_write(uint64_t offset, uint64_t bytes, bool
     co_return false;
   }
   file_end_ = std::max(file_end_, static_cast<int64_t>(pend));
-  const bool done = mergeable && offset >= zero_start_ && end <= static_cast<uint64_t>(file_end_);
-  co_return done;
+  co_return end <= static_cast<uint64_t>(file_end_);
 }
 
 Task<Status> PreallocateFilter::do_write(uint64_t offset, IoVec qiov, RequestFlags flags) {
@@ -158,8 +178,15 @@ Task<Status> PreallocateFilter::do_truncate(uint64_t size, PreallocMode mode, Ex
   co_return ok();
 }
 
+Task<void> PreallocateFilter::refill_ahead(uint64_t end, uint64_t zero_floor) {
+  Task<bool> ahead = preallocate(end, zero_floor);
+  (void)co_await std::move(ahead);
+  refill_done_.wake_all();
+}
+
 Task<Status> PreallocateFilter::release_write_access() {
   if (!active_) co_return ok();
+  while (in_flight_) co_await refill_done_.wait();  // a background refill must not outlive us
   Task<Status> drop = drop_preallocation();
   Status s = co_await std::move(drop);
   // §7.2: the state is void without write access, whether or not the cut worked.
@@ -184,7 +211,11 @@ Task<Result<NodePtr>> open_preallocate_node(OpenContext& ctx, Options& options) 
   std::optional<Error> err;
   auto align = take_size(options, "prealloc-align");
   auto size = take_size(options, "prealloc-size");
-  if (!align) {
+  auto refill = take_bool(options, "refill-ahead");
+  if (refill && *refill) settings.refill_ahead = **refill;
+  if (!refill) {
+    err = refill.error();
+  } else if (!align) {
     err = align.error();
   } else if (!size) {
     err = size.error();

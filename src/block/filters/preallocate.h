@@ -10,6 +10,7 @@
 
 #include "block/driver.h"
 #include "block/filters/passthrough.h"
+#include "runtime/sync.h"
 
 namespace qblock {
 
@@ -18,6 +19,10 @@ class PreallocateFilter : public PassthroughFilter {
   struct Settings {
     uint64_t prealloc_align = 1 << 20;   // the preallocated end is a multiple of this
     uint64_t prealloc_size = 128 << 20;  // how far beyond a write's end to preallocate
+    // qblock's extension (option `refill-ahead`, off by default as in QEMU; qcow2's default
+    // filter turns it on): preallocate the next range in the background once writes come
+    // within prealloc_size / 2 of the preallocated end, so that they never reach it.
+    bool refill_ahead = false;
   };
 
   // Takes ownership of `file`. The preallocation state is set up only when `file` is
@@ -59,6 +64,10 @@ class PreallocateFilter : public PassthroughFilter {
   // Returns true when the request is a write-zeroes of an area already known to read as zero
   // and allocated, so it need not be forwarded at all.
   Task<bool> before_write(uint64_t offset, uint64_t bytes, bool mergeable);
+  // The preallocation itself (see before_write()); REQUIRES: none in flight.
+  Task<bool> preallocate(uint64_t end, uint64_t zero_floor);
+  // preallocate() as a background task, announced on refill_done_ when it ends.
+  Task<void> refill_ahead(uint64_t end, uint64_t zero_floor);
   // Truncates the file to the data end if it is longer. Leaves file_end_ unknown on failure.
   Task<Status> drop_preallocation();
 
@@ -68,7 +77,8 @@ class PreallocateFilter : public PassthroughFilter {
   bool active_ = false;
   bool disabled_ = false;   // see preallocation_disabled()
   bool in_flight_ = false;  // a preallocation is running; others skip theirs meanwhile
-  uint64_t data_end_ = 0;   // see length()
+  WaitQueue refill_done_{loop()};
+  uint64_t data_end_ = 0;  // see length()
   // Every byte of the file at or beyond zero_start_ reads as zero: it is >= the end of every
   // write forwarded to the file (raised before the write is sent). zero_start_ <= data_end_
   // except after an inexact truncate left the file longer than asked.

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 
@@ -597,4 +598,29 @@ TEST_F(PreallocateTest, Qcow2ImageLeftPreallocatedByACrashIsClean) {
 }
 
 }  // namespace
+// qblock's refill-ahead (on in qcow2's default filter): once a write comes within half the
+// preallocation size of the preallocated end, the next range is zeroed in the background,
+// starting at that end, so the writes never cross it.
+TEST_F(PreallocateTest, RefillAheadPreallocatesBeforeTheWritesReachTheEnd) {
+  NodePtr root = open(graph(std::string(kSmall) + R"("refill-ahead":true,)", kEfficient1M));
+  ASSERT_TRUE(root);
+  ASSERT_OK(write(*root, 1 * kMiB, 4 * kKiB));  // preallocates [1M, 4M)
+  memory(*root).clear_log();
+  ASSERT_OK(write(*root, 2 * kMiB, 4 * kKiB));  // 2M + 4k: more than 1M below 4M
+  std::vector<RecordedRequest> want = {{Kind::kWrite, 2 * kMiB, 4 * kKiB, {}}};
+  EXPECT_EQ(memory(*root).log(), want);
+  memory(*root).clear_log();
+  ASSERT_OK(write(*root, 3 * kMiB + 8 * kKiB, 4 * kKiB));  // within 1M of 4M: refill
+  want = {{Kind::kWriteZeroes, 4 * kMiB, 2 * kMiB, RequestFlag::kNoFallback},
+          {Kind::kWrite, 3 * kMiB + 8 * kKiB, 4 * kKiB, {}}};
+  auto log = memory(*root).log();
+  std::sort(log.begin(), log.end(),
+            [](const RecordedRequest& a, const RecordedRequest& b) { return a.offset > b.offset; });
+  EXPECT_EQ(log, want);
+  EXPECT_EQ(memory(*root).length(), 6 * kMiB);
+  EXPECT_EQ(root->length(), 3 * kMiB + 12 * kKiB);
+  close(*root);
+  EXPECT_EQ(memory(*root).length(), 3 * kMiB + 12 * kKiB);
+}
+
 }  // namespace qblock
