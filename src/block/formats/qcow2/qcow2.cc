@@ -740,6 +740,13 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
   if (flags.has(RequestFlag::kWriteCompressed)) {
     co_return co_await write_compressed(offset, std::move(qiov));
   }
+  // Pieces written into other requests' allocations, to be confirmed at the end.
+  struct Joined {
+    std::shared_ptr<InFlight> fence;
+    uint64_t pos;
+    uint64_t len;
+  };
+  std::vector<Joined> joined;
   uint64_t pos = 0;
   while (pos < qiov.size()) {
     AsyncMutex::Guard guard = co_await lock_.lock();
@@ -761,13 +768,13 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
       pos += m->bytes;
       continue;
     }
-    // Another request is filling these clusters: write straight into them once their COW
-    // contents are settled, else wait for that and look again.
+    // Another request is filling this cluster: write straight into it once its COW contents
+    // are settled (else wait for that and look again). This request completes only after
+    // that allocation is linked (see the end), but goes on with its other clusters meanwhile.
     const uint64_t cluster_start = guest - guest % cs_;
-    const uint64_t span_end = std::min(guest + (qiov.size() - pos), header_.size);
-    if (InFlight* found = inflight_overlap(cluster_start, span_end)) {
+    if (InFlight* found = inflight_overlap(cluster_start, cluster_start + cs_)) {
       std::shared_ptr<InFlight> f = found->shared_from_this();
-      if (!f->ready || guest < f->start) {
+      if (!f->ready) {
         guard.unlock();
         co_await f->done.wait();
         continue;
@@ -780,8 +787,8 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
       Status s = co_await file_->write(f->host + (guest - f->start), std::move(part));
       if (--f->writers == 0) f->writers_done.wake_all();
       if (!s) co_return s;
-      while (!f->finished) co_await f->done.wait();
-      if (f->linked) pos += len;  // else the allocation failed: write again from scratch
+      joined.push_back(Joined{std::move(f), pos, len});
+      pos += len;
       continue;
     }
     Result<L2Table*> table = co_await get_l2(l1_index(guest), true);
@@ -791,6 +798,14 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
     Status s = co_await allocating_write(guest, std::move(rest), **table, &written, guard);
     if (!s) co_return s;
     pos += written;
+  }
+  // The joined pieces count once their clusters are linked; if an allocation failed, its
+  // piece is written again from scratch.
+  for (Joined& j : joined) {
+    while (!j.fence->finished) co_await j.fence->done.wait();
+    if (j.fence->linked) continue;
+    Status s = co_await do_write(offset + j.pos, qiov.slice(j.pos, j.len), flags);
+    if (!s) co_return s;
   }
   co_return ok();
 }
@@ -810,6 +825,9 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
     const uint64_t e = table.entries[first + count];
     if (cluster_type(e) == ClusterType::kNormal && (e & kCopied)) break;
     if (count > 0 && cluster_type(e) == ClusterType::kZeroAlloc && (e & kCopied)) break;
+    // A cluster another request is allocating is joined, not allocated again (do_write).
+    const uint64_t cluster = guest - in_cluster + count * cs_;
+    if (inflight_overlap(cluster, cluster + cs_)) break;
     ++count;
   }
   CHECK(count > 0);
