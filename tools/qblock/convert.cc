@@ -17,9 +17,9 @@
 #include <string>
 #include <vector>
 
-#include "convert_common.h"
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
+#include "qblock/convert_common.h"
 #include "qblock/event_loop.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"

@@ -1,5 +1,5 @@
 // Target options and source block status for convert and measure (see convert_common.h).
-#include "convert_common.h"
+#include "qblock/convert_common.h"
 
 #include <sys/stat.h>
 
@@ -126,9 +126,8 @@ Result<qcow2::Qcow2CreateOptions> to_create_options(const TargetOptions& p) {
   };
   if (const std::string* v = p.get("encryption");
       (v && *parse_bool(*v)) || p.get("encrypt.format") || p.get("data_file")) {
-    return fail(Error::with_message(ENOTSUP,
-                                    "Encryption and external data files are not "
-                                    "supported by qblock convert"));
+    return fail(Error::with_message(
+        ENOTSUP, "Encryption and external data files are not supported by qblock yet"));
   }
   if (const std::string* v = p.get("extended_l2")) o.extended_l2 = *parse_bool(*v);
   if (const std::string* v = p.get("compat")) {

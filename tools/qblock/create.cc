@@ -14,6 +14,7 @@
 
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
+#include "qblock/convert_common.h"
 #include "qblock/event_loop.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"
@@ -212,49 +213,13 @@ Task<Result<uint64_t>> backing_length(EventLoop* loop, std::string filename, std
   co_return length;
 }
 
-// Maps the parsed option values to the qcow2 creator, with qemu-img's enum messages.
+// Maps the parsed option values to the qcow2 creator (shared with convert's -o), plus size.
 Result<qcow2::Qcow2CreateOptions> to_qcow2_options(const ParsedOpts& p) {
-  qcow2::Qcow2CreateOptions o;
-  auto bad = [](const char* param, const std::string& v) {
-    return fail(Error::with_message(
-        EINVAL, std::string("Parameter '") + param + "' does not accept value '" + v + "'"));
-  };
-  if (const std::string* v = p.get("encryption"); v && *parse_bool(*v)) {
-    return fail(Error::unsupported("Encryption is not supported by qblock create"));
-  }
-  if (p.get("encrypt.format") || p.get("data_file")) {
-    return fail(Error::with_message(ENOTSUP, "Option not supported by qblock create"));
-  }
-  if (const std::string* v = p.get("extended_l2")) o.extended_l2 = *parse_bool(*v);
-  if (const std::string* v = p.get("size")) o.size = std::stoull(*v);
-  if (const std::string* v = p.get("compat")) {
-    if (*v == "0.10" || *v == "v2") {
-      o.version = 2;
-    } else if (*v == "1.1" || *v == "v3") {
-      o.version = 3;
-    } else {
-      return bad("version", *v);
-    }
-  }
-  if (const std::string* v = p.get("backing_file")) o.backing_file = *v;
-  if (const std::string* v = p.get("backing_fmt")) o.backing_fmt = *v;
-  if (const std::string* v = p.get("cluster_size")) o.cluster_size = std::stoull(*v);
-  if (const std::string* v = p.get("preallocation")) {
-    Result<PreallocMode> m = parse_prealloc_mode(*v);
-    if (!m) return bad("preallocation", *v);
-    o.preallocation = *m;
-  }
-  if (const std::string* v = p.get("lazy_refcounts")) o.lazy_refcounts = *parse_bool(*v);
-  if (const std::string* v = p.get("refcount_bits")) o.refcount_bits = std::stoull(*v, nullptr, 0);
-  if (const std::string* v = p.get("compression_type")) {
-    if (*v == "zlib") {
-      o.compression_type = 0;
-    } else if (*v == "zstd") {
-      o.compression_type = 1;
-    } else {
-      return bad("compression-type", *v);
-    }
-  }
+  TargetOptions target;
+  target.values = p.values;
+  Result<qcow2::Qcow2CreateOptions> o = to_create_options(target);
+  if (!o) return o;
+  if (const std::string* v = p.get("size")) o->size = std::stoull(*v);
   return o;
 }
 

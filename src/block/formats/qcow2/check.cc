@@ -20,13 +20,6 @@ namespace qblock::qcow2 {
 
 namespace {
 
-// qcow2-format.md §3.2–§3.4, §5.1.
-constexpr uint64_t kOffsetMask = 0x00fffffffffffe00ULL;
-constexpr uint64_t kCopied = 1ULL << 63;
-constexpr uint64_t kCompressedFlag = 1ULL << 62;
-constexpr uint64_t kZeroFlag = 1;
-constexpr uint64_t kRefTableOffsetMask = ~uint64_t{0x1ff};
-
 // One diagnostic line on stderr; stdout is flushed first so merged output keeps its order.
 template <typename... Args>
 void diag(fmt::format_string<Args...> format, Args&&... args) {

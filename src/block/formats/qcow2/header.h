@@ -24,6 +24,13 @@ inline constexpr uint64_t kCompatLazyRefcounts = 1ULL << 0;
 inline constexpr uint64_t kAutoclearBitmaps = 1ULL << 0;
 inline constexpr uint64_t kAutoclearDataFileRaw = 1ULL << 1;
 
+// L1/L2 entry bits (§3.2–§3.4) and the refcount table entry mask (§5.1).
+inline constexpr uint64_t kOffsetMask = 0x00fffffffffffe00ULL;  // cluster-aligned host offset
+inline constexpr uint64_t kCopied = 1ULL << 63;                 // refcount is exactly 1
+inline constexpr uint64_t kCompressedFlag = 1ULL << 62;
+inline constexpr uint64_t kZeroFlag = 1;  // L2 only: the cluster reads as zeros
+inline constexpr uint64_t kRefTableOffsetMask = ~uint64_t{0x1ff};
+
 // Header extension types (§4.2).
 inline constexpr uint32_t kExtEnd = 0;
 inline constexpr uint32_t kExtBackingFormat = 0xe2792aca;

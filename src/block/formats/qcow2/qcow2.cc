@@ -25,11 +25,6 @@ namespace qblock::qcow2 {
 
 namespace {
 
-// qcow2-format.md §3.2–§3.4.
-constexpr uint64_t kOffsetMask = 0x00fffffffffffe00ULL;
-constexpr uint64_t kCopied = 1ULL << 63;
-constexpr uint64_t kCompressedFlag = 1ULL << 62;
-constexpr uint64_t kZeroFlag = 1;
 // Incompatible features this driver implements (§2.3).
 constexpr uint64_t kSupportedIncompatible =
     kIncompatDirty | kIncompatCorrupt | kIncompatCompression;

@@ -10,10 +10,6 @@
 
 namespace qblock::qcow2 {
 
-namespace {
-constexpr uint64_t kRefTableOffsetMask = ~uint64_t{0x1ff};
-}
-
 Refcounts::Refcounts(BlockNode& file, Header& header)
     : file_(file),
       header_(header),
