@@ -551,10 +551,11 @@ Task<Result<bool>> Qcow2Node::reads_as_zero(uint64_t entry, uint64_t guest_clust
     case ClusterType::kUnallocated:
       if (!backing_ || guest_cluster >= backing_->length()) co_return true;
       {
-        // Ask the backing chain cheaply whether that range holds data.
+        // Ask the backing chain cheaply whether that range holds data: metadata only
+        // (WantZero::kNo), no lseek of a raw file per allocation, as QEMU's fast zero test.
         const uint64_t len = std::min(cs_, backing_->length() - guest_cluster);
         Result<BlockStatus> st =
-            co_await backing_->block_status(guest_cluster, len, WantZero::kYes);
+            co_await backing_->block_status(guest_cluster, len, WantZero::kNo);
         if (!st) co_return fail(st.error());
         co_return (st->flags & kStatusZero) && st->bytes >= len;
       }
