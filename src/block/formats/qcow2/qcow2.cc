@@ -110,6 +110,15 @@ class Qcow2Node : public BlockNode {
   Task<Status> write_l1_entry(uint64_t l1i);
   // Records changed entries; they reach the disk in flush_metadata() (write-back cache).
   Task<Status> update_l2_entries(L2Table& table, uint64_t first, uint64_t count);
+  // A prefix of [guest, guest + bytes) that can be written in place with one request:
+  // host-contiguous COPIED clusters of `table`, normal ones or preallocated zero clusters the
+  // range covers entirely, none fenced by an allocation. REQUIRES: lock_ held.
+  struct InPlaceRun {
+    uint64_t host = 0;                 // host offset of `guest`
+    uint64_t bytes = 0;                // guest bytes covered
+    std::vector<uint64_t> zero_alloc;  // L2 indices of the zero clusters in the run
+  };
+  InPlaceRun inplace_run(const L2Table& table, uint64_t guest, uint64_t bytes) const;
   // Writes back the metadata caches in §17's order: refcount increments and guest data
   // stable, then L2 tables, stable, then the deferred frees (R5), then their refcounts.
   Task<Status> flush_metadata();
@@ -554,8 +563,7 @@ Task<Result<bool>> Qcow2Node::reads_as_zero(uint64_t entry, uint64_t guest_clust
         // Ask the backing chain cheaply whether that range holds data: metadata only
         // (WantZero::kNo), no lseek of a raw file per allocation, as QEMU's fast zero test.
         const uint64_t len = std::min(cs_, backing_->length() - guest_cluster);
-        Result<BlockStatus> st =
-            co_await backing_->block_status(guest_cluster, len, WantZero::kNo);
+        Result<BlockStatus> st = co_await backing_->block_status(guest_cluster, len, WantZero::kNo);
         if (!st) co_return fail(st.error());
         co_return (st->flags & kStatusZero) && st->bytes >= len;
       }
@@ -731,6 +739,31 @@ Task<Status> Qcow2Node::write_compressed(uint64_t offset, IoVec qiov) {
   co_return ok();
 }
 
+Qcow2Node::InPlaceRun Qcow2Node::inplace_run(const L2Table& table, uint64_t guest,
+                                             uint64_t bytes) const {
+  InPlaceRun run;
+  const uint64_t first = l2_index(guest);
+  const uint64_t in_cluster = guest % cs_;
+  for (uint64_t i = first; i < l2_entries_ && run.bytes < bytes; ++i) {
+    const uint64_t entry = table.entries[i];
+    const uint64_t skip = i == first ? in_cluster : 0;
+    const uint64_t piece = std::min(cs_ - skip, bytes - run.bytes);
+    const uint64_t host = entry & kOffsetMask;
+    const ClusterType type = cluster_type(entry);
+    const uint64_t cluster_guest = guest - in_cluster + (i - first) * cs_;
+    const bool usable = (entry & kCopied) && host % cs_ == 0 &&
+                        (type == ClusterType::kNormal ||
+                         (type == ClusterType::kZeroAlloc && skip == 0 && piece == cs_)) &&
+                        (i == first || host == run.host - in_cluster + (i - first) * cs_) &&
+                        !inflight_overlap(cluster_guest, cluster_guest + cs_);
+    if (!usable) break;
+    if (i == first) run.host = host + in_cluster;
+    if (type == ClusterType::kZeroAlloc) run.zero_alloc.push_back(i);
+    run.bytes += piece;
+  }
+  return run;
+}
+
 Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags) {
   if (Status u = check_usable(); !u) co_return u;
   if (flags.has(RequestFlag::kWriteCompressed)) {
@@ -752,6 +785,37 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
     if (!own) co_return fail(own.error());
     Result<Mapping> m = co_await map(guest, qiov.size() - pos);
     if (!m) co_return fail(m.error());
+    // block-semantics.md §6.2 C11 (iotest 066 case 4): a host-contiguous run of COPIED
+    // clusters that includes preallocated zero clusters this write covers entirely goes out
+    // as one write; the zero flags are cleared only after the data is written.
+    if (InPlaceRun run = inplace_run(**own, guest, qiov.size() - pos); !run.zero_alloc.empty()) {
+      if (Status g = co_await guard_existing(run.host, run.bytes, 0, nullptr); !g) co_return g;
+      const uint64_t first_cluster = guest - guest % cs_;
+      auto fence = std::make_shared<InFlight>(*loop_, first_cluster,
+                                              (guest + run.bytes + cs_ - 1) / cs_ * cs_);
+      inflight_.push_back(fence.get());
+      guard.unlock();
+      co_await file_->debug_event(DebugEvent::kWriteAio);
+      IoVec part = qiov.slice(pos, run.bytes);
+      Status s = co_await file_->write(run.host, std::move(part));
+      guard = co_await lock_.lock();
+      if (s) {
+        Result<L2Table*> t = co_await get_l2(l1_index(guest), true);
+        if (!t) {
+          s = fail(t.error());
+        } else {
+          for (uint64_t i : run.zero_alloc) (*t)->entries[i] &= ~kZeroFlag;
+          s = co_await update_l2_entries(**t, run.zero_alloc.front(),
+                                         run.zero_alloc.back() - run.zero_alloc.front() + 1);
+        }
+      }
+      std::erase(inflight_, fence.get());
+      fence->finished = true;
+      fence->done.wake_all();
+      if (!s) co_return s;
+      pos += run.bytes;
+      continue;
+    }
     if (m->type == ClusterType::kNormal && (m->entry & kCopied)) {
       // §3.6: COPIED clusters are rewritten in place.
       const uint64_t host = (m->entry & kOffsetMask) + guest % cs_;

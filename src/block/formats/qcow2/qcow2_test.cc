@@ -293,5 +293,31 @@ TEST_F(Qcow2RequestTest, SecondWriteIntoANewClusterDoesNotWaitForTheLink) {
   close(*node);
 }
 
+// iotest 066 case 4 (block-semantics.md §6.2 C11): over three host-contiguous clusters, the
+// middle one a preallocated zero cluster, a write of all three is one request to the file,
+// and afterwards the middle cluster is a normal one at the same place.
+TEST_F(Qcow2RequestTest, ContiguousWriteOverAReusedZeroClusterIsOneRequest) {
+  NodePtr node = open_fresh();
+  MemoryNode& file = file_of(*node);
+  std::vector<uint8_t> buf(3 * 65536, 42);
+  ASSERT_OK(run_sync(*loop_, node->write(0, IoVec(buf.data(), buf.size()))));
+  ASSERT_OK(run_sync(*loop_, node->write_zeroes(65536, 65536, {})));
+  ASSERT_OK(run_sync(*loop_, node->flush()));
+  file.clear_log();
+  std::vector<uint8_t> again(3 * 65536, 43);
+  ASSERT_OK(run_sync(*loop_, node->write(0, IoVec(again.data(), again.size()))));
+  std::vector<RecordedRequest> want = {{Kind::kWrite, 0x50000, 3 * 65536, {}}};
+  EXPECT_EQ(data_io(file), want);
+  ASSERT_OK(run_sync(*loop_, node->flush()));
+  std::vector<uint8_t> back(3 * 65536);
+  ASSERT_OK(run_sync(*loop_, node->read(0, IoVec(back.data(), back.size()))));
+  EXPECT_EQ(back, again);
+  Result<BlockStatus> st = run_sync(*loop_, node->block_status(65536, 65536, WantZero::kYes));
+  ASSERT_OK(st);
+  EXPECT_EQ(st->flags & kStatusZero, 0u);
+  EXPECT_EQ(st->host_offset, 0x60000u);
+  close(*node);
+}
+
 }  // namespace
 }  // namespace qblock::qcow2
