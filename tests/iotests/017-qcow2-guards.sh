@@ -27,3 +27,17 @@ qemu-io -c "write -P 42 0 192k" -c "write -z 64k 64k" t.qcow2 >/dev/null
 # (What each tool reports when closing after the failure differs: qemu-io names the L2 and
 # refcount caches it could not flush. Those lines are left out; see KNOWN-DIFFERENCES.md.)
 _run_io -c 'write -P 42 0 64k' -c 'write -P 42 128k 64k' "$_blkdebug" | grep -v '^qemu-io: '
+
+_section "iotest 060 case 4: COW in flight while the allocator hands out a live L2 table"
+rm -f t.qcow2
+qemu-img create -q -f qcow2 t.qcow2.base 1G
+qemu-io -c 'write 0k 64k' t.qcow2.base >/dev/null
+qemu-img create -q -f qcow2 -b t.qcow2.base -F qcow2 t.qcow2 1G
+qemu-io -c 'write 0k 64k' -c 'write 512M 64k' t.qcow2 >/dev/null
+# L2[0] := 0, refcount(cluster 5) := 0, refcount(cluster 6, the live second L2 table) := 0
+printf '\x00\x00\x00\x00\x00\x00\x00\x00' | dd of=t.qcow2 bs=1 seek=262144 conv=notrunc status=none
+printf '\x00\x00' | dd of=t.qcow2 bs=1 seek=131082 conv=notrunc status=none
+printf '\x00\x00' | dd of=t.qcow2 bs=1 seek=131084 conv=notrunc status=none
+printf '%s\n' 'open -o file.driver=blkdebug t.qcow2' 'break cow_read 0' 'aio_write 0k 1k' \
+    'wait_break 0' 'write 64k 64k' 'resume 0' | _run_io
+qemu-img info t.qcow2 | grep corrupt

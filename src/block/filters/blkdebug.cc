@@ -436,6 +436,16 @@ bool is_aligned(uint64_t v, uint64_t a) { return a == 0 || v % a == 0; }
 Task<Result<NodePtr>> open_blkdebug_node(OpenContext& ctx, Options& options) {
   BlkdebugFilter::Settings settings;
   BlkdebugRules rules;
+  // A plain filename handed down (`open -o file.driver=blkdebug img`) is the image, as in
+  // QEMU; the "blkdebug:CONFIG:IMAGE" form is split by BlockBackend before it gets here.
+  if (!options.contains("image") && options.contains("filename") &&
+      options["filename"].is_string()) {
+    Options image = Options::object();
+    image["driver"] = "file";
+    image["filename"] = options["filename"];
+    options["image"] = std::move(image);
+    options.erase("filename");
+  }
   auto config = take_string(options, "config");
   if (!config) co_return fail(config.error());
   if (*config && !(*config)->empty()) {

@@ -988,6 +988,8 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
       s = co_await read_unlocked(tail_guest, IoVec(tail_buf.data(), tail), tm);
       if (!s) co_return s;
     }
+    // The image may have been found corrupt while this request waited (iotest 060 case 4).
+    if (Status u = check_usable(); !u) co_return u;
     IoVec merged;
     if (head) merged.append(head_buf.data(), head);
     merged.append(payload);
@@ -1008,7 +1010,8 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
   // Link: the table may have left the cache meanwhile, so look it up again. Its entries for
   // these clusters cannot have changed (everybody else waits on the fence).
   guard = co_await lock_.lock();
-  while (fence->writers) {  // joined while we waited for the lock
+  if (Status u = check_usable(); !u) co_return u;  // never link into a broken image
+  while (fence->writers) {                         // joined while we waited for the lock
     guard.unlock();
     co_await fence->writers_done.wait();
     guard = co_await lock_.lock();
