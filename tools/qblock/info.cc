@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "block/driver.h"
+#include "block/formats/qcow2/bitmaps.h"
 #include "block/formats/qcow2/header.h"
 #include "block/formats/qcow2/snapshot.h"
 #include "qblock/commands.h"
@@ -37,7 +38,8 @@ struct ImageInfo {
   uint64_t actual_size = 0;
   std::optional<qcow2::Header> header;  // qcow2 only
   std::vector<qcow2::Snapshot> snapshots;
-  std::string full_backing;  // resolved backing path
+  std::vector<qcow2::Bitmap> bitmaps;  // consistent persistent bitmaps
+  std::string full_backing;            // resolved backing path
 };
 
 // The first bytes of the file (up to 2 MiB, the largest cluster) and its length.
@@ -60,9 +62,14 @@ Task<Result<std::pair<std::vector<uint8_t>, uint64_t>>> read_head(EventLoop* loo
   co_return std::make_pair(std::move(buf), length);
 }
 
-// The internal snapshots of a qcow2 image (qcow2-format.md §8.1).
-Task<Result<std::vector<qcow2::Snapshot>>> read_snapshots(EventLoop* loop, std::string filename,
-                                                          qcow2::Header header) {
+// What a qcow2 image keeps beyond its header: internal snapshots (qcow2-format.md §8.1) and
+// persistent bitmaps (§14).
+struct Qcow2Tables {
+  std::vector<qcow2::Snapshot> snapshots;
+  std::vector<qcow2::Bitmap> bitmaps;
+};
+
+Task<Result<Qcow2Tables>> read_tables(EventLoop* loop, std::string filename, qcow2::Header header) {
   Options options = Options::object();
   options["driver"] = "file";
   options["filename"] = filename;
@@ -71,12 +78,51 @@ Task<Result<std::vector<qcow2::Snapshot>>> read_snapshots(EventLoop* loop, std::
   flags.force_share = true;
   Result<NodePtr> node = co_await open_node(*loop, std::move(options), flags, "file");
   if (!node) co_return fail(node.error());
-  Task<Result<qcow2::SnapshotTable>> read = qcow2::read_snapshot_table(**node, header);
-  Result<qcow2::SnapshotTable> table = co_await std::move(read);
+  Qcow2Tables tables;
+  Status result = ok();
+  if (header.nb_snapshots) {
+    Task<Result<qcow2::SnapshotTable>> read = qcow2::read_snapshot_table(**node, header);
+    Result<qcow2::SnapshotTable> table = co_await std::move(read);
+    if (table) {
+      tables.snapshots = std::move(table->snapshots);
+    } else {
+      result = fail(table.error());
+    }
+  }
+  if (result) {
+    Task<Result<qcow2::BitmapDirectory>> read = qcow2::read_bitmap_directory(**node, header);
+    Result<qcow2::BitmapDirectory> dir = co_await std::move(read);
+    if (dir) {
+      tables.bitmaps = std::move(dir->bitmaps);
+    } else {
+      result = fail(dir.error());
+    }
+  }
   Status closed = co_await (*node)->close();
   (void)closed;
-  if (!table) co_return fail(table.error());
-  co_return std::move(table->snapshots);
+  if (!result) co_return fail(result.error());
+  co_return tables;
+}
+
+// QEMU's pretty printer puts an empty array's brackets on two lines.
+std::string qemu_json(const std::string& dumped) {
+  std::string out;
+  std::size_t start = 0;
+  while (start < dumped.size()) {
+    std::size_t end = dumped.find('\n', start);
+    if (end == std::string::npos) end = dumped.size();
+    std::string line = dumped.substr(start, end - start);
+    const std::size_t open = line.find("[]");
+    if (open != std::string::npos && open + 2 >= line.size() - 1) {
+      const std::size_t indent = line.find_first_not_of(' ');
+      out += line.substr(0, open + 1) + "\n" + std::string(indent, ' ') + line.substr(open + 1);
+    } else {
+      out += line;
+    }
+    if (end < dumped.size()) out += '\n';
+    start = end + 1;
+  }
+  return out;
 }
 
 Result<ImageInfo> describe(EventLoop& loop, const std::string& filename, std::string format) {
@@ -109,11 +155,11 @@ Result<ImageInfo> describe(EventLoop& loop, const std::string& filename, std::st
   }
   info.virtual_size = h->size / 512 * 512;
   if (!h->backing_file.empty()) info.full_backing = combine_path(filename, h->backing_file);
-  if (h->nb_snapshots) {
-    Result<std::vector<qcow2::Snapshot>> snaps =
-        run_sync(loop, read_snapshots(&loop, filename, *h));
-    if (!snaps) return fail(snaps.error());
-    info.snapshots = std::move(*snaps);
+  if (h->nb_snapshots || h->bitmaps) {
+    Result<Qcow2Tables> tables = run_sync(loop, read_tables(&loop, filename, *h));
+    if (!tables) return fail(tables.error());
+    info.snapshots = std::move(tables->snapshots);
+    info.bitmaps = std::move(tables->bitmaps);
   }
   info.header = std::move(*h);
   return info;
@@ -150,6 +196,18 @@ Json to_json(const ImageInfo& i) {
     data["compression-type"] = h->compression_type ? "zstd" : "zlib";
     if (h->version >= 3) {
       data["lazy-refcounts"] = (h->compatible_features & qcow2::kCompatLazyRefcounts) != 0;
+    }
+    if (!i.bitmaps.empty()) {
+      Json list = Json::array();
+      for (const qcow2::Bitmap& b : i.bitmaps) {
+        Json flags = Json::array();
+        if (b.flags & qcow2::kBitmapInUse) flags.push_back("in-use");
+        if (b.flags & qcow2::kBitmapAuto) flags.push_back("auto");
+        list.push_back(Json{{"flags", flags},
+                            {"name", b.name},
+                            {"granularity", uint64_t{1} << b.granularity_bits}});
+      }
+      data["bitmaps"] = std::move(list);
     }
     data["refcount-bits"] = h->refcount_bits();
     if (h->version >= 3) {
@@ -199,6 +257,18 @@ void print_human(const ImageInfo& i) {
   if (h->version >= 3) {
     std::printf("    lazy refcounts: %s\n",
                 h->compatible_features & qcow2::kCompatLazyRefcounts ? "true" : "false");
+  }
+  if (!i.bitmaps.empty()) {
+    std::printf("    bitmaps:\n");
+    for (std::size_t n = 0; n < i.bitmaps.size(); ++n) {
+      const qcow2::Bitmap& b = i.bitmaps[n];
+      std::printf("        [%zu]:\n            flags:\n", n);
+      int k = 0;
+      if (b.flags & qcow2::kBitmapInUse) std::printf("                [%d]: in-use\n", k++);
+      if (b.flags & qcow2::kBitmapAuto) std::printf("                [%d]: auto\n", k++);
+      std::printf("            name: %s\n            granularity: %llu\n", b.name.c_str(),
+                  static_cast<unsigned long long>(uint64_t{1} << b.granularity_bits));
+    }
   }
   std::printf("    refcount bits: %u\n", h->refcount_bits());
   if (h->version >= 3) {
@@ -272,7 +342,7 @@ int run_info(int argc, char** argv) {
   if (output == "json") {
     Json out = Json::array();
     for (const ImageInfo& i : infos) out.push_back(to_json(i));
-    std::printf("%s\n", (chain ? out : out[0]).dump(4).c_str());
+    std::printf("%s\n", qemu_json((chain ? out : out[0]).dump(4)).c_str());
     return 0;
   }
   for (std::size_t k = 0; k < infos.size(); ++k) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/byte_order.h"
+#include "block/formats/qcow2/bitmaps.h"
 #include "block/formats/qcow2/refcount.h"
 #include "block/formats/qcow2/snapshot.h"
 
@@ -285,37 +286,22 @@ Task<void> Checker::count_snapshots() {
 // §14: a consistent bitmaps extension references its directory, each bitmap's table and
 // the bitmap data clusters those tables point at.
 Task<void> Checker::count_bitmaps() {
-  const Header& h = t_.header;
-  if (!h.bitmaps || h.bitmaps->size() < 24 || !(h.autoclear_features & kAutoclearBitmaps)) {
-    co_return;
-  }
-  const uint8_t* ext = h.bitmaps->data();
-  const uint32_t nb_bitmaps = load_be32(ext);
-  const uint64_t dir_size = load_be64(ext + 8);
-  const uint64_t dir_offset = load_be64(ext + 16);
-  count(dir_offset, dir_size);
-  if (dir_size > (64 << 20)) co_return;  // QEMU's own limit; larger is not a directory
-  std::vector<uint8_t> dir(dir_size);
-  Status s = co_await read_at(dir_offset, dir.data(), dir_size);
-  if (!s) {
+  Task<Result<BitmapDirectory>> read = read_bitmap_directory(t_.file, t_.header);
+  Result<BitmapDirectory> dir = co_await std::move(read);
+  if (!dir) {
     ++res_.check_errors;
     co_return;
   }
-  uint64_t pos = 0;
-  for (uint32_t n = 0; n < nb_bitmaps && pos + 24 <= dir_size; ++n) {
-    const uint64_t table_offset = load_be64(&dir[pos]);
-    const uint32_t table_entries = load_be32(&dir[pos + 8]);
-    const uint16_t name_size = load_be16(&dir[pos + 18]);
-    const uint32_t extra_size = load_be32(&dir[pos + 20]);
-    pos += (24 + uint64_t{extra_size} + name_size + 7) / 8 * 8;
-    count(table_offset, uint64_t{table_entries} * 8);
-    std::vector<uint8_t> table(uint64_t{table_entries} * 8);
-    s = co_await read_at(table_offset, table.data(), table.size());
+  count(dir->offset, dir->bytes);
+  for (const Bitmap& b : dir->bitmaps) {
+    count(b.table_offset, uint64_t{b.table_entries} * 8);
+    std::vector<uint8_t> table(uint64_t{b.table_entries} * 8);
+    Status s = co_await read_at(b.table_offset, table.data(), table.size());
     if (!s) {
       ++res_.check_errors;
       continue;
     }
-    for (uint32_t i = 0; i < table_entries; ++i) {
+    for (uint32_t i = 0; i < b.table_entries; ++i) {
       const uint64_t data = load_be64(&table[i * 8]) & kOffsetMask;
       if (data) count(data, cs_);
     }
