@@ -123,10 +123,6 @@ void report_getopt_error(int c, char** argv) {
                            : "unrecognized option '" + word + "'");
 }
 
-}  // namespace qblock::tools
-
-namespace qblock::tools {
-
 namespace {
 Task<Result<std::unique_ptr<BlockBackend>>> open_backend(EventLoop* loop, BackendOptions options) {
   co_return co_await BlockBackend::open(*loop, std::move(options));
@@ -157,10 +153,6 @@ Result<std::unique_ptr<BlockBackend>> img_open(EventLoop& loop, const std::strin
   }
   return opened;
 }
-
-}  // namespace qblock::tools
-
-namespace qblock::tools {
 
 void print_snapshot_table(const std::vector<qcow2::Snapshot>& snapshots) {
   std::printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");

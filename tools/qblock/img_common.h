@@ -16,6 +16,10 @@
 #include "qblock/event_loop.h"
 #include "qblock/task.h"
 
+namespace qblock::qcow2 {
+struct Snapshot;
+}
+
 namespace qblock::tools {
 
 // qemu-img's size_to_str (qemu-compat.md §1.3(b)): "0 B", "1.5 KiB", "0.977 MiB".
@@ -48,23 +52,11 @@ bool metadata_preallocated(const BlockNode& node);
 // (holes read as zero), as qemu-img map and compare do. Best effort: errors leave `st` as is.
 Task<Status> resolve_preallocated(BlockNode* node, BlockStatus* st);
 
-}  // namespace qblock::tools
-
-namespace qblock::tools {
-
 // Opens `filename` (a key=value option list with `image_opts`) as the image tools do and
 // prints qemu-img's "Could not open 'x': ..." on failure.
 Result<std::unique_ptr<BlockBackend>> img_open(EventLoop& loop, const std::string& filename,
                                                const std::string& format, bool image_opts,
                                                const OpenFlags& flags);
-
-}  // namespace qblock::tools
-
-namespace qblock::qcow2 {
-struct Snapshot;
-}
-
-namespace qblock::tools {
 
 // qemu-img's snapshot table (qemu-compat.md §3.12): the header line and one row per snapshot,
 // as `info` and `snapshot -l` print it.

@@ -788,7 +788,13 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
     // block-semantics.md §6.2 C11 (iotest 066 case 4): a host-contiguous run of COPIED
     // clusters that includes preallocated zero clusters this write covers entirely goes out
     // as one write; the zero flags are cleared only after the data is written.
-    if (InPlaceRun run = inplace_run(**own, guest, qiov.size() - pos); !run.zero_alloc.empty()) {
+    // (Only worth looking when the mapping starts with a zero cluster or stops short of the
+    // request: a write that one in-place mapping covers needs no scan.)
+    const bool may_merge = m->type == ClusterType::kZeroAlloc ||
+                           (m->type == ClusterType::kNormal && m->bytes < qiov.size() - pos);
+    InPlaceRun run;
+    if (may_merge) run = inplace_run(**own, guest, qiov.size() - pos);
+    if (!run.zero_alloc.empty()) {
       if (Status g = co_await guard_existing(run.host, run.bytes, 0, nullptr); !g) co_return g;
       const uint64_t first_cluster = guest - guest % cs_;
       auto fence = std::make_shared<InFlight>(*loop_, first_cluster,
