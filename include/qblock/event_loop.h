@@ -47,6 +47,7 @@ class [[nodiscard]] UringOp {
     kAccept,
     kRecv,
     kSend,
+    kSendmsg,
     kRead,
     kPoll
   };
@@ -68,6 +69,7 @@ class [[nodiscard]] UringOp {
   uint64_t offset_ = 0;
   int mode_ = 0;
   __kernel_timespec timeout_{};
+  msghdr msg_{};  // kSendmsg: filled in when queued (the op then sits in its awaiter's frame)
   IoCompletion completion_;
 };
 
@@ -114,6 +116,8 @@ class EventLoop {
   UringOp accept(int fd);
   UringOp recv(int fd, void* buf, uint32_t len);
   UringOp send(int fd, const void* buf, uint32_t len);
+  // Sends the gathered iovecs on a socket (MSG_NOSIGNAL); may send fewer bytes than asked.
+  UringOp sendmsg(int fd, const iovec* iov, unsigned iovcnt);
   UringOp poll(int fd, int events);
   UringOp nop();
   // Suspends and resumes from the ready queue on the next iteration.

@@ -104,6 +104,11 @@ UringOp EventLoop::send(int fd, const void* buf, uint32_t len) {
   op.fd_ = fd, op.buf_ = const_cast<void*>(buf), op.len_ = len;
   return op;
 }
+UringOp EventLoop::sendmsg(int fd, const iovec* iov, unsigned iovcnt) {
+  UringOp op(*this, UringOp::Kind::kSendmsg);
+  op.fd_ = fd, op.iov_ = iov, op.iovcnt_ = iovcnt;
+  return op;
+}
 UringOp EventLoop::poll(int fd, int events) {
   UringOp op(*this, UringOp::Kind::kPoll);
   op.fd_ = fd, op.mode_ = events;
@@ -133,6 +138,12 @@ void EventLoop::queue(UringOp& op) {
     case K::kAccept: io_uring_prep_accept(sqe, op.fd_, nullptr, nullptr, SOCK_CLOEXEC); break;
     case K::kRecv: io_uring_prep_recv(sqe, op.fd_, op.buf_, op.len_, 0); break;
     case K::kSend: io_uring_prep_send(sqe, op.fd_, op.buf_, op.len_, MSG_NOSIGNAL); break;
+    case K::kSendmsg:
+      op.msg_ = msghdr{};
+      op.msg_.msg_iov = const_cast<iovec*>(op.iov_);
+      op.msg_.msg_iovlen = op.iovcnt_;
+      io_uring_prep_sendmsg(sqe, op.fd_, &op.msg_, MSG_NOSIGNAL);
+      break;
     case K::kPoll: io_uring_prep_poll_add(sqe, op.fd_, static_cast<unsigned>(op.mode_)); break;
   }
   io_uring_sqe_set_data(sqe, &op.completion_);

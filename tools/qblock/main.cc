@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   if (command == "convert") return qblock::tools::run_convert(argc - 1, argv + 1);
   if (command == "measure") return qblock::tools::run_measure(argc - 1, argv + 1);
   if (command == "resize") return qblock::tools::run_resize(argc - 1, argv + 1);
+  if (command == "nbd") return qblock::tools::run_nbd(argc - 1, argv + 1);
   std::fprintf(stderr, "qblock: Command not found: %s\n", argv[1]);
   return 1;
 }

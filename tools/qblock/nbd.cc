@@ -1,0 +1,461 @@
+// `qblock nbd`: serves an image over NBD with qemu-nbd's command line (issue #5). Listens on
+// 127.0.0.1:10809 unless told otherwise (-b/-p) or on a Unix socket (-k); SIGTERM, SIGINT and
+// SIGHUP flush and close the image (trimming preallocation) and remove the socket.
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "nbd/server.h"
+#include "nbd/tls.h"
+#include "qblock/block_backend.h"
+#include "qblock/commands.h"
+#include "qblock/event_loop.h"
+#include "qblock/options.h"
+#include "runtime/sync.h"
+
+namespace qblock::tools {
+namespace {
+
+constexpr const char* kDefaultPort = "10809";
+constexpr const char* kDefaultBind = "127.0.0.1";
+
+void print_help() {
+  std::printf(
+      "Usage: qblock nbd [OPTIONS] FILE\n"
+      "Serve FILE over the NBD protocol (qemu-nbd compatible options).\n"
+      "\n"
+      "Connection properties:\n"
+      "  -p, --port=PORT           port to listen on (default `10809')\n"
+      "  -b, --bind=IFACE          interface to bind to (default `127.0.0.1')\n"
+      "  -k, --socket=PATH         path to the unix socket\n"
+      "  -e, --shared=NUM          device can be shared by NUM clients (default '1')\n"
+      "  -t, --persistent          don't exit on the last connection\n"
+      "  -x, --export-name=NAME    expose export by name (default is empty string)\n"
+      "  -D, --description=TEXT    export a human-readable description\n"
+      "  -A, --allocation-depth    expose the allocation depth (always offered)\n"
+      "      --tls-creds=DIR       require TLS; x509 credentials in DIR (server-cert.pem,\n"
+      "                            server-key.pem, optional ca-cert.pem)\n"
+      "      --tls-psk=FILE        require TLS with pre-shared keys (identity:hexkey lines)\n"
+      "      --fork                fork off the server process and exit the parent\n"
+      "                            once the server is running\n"
+      "      --pid-file=PATH       store the server's process ID in the given file\n"
+      "      --handshake-limit=N   disconnect clients still negotiating after N seconds\n"
+      "                            (default 10, 0 for no limit)\n"
+      "\n"
+      "Block device options:\n"
+      "  -f, --format=FORMAT       set image format (raw, qcow2, ...)\n"
+      "  -r, --read-only           export read-only\n"
+      "  -n, --nocache             disable host cache (--cache=none)\n"
+      "      --cache=MODE          cache mode: 'none' (default; writeback where O_DIRECT\n"
+      "                            is unavailable), 'writeback', 'writethrough',\n"
+      "                            'directsync', 'unsafe'\n"
+      "      --aio=MODE            AIO mode (io_uring (default), native or threads)\n"
+      "      --discard=MODE        discard mode (ignore, unmap)\n"
+      "      --detect-zeroes=MODE  detect-zeroes mode (off, on, unmap)\n"
+      "      --image-opts          treat FILE as a full set of image options\n"
+      "  -h, --help                display this help and exit\n");
+}
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "qemu-nbd: %s\n", message.c_str());
+  return EXIT_FAILURE;
+}
+
+struct Args {
+  std::string port;
+  std::string bind;
+  std::string socket_path;
+  uint32_t shared = 1;
+  bool persistent = false;
+  std::string format;
+  bool image_opts = false;
+  bool fork = false;
+  std::string pid_file;
+  std::string tls_creds;
+  std::string tls_psk;
+  std::optional<std::string> cache;
+  OpenFlags flags;
+  nbd::ExportOptions export_options;
+  nbd::ServerLimits limits;
+  std::string filename;
+};
+
+enum LongOption {
+  kOptCache = 256,
+  kOptAio,
+  kOptDiscard,
+  kOptDetectZeroes,
+  kOptImageOpts,
+  kOptFork,
+  kOptPidFile,
+  kOptTlsCreds,
+  kOptTlsPsk,
+  kOptHandshakeLimit,
+};
+
+// Parses argv into `args`; returns an exit status for --help or a bad option.
+std::optional<int> parse_args(int argc, char** argv, Args& args) {
+  static const option kLongOptions[] = {
+      {"help", no_argument, nullptr, 'h'},
+      {"port", required_argument, nullptr, 'p'},
+      {"bind", required_argument, nullptr, 'b'},
+      {"socket", required_argument, nullptr, 'k'},
+      {"shared", required_argument, nullptr, 'e'},
+      {"persistent", no_argument, nullptr, 't'},
+      {"export-name", required_argument, nullptr, 'x'},
+      {"description", required_argument, nullptr, 'D'},
+      {"allocation-depth", no_argument, nullptr, 'A'},
+      {"format", required_argument, nullptr, 'f'},
+      {"read-only", no_argument, nullptr, 'r'},
+      {"nocache", no_argument, nullptr, 'n'},
+      {"verbose", no_argument, nullptr, 'v'},
+      {"cache", required_argument, nullptr, kOptCache},
+      {"aio", required_argument, nullptr, kOptAio},
+      {"discard", required_argument, nullptr, kOptDiscard},
+      {"detect-zeroes", required_argument, nullptr, kOptDetectZeroes},
+      {"image-opts", no_argument, nullptr, kOptImageOpts},
+      {"fork", no_argument, nullptr, kOptFork},
+      {"pid-file", required_argument, nullptr, kOptPidFile},
+      {"tls-creds", required_argument, nullptr, kOptTlsCreds},
+      {"tls-psk", required_argument, nullptr, kOptTlsPsk},
+      {"handshake-limit", required_argument, nullptr, kOptHandshakeLimit},
+      {nullptr, 0, nullptr, 0},
+  };
+  ::optind = 1;
+  int c;
+  while ((c = getopt_long(argc, argv, "+:hp:b:k:e:tx:D:Af:rnv", kLongOptions, nullptr)) != -1) {
+    const std::string value = ::optarg ? ::optarg : "";
+    switch (c) {
+      case 'h': print_help(); return EXIT_SUCCESS;
+      case 'p': {
+        char* end = nullptr;
+        const unsigned long port = std::strtoul(value.c_str(), &end, 10);
+        if (value.empty() || *end != '\0' || port == 0 || port > 65535) {
+          return fail("Invalid port '" + value + "'");
+        }
+        args.port = value;
+        break;
+      }
+      case 'b': args.bind = value; break;
+      case 'k': args.socket_path = value; break;
+      case 'e': {
+        char* end = nullptr;
+        const long n = std::strtol(value.c_str(), &end, 10);
+        if (value.empty() || *end != '\0' || n < 1 || n > 65535) {
+          return fail("Invalid shared device number '" + value + "'");
+        }
+        args.shared = static_cast<uint32_t>(n);
+        break;
+      }
+      case 't': args.persistent = true; break;
+      case 'x':
+        if (value.size() > 4096) return fail("export name '" + value + "' too long");
+        args.export_options.name = value;
+        break;
+      case 'D':
+        if (value.size() > 4096) return fail("export description '" + value + "' too long");
+        args.export_options.description = value;
+        break;
+      case 'A': break;  // qemu:allocation-depth is always offered
+      case 'f': args.format = value; break;
+      case 'r': args.flags.read_only = true; break;
+      case 'n': args.cache = "none"; break;
+      case 'v': break;
+      case kOptCache: {
+        OpenFlags probe;
+        if (!apply_cache_mode(value, probe)) return fail("Invalid cache mode '" + value + "'");
+        args.cache = value;
+        break;
+      }
+      case kOptAio:
+        if (value == "io_uring" || value == "native") {
+          args.flags.aio = AioMode::kIoUring;  // native AIO is served by io_uring
+        } else if (value == "threads") {
+          args.flags.aio = AioMode::kThreads;
+        } else {
+          return fail("invalid aio mode '" + value + "'");
+        }
+        break;
+      case kOptDiscard:
+        if (value == "ignore" || value == "off") {
+          args.flags.discard = DiscardMode::kIgnore;
+        } else if (value == "unmap" || value == "on") {
+          args.flags.discard = DiscardMode::kUnmap;
+        } else {
+          return fail("Invalid discard mode `" + value + "'");
+        }
+        break;
+      case kOptDetectZeroes:
+        if (value == "off") {
+          args.export_options.detect_zeroes = nbd::DetectZeroes::kOff;
+        } else if (value == "on") {
+          args.export_options.detect_zeroes = nbd::DetectZeroes::kOn;
+        } else if (value == "unmap") {
+          args.export_options.detect_zeroes = nbd::DetectZeroes::kUnmap;
+        } else {
+          return fail("Invalid detect-zeroes mode '" + value + "'");
+        }
+        break;
+      case kOptImageOpts: args.image_opts = true; break;
+      case kOptFork: args.fork = true; break;
+      case kOptPidFile: args.pid_file = value; break;
+      case kOptTlsCreds: args.tls_creds = value; break;
+      case kOptTlsPsk: args.tls_psk = value; break;
+      case kOptHandshakeLimit: {
+        char* end = nullptr;
+        const long seconds = std::strtol(value.c_str(), &end, 10);
+        if (value.empty() || *end != '\0' || seconds < 0 || seconds > 86400) {
+          return fail("Invalid handshake limit '" + value + "'");
+        }
+        args.limits.handshake_limit = std::chrono::seconds(seconds);
+        break;
+      }
+      case ':':
+        return fail(std::string("option '") + argv[::optind - 1] + "' requires an argument");
+      default:
+        return fail(std::string("unrecognized option '") + argv[::optind - 1] +
+                    "'\nTry 'qblock nbd --help' for more information.");
+    }
+  }
+  if (::optind != argc - 1) {
+    return fail(std::string(::optind >= argc ? "Not enough" : "Too many") +
+                " arguments\nTry 'qblock nbd --help' for more information.");
+  }
+  args.filename = argv[::optind];
+  if (!args.socket_path.empty() && (!args.bind.empty() || !args.port.empty())) {
+    return fail("-k and -b/-p are mutually exclusive");
+  }
+  if (!args.tls_creds.empty() && !args.tls_psk.empty()) {
+    return fail("--tls-creds and --tls-psk are mutually exclusive");
+  }
+  if (args.export_options.detect_zeroes == nbd::DetectZeroes::kUnmap &&
+      args.flags.discard != DiscardMode::kUnmap) {
+    return fail("--detect-zeroes=unmap can only be used if --discard=unmap");
+  }
+  args.export_options.read_only = args.flags.read_only;
+  args.export_options.discard_unmap = args.flags.discard == DiscardMode::kUnmap;
+  args.export_options.multi_conn = args.shared > 1;
+  return std::nullopt;
+}
+
+// A listening socket for the arguments: Unix (-k) or TCP (-b/-p, default 127.0.0.1:10809).
+Result<int> open_listener(const Args& args) {
+  if (!args.socket_path.empty()) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (args.socket_path.size() >= sizeof addr.sun_path) {
+      return tl::unexpected(
+          Error::invalid("UNIX socket path '" + args.socket_path + "' is too long"));
+    }
+    std::memcpy(addr.sun_path, args.socket_path.c_str(), args.socket_path.size() + 1);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return tl::unexpected(Error::from_errno(errno, "socket"));
+    // A stale socket left by a killed server is replaced, as QEMU does; anything else stays.
+    struct stat st;
+    if (::lstat(args.socket_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+      ::unlink(args.socket_path.c_str());
+    }
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(fd, SOMAXCONN) != 0) {
+      const int e = errno;
+      ::close(fd);
+      return tl::unexpected(Error::from_errno(
+          e, "Failed to bind socket to " + args.socket_path + ": " + std::strerror(e)));
+    }
+    return fd;
+  }
+  const std::string host = args.bind.empty() ? kDefaultBind : args.bind;
+  const std::string port = args.port.empty() ? kDefaultPort : args.port;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0) {
+    return tl::unexpected(Error::invalid("address resolution failed for " + host + ":" + port +
+                                         ": " + ::gai_strerror(rc)));
+  }
+  int last_errno = EADDRNOTAVAIL;
+  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+    const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      last_errno = errno;
+      continue;
+    }
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, SOMAXCONN) == 0) {
+      ::freeaddrinfo(found);
+      return fd;
+    }
+    last_errno = errno;
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return tl::unexpected(Error::from_errno(last_errno, "Failed to bind socket to " + host + ":" +
+                                                          port + ": " + std::strerror(last_errno)));
+}
+
+Result<std::unique_ptr<BlockBackend>> open_image(EventLoop& loop, const Args& args) {
+  BackendOptions options;
+  options.format = args.format;
+  options.flags = args.flags;
+  if (args.image_opts) {
+    Result<Options> tree = parse_key_value_options(args.filename, "file");
+    if (!tree) return tl::unexpected(tree.error());
+    options.tree = std::move(*tree);
+  } else {
+    options.filename = args.filename;
+  }
+  // The default is direct I/O: the server's data path should not be the page cache's.
+  apply_cache_mode(args.cache.value_or("none"), options.flags);
+  Result<std::unique_ptr<BlockBackend>> opened = run_sync(loop, BlockBackend::open(loop, options));
+  if (!opened && !args.cache && opened.error().errnum() == EINVAL) {
+    // No O_DIRECT here (tmpfs): without an explicit --cache, use the page cache instead.
+    apply_cache_mode("writeback", options.flags);
+    opened = run_sync(loop, BlockBackend::open(loop, options));
+  }
+  return opened;
+}
+
+// Turns SIGTERM/SIGINT/SIGHUP into server.stop(); SIGUSR1 only wakes it to finish.
+struct SignalWatch {
+  int fd = -1;
+  bool done = false;
+  bool finished = false;
+};
+
+Task<void> watch_signals(EventLoop& loop, nbd::Server& server, SignalWatch& watch) {
+  for (;;) {
+    signalfd_siginfo info;
+    const int32_t got = co_await loop.read(watch.fd, &info, sizeof info, 0);
+    if (watch.done) break;
+    if (got == static_cast<int32_t>(sizeof info) && info.ssi_signo != SIGUSR1) server.stop();
+    if (got < 0 && got != -EINTR && got != -EAGAIN) break;
+  }
+  watch.finished = true;
+}
+
+Task<Status> serve(EventLoop& loop, nbd::Server& server, BlockBackend& backend, int listen_fd,
+                   const Args& args, SignalWatch& watch) {
+  spawn(watch_signals(loop, server, watch));
+  Status served = co_await server.listen(listen_fd, args.shared, args.persistent);
+  Status closed = co_await backend.close();
+  // Wake the signal watcher so that it can finish before the loop goes away.
+  watch.done = true;
+  ::kill(::getpid(), SIGUSR1);
+  while (!watch.finished) co_await loop.yield();
+  if (!served) co_return served;
+  co_return closed;
+}
+
+// --fork: the parent waits for the child's "ready" byte on `ready_fd` and exits with 0 when it
+// came, 1 when the child failed first (its error is already on stderr).
+[[noreturn]] void wait_for_child(int ready_fd) {
+  char byte = 0;
+  ssize_t got;
+  do {
+    got = ::read(ready_fd, &byte, 1);
+  } while (got < 0 && errno == EINTR);
+  std::_Exit(got == 1 && byte == 'r' ? EXIT_SUCCESS : EXIT_FAILURE);
+}
+
+}  // namespace
+
+int run_nbd(int argc, char** argv) {
+  Args args;
+  if (std::optional<int> status = parse_args(argc, argv, args)) return *status;
+
+  int ready_fd = -1;
+  if (args.fork) {
+    int pipe_fds[2];
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
+      return fail(std::string("pipe: ") + std::strerror(errno));
+    const pid_t child = ::fork();
+    if (child < 0) return fail(std::string("fork: ") + std::strerror(errno));
+    if (child > 0) {
+      ::close(pipe_fds[1]);
+      wait_for_child(pipe_fds[0]);
+    }
+    ::close(pipe_fds[0]);
+    ready_fd = pipe_fds[1];
+    ::setsid();
+  }
+
+  // Signals are taken through a signalfd on the loop; a client gone mid-reply is an error
+  // result, not a SIGPIPE.
+  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&mask, sig);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  SignalWatch watch;
+  watch.fd = ::signalfd(-1, &mask, SFD_CLOEXEC);
+  if (watch.fd < 0) return fail(std::string("signalfd: ") + std::strerror(errno));
+
+  std::unique_ptr<nbd::TlsCredentials> tls;
+  if (!args.tls_creds.empty() || !args.tls_psk.empty()) {
+    Result<std::unique_ptr<nbd::TlsCredentials>> loaded =
+        args.tls_creds.empty() ? nbd::TlsCredentials::load_psk(args.tls_psk)
+                               : nbd::TlsCredentials::load_x509(args.tls_creds);
+    if (!loaded) return fail(loaded.error().message());
+    tls = std::move(*loaded);
+  }
+
+  Result<std::unique_ptr<EventLoop>> loop = EventLoop::create();
+  if (!loop) return fail(loop.error().message());
+  Result<std::unique_ptr<BlockBackend>> backend = open_image(**loop, args);
+  if (!backend) {
+    return fail("Failed to blk_new_open '" + args.filename + "': " + backend.error().message());
+  }
+  Result<int> listener = open_listener(args);
+  if (!listener) {
+    Status closed = run_sync(**loop, (*backend)->close());
+    (void)closed;
+    return fail(listener.error().message());
+  }
+  if (!args.pid_file.empty()) {
+    FILE* f = std::fopen(args.pid_file.c_str(), "w");
+    if (!f || std::fprintf(f, "%d\n", static_cast<int>(::getpid())) < 0 || std::fclose(f) != 0) {
+      Status closed = run_sync(**loop, (*backend)->close());
+      (void)closed;
+      return fail("Failed to write pid file '" + args.pid_file + "': " + std::strerror(errno));
+    }
+  }
+  if (ready_fd >= 0) {
+    // Ready: release the parent, and stop writing to the terminal it returns to.
+    const char ready = 'r';
+    if (::write(ready_fd, &ready, 1) != 1) return EXIT_FAILURE;
+    ::close(ready_fd);
+    const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null_fd >= 0) {
+      ::dup2(null_fd, STDIN_FILENO);
+      ::dup2(null_fd, STDOUT_FILENO);
+      ::dup2(null_fd, STDERR_FILENO);
+      ::close(null_fd);
+    }
+  }
+
+  nbd::Server server(**backend, args.export_options, tls.get(), args.limits);
+  Status served = run_sync(**loop, serve(**loop, server, **backend, *listener, args, watch));
+  ::close(*listener);
+  ::close(watch.fd);
+  if (!args.socket_path.empty()) ::unlink(args.socket_path.c_str());
+  if (!args.pid_file.empty()) ::unlink(args.pid_file.c_str());
+  if (!served) return fail(served.error().message());
+  return EXIT_SUCCESS;
+}
+
+}  // namespace qblock::tools
