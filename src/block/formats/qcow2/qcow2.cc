@@ -144,9 +144,21 @@ class Qcow2Node : public BlockNode {
   Task<Result<std::vector<uint64_t>>> drop_unused_refblocks();
   // Host clusters of `entry` (data cluster or compressed span) appended to `out`.
   void host_clusters(uint64_t entry, std::vector<uint64_t>& out) const;
+  struct InFlight;
+  // A piece of a write that goes into another request's new clusters (it counts as one of
+  // their `writers`) and ends right where the clusters allocating_write allocates begin: when
+  // the host clusters are contiguous too, both go out as one write, as QEMU does for an
+  // in-place piece followed by an allocation.
+  struct JoinedPrefix {
+    InFlight* fence;
+    uint64_t host;  // where the piece goes
+    IoVec data;
+  };
   // REQUIRES: `guard` holds lock_; it is released for the data I/O and held again on success.
+  // With `prefix`: `guest` is cluster-aligned, the prefix is written whatever happens (or the
+  // request fails) and its writer count is released before this returns.
   Task<Status> allocating_write(uint64_t guest, IoVec data, L2Table& table, uint64_t* written,
-                                AsyncMutex::Guard& guard);
+                                AsyncMutex::Guard& guard, JoinedPrefix* prefix = nullptr);
   // An allocation whose data I/O runs outside the lock: guest clusters [start, end) must not
   // be allocated, zeroed or discarded by anybody else until it is linked. Once the new
   // clusters hold their final COW contents (`ready`), other writes into them go straight to
@@ -847,6 +859,29 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
       }
       const uint64_t len = std::min(qiov.size() - pos, f->end - guest);
       ++f->writers;
+      const uint64_t next = guest + len;
+      if (len < qiov.size() - pos) {
+        // The rest starts at a cluster this write may allocate: allocate it now and write the
+        // joined piece together with the new clusters' data (W3's misaligned writes).
+        Result<L2Table*> next_table = co_await get_l2(l1_index(next), true);
+        if (!next_table) {
+          if (--f->writers == 0) f->writers_done.wake_all();
+          co_return fail(next_table.error());
+        }
+        const ClusterType next_type = cluster_type((*next_table)->entries[l2_index(next)]);
+        if ((next_type == ClusterType::kUnallocated || next_type == ClusterType::kZeroPlain) &&
+            !inflight_overlap(next, next + cs_)) {
+          JoinedPrefix prefix{f.get(), f->host + (guest - f->start), qiov.slice(pos, len)};
+          uint64_t written = 0;
+          IoVec rest = qiov.slice(pos + len, qiov.size() - pos - len);
+          Status s = co_await allocating_write(next, std::move(rest), **next_table, &written, guard,
+                                               &prefix);
+          if (!s) co_return s;
+          joined.push_back(Joined{std::move(f), pos, len});
+          pos += len + written;
+          continue;
+        }
+      }
       guard.unlock();
       co_await file_->debug_event(DebugEvent::kWriteAio);
       IoVec part = qiov.slice(pos, len);
@@ -882,9 +917,20 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
 // written; otherwise head + data + tail go out as one merged write. Then refcounts, then the
 // L2 entries (§17).
 Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& table,
-                                         uint64_t* written, AsyncMutex::Guard& guard) {
+                                         uint64_t* written, AsyncMutex::Guard& guard,
+                                         JoinedPrefix* prefix) {
   const uint64_t first = l2_index(guest);
   const uint64_t in_cluster = guest % cs_;
+  // The joined prefix's writer count is released once the prefix is written or given up.
+  struct ReleasePrefix {
+    JoinedPrefix* prefix;
+    void release() {
+      if (prefix && --prefix->fence->writers == 0) prefix->fence->writers_done.wake_all();
+      prefix = nullptr;
+    }
+    ~ReleasePrefix() { release(); }
+  } release_prefix{prefix};
+  CHECK(!prefix || in_cluster == 0);
   // How many clusters from `first` need a new host cluster (stop at an in-place one).
   uint64_t count = 0;
   while (first + count < l2_entries_ && count * cs_ < in_cluster + data.size()) {
@@ -975,9 +1021,24 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
     fence->ready = true;
     fence->done.wake_all();
   }
+  // The joined prefix goes out with this allocation's first write when it ends where the new
+  // clusters begin on the host, else on its own first.
+  const bool merge_prefix = prefix && prefix->host + prefix->data.size() == host;
+  if (prefix && !merge_prefix) {
+    co_await file_->debug_event(DebugEvent::kWriteAio);
+    s = co_await file_->write(prefix->host, prefix->data);
+    release_prefix.release();
+    if (!s) co_return s;
+  }
   if (zeroed || (!head && !tail)) {
     co_await file_->debug_event(DebugEvent::kWriteAio);
-    s = co_await file_->write(host + head, std::move(payload));
+    if (merge_prefix) {
+      IoVec merged = prefix->data;
+      merged.append(payload);
+      s = co_await file_->write(prefix->host, std::move(merged));
+    } else {
+      s = co_await file_->write(host + head, std::move(payload));
+    }
   } else {
     // block-semantics.md §5.3: COW head and tail merged with the data into one write.
     AlignedBuffer head_buf(head, 4096), tail_buf(tail, 4096);
@@ -997,12 +1058,14 @@ Task<Status> Qcow2Node::allocating_write(uint64_t guest, IoVec data, L2Table& ta
     // The image may have been found corrupt while this request waited (iotest 060 case 4).
     if (Status u = check_usable(); !u) co_return u;
     IoVec merged;
+    if (merge_prefix) merged.append(prefix->data);
     if (head) merged.append(head_buf.data(), head);
     merged.append(payload);
     if (tail) merged.append(tail_buf.data(), tail);
     co_await file_->debug_event(DebugEvent::kCowWrite);
-    s = co_await file_->write(host, std::move(merged));
+    s = co_await file_->write(merge_prefix ? prefix->host : host, std::move(merged));
   }
+  release_prefix.release();
   if (!s) co_return s;
   if (!fence->ready) {
     fence->host = host;

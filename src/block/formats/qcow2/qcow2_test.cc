@@ -293,6 +293,51 @@ TEST_F(Qcow2RequestTest, SecondWriteIntoANewClusterDoesNotWaitForTheLink) {
   close(*node);
 }
 
+// W3's pattern (cluster-misaligned writes back to back): the second write joins the new
+// cluster the first is filling and allocates the next one; its two pieces are host-contiguous
+// and reach the file as one write, as QEMU sends an in-place piece and an allocation.
+TEST_F(Qcow2RequestTest, JoinedPieceAndNextAllocationGoOutAsOneWrite) {
+  NodePtr node = open_fresh("", true);
+  MemoryNode& file = file_of(*node);
+  file.clear_log();
+  std::vector<uint8_t> a(65536, 0xaa), b(65536, 0xbb);
+  int failures = 0;
+  std::vector<Task<void>> tasks;
+  tasks.push_back(write_piece(*node, 1024, &a, &failures));
+  tasks.push_back(write_piece(*node, 65536 + 1024, &b, &failures));
+  run_sync(*loop_, when_all(std::move(tasks)));
+  ASSERT_EQ(failures, 0);
+  const std::vector<RecordedRequest> want = {
+      {Kind::kWriteZeroes, 0x50000, 2 * 65536, {}},  // clusters 0 and 1 for the first write
+      {Kind::kWriteZeroes, 0x70000, 65536, {}},      // cluster 2 for the second
+      {Kind::kWrite, 0x50400, 65536, {}},
+      {Kind::kWrite, 0x60400, 65536, {}},  // 63 KiB into cluster 1 + 1 KiB into cluster 2
+  };
+  std::vector<RecordedRequest> io = data_io(file);
+  std::erase_if(io, [](const RecordedRequest& r) { return r.offset < 0x50000; });  // metadata
+  for (RecordedRequest& r : io) {
+    if (r.kind == Kind::kWriteZeroes) {
+      EXPECT_TRUE(r.flags.has(RequestFlag::kNoFallback));
+    }
+    r.flags = {};
+  }
+  std::sort(io.begin(), io.end(), [](const RecordedRequest& x, const RecordedRequest& y) {
+    return std::tie(x.kind, x.offset) > std::tie(y.kind, y.offset);
+  });
+  std::vector<RecordedRequest> sorted_want = want;
+  std::sort(sorted_want.begin(), sorted_want.end(),
+            [](const RecordedRequest& x, const RecordedRequest& y) {
+              return std::tie(x.kind, x.offset) > std::tie(y.kind, y.offset);
+            });
+  EXPECT_EQ(io, sorted_want);
+  std::vector<uint8_t> back(65536);
+  ASSERT_OK(run_sync(*loop_, node->read(65536 + 1024, IoVec(back.data(), back.size()))));
+  EXPECT_EQ(back, b);
+  ASSERT_OK(run_sync(*loop_, node->read(1024, IoVec(back.data(), back.size()))));
+  EXPECT_EQ(back, a);
+  close(*node);
+}
+
 // iotest 066 case 4 (block-semantics.md §6.2 C11): over three host-contiguous clusters, the
 // middle one a preallocated zero cluster, a write of all three is one request to the file,
 // and afterwards the middle cluster is a normal one at the same place.
