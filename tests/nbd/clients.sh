@@ -207,6 +207,15 @@ c_stop_main() {
   must "compare snapshot" qemu-img compare -f raw -F raw "$WORK/final.raw" "$(uri main exp)" || return 1
   stop_server main || return 1
   check_clean "$WORK/main.qcow2" || return 1
+  # A clean close gives back the space preallocated ahead of the data (qblock's preallocate
+  # filter): the file ends where qemu-img check says the image ends.
+  local end size
+  end=$(qemu-img check --output=json "$WORK/main.qcow2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["image-end-offset"])')
+  size=$(stat -c %s "$WORK/main.qcow2")
+  if ((size > end)); then
+    why "file is $size bytes after SIGTERM, image ends at $end: preallocation not trimmed"
+    return 1
+  fi
   must "image equals the last state of the export" \
     qemu-img compare -f raw -F qcow2 "$WORK/final.raw" "$WORK/main.qcow2"
 }
