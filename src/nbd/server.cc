@@ -177,6 +177,8 @@ class Server::Connection {
   Task<Next> handle_option(uint32_t option, std::vector<uint8_t> data);
   Task<Status> send_option_reply(uint32_t option, uint32_t type, std::vector<uint8_t> payload);
   Task<Status> send_option_error(uint32_t option, uint32_t type, std::string message);
+  // Sends an option error and goes on negotiating (or closes if the client is gone).
+  Task<Next> refuse(uint32_t option, uint32_t type, std::string message);
   Task<Next> handle_info(uint32_t option, const std::vector<uint8_t>& data);
   Task<Next> handle_meta_context(uint32_t option, const std::vector<uint8_t>& data);
   Task<Next> start_tls();
@@ -188,10 +190,9 @@ class Server::Connection {
   uint32_t validate(const Request& req) const;
   Task<void> handle(Request req, AlignedBuffer payload, uint32_t error);
   Task<Status> serve_read(const Request& req);
-  Task<uint32_t> serve_write(const Request& req, AlignedBuffer& payload);
-  Task<uint32_t> serve_write_zeroes(const Request& req);
+  // Commands whose reply carries no data: write, write-zeroes, trim, flush, cache.
+  Task<Status> serve_command(const Request& req, AlignedBuffer& payload);
   Task<Status> serve_block_status(const Request& req);
-  Task<uint32_t> serve_cache(const Request& req);
   Task<Status> send_error(const Request& req, uint32_t error);
   Task<Status> send_simple(const Request& req, uint32_t error);
   void chunk_header(uint8_t* out, const Request& req, uint16_t flags, uint16_t type,
@@ -316,6 +317,12 @@ Task<Status> Server::Connection::send_option_error(uint32_t option, uint32_t typ
   co_return co_await send_option_reply(option, type, std::move(text));
 }
 
+Task<Server::Connection::Next> Server::Connection::refuse(uint32_t option, uint32_t type,
+                                                          std::string message) {
+  Status s = co_await send_option_error(option, type, std::move(message));
+  co_return s ? Next::kOptions : Next::kClose;
+}
+
 Task<bool> Server::Connection::negotiate() {
   Writer hello;
   hello.u64(kNbdMagic);
@@ -359,8 +366,7 @@ Task<Server::Connection::Next> Server::Connection::handle_option(uint32_t option
   const bool tls_required = server_.tls != nullptr && !tls_active_;
   if (tls_required && option != kOptStartTls && option != kOptAbort) {
     if (option == kOptExportName) co_return Next::kClose;  // no way to send an error
-    Status s = co_await send_option_error(option, kRepErrTlsReqd, "TLS negotiation required");
-    co_return s ? Next::kOptions : Next::kClose;
+    co_return co_await refuse(option, kRepErrTlsReqd, "TLS negotiation required");
   }
   switch (option) {
     case kOptExportName: {
@@ -381,8 +387,7 @@ Task<Server::Connection::Next> Server::Connection::handle_option(uint32_t option
     }
     case kOptList: {
       if (!data.empty()) {
-        Status s = co_await send_option_error(option, kRepErrInvalid, "LIST takes no data");
-        co_return s ? Next::kOptions : Next::kClose;
+        co_return co_await refuse(option, kRepErrInvalid, "LIST takes no data");
       }
       Writer w;
       w.u32(static_cast<uint32_t>(server_.options.name.size()));
@@ -404,10 +409,9 @@ Task<Server::Connection::Next> Server::Connection::handle_option(uint32_t option
     }
     case kOptStructuredReply: {
       if (!data.empty() || structured_) {
-        Status s = co_await send_option_error(
+        co_return co_await refuse(
             option, kRepErrInvalid,
             structured_ ? "structured replies already negotiated" : "option takes no data");
-        co_return s ? Next::kOptions : Next::kClose;
       }
       structured_ = true;
       Status s = co_await send_option_reply(option, kRepAck, {});
@@ -421,8 +425,7 @@ Task<Server::Connection::Next> Server::Connection::handle_option(uint32_t option
     default: {
       // A client that did not ask for fixed newstyle cannot parse an error reply.
       if (!fixed_newstyle_) co_return Next::kClose;
-      Status s = co_await send_option_error(option, kRepErrUnsup, "unsupported option");
-      co_return s ? Next::kOptions : Next::kClose;
+      co_return co_await refuse(option, kRepErrUnsup, "unsupported option");
     }
   }
 }
@@ -436,8 +439,7 @@ Task<Server::Connection::Next> Server::Connection::start_tls() {
     error = kRepErrInvalid, why = "TLS already negotiated";
   }
   if (error != 0) {
-    Status s = co_await send_option_error(kOptStartTls, error, why);
-    co_return s ? Next::kOptions : Next::kClose;
+    co_return co_await refuse(kOptStartTls, error, why);
   }
   Status ack = co_await send_option_reply(kOptStartTls, kRepAck, {});
   if (!ack) co_return Next::kClose;
@@ -473,13 +475,10 @@ Task<Server::Connection::Next> Server::Connection::handle_info(uint32_t option,
     wanted.push_back(type);
   }
   if (!well_formed || !r.at_end()) {
-    Status s = co_await send_option_error(option, kRepErrInvalid, "malformed INFO/GO request");
-    co_return s ? Next::kOptions : Next::kClose;
+    co_return co_await refuse(option, kRepErrInvalid, "malformed INFO/GO request");
   }
   if (name != server_.options.name) {
-    Status s =
-        co_await send_option_error(option, kRepErrUnknown, "export '" + name + "' not present");
-    co_return s ? Next::kOptions : Next::kClose;
+    co_return co_await refuse(option, kRepErrUnknown, "export '" + name + "' not present");
   }
   const auto want = [&](uint16_t type) {
     return std::find(wanted.begin(), wanted.end(), type) != wanted.end();
@@ -525,9 +524,8 @@ Task<Server::Connection::Next> Server::Connection::handle_meta_context(
     uint32_t option, const std::vector<uint8_t>& data) {
   const bool set = option == kOptSetMetaContext;
   if (set && !structured_) {
-    Status s = co_await send_option_error(option, kRepErrInvalid,
-                                          "structured replies must be negotiated first");
-    co_return s ? Next::kOptions : Next::kClose;
+    co_return co_await refuse(option, kRepErrInvalid,
+                              "structured replies must be negotiated first");
   }
   Reader r(data);
   uint32_t name_len = 0;
@@ -545,13 +543,10 @@ Task<Server::Connection::Next> Server::Connection::handle_meta_context(
     if (query == kContextAllocationDepth || (!set && query == "qemu:")) depth = true;
   }
   if (!well_formed || !r.at_end()) {
-    Status s = co_await send_option_error(option, kRepErrInvalid, "malformed meta context request");
-    co_return s ? Next::kOptions : Next::kClose;
+    co_return co_await refuse(option, kRepErrInvalid, "malformed meta context request");
   }
   if (name != server_.options.name) {
-    Status s =
-        co_await send_option_error(option, kRepErrUnknown, "export '" + name + "' not present");
-    co_return s ? Next::kOptions : Next::kClose;
+    co_return co_await refuse(option, kRepErrUnknown, "export '" + name + "' not present");
   }
   if (!set && count == 0) base = depth = true;  // an empty LIST asks for everything
   if (set) {
@@ -663,43 +658,17 @@ Task<void> Server::Connection::transmit() {
 
 Task<void> Server::Connection::handle(Request req, AlignedBuffer payload, uint32_t error) {
   Status sent;
-  if (error != 0) {
-    sent = co_await send_error(req, error);
+  if (error == 0 && req.type == kCmdRead) {
+    sent = co_await serve_read(req);
+  } else if (error == 0 && req.type == kCmdBlockStatus) {
+    sent = co_await serve_block_status(req);
   } else {
-    switch (req.type) {
-      case kCmdRead: sent = co_await serve_read(req); break;
-      case kCmdWrite: {
-        Task<uint32_t> write = serve_write(req, payload);
-        const uint32_t e = co_await std::move(write);
-        sent = co_await send_error(req, e);
-        break;
-      }
-      case kCmdWriteZeroes: {
-        Task<uint32_t> zero = serve_write_zeroes(req);
-        const uint32_t e = co_await std::move(zero);
-        sent = co_await send_error(req, e);
-        break;
-      }
-      case kCmdTrim: {
-        Status s = co_await backend_.discard(req.offset, req.length);
-        if (s && (req.flags & kCmdFlagFua)) s = co_await backend_.flush();
-        sent = co_await send_error(req, s ? 0 : wire_error(s.error().errnum()));
-        break;
-      }
-      case kCmdFlush: {
-        Status s = co_await backend_.flush();
-        sent = co_await send_error(req, s ? 0 : wire_error(s.error().errnum()));
-        break;
-      }
-      case kCmdCache: {
-        Task<uint32_t> cache = serve_cache(req);
-        const uint32_t e = co_await std::move(cache);
-        sent = co_await send_error(req, e);
-        break;
-      }
-      case kCmdBlockStatus: sent = co_await serve_block_status(req); break;
-      default: sent = co_await send_error(req, kErrInval); break;
+    if (error == 0) {
+      Task<Status> command = serve_command(req, payload);
+      Status done = co_await std::move(command);
+      if (!done) error = wire_error(done.error().errnum());
     }
+    sent = co_await send_error(req, error);
   }
   if (!sent) {
     broken_ = true;
@@ -711,41 +680,45 @@ Task<void> Server::Connection::handle(Request req, AlignedBuffer payload, uint32
   if (requests_in_flight_ == 0) idle_.wake_all();
 }
 
-Task<uint32_t> Server::Connection::serve_write(const Request& req, AlignedBuffer& payload) {
-  if (req.length == 0) co_return 0;
+Task<Status> Server::Connection::serve_command(const Request& req, AlignedBuffer& payload) {
   RequestFlags flags;
   if (req.flags & kCmdFlagFua) flags |= RequestFlag::kFua;
-  IoVec data(payload.data(), req.length);
-  const DetectZeroes detect = server_.options.detect_zeroes;
-  if (detect != DetectZeroes::kOff && data.is_zero()) {
-    if (detect == DetectZeroes::kUnmap && server_.options.discard_unmap) {
-      flags |= RequestFlag::kMayUnmap;
+  switch (req.type) {
+    case kCmdFlush: co_return co_await backend_.flush();
+    case kCmdTrim: {
+      Status s = co_await backend_.discard(req.offset, req.length);
+      if (s && (req.flags & kCmdFlagFua)) s = co_await backend_.flush();
+      co_return s;
     }
-    Status z = co_await backend_.write_zeroes(req.offset, req.length, flags);
-    co_return z ? 0 : wire_error(z.error().errnum());
+    case kCmdCache: {
+      if (req.length == 0) co_return Status{};
+      AlignedBuffer sink(req.length);
+      co_return co_await backend_.read(req.offset, IoVec(sink.data(), req.length));
+    }
+    case kCmdWriteZeroes: {
+      if (req.length == 0) co_return Status{};
+      if (!(req.flags & kCmdFlagNoHole) && server_.options.discard_unmap) {
+        flags |= RequestFlag::kMayUnmap;
+      }
+      // FAST_ZERO: zero efficiently or fail at once with ENOTSUP (block-semantics.md
+      // REQ-NOFB-4).
+      if (req.flags & kCmdFlagFastZero) flags |= RequestFlag::kNoFallback;
+      co_return co_await backend_.write_zeroes(req.offset, req.length, flags);
+    }
+    case kCmdWrite: {
+      if (req.length == 0) co_return Status{};
+      IoVec data(payload.data(), req.length);
+      const DetectZeroes detect = server_.options.detect_zeroes;
+      if (detect != DetectZeroes::kOff && data.is_zero()) {
+        if (detect == DetectZeroes::kUnmap && server_.options.discard_unmap) {
+          flags |= RequestFlag::kMayUnmap;
+        }
+        co_return co_await backend_.write_zeroes(req.offset, req.length, flags);
+      }
+      co_return co_await backend_.write(req.offset, data, flags);
+    }
+    default: co_return tl::unexpected(Error::invalid("unknown command"));
   }
-  Status w = co_await backend_.write(req.offset, data, flags);
-  co_return w ? 0 : wire_error(w.error().errnum());
-}
-
-Task<uint32_t> Server::Connection::serve_write_zeroes(const Request& req) {
-  if (req.length == 0) co_return 0;
-  RequestFlags flags;
-  if (req.flags & kCmdFlagFua) flags |= RequestFlag::kFua;
-  if (!(req.flags & kCmdFlagNoHole) && server_.options.discard_unmap) {
-    flags |= RequestFlag::kMayUnmap;
-  }
-  // FAST_ZERO: zero efficiently or fail at once with ENOTSUP (block-semantics.md REQ-NOFB-4).
-  if (req.flags & kCmdFlagFastZero) flags |= RequestFlag::kNoFallback;
-  Status z = co_await backend_.write_zeroes(req.offset, req.length, flags);
-  co_return z ? 0 : wire_error(z.error().errnum());
-}
-
-Task<uint32_t> Server::Connection::serve_cache(const Request& req) {
-  if (req.length == 0) co_return 0;
-  AlignedBuffer sink(req.length);
-  Status r = co_await backend_.read(req.offset, IoVec(sink.data(), req.length));
-  co_return r ? 0 : wire_error(r.error().errnum());
 }
 
 void Server::Connection::chunk_header(uint8_t* out, const Request& req, uint16_t flags,

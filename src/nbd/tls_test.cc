@@ -23,21 +23,9 @@
 #include <thread>
 #include <vector>
 
+#include "base/test_macros.h"
 #include "qblock/event_loop.h"
 #include "qblock/task.h"
-
-// Like the block layer's test_util.h, which this test does not include to stay independent
-// of the block layer.
-#define ASSERT_OK(expr)                                                   \
-  do {                                                                    \
-    auto&& _r = (expr);                                                   \
-    ASSERT_TRUE(_r.has_value()) << #expr << ": " << _r.error().message(); \
-  } while (0)
-#define EXPECT_OK(expr)                                                   \
-  do {                                                                    \
-    auto&& _r = (expr);                                                   \
-    EXPECT_TRUE(_r.has_value()) << #expr << ": " << _r.error().message(); \
-  } while (0)
 
 namespace qblock::nbd {
 namespace {
