@@ -133,6 +133,13 @@ class EventLoop {
   // nothing to do at all (no ready work, nothing in flight).
   bool run_once(bool block = true);
 
+  // Adaptive busy polling: before sleeping for a completion the loop spins on the completion
+  // ring for a window that grows (up to `max`) while completions keep arriving soon after it
+  // gives up, and shrinks when the loop sleeps longer than `max`. On virtual machines a
+  // sleeping vCPU takes tens of microseconds to wake, which a server at moderate queue depths
+  // pays on every request. Default 0: never spin.
+  void set_busy_poll(std::chrono::nanoseconds max) { busy_poll_max_ = max; }
+
   // Number of io_uring operations and worker jobs in flight.
   std::size_t in_flight() const { return in_flight_ + worker_jobs_; }
 
@@ -148,12 +155,17 @@ class EventLoop {
   void queue_worker(WorkerOp& op);
   void arm_worker_eventfd();
   void reap_worker_completions();
+  // Spins up to the current poll window for a completion; true if one arrived.
+  bool busy_poll_wait();
+  void adapt_busy_poll(std::chrono::nanoseconds blocked);
   void worker_main();
 
   io_uring ring_{};
   bool ring_ready_ = false;
   std::deque<std::coroutine_handle<>> ready_;
   std::size_t in_flight_ = 0;
+  std::chrono::nanoseconds busy_poll_max_{0};
+  std::chrono::nanoseconds busy_poll_{0};  // the current window
 
   // Worker threads (aio=threads and operations io_uring lacks).
   int worker_eventfd_ = -1;

@@ -14,9 +14,17 @@ SocketStream::~SocketStream() {
 }
 
 Task<Result<std::size_t>> SocketStream::read_some(void* buf, std::size_t len) {
-  const uint32_t chunk = static_cast<uint32_t>(std::min<std::size_t>(len, 1u << 30));
+  const std::size_t chunk = std::min<std::size_t>(len, 1u << 30);
+  // Data that is already there is taken at once, as a plain non-blocking recv: no trip
+  // through the ring and the next loop iteration. Only an empty socket is waited for with
+  // an io_uring recv (armed on the socket's poll).
+  const ssize_t now = ::recv(fd_, buf, chunk, MSG_DONTWAIT);
+  if (now >= 0) co_return static_cast<std::size_t>(now);
+  if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    co_return tl::unexpected(Error::from_errno(errno, "recv"));
+  }
   for (;;) {
-    const int32_t got = co_await loop_.recv(fd_, buf, chunk);
+    const int32_t got = co_await loop_.recv(fd_, buf, static_cast<uint32_t>(chunk));
     if (got >= 0) co_return static_cast<std::size_t>(got);
     // A signal or a spurious wake-up is not the peer's doing: try again.
     if (got == -EINTR || got == -EAGAIN) continue;
@@ -25,26 +33,31 @@ Task<Result<std::size_t>> SocketStream::read_some(void* buf, std::size_t len) {
 }
 
 Task<Status> SocketStream::write_all(std::span<const iovec> iov) {
+  // A reply goes out at once with a non-blocking sendmsg, as soon as it is ready: waiting for
+  // the next submission would hold every reply back by a loop iteration (and bunch them up,
+  // which makes a client's queue run in convoys). Only what the socket buffer cannot take
+  // now is sent through the ring.
   std::size_t total = 0;
   for (const iovec& v : iov) total += v.iov_len;
-  if (iov.size() <= 1024) {
-    const int32_t sent = co_await loop_.sendmsg(fd_, iov.data(), static_cast<unsigned>(iov.size()));
-    if (sent >= 0 && static_cast<std::size_t>(sent) == total) co_return Status{};
-    if (sent < 0 && sent != -EINTR && sent != -EAGAIN) {
-      co_return tl::unexpected(Error::from_errno(-sent, "send"));
+  msghdr msg{};
+  msg.msg_iov = const_cast<iovec*>(iov.data());
+  msg.msg_iovlen = std::min<std::size_t>(iov.size(), 1024);
+  ssize_t sent = ::sendmsg(fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (sent < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      co_return tl::unexpected(Error::from_errno(errno, "send"));
     }
-    if (sent > 0) {
-      // Drop what went out and fall through to the general path for the rest.
-      std::size_t left = static_cast<std::size_t>(sent);
-      std::size_t first = 0;
-      while (left >= iov[first].iov_len) left -= iov[first++].iov_len;
-      std::vector<iovec> rest(iov.begin() + first, iov.end());
-      rest[0].iov_base = static_cast<uint8_t*>(rest[0].iov_base) + left;
-      rest[0].iov_len -= left;
-      co_return co_await write_rest(std::move(rest));
-    }
+    sent = 0;
   }
-  co_return co_await write_rest(std::vector<iovec>(iov.begin(), iov.end()));
+  if (static_cast<std::size_t>(sent) == total) co_return Status{};
+  // Drop what went out and send the rest through the ring.
+  std::size_t left = static_cast<std::size_t>(sent);
+  std::size_t first = 0;
+  while (left >= iov[first].iov_len) left -= iov[first++].iov_len;
+  std::vector<iovec> rest(iov.begin() + static_cast<std::ptrdiff_t>(first), iov.end());
+  rest[0].iov_base = static_cast<uint8_t*>(rest[0].iov_base) + left;
+  rest[0].iov_len -= left;
+  co_return co_await write_rest(std::move(rest));
 }
 
 Task<Status> SocketStream::write_rest(std::vector<iovec> rest) {

@@ -212,6 +212,29 @@ void EventLoop::reap_worker_completions() {
   if (worker_jobs_ > 0) arm_worker_eventfd();
 }
 
+bool EventLoop::busy_poll_wait() {
+  if (busy_poll_.count() == 0) return false;
+  io_uring_submit(&ring_);
+  const auto deadline = std::chrono::steady_clock::now() + busy_poll_;
+  while (io_uring_cq_ready(&ring_) == 0) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    __builtin_ia32_pause();
+  }
+  return true;
+}
+
+void EventLoop::adapt_busy_poll(std::chrono::nanoseconds blocked) {
+  // The completion came after the poll window: had the window been long enough, it would have
+  // been caught without sleeping, so widen it; after a long sleep, narrow it again (an idle
+  // loop soon stops polling).
+  if (blocked <= busy_poll_max_) {
+    busy_poll_ = std::min(busy_poll_max_, std::max(std::chrono::nanoseconds(4000), busy_poll_ * 2));
+  } else {
+    busy_poll_ /= 2;
+    if (busy_poll_ < std::chrono::nanoseconds(4000)) busy_poll_ = std::chrono::nanoseconds(0);
+  }
+}
+
 bool EventLoop::run_once(bool block) {
   tls_current_loop = this;
   bool did_work = false;
@@ -226,7 +249,12 @@ bool EventLoop::run_once(bool block) {
   }
   if (in_flight_ == 0 && io_uring_sq_ready(&ring_) == 0) return did_work || !ready_.empty();
   bool wait = block && ready_.empty() && !did_work;
+  if (wait && busy_poll_max_.count() > 0 && busy_poll_wait()) wait = false;
+  const auto wait_start = std::chrono::steady_clock::now();
   int r = wait ? io_uring_submit_and_wait(&ring_, 1) : io_uring_submit(&ring_);
+  if (wait && busy_poll_max_.count() > 0) {
+    adapt_busy_poll(std::chrono::steady_clock::now() - wait_start);
+  }
   if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
     std::fprintf(stderr, "io_uring_submit: %s\n", std::strerror(-r));
     std::abort();
