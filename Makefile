@@ -1,5 +1,5 @@
 # qblock top-level targets. Each target installs what it needs first.
-.PHONY: all deps build debug asan test unit-tests iotests format-check format demo bench bench-compare clean
+.PHONY: all deps build debug asan test unit-tests iotests format-check format demo bench bench-compare bench-nbd fuzz clean
 
 JOBS ?= $(shell nproc)
 
@@ -41,6 +41,21 @@ bench: build
 # qcow2 allocation workloads W1-W6 against qemu-img bench (RUNS, WORKLOADS, QUICK=1, BENCH_DIR).
 bench-compare: build
 	bash bench/compare.sh
+
+# NBD server: qblock nbd against qemu-nbd through fio's nbd engine (RUNS, RUNTIME, WORKLOADS,
+# DEPTHS, QUICK=1, BENCH_DIR, OUT).
+bench-nbd: build
+	bash bench/nbd.sh
+
+# libFuzzer on the NBD server's handshake and request parser, FUZZ_SECONDS long (default 60),
+# starting from the seed corpus; new inputs go to build/fuzz/corpus.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	cmake --preset fuzz >/dev/null
+	cmake --build --preset fuzz -j $(JOBS) --target nbd_server_fuzz
+	mkdir -p build/fuzz/corpus/nbd_server
+	build/fuzz/bin/nbd_server_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	  build/fuzz/corpus/nbd_server fuzz/corpus/nbd_server
 
 clean:
 	rm -rf build
