@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <ctime>
 
 namespace qblock {
 namespace {
@@ -42,6 +43,28 @@ TEST(EventLoop, TimersWaitAtLeastTheirDuration) {
   auto loop = EventLoop::create();
   ASSERT_TRUE(loop);
   EXPECT_GE(run_sync(**loop, timed_sleep(**loop)), 29);
+}
+
+Task<int64_t> short_sleeps(EventLoop& loop, int count) {
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < count; ++i) co_await loop.sleep(std::chrono::microseconds(200));
+  co_return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                                  start)
+      .count();
+}
+
+// With busy polling the loop spins instead of sleeping while completions come soon, but it
+// still waits for them (no early resumption) and goes back to sleeping when they stop coming.
+TEST(EventLoop, BusyPollingKeepsTimingAndStopsWhenIdle) {
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop);
+  (*loop)->set_busy_poll(std::chrono::milliseconds(1));
+  EXPECT_GE(run_sync(**loop, short_sleeps(**loop, 50)), 50 * 200);
+  // A long idle wait afterwards: the loop must sleep through it, not burn the CPU.
+  const clock_t cpu_before = clock();
+  EXPECT_GE(run_sync(**loop, timed_sleep(**loop)), 29);
+  const double cpu_ms = 1000.0 * static_cast<double>(clock() - cpu_before) / CLOCKS_PER_SEC;
+  EXPECT_LT(cpu_ms, 15.0);  // at most a poll window or two of spinning out of 30 ms
 }
 
 Task<int> many_nops(EventLoop& loop, int count) {
