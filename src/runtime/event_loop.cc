@@ -21,7 +21,15 @@ EventLoop* EventLoop::current() { return tls_current_loop; }
 Result<std::unique_ptr<EventLoop>> EventLoop::create(unsigned entries) {
   std::unique_ptr<EventLoop> loop(new EventLoop());
   io_uring_params params{};
+  // Completions are not pushed into a running loop with an interrupt: the loop runs pending
+  // task work when it enters the kernel, and its busy poll watches the TASKRUN flag. Kernels
+  // before 5.19 refuse the flags; they get a plain ring.
+  params.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
   int r = io_uring_queue_init_params(entries, &loop->ring_, &params);
+  if (r == -EINVAL) {
+    params = io_uring_params{};
+    r = io_uring_queue_init_params(entries, &loop->ring_, &params);
+  }
   if (r < 0) return fail(Error::from_errno(r, "io_uring_queue_init"));
   loop->ring_ready_ = true;
   loop->worker_eventfd_ = eventfd(0, EFD_CLOEXEC);
@@ -218,7 +226,9 @@ bool EventLoop::busy_poll_wait() {
   const auto deadline = std::chrono::steady_clock::now() + busy_poll_;
   while (io_uring_cq_ready(&ring_) == 0) {
     if (std::chrono::steady_clock::now() >= deadline) return false;
-    __builtin_ia32_pause();
+    // With COOP_TASKRUN the kernel does not interrupt the spin to post completions; it flags
+    // pending task work, which a non-waiting enter runs.
+    if (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_TASKRUN) io_uring_get_events(&ring_);
   }
   return true;
 }
