@@ -376,5 +376,33 @@ TEST_F(NbdServerTest, DetectZeroesTurnsZeroPayloadsIntoWriteZeroes) {
   EXPECT_FALSE(st->flags & kStatusData);
 }
 
+// REQ-NOFB-4: FAST_ZERO maps to NO_FALLBACK. Over a file that cannot zero efficiently (an
+// in-memory node without efficient zeroes) it fails at once with ENOTSUP and writes nothing;
+// without the flag the same request falls back to writing zeroes.
+TEST_F(NbdServerTest, FastZeroFailsWithEnotsupWhereZeroingIsNotEfficient) {
+  BackendOptions options;
+  options.format = "raw";
+  options.tree = Options::parse(R"({"file":{"driver":"memory","size":1048576}})");
+  Result<std::unique_ptr<BlockBackend>> opened =
+      run_sync(*loop_, BlockBackend::open(*loop_, std::move(options)));
+  ASSERT_OK(opened);
+  backend_ = std::move(*opened);
+  write_direct(0, std::vector<uint8_t>(65536, 9));
+  Script s;
+  s.go("");
+  s.request(kCmdWriteZeroes, 1, 0, 65536, kCmdFlagFastZero);
+  Parsed p = parse(converse(s.take()), false);
+  ASSERT_TRUE(p.ok);
+  EXPECT_EQ(p.replies[1][0].error, kErrNotSup);
+  EXPECT_EQ(read_back(0, 65536), std::vector<uint8_t>(65536, 9));
+  Script plain;
+  plain.go("");
+  plain.request(kCmdWriteZeroes, 2, 0, 65536);
+  Parsed q = parse(converse(plain.take()), false);
+  ASSERT_TRUE(q.ok);
+  EXPECT_EQ(q.replies[2][0].error, 0u);
+  EXPECT_EQ(read_back(0, 65536), std::vector<uint8_t>(65536, 0));
+}
+
 }  // namespace
 }  // namespace qblock::nbd
