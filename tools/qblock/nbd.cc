@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -72,6 +73,15 @@ void print_help() {
 int fail(const std::string& message) {
   std::fprintf(stderr, "qemu-nbd: %s\n", message.c_str());
   return EXIT_FAILURE;
+}
+
+// A decimal number in [min, max] that is the whole of `text`, or nullopt.
+std::optional<long> parse_decimal(const std::string& text, long min, long max) {
+  char* end = nullptr;
+  errno = 0;
+  const long v = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno == ERANGE || v < min || v > max) return std::nullopt;
+  return v;
 }
 
 struct Args {
@@ -140,24 +150,16 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
     const std::string value = ::optarg ? ::optarg : "";
     switch (c) {
       case 'h': print_help(); return EXIT_SUCCESS;
-      case 'p': {
-        char* end = nullptr;
-        const unsigned long port = std::strtoul(value.c_str(), &end, 10);
-        if (value.empty() || *end != '\0' || port == 0 || port > 65535) {
-          return fail("Invalid port '" + value + "'");
-        }
+      case 'p':
+        if (!parse_decimal(value, 1, 65535)) return fail("Invalid port '" + value + "'");
         args.port = value;
         break;
-      }
       case 'b': args.bind = value; break;
       case 'k': args.socket_path = value; break;
       case 'e': {
-        char* end = nullptr;
-        const long n = std::strtol(value.c_str(), &end, 10);
-        if (value.empty() || *end != '\0' || n < 1 || n > 65535) {
-          return fail("Invalid shared device number '" + value + "'");
-        }
-        args.shared = static_cast<uint32_t>(n);
+        const std::optional<long> n = parse_decimal(value, 1, 65535);
+        if (!n) return fail("Invalid shared device number '" + value + "'");
+        args.shared = static_cast<uint32_t>(*n);
         break;
       }
       case 't': args.persistent = true; break;
@@ -215,12 +217,9 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
       case kOptTlsCreds: args.tls_creds = value; break;
       case kOptTlsPsk: args.tls_psk = value; break;
       case kOptHandshakeLimit: {
-        char* end = nullptr;
-        const long seconds = std::strtol(value.c_str(), &end, 10);
-        if (value.empty() || *end != '\0' || seconds < 0 || seconds > 86400) {
-          return fail("Invalid handshake limit '" + value + "'");
-        }
-        args.limits.handshake_limit = std::chrono::seconds(seconds);
+        const std::optional<long> seconds = parse_decimal(value, 0, 86400);
+        if (!seconds) return fail("Invalid handshake limit '" + value + "'");
+        args.limits.handshake_limit = std::chrono::seconds(*seconds);
         break;
       }
       case ':':
