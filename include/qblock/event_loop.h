@@ -130,7 +130,9 @@ class EventLoop {
 
   // One iteration: resume ready coroutines, submit queued SQEs, reap completions. Blocks for a
   // completion only when `block` is set and nothing is ready. Returns false when there was
-  // nothing to do at all (no ready work, nothing in flight).
+  // nothing to do at all (no ready work, nothing in flight). SQEs are batched into one
+  // submission per iteration, except that an SQE is submitted early once it has waited
+  // about 2 microseconds for the other coroutines resumed in the same iteration.
   bool run_once(bool block = true);
 
   // Adaptive busy polling: before sleeping for a completion the loop spins on the completion
@@ -158,6 +160,13 @@ class EventLoop {
   // Spins up to the current poll window for a completion; true if one arrived.
   bool busy_poll_wait();
   void adapt_busy_poll(std::chrono::nanoseconds blocked);
+  // Called after each coroutine the loop resumes: submits the queued SQEs once the oldest has
+  // waited kSubmitDelay. An iteration that resumes many coroutines (a batch of completions,
+  // each doing a few microseconds of work such as a qcow2 allocation, and queueing its next
+  // I/O) would otherwise hold the first SQE back until the last coroutine has run; on I/O
+  // whose completions are expensive (writes into unwritten extents) that kept the device
+  // under-fed. Short resumptions still share one io_uring_enter.
+  void submit_if_stale();
   void worker_main();
 
   io_uring ring_{};
@@ -166,6 +175,8 @@ class EventLoop {
   std::size_t in_flight_ = 0;
   std::chrono::nanoseconds busy_poll_max_{0};
   std::chrono::nanoseconds busy_poll_{0};  // the current window
+  // When submit_if_stale first saw SQEs waiting in the ring; zero after each submission.
+  std::chrono::steady_clock::time_point sq_pending_since_{};
 
   // Worker threads (aio=threads and operations io_uring lacks).
   int worker_eventfd_ = -1;

@@ -13,6 +13,10 @@ namespace qblock {
 
 namespace {
 thread_local EventLoop* tls_current_loop = nullptr;
+// How long an SQE may wait in the ring while the loop resumes other coroutines (see
+// submit_if_stale): about the cost of one io_uring_enter, so an early submission never costs
+// more than the delay it saves.
+constexpr std::chrono::nanoseconds kSubmitDelay = std::chrono::microseconds(2);
 constexpr unsigned kWorkerThreads = 4;
 }  // namespace
 
@@ -245,6 +249,20 @@ void EventLoop::adapt_busy_poll(std::chrono::nanoseconds blocked) {
   }
 }
 
+void EventLoop::submit_if_stale() {
+  if (io_uring_sq_ready(&ring_) == 0) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (sq_pending_since_ == std::chrono::steady_clock::time_point{}) {
+    sq_pending_since_ = now;
+    return;
+  }
+  if (now - sq_pending_since_ < kSubmitDelay) return;
+  // Errors (EAGAIN, EBUSY: the kernel is short of resources) leave the SQEs queued; the
+  // submission at the end of the iteration retries them and handles fatal errors.
+  (void)io_uring_submit(&ring_);
+  sq_pending_since_ = {};
+}
+
 bool EventLoop::run_once(bool block) {
   tls_current_loop = this;
   bool did_work = false;
@@ -256,11 +274,13 @@ bool EventLoop::run_once(bool block) {
     ready_.pop_front();
     h.resume();
     did_work = true;
+    submit_if_stale();
   }
   if (in_flight_ == 0 && io_uring_sq_ready(&ring_) == 0) return did_work || !ready_.empty();
   bool wait = block && ready_.empty() && !did_work;
   if (wait && busy_poll_max_.count() > 0 && busy_poll_wait()) wait = false;
   const auto wait_start = std::chrono::steady_clock::now();
+  sq_pending_since_ = {};
   int r = wait ? io_uring_submit_and_wait(&ring_, 1) : io_uring_submit(&ring_);
   if (wait && busy_poll_max_.count() > 0) {
     adapt_busy_poll(std::chrono::steady_clock::now() - wait_start);
@@ -297,6 +317,7 @@ bool EventLoop::run_once(bool block) {
         continue;
       }
       c->handle.resume();
+      submit_if_stale();
     }
     did_work = true;
     if (batch_n < 256) break;

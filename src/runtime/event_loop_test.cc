@@ -2,6 +2,7 @@
 #include "qblock/event_loop.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -92,6 +93,54 @@ TEST(EventLoop, MoreOperationsInFlightThanRingSlots) {
   ASSERT_TRUE(loop);
   EXPECT_EQ(run_sync(**loop, many_nops(**loop, 100)), 100);
   EXPECT_EQ(run_sync(**loop, parallel_nops(**loop, 1000)), 1000);
+}
+
+// Three coroutines resumed in one iteration: the first queues a send, the second works for
+// 200 microseconds, the third looks for the sent byte. The send must not wait in the ring for
+// the whole iteration: it goes out once it has waited the loop's submit delay (2 µs).
+struct StaleSubmission {
+  EventLoop& loop;
+  int sender;
+  int receiver;
+  int sent = -1;
+  bool seen_by_third = false;
+};
+
+Task<void> send_first(StaleSubmission& t) {
+  co_await t.loop.yield();
+  const char byte = 'x';
+  t.sent = co_await t.loop.send(t.sender, &byte, 1);
+}
+
+Task<void> work_second(StaleSubmission& t) {
+  co_await t.loop.yield();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+  while (std::chrono::steady_clock::now() < until) {
+  }
+}
+
+Task<void> look_third(StaleSubmission& t) {
+  co_await t.loop.yield();
+  pollfd p{t.receiver, POLLIN, 0};
+  // The loop cannot run meanwhile: only a send already submitted can arrive.
+  t.seen_by_third = ::poll(&p, 1, 500) == 1;
+}
+
+TEST(EventLoop, QueuedOperationIsSubmittedWhileLaterCoroutinesRunLong) {
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop);
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  StaleSubmission t{**loop, fds[0], fds[1]};
+  spawn(send_first(t));
+  spawn(work_second(t));
+  spawn(look_third(t));
+  while ((*loop)->run_once(true)) {
+  }
+  EXPECT_EQ(t.sent, 1);
+  EXPECT_TRUE(t.seen_by_third);
+  close(fds[0]);
+  close(fds[1]);
 }
 
 }  // namespace
