@@ -179,9 +179,11 @@ Task<int64_t> FileNode::transfer(bool write, uint64_t offset, IoVec qiov) {
         ssize_t n = write ? pwritev(fd, iov, cnt, off) : preadv(fd, iov, cnt, off);
         return n < 0 ? -errno : static_cast<int>(n);
       });
+    } else if (write) {
+      // Never co_await inside ?: (architecture.md, Lessons).
+      r = co_await loop().writev(fd_, rest.data(), rest.count(), offset + done);
     } else {
-      r = write ? co_await loop().writev(fd_, rest.data(), rest.count(), offset + done)
-                : co_await loop().readv(fd_, rest.data(), rest.count(), offset + done);
+      r = co_await loop().readv(fd_, rest.data(), rest.count(), offset + done);
     }
     // Transient errors are retried, as the kernel may return them under memory pressure.
     if (r == -EAGAIN || r == -EINTR) continue;
