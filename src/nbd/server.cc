@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/byte_order.h"
+#include "block/chain_status.h"
 #include "nbd/protocol.h"
 #include "nbd/tls.h"
 #include "runtime/sync.h"
@@ -79,35 +80,14 @@ class Reader {
   const uint8_t* at_ = nullptr;
 };
 
-// One extent as seen through the backing chain.
-struct ChainExtent {
-  uint64_t bytes = 0;
-  bool data = false;   // some layer has data here
-  bool zero = false;   // reads as zeros
-  uint32_t depth = 0;  // 1 = top layer, 2 = its backing file, ...; 0 = no layer allocates it
-};
-
-// The status of a prefix of [offset, offset + bytes) through the backing chain of `top`: the
-// first layer that allocates it decides; an extent no layer allocates reads as zeros.
-Task<Result<ChainExtent>> chain_status(BlockNode* top, uint64_t offset, uint64_t bytes,
-                                       WantZero want_zero) {
-  BlockNode* node = top;
-  uint32_t depth = 1;
-  for (;;) {
-    Task<Result<BlockStatus>> query = node->block_status(offset, bytes, want_zero);
-    Result<BlockStatus> st = co_await std::move(query);
-    if (!st) co_return tl::unexpected(st.error());
-    if (st->bytes == 0) co_return ChainExtent{bytes, false, true, 0};  // past the end
-    bytes = st->bytes;
-    if (st->flags & (kStatusData | kStatusZero | kStatusAllocated)) {
-      co_return ChainExtent{bytes, (st->flags & kStatusData) != 0, (st->flags & kStatusZero) != 0,
-                            depth};
-    }
-    BlockNode* backing = node->child(ChildRole::kBacking);
-    if (!backing || offset >= backing->length()) co_return ChainExtent{bytes, false, true, 0};
-    node = backing;
-    ++depth;
-  }
+// Block status as the export's meta contexts see it: the first layer of the backing chain
+// that allocates an extent decides, with or without data (qemu:allocation-depth counts it).
+Task<Result<ChainStatus>> export_status(BlockNode* top, uint64_t offset, uint64_t bytes,
+                                        WantZero want_zero) {
+  ChainStatusQuery query;
+  query.want_zero = want_zero;
+  query.allocated_decides = true;
+  co_return co_await chain_status(top, offset, bytes, query);
 }
 
 struct Request {
@@ -778,11 +758,12 @@ Task<Status> Server::Connection::serve_read(const Request& req) {
   uint64_t pos = req.offset;
   const uint64_t end = req.offset + req.length;
   while (sparse && pos < end && count < kMaxReadExtents) {
-    Task<Result<ChainExtent>> query = chain_status(&backend_.root(), pos, end - pos, WantZero::kNo);
-    Result<ChainExtent> st = co_await std::move(query);
+    Task<Result<ChainStatus>> query =
+        export_status(&backend_.root(), pos, end - pos, WantZero::kNo);
+    Result<ChainStatus> st = co_await std::move(query);
     if (!st) break;  // the status is an optimisation: read the rest as data
-    const auto len = static_cast<uint32_t>(std::min(st->bytes, end - pos));
-    add(pos, len, st->zero && !st->data);
+    const auto len = static_cast<uint32_t>(std::min(st->status.bytes, end - pos));
+    add(pos, len, (st->status.flags & (kStatusZero | kStatusData)) == kStatusZero);
     pos += len;
   }
   if (pos < end) add(pos, static_cast<uint32_t>(end - pos), false);
@@ -844,13 +825,16 @@ Task<Status> Server::Connection::serve_block_status(const Request& req) {
     std::vector<std::pair<uint32_t, uint32_t>> extents;
     uint64_t pos = req.offset;
     while (pos < end && extents.size() < kMaxStatusExtents) {
-      Task<Result<ChainExtent>> query =
-          chain_status(&backend_.root(), pos, end - pos, depth ? WantZero::kNo : WantZero::kYes);
-      Result<ChainExtent> st = co_await std::move(query);
+      Task<Result<ChainStatus>> query =
+          export_status(&backend_.root(), pos, end - pos, depth ? WantZero::kNo : WantZero::kYes);
+      Result<ChainStatus> st = co_await std::move(query);
       if (!st) co_return co_await send_error(req, wire_error(st.error().errnum()));
-      const auto len = static_cast<uint32_t>(std::min(st->bytes, end - pos));
+      const auto len = static_cast<uint32_t>(std::min(st->status.bytes, end - pos));
+      const uint32_t sf = st->status.flags;
+      const uint32_t layer_depth = st->defined ? st->layer + 1 : 0;  // 1 = top; 0 = none
       const uint32_t flags =
-          depth ? st->depth : (st->data ? 0 : kStateHole) | (st->zero ? kStateZero : 0);
+          depth ? layer_depth
+                : ((sf & kStatusData) ? 0 : kStateHole) | ((sf & kStatusZero) ? kStateZero : 0);
       if (!extents.empty() && extents.back().second == flags) {
         extents.back().first += len;
       } else {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "block/chain_status.h"
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
@@ -73,31 +74,17 @@ class Progress {
 
 // Status of a prefix of [offset, offset + bytes) across the backing chain of `top`: flags of
 // the first layer that defines it; kStatusZero alone when no layer does.
-Task<Result<BlockStatus>> chain_status(BlockNode* top, uint64_t offset, uint64_t bytes) {
-  BlockNode* node = top;
-  for (;;) {
-    Task<Result<BlockStatus>> query = node->block_status(offset, bytes, WantZero::kYes);
-    Result<BlockStatus> st = co_await std::move(query);
-    if (!st) co_return st;
-    if (node->driver_name() == "qcow2") {
-      Task<Status> refine = resolve_preallocated(node, &*st);
-      Status refined = co_await std::move(refine);
-      (void)refined;
-    }
-    bytes = st->bytes;
-    // 7.2 marks an extent that reaches the end of the image, and -s compares that flag too: an
-    // extent ending early on one side is a mismatch even if both read as zeros.
-    if (offset + bytes == top->length()) st->flags |= kStatusEof;
-    if (st->flags & (kStatusData | kStatusZero)) co_return st;
-    BlockNode* backing =
-        node->driver_name() == "qcow2" ? node->child(ChildRole::kBacking) : nullptr;
-    if (backing && offset < backing->length()) {
-      node = backing;
-      continue;
-    }
-    st->flags |= kStatusZero;
-    co_return st;
-  }
+Task<Result<BlockStatus>> image_status(BlockNode* top, uint64_t offset, uint64_t bytes) {
+  ChainStatusQuery query;
+  query.refine = resolve_preallocated;
+  Task<Result<ChainStatus>> ask = chain_status(top, offset, bytes, query);
+  Result<ChainStatus> chain = co_await std::move(ask);
+  if (!chain) co_return tl::unexpected(chain.error());
+  BlockStatus st = chain->status;
+  // 7.2 marks an extent that reaches the end of the image, and -s compares that flag too: an
+  // extent ending early on one side is a mismatch even if both read as zeros.
+  if (offset + st.bytes == top->length()) st.flags |= kStatusEof;
+  co_return st;
 }
 
 struct Image {
@@ -106,7 +93,7 @@ struct Image {
 };
 
 Task<Result<BlockStatus>> status_task(BlockBackend* backend, uint64_t offset, uint64_t bytes) {
-  co_return co_await chain_status(&backend->root(), offset, bytes);
+  co_return co_await image_status(&backend->root(), offset, bytes);
 }
 
 Task<Status> read_task(BlockBackend* backend, uint64_t offset, IoVec qiov) {

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <optional>
 
+#include "block/chain_status.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"
 
@@ -163,30 +164,15 @@ Result<qcow2::Qcow2CreateOptions> to_create_options(const TargetOptions& p) {
 
 Task<Result<BlockStatus>> source_status(BlockNode* top, uint64_t offset, uint64_t bytes,
                                         bool top_only) {
-  BlockNode* node = top;
-  for (;;) {
-    Task<Result<BlockStatus>> query = node->block_status(offset, bytes, WantZero::kYes);
-    Result<BlockStatus> st = co_await std::move(query);
-    if (!st) co_return st;
-    if (supports_backing(*node)) {
-      // Data clusters of a metadata-preallocated image that are holes in the file read as
-      // zeros; knowing that keeps the copy sparse.
-      Task<Status> refine = resolve_preallocated(node, &*st);
-      Status refined = co_await std::move(refine);
-      (void)refined;  // best effort: the answer about the file is only a refinement
-    }
-    bytes = st->bytes;
-    if (top_only || (st->flags & (kStatusData | kStatusZero))) co_return st;
-    BlockNode* backing = supports_backing(*node) ? node->child(ChildRole::kBacking) : nullptr;
-    if (backing && offset < backing->length()) {
-      node = backing;
-      continue;
-    }
-    // Nothing below defines this extent (or the backing file is shorter): it reads as zeros.
-    st->flags |= kStatusZero;
-    st->flags &= ~uint32_t{kStatusAllocated};
-    co_return st;
-  }
+  ChainStatusQuery query;
+  query.top_only = top_only;
+  // Data clusters of a metadata-preallocated image that are holes in the file read as zeros;
+  // knowing that keeps the copy sparse.
+  query.refine = resolve_preallocated;
+  Task<Result<ChainStatus>> ask = chain_status(top, offset, bytes, query);
+  Result<ChainStatus> chain = co_await std::move(ask);
+  if (!chain) co_return tl::unexpected(chain.error());
+  co_return chain->status;
 }
 
 }  // namespace qblock::tools

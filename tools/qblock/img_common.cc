@@ -100,8 +100,8 @@ bool metadata_preallocated(const BlockNode& node) {
 // hole or data run there (see metadata_preallocated).
 Task<Status> resolve_preallocated(BlockNode* node, BlockStatus* st) {
   const uint32_t kNeeded = kStatusData | kStatusOffsetValid;
-  if ((st->flags & kNeeded) != kNeeded || (st->flags & kStatusZero) || !st->file ||
-      st->file == node || !metadata_preallocated(*node)) {
+  if (!supports_backing(*node) || (st->flags & kNeeded) != kNeeded || (st->flags & kStatusZero) ||
+      !st->file || st->file == node || !metadata_preallocated(*node)) {
     co_return ok();
   }
   Task<Result<BlockStatus>> query =

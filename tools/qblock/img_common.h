@@ -49,7 +49,8 @@ bool supports_backing(const BlockNode& node);
 // qemu-img 7.2's test for a qcow2 image made with preallocation=metadata (see img_common.cc).
 bool metadata_preallocated(const BlockNode& node);
 // For such images, refines `st` of a data extent with what the file says about the host range
-// (holes read as zero), as qemu-img map and compare do. Best effort: errors leave `st` as is.
+// (holes read as zero), as qemu-img map and compare do; leaves other nodes' answers alone.
+// Best effort: errors leave `st` as is. Serves as ChainStatusQuery::refine.
 Task<Status> resolve_preallocated(BlockNode* node, BlockStatus* st);
 
 // Opens `filename` (a key=value option list with `image_opts`) as the image tools do and

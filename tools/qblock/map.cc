@@ -12,6 +12,7 @@
 #include <string>
 
 #include "base/check.h"
+#include "block/chain_status.h"
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
@@ -49,42 +50,25 @@ struct MapArgs {
 // The status of a prefix of [offset, offset + bytes) as seen from `top`: the first layer of
 // the backing chain that defines it (data or zero flag), or the bottom layer when none does.
 Task<Result<MapEntry>> map_extent(BlockNode* top, uint64_t offset, uint64_t bytes) {
-  BlockNode* node = top;
+  ChainStatusQuery query;
+  query.refine = resolve_preallocated;
+  Task<Result<ChainStatus>> ask = chain_status(top, offset, bytes, query);
+  Result<ChainStatus> chain = co_await std::move(ask);
+  if (!chain) co_return fail(chain.error());
+  const BlockStatus& st = chain->status;
   MapEntry e;
   e.start = offset;
-  for (;;) {
-    Task<Result<BlockStatus>> query = node->block_status(offset, bytes, WantZero::kYes);
-    Result<BlockStatus> st = co_await std::move(query);
-    if (!st) co_return fail(st.error());
-    CHECK(st->bytes > 0);
-    if (supports_backing(*node)) {
-      Task<Status> refine = resolve_preallocated(node, &*st);
-      Status refined = co_await std::move(refine);
-      (void)refined;
-    }
-    bytes = st->bytes;
-    uint32_t flags = st->flags;
-    if (!(flags & (kStatusData | kStatusZero)) && supports_backing(*node)) {
-      BlockNode* backing = node->child(ChildRole::kBacking);
-      if (backing && offset < backing->length()) {
-        node = backing;
-        ++e.depth;
-        continue;
-      }
-      // Nothing below defines this extent: it reads as zeros, but is not present.
-      flags |= kStatusZero;
-    }
-    e.length = bytes;
-    e.data = (flags & kStatusData) != 0;
-    e.zero = (flags & kStatusZero) != 0;
-    e.present = (flags & kStatusAllocated) != 0;
-    e.has_offset = (flags & kStatusOffsetValid) != 0;
-    if (e.has_offset) {
-      e.offset = st->host_offset;
-      if (st->file) e.filename = st->file->filename();
-    }
-    co_return e;
+  e.depth = chain->layer;
+  e.length = st.bytes;
+  e.data = (st.flags & kStatusData) != 0;
+  e.zero = (st.flags & kStatusZero) != 0;
+  e.present = (st.flags & kStatusAllocated) != 0;
+  e.has_offset = (st.flags & kStatusOffsetValid) != 0;
+  if (e.has_offset) {
+    e.offset = st.host_offset;
+    if (st.file) e.filename = st.file->filename();
   }
+  co_return e;
 }
 
 // Whether `next` continues `cur` (same properties, and contiguous on the host).
