@@ -82,12 +82,11 @@ class Reader {
 
 // Block status as the export's meta contexts see it: the first layer of the backing chain
 // that allocates an extent decides, with or without data (qemu:allocation-depth counts it).
-Task<Result<ChainStatus>> export_status(BlockNode* top, uint64_t offset, uint64_t bytes,
-                                        WantZero want_zero) {
+ChainStatusQuery export_query(WantZero want_zero) {
   ChainStatusQuery query;
   query.want_zero = want_zero;
   query.allocated_decides = true;
-  co_return co_await chain_status(top, offset, bytes, query);
+  return query;
 }
 
 struct Request {
@@ -759,7 +758,7 @@ Task<Status> Server::Connection::serve_read(const Request& req) {
   const uint64_t end = req.offset + req.length;
   while (sparse && pos < end && count < kMaxReadExtents) {
     Task<Result<ChainStatus>> query =
-        export_status(&backend_.root(), pos, end - pos, WantZero::kNo);
+        chain_status(&backend_.root(), pos, end - pos, export_query(WantZero::kNo));
     Result<ChainStatus> st = co_await std::move(query);
     if (!st) break;  // the status is an optimisation: read the rest as data
     const auto len = static_cast<uint32_t>(std::min(st->status.bytes, end - pos));
@@ -825,8 +824,8 @@ Task<Status> Server::Connection::serve_block_status(const Request& req) {
     std::vector<std::pair<uint32_t, uint32_t>> extents;
     uint64_t pos = req.offset;
     while (pos < end && extents.size() < kMaxStatusExtents) {
-      Task<Result<ChainStatus>> query =
-          export_status(&backend_.root(), pos, end - pos, depth ? WantZero::kNo : WantZero::kYes);
+      Task<Result<ChainStatus>> query = chain_status(
+          &backend_.root(), pos, end - pos, export_query(depth ? WantZero::kNo : WantZero::kYes));
       Result<ChainStatus> st = co_await std::move(query);
       if (!st) co_return co_await send_error(req, wire_error(st.error().errnum()));
       const auto len = static_cast<uint32_t>(std::min(st->status.bytes, end - pos));
