@@ -6,12 +6,14 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "base/check.h"
+#include "block/protocols/write_coalescer.h"
 
 namespace qblock {
 
@@ -45,15 +47,18 @@ bool ofd_locked_by_other(int fd, off_t byte) {
   return fl.l_type != F_UNLCK;
 }
 
-class FileNode : public BlockNode {
+class FileNode : public BlockNode, private WriteSink {
  public:
+  // `fs_block` is the file system's block size (0 for a block device).
   FileNode(EventLoop& loop, int fd, std::string filename, bool block_device, uint64_t size,
-           OpenFlags flags)
+           uint64_t fs_block, OpenFlags flags)
       : BlockNode(loop, "file", NodeKind::kProtocol),
         fd_(fd),
         filename_(std::move(filename)),
         block_device_(block_device),
-        size_(size) {
+        size_(size),
+        fs_block_(fs_block),
+        coalescer_(loop, *this) {
     flags_ = flags;
     // REQ-FILE-5: every zeroing path below is efficient.
     supported_zero_flags_ = RequestFlag::kMayUnmap | RequestFlag::kNoFallback;
@@ -96,6 +101,13 @@ class FileNode : public BlockNode {
  private:
   // One readv/writev, retried until complete. Returns bytes done or -errno.
   Task<int64_t> transfer(bool write, uint64_t offset, IoVec qiov);
+  // WriteSink: the coalescer's writes.
+  Task<int64_t> write_out(uint64_t offset, IoVec qiov) override;
+  // True for a direct write that the file system may run exclusively, draining all other
+  // direct I/O (see WriteCoalescer): one on a regular file not aligned to its block.
+  bool serialised_by_file_system(uint64_t offset, uint64_t bytes) const {
+    return flags_.direct && !block_device_ && fs_block_ > 1 && ((offset | bytes) % fs_block_) != 0;
+  }
   Task<int> fallocate(int mode, uint64_t offset, uint64_t bytes);
   void grow_to(uint64_t end) { size_ = std::max(size_, end); }
 
@@ -103,6 +115,8 @@ class FileNode : public BlockNode {
   std::string filename_;
   bool block_device_;
   uint64_t size_;  // the file's size including completed extensions
+  uint64_t fs_block_;
+  WriteCoalescer coalescer_;
   // REQ-FILE-4: modes the file system refused once are not tried again.
   bool zero_range_unsupported_ = false;
   bool punch_hole_unsupported_ = false;
@@ -208,9 +222,18 @@ Task<Status> FileNode::do_read(uint64_t offset, IoVec qiov, RequestFlags) {
   co_return ok();
 }
 
+Task<int64_t> FileNode::write_out(uint64_t offset, IoVec qiov) {
+  return transfer(true, offset, std::move(qiov));
+}
+
 Task<Status> FileNode::do_write(uint64_t offset, IoVec qiov, RequestFlags) {
   const uint64_t end = offset + qiov.size();
-  int64_t r = co_await transfer(true, offset, std::move(qiov));
+  int64_t r;
+  if (serialised_by_file_system(offset, qiov.size())) {
+    r = co_await coalescer_.write(offset, std::move(qiov));
+  } else {
+    r = co_await transfer(true, offset, std::move(qiov));
+  }
   if (r < 0) co_return fail(Error::from_errno(static_cast<int>(-r), "write"));
   grow_to(end);
   co_return ok();
@@ -405,7 +428,12 @@ Task<Result<NodePtr>> open_file_node(OpenContext& ctx, Options& options) {
     uint64_t dev_size = 0;
     if (ioctl(fd, BLKGETSIZE64, &dev_size) == 0) size = dev_size;
   }
-  auto node = std::make_unique<FileNode>(ctx.loop, fd, name, block_device, size, flags);
+  uint64_t fs_block = 0;
+  struct statfs fs {};
+  if (!block_device && fstatfs(fd, &fs) == 0 && fs.f_bsize > 0) {
+    fs_block = static_cast<uint64_t>(fs.f_bsize);
+  }
+  auto node = std::make_unique<FileNode>(ctx.loop, fd, name, block_device, size, fs_block, flags);
   if (Status s = node->probe_alignment(); !s) co_return fail(s.error());
   if (use_locks && !flags.force_share) {
     unsigned perm = kPermConsistentRead | (flags.read_only ? 0 : kPermWrite | kPermResize);

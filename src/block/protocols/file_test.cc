@@ -83,6 +83,40 @@ TEST_F(FileTest, DirectIoPadsUnalignedRequestsAndBouncesUnalignedBuffers) {
   close(*node);
 }
 
+// Direct writes not aligned to the file system block go through the WriteCoalescer: held
+// while one is in flight, contiguous ones merged. Every caller's bytes must land, alongside
+// aligned writes that bypass it.
+TEST_F(FileTest, ConcurrentUnalignedDirectWritesAllLand) {
+  constexpr uint64_t kCount = 64, kSize = 65536, kOffset = 1024;
+  std::string path = make_file("u.raw", (kCount + 2) * kSize);
+  OpenFlags flags;
+  flags.direct = true;
+  NodePtr node = open_file(path, "", flags);
+  ASSERT_LT(node->limits().request_alignment, 4096u) << "writes would be padded to the block";
+  // Unwritten extents, as preallocation leaves them.
+  ASSERT_OK(run_sync(*loop_, node->write_zeroes(0, (kCount + 2) * kSize, {})));
+  AlignedBuffer source(kCount * kSize, 4096);
+  for (uint64_t i = 0; i < source.size(); ++i)
+    source.data()[i] = static_cast<uint8_t>(i * 13 + i / 512);
+  AlignedBuffer aligned(kSize, 4096);
+  aligned.fill(0x77);
+  std::vector<Task<Status>> writes;
+  for (uint64_t i = 0; i < kCount; ++i) {
+    writes.push_back(node->write(kOffset + i * kSize, IoVec(source.data() + i * kSize, kSize)));
+  }
+  writes.push_back(node->write((kCount + 1) * kSize, IoVec(aligned.data(), kSize)));
+  for (const Status& s : run_sync(*loop_, when_all(std::move(writes)))) EXPECT_OK(s);
+  std::vector<uint8_t> expected(kOffset, 0);
+  expected.insert(expected.end(), source.data(), source.data() + source.size());
+  expected.resize((kCount + 1) * kSize, 0);
+  expected.resize((kCount + 2) * kSize, 0x77);
+  close(*node);
+  std::ifstream in(path, std::ios::binary);
+  std::vector<uint8_t> on_disk((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
+  EXPECT_TRUE(on_disk == expected);
+}
+
 TEST_F(FileTest, ReadsPastEndOfFileReturnZeros) {
   std::string path = make_file("e.raw", 1000);
   NodePtr node = open_file(path);

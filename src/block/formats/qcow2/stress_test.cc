@@ -1,7 +1,9 @@
 // Stress test for allocating writes (issue acceptance for cluster-space preallocation): 64
 // random, overlapping writes of 512 B to 256 KiB at a time into a fresh qcow2 image on a real
 // file, with the default features on (the preallocate filter, zero COW through ALLOCATE,
-// writes straight into clusters still being linked), with and without a backing file.
+// writes straight into clusters still being linked), with and without a backing file, through
+// the page cache and with O_DIRECT (where writes not aligned to the file system block go
+// through the file node's WriteCoalescer, held back and merged).
 // Overlapping writes in flight together may land in either order, so after each batch every
 // byte must hold the value of one of the writes covering it (or its old value if none does);
 // then the image must check clean and equal the model in QEMU's eyes.
@@ -10,6 +12,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <random>
+#include <string>
+#include <tuple>
 
 #include "block/formats/qcow2/create.h"
 #include "block/test_util.h"
@@ -35,7 +39,9 @@ Task<void> write_piece(BlockNode& node, Piece* piece, int* failures) {
   if (!s) ++*failures;
 }
 
-class Qcow2StressTest : public LoopTest, public ::testing::WithParamInterface<bool> {
+// Parameters: with a backing file; cache=none (O_DIRECT).
+class Qcow2StressTest : public LoopTest,
+                        public ::testing::WithParamInterface<std::tuple<bool, bool>> {
  protected:
   void SetUp() override {
     LoopTest::SetUp();
@@ -45,7 +51,7 @@ class Qcow2StressTest : public LoopTest, public ::testing::WithParamInterface<bo
 };
 
 TEST_P(Qcow2StressTest, Depth64OverlappingWritesMatchTheModel) {
-  const bool with_backing = GetParam();
+  const auto [with_backing, direct] = GetParam();
   const std::string image = dir_.file("stress.qcow2");
   const std::string base = dir_.file("base.raw");
   std::vector<uint8_t> model(kSize, 0);
@@ -60,12 +66,14 @@ TEST_P(Qcow2StressTest, Depth64OverlappingWritesMatchTheModel) {
     opts.backing_fmt = "raw";
   }
   ASSERT_OK(run_sync(*loop_, create_qcow2(*loop_, opts)));
+  OpenFlags flags;
+  flags.direct = direct;
   NodePtr node =
-      open(R"({"driver":"qcow2","file":{"driver":"file","filename":")" + image + R"("}})");
+      open(R"({"driver":"qcow2","file":{"driver":"file","filename":")" + image + R"("}})", flags);
   ASSERT_TRUE(node);
   ASSERT_EQ(node->primary_child()->driver_name(), "preallocate");  // on by default
 
-  std::mt19937_64 rng(with_backing ? 7 : 3);
+  std::mt19937_64 rng((with_backing ? 7 : 3) + (direct ? 10 : 0));
   // Writes cluster around a few hot spots so that many land in the same new clusters.
   std::uniform_int_distribution<uint64_t> sectors(1, 512);  // 512 B .. 256 KiB
   for (int batch = 0; batch < kBatches; ++batch) {
@@ -116,9 +124,12 @@ TEST_P(Qcow2StressTest, Depth64OverlappingWritesMatchTheModel) {
   EXPECT_EQ(std::system(("qemu-img compare -q -F raw " + image + " " + model_file).c_str()), 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backing, Qcow2StressTest, ::testing::Bool(),
-                         [](const ::testing::TestParamInfo<bool>& info) {
-                           return info.param ? std::string("RawBacking") : std::string("NoBacking");
+INSTANTIATE_TEST_SUITE_P(BackingAndCache, Qcow2StressTest,
+                         ::testing::Combine(::testing::Bool(), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<std::tuple<bool, bool>>& info) {
+                           return std::string(std::get<0>(info.param) ? "RawBacking"
+                                                                      : "NoBacking") +
+                                  (std::get<1>(info.param) ? "Direct" : "Cached");
                          });
 
 }  // namespace
