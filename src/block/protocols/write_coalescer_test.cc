@@ -2,13 +2,13 @@
 // results, and that the bytes land where their callers asked.
 #include "block/protocols/write_coalescer.h"
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <memory>
 #include <utility>
 #include <vector>
+
+#include "block/test_util.h"
 
 namespace qblock {
 namespace {
@@ -60,12 +60,10 @@ struct Write {
   Write(uint64_t off, uint64_t bytes, uint8_t byte) : offset(off), buffer(bytes, byte) {}
 };
 
-class WriteCoalescerTest : public ::testing::Test {
+class WriteCoalescerTest : public testing::LoopTest {
  protected:
   void SetUp() override {
-    auto loop = EventLoop::create();
-    ASSERT_TRUE(loop);
-    loop_ = std::move(*loop);
+    LoopTest::SetUp();
     sink_ = std::make_unique<RecordingSink>(*loop_, 24 << 20);
     coalescer_ = std::make_unique<WriteCoalescer>(*loop_, *sink_);
   }
@@ -86,7 +84,6 @@ class WriteCoalescerTest : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<RecordingSink> sink_;
   std::unique_ptr<WriteCoalescer> coalescer_;
 };
@@ -104,16 +101,15 @@ TEST_F(WriteCoalescerTest, FirstWriteGoesOutAtOnceAndTheHeldOnesAsOneMergedWrite
 
 TEST_F(WriteCoalescerTest, HeldWritesAreSortedAndOnlyContiguousOnesMerged) {
   std::vector<Write> writes;
-  writes.emplace_back(0, 512, 1);           // goes out alone
-  writes.emplace_back(20000, 1000, 2);      // second run, second part
-  writes.emplace_back(5000, 700, 3);        // first run
-  writes.emplace_back(19000, 1000, 4);      // second run, first part
-  writes.emplace_back(21000 + 1, 512, 5);   // a gap of one byte: a run of its own
+  writes.emplace_back(0, 512, 1);          // goes out alone
+  writes.emplace_back(20000, 1000, 2);     // second run, second part
+  writes.emplace_back(5000, 700, 3);       // first run
+  writes.emplace_back(19000, 1000, 4);     // second run, first part
+  writes.emplace_back(21000 + 1, 512, 5);  // a gap of one byte: a run of its own
   std::vector<int64_t> results = write_concurrently(writes);
   EXPECT_EQ(results, (std::vector<int64_t>{512, 1000, 700, 1000, 512}));
   using Sent = RecordingSink::Sent;
-  EXPECT_EQ(sink_->sent(),
-            (std::vector<Sent>{{0, 512}, {5000, 700}, {19000, 2000}, {21001, 512}}));
+  EXPECT_EQ(sink_->sent(), (std::vector<Sent>{{0, 512}, {5000, 700}, {19000, 2000}, {21001, 512}}));
   // The three runs of the second batch are in flight together.
   EXPECT_EQ(sink_->max_in_flight(), 3u);
   expect_landed(writes);
@@ -148,7 +144,8 @@ TEST_F(WriteCoalescerTest, MergedWritesStayWithinTheSegmentAndByteLimits) {
 
   // 1 + 20 writes of 1 MiB: the held 20 need a 16 MiB and a 4 MiB write.
   std::vector<Write> large;
-  for (int i = 0; i < 21; ++i) large.emplace_back(static_cast<uint64_t>(i) << 20, 1 << 20, 0x40 + i);
+  for (int i = 0; i < 21; ++i)
+    large.emplace_back(static_cast<uint64_t>(i) << 20, 1 << 20, 0x40 + i);
   write_concurrently(large);
   ASSERT_EQ(sink_->sent().size(), 6u);
   EXPECT_EQ(sink_->sent()[4].bytes, WriteCoalescer::kMaxBytes);
@@ -170,7 +167,8 @@ Task<void> stream_writer(WriteCoalescer& coalescer, uint64_t& next, uint64_t cou
 TEST_F(WriteCoalescerTest, AStreamOfContiguousWritesGoesOutInFewLargeWritesOneBatchAtATime) {
   constexpr uint64_t kCount = 256;
   std::vector<uint8_t> source(kCount * 65536);
-  for (std::size_t i = 0; i < source.size(); ++i) source[i] = static_cast<uint8_t>(i * 7 + i / 4096);
+  for (std::size_t i = 0; i < source.size(); ++i)
+    source[i] = static_cast<uint8_t>(i * 7 + i / 4096);
   uint64_t next = 0;
   std::vector<Task<void>> writers;
   for (int d = 0; d < 16; ++d) writers.push_back(stream_writer(*coalescer_, next, kCount, source));
