@@ -65,8 +65,10 @@ Task<void> WriteCoalescer::write_run(Held& leader) {
 void WriteCoalescer::dispatch_held() {
   batch_.swap(held_);
   writes_in_flight_ += static_cast<unsigned>(batch_.size());
-  std::stable_sort(batch_.begin(), batch_.end(),
-                   [](const Held* a, const Held* b) { return a->offset < b->offset; });
+  // Writes at one offset may go out in any order (they are concurrent), so an unstable sort,
+  // which needs no buffer, will do.
+  std::sort(batch_.begin(), batch_.end(),
+            [](const Held* a, const Held* b) { return a->offset < b->offset; });
   Held* run_tail = nullptr;
   uint64_t run_end = 0, run_bytes = 0;
   unsigned run_segments = 0;
