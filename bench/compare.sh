@@ -13,7 +13,10 @@
 #              for smoke tests), QBLOCK (default build/release/bin/qblock), QEMU_IMG (default
 #              qemu-img), QEMU_AIO (-i for qemu-img, default io_uring like qblock's only
 #              back end), BENCH_DIR (parent of the temporary directory, default /var/tmp;
-#              tmpfs is refused because the runs need O_DIRECT on a real disk).
+#              tmpfs is refused because the runs need O_DIRECT on a real disk),
+#              QBLOCK_BASELINE (another qblock binary, e.g. a build of an earlier commit: it
+#              runs as a fifth engine, `baseline`, alternated with the others, and the report
+#              adds qblock/baseline, the before/after comparison of a change).
 set -euo pipefail
 export LC_ALL=C
 
@@ -32,6 +35,11 @@ backing_size=1G
 # unallocated space.
 pattern=165
 engines=(qemu prealloc raw qblock)
+qblock_baseline=${QBLOCK_BASELINE:-}
+if [[ -n $qblock_baseline ]]; then
+  [[ -x $qblock_baseline ]] || { echo "compare.sh: QBLOCK_BASELINE $qblock_baseline is not executable" >&2; exit 2; }
+  engines+=(baseline)
+fi
 
 die() { echo "compare.sh: $*" >&2; exit 2; }
 fail() { echo "compare.sh: FAILED: $*" >&2; exit 1; }
@@ -109,6 +117,7 @@ fresh_image() {  # fresh_image ENGINE PATH
   case $engine in
     qemu | prealloc) "$qemu_img" create -q -f qcow2 "${back[@]}" "$img" "$wl_size" ;;
     qblock) "$qblock" create -q -f qcow2 "${back[@]}" "$img" "$wl_size" ;;
+    baseline) "$qblock_baseline" create -q -f qcow2 "${back[@]}" "$img" "$wl_size" ;;
     raw)
       if [[ $wl_backing == yes ]]; then
         cp "$backing" "$img"
@@ -134,6 +143,7 @@ engine_cmd() {  # engine_cmd ENGINE PATH
       ;;
     raw) cmd=("$qemu_img" bench -f raw -t none -i "$qemu_aio" "${wl_args[@]}" "$img") ;;
     qblock) cmd=("$qblock" bench -f qcow2 -t none "${wl_args[@]}" "$img") ;;
+    baseline) cmd=("$qblock_baseline" bench -f qcow2 -t none "${wl_args[@]}" "$img") ;;
   esac
 }
 
@@ -168,7 +178,8 @@ verify_workload() {  # verify_workload TAG
   local tag=$1 ref engine img out
   ref=$(image_path raw "$tag")
   check_pattern "$ref" "$wl_offset"
-  for engine in qemu prealloc qblock; do
+  for engine in "${engines[@]}"; do
+    [[ $engine == raw ]] && continue
     img=$(image_path "$engine" "$tag")
     out=$("$qemu_img" check -f qcow2 "$img" 2>&1) ||
       { printf '%s\n' "$out" >&2; fail "$tag $engine: qemu-img check $img"; }
@@ -256,7 +267,7 @@ make_backing() {
 
 fs=$(df -T "$tmp" | awk 'NR==2 {print $2 " on " $1}')
 echo "machine: $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), $fs ($tmp)"
-echo "qemu-img: $("$qemu_img" --version | head -1); qblock: $qblock"
+echo "qemu-img: $("$qemu_img" --version | head -1); qblock: $qblock${qblock_baseline:+; baseline: $qblock_baseline}"
 echo "runs: $runs per engine and workload, median reported$([[ $quick == 1 ]] && echo "; QUICK=1: counts / 10 (smoke test, not results)")"
 echo "engines (fresh image before every write run; IMG is the workload's image):"
 wl_args=(WORKLOAD-OPTIONS)
@@ -267,6 +278,7 @@ for engine in "${engines[@]}"; do
     prealloc) create="$qemu_img create -f qcow2 IMG SIZE" ;;
     raw) create="fallocate -l SIZE IMG  (W4: cp BACKING IMG)" ;;
     qblock) create="$qblock create -f qcow2 IMG SIZE" ;;
+    baseline) create="$qblock_baseline create -f qcow2 IMG SIZE" ;;
   esac
   printf '  %-8s %s\n  %-8s %s\n' "$engine" "$create" "" "${cmd[*]}"
 done
@@ -307,6 +319,15 @@ for w in $workloads; do
     "$(ratio "${med[$w:qblock]}" "${med[$w:prealloc]}")" \
     "$(ratio "${med[$w:qblock]}" "${med[$w:raw]}")"
 done
+if [[ -n $qblock_baseline ]]; then
+  echo
+  echo "before/after (median seconds; qblock/baseline above 1.03 means more than 3% slower):"
+  printf '%-8s %10s %10s   %15s\n' workload baseline qblock qblock/baseline
+  for w in $workloads; do
+    printf '%-8s %10.3f %10.3f   %15s\n' "$w" "${med[$w:baseline]}" "${med[$w:qblock]}" \
+      "$(ratio "${med[$w:qblock]}" "${med[$w:baseline]}")"
+  done
+fi
 
 # Acceptance targets (issue 4). Performance FAILs are reported, not fatal: the exit status is
 # reserved for failed runs and failed image checks.

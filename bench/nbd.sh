@@ -36,7 +36,10 @@
 #              fio), BENCH_DIR (parent of the temporary directory, default /var/tmp; tmpfs is
 #              refused because the servers use O_DIRECT), OUT (Markdown file, default
 #              bench/results/nbd-DATE.md, nbd-DATE-quick.md with QUICK=1), STOP_TIMEOUT
-#              (seconds to wait for a server to exit after SIGTERM, default 120).
+#              (seconds to wait for a server to exit after SIGTERM, default 120),
+#              QBLOCK_BASELINE (another qblock binary, e.g. a build of an earlier commit: with
+#              it, ENGINES may name `baseline`, served like qblock, and the report adds
+#              qblock/baseline, the before/after comparison of a change).
 set -euo pipefail
 export LC_ALL=C
 
@@ -66,6 +69,7 @@ cluster_size=64k
 fill_bs=1m
 fill_depth=8
 all_engines=(qblock qemu raw)
+qblock_baseline=${QBLOCK_BASELINE:-}
 
 die() { echo "nbd.sh: $*" >&2; exit 2; }
 fail() { echo "nbd.sh: FAILED: $*" >&2; exit 1; }
@@ -81,7 +85,11 @@ for d in $depths; do
   [[ $d =~ ^[1-9][0-9]*$ ]] || die "DEPTHS must be positive integers, not '$d'"
 done
 for e in "${engines[@]}"; do
-  [[ $e =~ ^(qblock|qemu|raw)$ ]] || die "unknown engine '$e' in ENGINES (expected qblock, qemu, raw)"
+  [[ $e =~ ^(qblock|qemu|raw|baseline)$ ]] ||
+    die "unknown engine '$e' in ENGINES (expected qblock, qemu, raw, baseline)"
+  if [[ $e == baseline ]]; then
+    [[ -x $qblock_baseline ]] || die "ENGINES includes baseline, but QBLOCK_BASELINE is not an executable"
+  fi
 done
 ((${#engines[@]} > 0)) || die "ENGINES is empty"
 read_bytes=$(numfmt --from=iec "${read_size%B}" 2>/dev/null) || die "READ_SIZE '$read_size' is not a size"
@@ -163,7 +171,7 @@ image_path() {  # image_path ENGINE TAG
 fresh_image() {  # fresh_image ENGINE PATH
   local engine=$1 img=$2
   case $engine in
-    qblock | qemu)
+    qblock | qemu | baseline)
       rm -f "$img"
       "$qemu_img" create -q -f qcow2 -o "cluster_size=$cluster_size" "$img" "$image_size"
       ;;
@@ -183,6 +191,7 @@ server_cmd() {  # server_cmd ENGINE PATH SOCK PIDFILE
   local engine=$1 img=$2 s=$3 p=$4
   case $engine in
     qblock) cmd=("$qblock" nbd -k "$s" -f qcow2 --fork --pid-file "$p" -t "$img") ;;
+    baseline) cmd=("$qblock_baseline" nbd -k "$s" -f qcow2 --fork --pid-file "$p" -t "$img") ;;
     qemu) cmd=("$qemu_nbd" --cache=none --aio=io_uring -f qcow2 -k "$s" --fork --pid-file "$p" -t "$img") ;;
     raw) cmd=("$qemu_nbd" --cache=none --aio=io_uring -f raw -k "$s" --fork --pid-file "$p" -t "$img") ;;
   esac
@@ -464,6 +473,17 @@ for w in $workloads; do
       "$(ratio "$w" "$d" qemu)" "$(ratio "$w" "$d" raw)"
   done
 done
+if has_engine baseline; then
+  echo
+  echo "before/after (median IOPS; qblock/baseline below 0.97 means more than 3% slower):"
+  printf '%-14s %5s %20s %20s %16s\n' workload depth baseline qblock qblock/baseline
+  for w in $workloads; do
+    for d in $depths; do
+      printf '%-14s %5s %20s %20s %16s\n' "$(wl_label "$w")" "$d" \
+        "$(cell "$w" "$d" baseline)" "$(cell "$w" "$d" qblock)" "$(ratio "$w" "$d" baseline)"
+    done
+  done
+fi
 
 mkdir -p "$(dirname "$out")"
 {

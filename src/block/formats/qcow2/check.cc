@@ -14,6 +14,7 @@
 
 #include "base/byte_order.h"
 #include "block/formats/qcow2/bitmaps.h"
+#include "block/formats/qcow2/l2_entry.h"
 #include "block/formats/qcow2/refcount.h"
 #include "block/formats/qcow2/snapshot.h"
 
@@ -180,26 +181,23 @@ Task<void> Checker::count_l2(uint64_t l2_offset, bool active) {
   }
   // Fragmentation is judged within one L2 table (observed with qemu-img 7.2).
   have_previous_data_ = false;
-  const uint32_t csize_shift = 62 - (bits_ - 8);
-  const uint64_t csize_mask = (uint64_t{1} << (bits_ - 8)) - 1;
   for (uint64_t i = 0; i < cs_ / 8; ++i) {
     uint64_t entry = load_be64(&raw[i * 8]);
     if (entry & kCompressedFlag) {
       if (entry & kCopied) {
         diag("ERROR: coffset={:#x}: copied flag must never be set for compressed clusters",
-             entry & ((uint64_t{1} << csize_shift) - 1));
+             decode_compressed(entry & ~kCopied, bits_).host);
         entry &= ~kCopied;
         ++res_.corruptions;
       }
       // §6.1: the data runs from the start offset to the end of its last 512-byte sector.
-      const uint64_t coffset = entry & ((uint64_t{1} << csize_shift) - 1);
-      const uint64_t sectors = ((entry >> csize_shift) & csize_mask) + 1;
+      const CompressedDescriptor d = decode_compressed(entry, bits_);
       if (active) {
         ++res_.allocated_clusters;
         ++res_.compressed_clusters;
         ++res_.fragmented_clusters;  // compressed data is fragmented by nature
       }
-      count(coffset, sectors * 512 - (coffset & 511));
+      count(d.host, d.max_bytes());
       continue;
     }
     const uint64_t offset = entry & kOffsetMask;

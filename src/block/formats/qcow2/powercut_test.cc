@@ -46,8 +46,15 @@ Task<void> issue(BlockNode& node, Request* r) {
   r->done = static_cast<bool>(s);
 }
 
-class Qcow2PowerCutTest : public LoopTest,
-                          public ::testing::WithParamInterface<std::pair<uint64_t, int>> {
+// One instance: the image's cluster size, how many seeds, and extra qcow2 options (JSON
+// members) such as cache sizes.
+struct PowerCutCase {
+  uint64_t cluster_size;
+  int seeds;
+  const char* options;
+};
+
+class Qcow2PowerCutTest : public LoopTest, public ::testing::WithParamInterface<PowerCutCase> {
  protected:
   void SetUp() override {
     LoopTest::SetUp();
@@ -55,7 +62,8 @@ class Qcow2PowerCutTest : public LoopTest,
   }
 
   // One workload; returns a failure description or "".
-  std::string run_seed(uint64_t seed, const std::string& base, uint64_t cluster_size) {
+  std::string run_seed(uint64_t seed, const std::string& base, uint64_t cluster_size,
+                       const std::string& options) {
     std::mt19937_64 rng(seed);
     const uint64_t cut_after = std::uniform_int_distribution<uint64_t>(3, 400)(rng);
     // With every allocation feature on: the preallocate filter (small sizes, so that the
@@ -63,7 +71,8 @@ class Qcow2PowerCutTest : public LoopTest,
     // completes requests asynchronously and writes go out in concurrent batches, writes
     // straight into clusters that are still being linked.
     std::string json =
-        R"({"driver":"qcow2","file":{"driver":"preallocate","prealloc-size":1048576,)"
+        R"({"driver":"qcow2",)" + options +
+        R"("file":{"driver":"preallocate","prealloc-size":1048576,)"
         R"("prealloc-align":65536,"file":{"driver":"powercut","cut-after":)" +
         std::to_string(cut_after) +
         R"(,"file":{"driver":"memory","efficient-zeroes":true,"async":true,"image":")" + base +
@@ -171,7 +180,7 @@ class Qcow2PowerCutTest : public LoopTest,
 };
 
 TEST_P(Qcow2PowerCutTest, CrashAtRandomPointKeepsImageConsistentAndFlushedDataIntact) {
-  const auto [cluster_size, seeds] = GetParam();
+  const auto [cluster_size, seeds, options] = GetParam();
   Qcow2CreateOptions opts;
   opts.filename = dir_.file("base.qcow2");
   opts.size = kGuestSize;
@@ -179,8 +188,8 @@ TEST_P(Qcow2PowerCutTest, CrashAtRandomPointKeepsImageConsistentAndFlushedDataIn
   ASSERT_OK(run_sync(*loop_, create_qcow2(*loop_, opts)));
   int failures = 0;
   for (int seed = 0; seed < seeds; ++seed) {
-    std::string problem =
-        run_seed(static_cast<uint64_t>(seed) * 7919 + cluster_size, opts.filename, cluster_size);
+    std::string problem = run_seed(static_cast<uint64_t>(seed) * 7919 + cluster_size, opts.filename,
+                                   cluster_size, options);
     if (!problem.empty()) {
       ADD_FAILURE() << "seed " << seed << ": " << problem;
       if (++failures >= 5) break;
@@ -188,10 +197,16 @@ TEST_P(Qcow2PowerCutTest, CrashAtRandomPointKeepsImageConsistentAndFlushedDataIn
   }
 }
 
-// 2 x 250 = 500 seeded workloads.
-INSTANTIATE_TEST_SUITE_P(ClusterSizes, Qcow2PowerCutTest,
-                         ::testing::Values(std::pair<uint64_t, int>{65536, 250},
-                                           std::pair<uint64_t, int>{4096, 250}));
+// 2 x 250 = 500 seeded workloads with the default caches, and 210 with small caches: two of
+// the four L2 tables of a 4 KiB-cluster image, and four of the 256 L2 tables and four of the
+// 64 refcount blocks of a 512-byte-cluster image. Dirty tables and blocks are then written
+// back on eviction, in §17's order, in the middle of allocations.
+INSTANTIATE_TEST_SUITE_P(
+    ClusterSizes, Qcow2PowerCutTest,
+    ::testing::Values(PowerCutCase{65536, 250, ""}, PowerCutCase{4096, 250, ""},
+                      PowerCutCase{4096, 150, R"("l2-cache-size":"8k",)"},
+                      PowerCutCase{512, 60,
+                                   R"("l2-cache-size":"2k","refcount-cache-size":"2k",)"}));
 
 }  // namespace
 }  // namespace qblock::qcow2

@@ -10,14 +10,15 @@
 
 namespace qblock::qcow2 {
 
-Refcounts::Refcounts(BlockNode& file, Header& header)
+Refcounts::Refcounts(BlockNode& file, Header& header, std::size_t cache_blocks)
     : file_(file),
       header_(header),
       cluster_size_(header.cluster_size()),
       refcount_bits_(header.refcount_bits()),
       entries_per_block_(header.cluster_size() * 8 / header.refcount_bits()),
       max_refcount_(header.refcount_bits() == 64 ? ~uint64_t{0}
-                                                 : (uint64_t{1} << header.refcount_bits()) - 1) {}
+                                                 : (uint64_t{1} << header.refcount_bits()) - 1),
+      cache_blocks_(std::max<std::size_t>(cache_blocks, 1)) {}
 
 Task<Status> Refcounts::load() {
   const uint64_t bytes = uint64_t{header_.refcount_table_clusters} * cluster_size_;
@@ -90,17 +91,58 @@ void Refcounts::write_entry(Block& b, uint64_t index, uint64_t value) {
 
 Task<Result<Refcounts::Block*>> Refcounts::load_block(uint64_t table_index, bool create) {
   auto it = blocks_.find(table_index);
-  if (it != blocks_.end()) co_return &it->second;
+  if (it != blocks_.end()) {
+    it->second.last_use = ++use_clock_;
+    co_return &it->second;
+  }
   if (table_index >= table_.size() || table_[table_index] == 0) {
     if (!create) co_return nullptr;
     co_return fail(Error::invalid("refcount block not allocated"));
   }
+  Status room = co_await make_room();
+  if (!room) co_return fail(room.error());
   Block block;
+  block.last_use = ++use_clock_;
   block.data.resize(cluster_size_);
   Status s = co_await file_.read(table_[table_index], IoVec(block.data.data(), cluster_size_));
   if (!s) co_return fail(s.error());
   auto [pos, inserted] = blocks_.emplace(table_index, std::move(block));
   co_return &pos->second;
+}
+
+Task<Status> Refcounts::make_room() {
+  while (blocks_.size() >= cache_blocks_) {
+    // Blocks still waiting for a location (table_ entry 0) cannot be read back: they stay.
+    auto victim = blocks_.end();
+    for (auto it = blocks_.begin(); it != blocks_.end(); ++it) {
+      if (it->first >= table_.size() || table_[it->first] == 0) continue;
+      if (victim == blocks_.end() || it->second.last_use < victim->second.last_use) victim = it;
+    }
+    if (victim == blocks_.end()) co_return ok();
+    if (victim->second.dirty) {
+      // Writing refcounts early is always safe (§17: increments may precede their users,
+      // decrements were deferred until their references were gone).
+      const uint64_t t = victim->first;
+      Status s = co_await write_dirty();
+      if (!s) co_return s;
+      victim = blocks_.find(t);
+      if (victim == blocks_.end() || victim->second.dirty) continue;
+    }
+    blocks_.erase(victim);
+  }
+  co_return ok();
+}
+
+void Refcounts::drop_idle() {
+  for (auto it = blocks_.begin(); it != blocks_.end();) {
+    const bool idle = it->second.last_use <= idle_mark_;
+    if (idle && !it->second.dirty && it->first < table_.size() && table_[it->first] != 0) {
+      it = blocks_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  idle_mark_ = use_clock_;
 }
 
 Task<Result<uint64_t>> Refcounts::get(uint64_t cluster_index) {

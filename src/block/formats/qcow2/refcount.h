@@ -1,5 +1,6 @@
 // qcow2 refcounts (qcow2-format.md §5): the refcount table in memory, refcount blocks loaded
-// on demand, and the first-fit cluster allocator. Changes stay in memory (dirty) until
+// on demand into a bounded cache (refcount-cache-size, least recently used evicted first),
+// and the first-fit cluster allocator. Changes stay in memory (dirty) until
 // write_dirty(), which the driver calls before linking metadata that depends on them
 // (§17 R1).
 #pragma once
@@ -22,8 +23,10 @@ void write_refcount_entry(uint8_t* block, uint32_t refcount_bits, uint64_t index
 class Refcounts {
  public:
   // REQUIRES: `file` outlives this object; `header` stays valid (its reftable fields are
-  // updated in place when the table moves).
-  Refcounts(BlockNode& file, Header& header);
+  // updated in place when the table moves). At most `cache_blocks` refcount blocks stay in
+  // memory (more while blocks wait for a location); a dirty one is written back before it
+  // leaves.
+  Refcounts(BlockNode& file, Header& header, std::size_t cache_blocks);
 
   // Loads the refcount table. Errors: I/O, or corrupt entries.
   Task<Status> load();
@@ -46,6 +49,10 @@ class Refcounts {
   Task<Status> write_dirty();
 
   uint64_t entries_per_block() const { return entries_per_block_; }
+  // cache-clean-interval: forgets clean blocks not used since the previous call.
+  void drop_idle();
+  // Refcount blocks in memory (for tests of the cache bound).
+  std::size_t cached_blocks() const { return blocks_.size(); }
   // True if [offset, offset + bytes) touches a refcount block (for overlap checks, §13).
   bool overlaps_block(uint64_t offset, uint64_t bytes) const;
 
@@ -53,7 +60,10 @@ class Refcounts {
   struct Block {
     std::vector<uint8_t> data;  // one cluster, on-disk encoding
     bool dirty = false;
+    uint64_t last_use = 0;  // use_clock_ at the last lookup
   };
+  // Evicts least recently used placed blocks until there is room for one more.
+  Task<Status> make_room();
   Task<Result<Block*>> load_block(uint64_t table_index, bool create);
   uint64_t read_entry(const Block& b, uint64_t index) const;
   void write_entry(Block& b, uint64_t index, uint64_t value);
@@ -71,6 +81,9 @@ class Refcounts {
   std::vector<uint64_t> table_;  // refcount table entries (host offsets of blocks)
   bool table_dirty_ = false;
   std::map<uint64_t, Block> blocks_;  // by refcount-table index
+  std::size_t cache_blocks_;
+  uint64_t use_clock_ = 0;
+  uint64_t idle_mark_ = 0;            // use_clock_ at the previous drop_idle()
   uint64_t free_hint_ = 0;            // no free cluster below this index
   bool table_outside_file_ = false;   // the table was never written: refuse to count
   uint64_t end_index_ = 0;            // past the highest cluster this object counted

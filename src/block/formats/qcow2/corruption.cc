@@ -1,0 +1,85 @@
+// Overlap checks (qcow2-format.md §13) and corruption events (§12): what keeps a damaged
+// image from being damaged further.
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "base/byte_order.h"
+#include "block/formats/qcow2/qcow2_node.h"
+
+namespace qblock::qcow2 {
+
+const char* Qcow2Node::overlapping_metadata(uint64_t offset, uint64_t bytes, uint64_t self,
+                                            const char* ignore) const {
+  const uint64_t end = offset + bytes;
+  auto hits = [&](uint64_t start, uint64_t len) {
+    return len && start < end && offset < start + len;
+  };
+  if (hits(0, cs_)) return "qcow2_header";
+  if (!ignore && hits(header_.l1_table_offset, uint64_t{header_.l1_size} * 8)) {
+    return "active L1 table";
+  }
+  if (hits(header_.refcount_table_offset, uint64_t{header_.refcount_table_clusters} * cs_)) {
+    return "refcount table";
+  }
+  if (refcounts_->overlaps_block(offset, bytes)) return "refcount block";
+  auto it = l2_offsets_.lower_bound(offset >= cs_ ? offset - cs_ + 1 : 0);
+  for (; it != l2_offsets_.end() && *it < end; ++it) {
+    if (*it != self && hits(*it, cs_)) return "active L2 table";
+  }
+  return nullptr;
+}
+
+Task<Status> Qcow2Node::refuse_metadata_overlap(uint64_t offset, uint64_t bytes, uint64_t self,
+                                                const char* ignore) {
+  if (const char* what = overlapping_metadata(offset, bytes, self, ignore)) {
+    Error e = co_await corruption(
+        fmt::format("Preventing invalid write on metadata (overlaps with {})", what));
+    co_return fail(e);
+  }
+  co_return ok();
+}
+
+Task<Status> Qcow2Node::guard_existing(uint64_t offset, uint64_t bytes, uint64_t self,
+                                       const char* ignore) {
+  Status s = co_await refuse_metadata_overlap(offset, bytes, self, ignore);
+  if (!s) co_return s;
+  const uint64_t file_end = (file_->length() + cs_ - 1) / cs_ * cs_;
+  if (offset + bytes > file_end) {
+    Error e = co_await corruption(fmt::format(
+        "Preventing invalid write at offset {:#x} beyond the end of the image file", offset));
+    co_return fail(e);
+  }
+  co_return ok();
+}
+
+Task<Error> Qcow2Node::corruption(std::string reason, bool fatal) {
+  const bool mark = fatal && !read_only();
+  if (!corruption_reported_) {
+    corruption_reported_ = true;
+    std::fflush(stdout);
+    if (mark) {
+      std::fprintf(stderr,
+                   "qcow2: Marking image as corrupt: %s; further corruption events will be "
+                   "suppressed\n",
+                   reason.c_str());
+    } else {
+      std::fprintf(stderr,
+                   "qcow2: Image is corrupt: %s; further non-fatal corruption events will be "
+                   "suppressed\n",
+                   reason.c_str());
+    }
+  }
+  if (mark) {
+    broken_ = true;
+    if (header_.version >= 3 && !(header_.incompatible_features & kIncompatCorrupt)) {
+      header_.incompatible_features |= kIncompatCorrupt;
+      uint8_t raw[8];
+      store_be64(raw, header_.incompatible_features);
+      if (co_await file_->write(72, IoVec(raw, 8))) (void)co_await file_->flush();
+    }
+  }
+  co_return Error::with_message(EIO, "qcow2: " + reason);
+}
+
+}  // namespace qblock::qcow2

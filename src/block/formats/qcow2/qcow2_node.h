@@ -1,0 +1,223 @@
+// The qcow2 format node, private to the driver (the counterpart of QEMU's block/qcow2.h).
+// One class, its methods implemented by concern:
+//   qcow2_node.cc     construction, info, flush, close
+//   metadata.cc       L1/L2 lookup and allocation through the L2 cache, write-back in §17's
+//                     order, deferred frees, the header
+//   corruption.cc     overlap checks (§13) and corruption events (§12)
+//   read_path.cc      mapping, reads, zero tests, block status
+//   write_path.cc     the executor of write_plan.h's steps
+//   compressed_write.cc, zero_discard.cc, resize.cc, open.cc
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "block/driver.h"
+#include "block/formats/qcow2/allocation_fence.h"
+#include "block/formats/qcow2/check.h"
+#include "block/formats/qcow2/header.h"
+#include "block/formats/qcow2/l2_cache.h"
+#include "block/formats/qcow2/l2_entry.h"
+#include "block/formats/qcow2/refcount.h"
+#include "block/formats/qcow2/write_plan.h"
+#include "runtime/sync.h"
+
+namespace qblock::qcow2 {
+
+// Cache sizes as QEMU derives them from its options (qemu-compat.md §5.4).
+struct CacheSettings {
+  uint64_t l2_cache_bytes = 0;
+  uint64_t l2_entry_bytes = 0;  // slice size
+  uint64_t refcount_cache_bytes = 0;
+  uint64_t clean_interval_seconds = 600;
+};
+
+class Qcow2Node : public BlockNode {
+ public:
+  // REQUIRES: `header` parsed from `file`; `cache` validated (l2_entry_bytes a power of two
+  // between 512 and the cluster size).
+  Qcow2Node(EventLoop& loop, NodePtr file, Header header, const CacheSettings& cache);
+
+  void set_backing(NodePtr backing);
+  // block-semantics.md §5.2: zero the COW regions of a new allocation with one ALLOCATE
+  // write-zeroes instead of writing zero buffers.
+  void set_zero_cow(bool on) { zero_cow_ = on; }
+  // The image as check_image() works on it. REQUIRES: opened with OpenFlags::check.
+  CheckTarget check_target() {
+    return CheckTarget{*file_, header_, !read_only(), corruption_reported_, broken_};
+  }
+  // Reads the L1 table and the refcount table.
+  Task<Status> load_tables();
+
+  uint64_t length() const override { return header_.size; }
+  std::string filename() const override { return file_->filename(); }
+  NodeInfo info() const override;
+
+ protected:
+  Task<Status> do_read(uint64_t offset, IoVec qiov, RequestFlags flags) override;
+  Task<Status> do_write(uint64_t offset, IoVec qiov, RequestFlags flags) override;
+  Task<Status> do_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) override;
+  Task<Status> do_discard(uint64_t offset, uint64_t bytes) override;
+  Task<Status> do_flush() override;
+  Task<Status> do_truncate(uint64_t size, PreallocMode mode, Exact exact) override;
+  Task<Result<BlockStatus>> do_block_status(uint64_t offset, uint64_t bytes,
+                                            WantZero want_zero) override;
+  Task<Status> do_close() override;
+
+ private:
+  enum class ForWrite : bool { kNo = false, kYes = true };
+  // A run of clusters with the same treatment, from a requested offset.
+  struct Mapping {
+    ClusterType type;
+    uint64_t entry;  // of the first cluster
+    uint64_t bytes;  // guest bytes covered from the requested offset
+  };
+  // A piece of a write that went into another request's allocation; it counts once that
+  // allocation is linked (see do_write).
+  struct JoinedPiece {
+    std::shared_ptr<AllocationFence> fence;
+    uint64_t guest;  // where the piece starts
+    uint64_t len;
+  };
+  // A piece joined into another request's allocation that goes out with the first write of
+  // this request's own next allocation (Join::then_allocate).
+  struct JoinedPrefix {
+    uint64_t host;
+    IoVec data;
+    WriterToken token;  // released once the prefix is written or given up
+  };
+
+  uint64_t l1_index(uint64_t guest) const { return guest / cs_ / l2_entries_; }
+  uint64_t l2_index(uint64_t guest) const { return guest / cs_ % l2_entries_; }
+  uint64_t slice_span() const { return cs_ * l2_cache_.slice_entries(); }
+  uint64_t slice_index_in_table(uint64_t guest) const {
+    return l2_index(guest) / l2_cache_.slice_entries();
+  }
+  // The index of `guest`'s cluster in its slice.
+  uint64_t index_in_slice(uint64_t guest) const { return guest / cs_ % l2_cache_.slice_entries(); }
+  SliceView view(const L2Slice& slice, uint64_t guest) const {
+    return SliceView{slice.entries, guest - guest % slice_span(), cs_};
+  }
+
+  // ---- metadata.cc (all REQUIRE lock_ held) ----
+  // The L2 slice covering `guest`, or nullptr if its table is unallocated. ForWrite::kYes
+  // makes the table a private one first (allocated if absent, copied if shared: §3.6) and
+  // refuses a table that overlaps other metadata.
+  Task<Result<L2SliceRef>> get_l2_slice(uint64_t guest, ForWrite for_write);
+  // Allocates a private copy (or a zeroed table) for L1 index `l1i` (§17 R1, R2).
+  Task<Status> allocate_l2_table(uint64_t l1i);
+  Task<Status> write_l1_entry(uint64_t l1i);
+  // Records changed entries [first, first + count) of `slice` (slice indexes); they reach the
+  // disk through the cache's write-back. Refuses a slice that is not where its table is.
+  Task<Status> update_l2_entries(L2Slice& slice, uint64_t first, uint64_t count);
+  // Writes back the metadata caches in §17's order: refcount increments and guest data
+  // stable, then L2 slices, stable, then the deferred frees (R5), then their refcounts.
+  Task<Status> flush_metadata();
+  // Drops the reference `entry` held; applied after the L2 change is stable (§17 R5).
+  void queue_free(uint64_t entry) { pending_frees_.push_back(entry); }
+  Task<Status> release_entry(uint64_t entry);
+  Task<Status> write_header();
+  // Host clusters of `entry` (data cluster or compressed span) appended to `out`.
+  void host_clusters(uint64_t entry, std::vector<uint64_t>& out) const;
+  // cache-clean-interval: drops cached metadata unused for an interval (checked on access).
+  void clean_idle_caches();
+  // A fresh Refcounts over the header's refcount table, sized and wired to the L2 cache.
+  void replace_refcounts();
+
+  // ---- corruption.cc ----
+  // qcow2-format.md §13: the metadata structure [offset, offset + bytes) would overwrite,
+  // or nullptr. `self` is excluded (an L2 table rewriting itself); `ignore` names a
+  // structure that may be written (the L1 table updating an entry).
+  const char* overlapping_metadata(uint64_t offset, uint64_t bytes, uint64_t self = 0,
+                                   const char* ignore = nullptr) const;
+  // Refuses, as a fatal corruption event, a write of [offset, offset + bytes) that overlaps
+  // metadata ("Preventing invalid write on metadata"); `self`/`ignore` as above.
+  Task<Status> refuse_metadata_overlap(uint64_t offset, uint64_t bytes, uint64_t self = 0,
+                                       const char* ignore = nullptr);
+  // Refuses (as a fatal corruption event) a write of existing metadata or data at `offset`
+  // that overlaps other metadata or lies past the end of the file (a damaged pointer).
+  Task<Status> guard_existing(uint64_t offset, uint64_t bytes, uint64_t self, const char* ignore);
+  // §12: reports a corruption event. On a writable image a fatal one sets the corrupt bit
+  // and makes the node refuse further I/O. Returns the EIO the request fails with.
+  Task<Error> corruption(std::string reason, bool fatal = true);
+  Status check_usable() const {
+    if (broken_) return fail(Error::from_errno(ENOMEDIUM));
+    return ok();
+  }
+
+  // ---- read_path.cc ----
+  // How the cluster at `guest` is mapped and how many following bytes (at most `bytes`)
+  // share that treatment (RunRule::kSameMapping). REQUIRES: lock_ held.
+  Task<Result<Mapping>> map(uint64_t guest, uint64_t bytes);
+  Task<Status> read_mapping(uint64_t guest, IoVec qiov, const Mapping& m);
+  Task<Status> read_backing(uint64_t guest, IoVec qiov);
+  // True if the cluster at guest offset `guest_cluster` with L2 entry `entry` reads as zeros
+  // (asking the backing chain for metadata only).
+  Task<Result<bool>> reads_as_zero(uint64_t entry, uint64_t guest_cluster);
+
+  // ---- write_path.cc ----
+  // Writes a prefix of [offset, offset + qiov.size()) as planned by plan_write_step();
+  // returns the bytes written (0 after a wait). Joined pieces are appended to `joined`.
+  // REQUIRES: lock_ held through `guard`; returns with it released.
+  Task<Result<uint64_t>> write_step(uint64_t offset, IoVec qiov, AsyncMutex::Guard guard,
+                                    std::vector<JoinedPiece>& joined);
+  Task<Result<uint64_t>> write_in_place(uint64_t guest, IoVec qiov, WriteInPlace step,
+                                        AsyncMutex::Guard guard);
+  // Carries out an Allocate step: allocates, fences, fills the clusters (COW method chosen
+  // by choose_cow) and links them. With `prefix`, that joined piece goes out with the first
+  // write. Returns the data bytes written. REQUIRES: lock_ held through `guard`.
+  Task<Result<uint64_t>> allocate_and_write(Allocate step, IoVec data, AsyncMutex::Guard guard,
+                                            JoinedPrefix* prefix);
+  // Fills newly allocated clusters at `host` with their COW contents and the data.
+  Task<Status> fill_new_clusters(const Allocate& step, const AllocationLayout& layout,
+                                 uint64_t host, uint64_t head_entry, uint64_t tail_entry,
+                                 IoVec data, AllocationFence& fence, JoinedPrefix* prefix);
+  // Links the allocation: new L2 entries for `granted` clusters at `host`, old ones freed.
+  Task<Status> link_allocation(const Allocate& step, uint64_t granted, uint64_t host,
+                               AllocationFence& fence);
+  // Waits (releasing and retaking `guard`) until no allocation overlaps [start, end).
+  Task<void> wait_inflight(uint64_t start, uint64_t end, AsyncMutex::Guard& guard);
+
+  // ---- compressed_write.cc ----
+  // §6: whole clusters (or the image's last, partial one) compressed one by one into
+  // unallocated clusters; a cluster that does not shrink is written normally.
+  Task<Status> write_compressed(uint64_t offset, IoVec qiov);
+  // Byte allocation for compressed data (§5.4: several compressed clusters may share a host
+  // cluster; each user holds one reference). REQUIRES: lock_ held.
+  Task<Result<uint64_t>> allocate_compressed(uint64_t bytes);
+
+  // ---- resize.cc ----
+  // do_truncate's shrinking half. REQUIRES: lock_ held, size < header_.size.
+  Task<Status> shrink(uint64_t size);
+  // Part of shrink: drops refcount blocks that count nothing but themselves; returns the
+  // host cluster indexes of the dropped blocks.
+  Task<Result<std::vector<uint64_t>>> drop_unused_refblocks();
+  // do_truncate's growing half when the L1 table must grow to `needed` entries.
+  Task<Status> grow_l1_table(uint64_t size, uint64_t needed);
+
+  AsyncMutex lock_;  // guards every metadata structure below
+  Header header_;
+  const uint64_t cs_;
+  const uint64_t l2_entries_;
+  BlockNode* file_ = nullptr;
+  BlockNode* backing_ = nullptr;
+  std::unique_ptr<Refcounts> refcounts_;
+  std::size_t refcount_cache_blocks_;
+  std::vector<uint64_t> l1_;
+  L2Cache l2_cache_;
+  std::vector<uint64_t> pending_frees_;  // L2 entries whose clusters are released at flush
+  std::vector<FenceRange*> inflight_;    // allocations between allocation and L2 link
+  std::set<uint64_t> l2_offsets_;        // host offsets of the active L2 tables (overlap checks)
+  bool zero_cow_ = true;
+  uint64_t compressed_end_ = 0;  // where the next compressed data may go (0: a fresh cluster)
+  bool broken_ = false;          // a fatal corruption event happened: refuse all I/O
+  bool corruption_reported_ = false;
+  // cache-clean-interval (0: never); next_clean_ is when idle entries are dropped next.
+  std::chrono::steady_clock::duration clean_interval_{};
+  std::chrono::steady_clock::time_point next_clean_{};
+};
+
+}  // namespace qblock::qcow2

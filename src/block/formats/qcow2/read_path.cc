@@ -1,0 +1,152 @@
+// Guest-to-host mapping and everything that only reads through it: guest reads, the zero
+// test of COW regions, block status.
+#include <fmt/format.h>
+
+#include "block/formats/qcow2/compress.h"
+#include "block/formats/qcow2/qcow2_node.h"
+
+namespace qblock::qcow2 {
+
+Task<Result<Qcow2Node::Mapping>> Qcow2Node::map(uint64_t guest, uint64_t bytes) {
+  Result<L2SliceRef> slice = co_await get_l2_slice(guest, ForWrite::kNo);
+  if (!slice) co_return fail(slice.error());
+  if (!*slice) {
+    // No L2 table: the whole table's range is unallocated.
+    const uint64_t table_span = cs_ * l2_entries_;
+    const uint64_t table_end = guest - guest % table_span + table_span;
+    co_return Mapping{ClusterType::kUnallocated, 0, std::min(bytes, table_end - guest)};
+  }
+  const L2Slice& s = **slice;
+  const uint64_t index = index_in_slice(guest);
+  const uint64_t entry = s.entries[index];
+  const ClusterType type = cluster_type(entry);
+  if (has_host_cluster(type) && (entry & kOffsetMask) % cs_) {
+    Error e = co_await corruption(
+        fmt::format("Cluster allocation offset {:#x} unaligned (L2 offset: {:#x}, L2 index: {:#x})",
+                    entry & kOffsetMask, s.table_offset, s.first_index + index));
+    co_return fail(e);
+  }
+  const ClusterRun run = scan_run(view(s, guest), guest, bytes, RunRule::kSameMapping, inflight_);
+  co_return Mapping{type, entry, run.bytes};
+}
+
+Task<Status> Qcow2Node::read_backing(uint64_t guest, IoVec qiov) {
+  co_await file_->debug_event(DebugEvent::kReadBackingAio);
+  const uint64_t backing_len = backing_ ? backing_->length() : 0;
+  const uint64_t n = qiov.size();
+  // §3.5: beyond the backing file's end the image reads as zeros.
+  const uint64_t avail = guest < backing_len ? std::min(n, backing_len - guest) : 0;
+  if (avail < n) qiov.memset(avail, 0, n - avail);
+  if (avail == 0) co_return ok();
+  IoVec part = qiov.slice(0, avail);
+  co_return co_await backing_->read(guest, std::move(part));
+}
+
+Task<Status> Qcow2Node::read_mapping(uint64_t guest, IoVec qiov, const Mapping& m) {
+  switch (m.type) {
+    case ClusterType::kUnallocated:
+      if (backing_) co_return co_await read_backing(guest, std::move(qiov));
+      qiov.memset(0, 0, qiov.size());
+      co_return ok();
+    case ClusterType::kZeroPlain:
+    case ClusterType::kZeroAlloc: qiov.memset(0, 0, qiov.size()); co_return ok();
+    case ClusterType::kNormal: {
+      co_await file_->debug_event(DebugEvent::kReadAio);
+      const uint64_t host = (m.entry & kOffsetMask) + guest % cs_;
+      co_return co_await file_->read(host, std::move(qiov));
+    }
+    case ClusterType::kCompressed: {
+      co_await file_->debug_event(DebugEvent::kReadCompressed);
+      const CompressedDescriptor d = decode_compressed(m.entry, header_.cluster_bits);
+      const uint64_t file_len = file_->length();
+      if (d.host >= file_len) co_return fail(Error::io("compressed cluster beyond end of file"));
+      const uint64_t in_len = std::min(d.max_bytes(), file_len - d.host);
+      std::vector<uint8_t> in(in_len);
+      Status s = co_await file_->read(d.host, IoVec(in.data(), in_len));
+      if (!s) co_return s;
+      std::vector<uint8_t> out(cs_);
+      s = decompress_cluster(static_cast<CompressionType>(header_.compression_type), in.data(),
+                             in_len, out.data(), cs_);
+      if (!s) co_return s;
+      qiov.copy_from(0, out.data() + guest % cs_, qiov.size());
+      co_return ok();
+    }
+  }
+  co_return ok();
+}
+
+Task<Result<bool>> Qcow2Node::reads_as_zero(uint64_t entry, uint64_t guest_cluster) {
+  switch (cluster_type(entry)) {
+    case ClusterType::kZeroPlain:
+    case ClusterType::kZeroAlloc: co_return true;
+    case ClusterType::kUnallocated:
+      if (!backing_ || guest_cluster >= backing_->length()) co_return true;
+      {
+        // Ask the backing chain cheaply whether that range holds data: metadata only
+        // (WantZero::kNo), no lseek of a raw file per allocation, as QEMU's fast zero test.
+        const uint64_t len = std::min(cs_, backing_->length() - guest_cluster);
+        Result<BlockStatus> st = co_await backing_->block_status(guest_cluster, len, WantZero::kNo);
+        if (!st) co_return fail(st.error());
+        co_return (st->flags & kStatusZero) && st->bytes >= len;
+      }
+    default: co_return false;
+  }
+}
+
+Task<Status> Qcow2Node::do_read(uint64_t offset, IoVec qiov, RequestFlags) {
+  if (Status u = check_usable(); !u) co_return u;
+  // Map the whole request first, then read every extent at once: a fragmented request costs
+  // one round trip, not one per extent.
+  struct Extent {
+    uint64_t pos;
+    Mapping m;
+  };
+  std::vector<Extent> extents;
+  {
+    AsyncMutex::Guard guard = co_await lock_.lock();
+    for (uint64_t pos = 0; pos < qiov.size();) {
+      Result<Mapping> m = co_await map(offset + pos, qiov.size() - pos);
+      if (!m) co_return fail(m.error());
+      extents.push_back(Extent{pos, *m});
+      pos += m->bytes;
+    }
+  }
+  if (extents.size() == 1) {
+    co_return co_await read_mapping(offset, std::move(qiov), extents[0].m);
+  }
+  std::vector<Task<Status>> reads;
+  reads.reserve(extents.size());
+  for (const Extent& e : extents) {
+    reads.push_back(read_mapping(offset + e.pos, qiov.slice(e.pos, e.m.bytes), e.m));
+  }
+  std::vector<Status> results = co_await when_all(std::move(reads));
+  for (Status& r : results) {
+    if (!r) co_return r;
+  }
+  co_return ok();
+}
+
+Task<Result<BlockStatus>> Qcow2Node::do_block_status(uint64_t offset, uint64_t bytes, WantZero) {
+  AsyncMutex::Guard guard = co_await lock_.lock();
+  Result<Mapping> m = co_await map(offset, bytes);
+  if (!m) co_return fail(m.error());
+  BlockStatus st{0, m->bytes, 0, nullptr};
+  switch (m->type) {
+    case ClusterType::kUnallocated: break;
+    case ClusterType::kZeroPlain: st.flags = kStatusZero; break;
+    case ClusterType::kZeroAlloc:
+      st.flags = kStatusZero | kStatusOffsetValid;
+      st.host_offset = (m->entry & kOffsetMask) + offset % cs_;
+      st.file = file_;
+      break;
+    case ClusterType::kNormal:
+      st.flags = kStatusData | kStatusOffsetValid;
+      st.host_offset = (m->entry & kOffsetMask) + offset % cs_;
+      st.file = file_;
+      break;
+    case ClusterType::kCompressed: st.flags = kStatusData; break;
+  }
+  co_return st;
+}
+
+}  // namespace qblock::qcow2

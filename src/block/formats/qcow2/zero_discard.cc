@@ -1,0 +1,94 @@
+// Write-zeroes and discard (qcow2-format.md §3.7): metadata operations on whole clusters.
+#include "block/formats/qcow2/qcow2_node.h"
+
+namespace qblock::qcow2 {
+
+Task<Status> Qcow2Node::do_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) {
+  if (Status u = check_usable(); !u) co_return u;
+  if (header_.version < 3) co_return fail(Error::unsupported());
+  AsyncMutex::Guard guard = co_await lock_.lock();
+  // Clusters being filled by an allocating write are not touched until it has linked them.
+  co_await wait_inflight(offset - offset % cs_, offset + bytes, guard);
+  const uint64_t in_cluster = offset % cs_;
+  const bool partial = in_cluster != 0 || (bytes % cs_ != 0 && offset + bytes != header_.size);
+  if (partial) {
+    // qcow2-format.md §3.7: a partial cluster can only become a zero cluster if it already
+    // reads as zeros; anything else is the generic layer's job (ENOTSUP → zero buffers).
+    Result<L2SliceRef> slice = co_await get_l2_slice(offset, ForWrite::kNo);
+    if (!slice) co_return fail(slice.error());
+    const uint64_t entry = *slice ? (*slice)->entries[index_in_slice(offset)] : 0;
+    Result<bool> z = co_await reads_as_zero(entry, offset - in_cluster);
+    if (!z) co_return fail(z.error());
+    if (!*z || cluster_type(entry) == ClusterType::kZeroAlloc) co_return fail(Error::unsupported());
+    if (cluster_type(entry) == ClusterType::kZeroPlain) co_return ok();
+    slice->reset();
+    Result<L2SliceRef> t = co_await get_l2_slice(offset, ForWrite::kYes);
+    if (!t) co_return fail(t.error());
+    (*t)->entries[index_in_slice(offset)] = kZeroFlag;
+    co_return co_await update_l2_entries(**t, index_in_slice(offset), 1);
+  }
+  const uint64_t end = offset + bytes;
+  for (uint64_t pos = offset; pos < end;) {
+    Result<L2SliceRef> slice = co_await get_l2_slice(pos, ForWrite::kYes);
+    if (!slice) co_return fail(slice.error());
+    const uint64_t first = index_in_slice(pos);
+    const uint64_t count = std::min(l2_cache_.slice_entries() - first, (end - pos + cs_ - 1) / cs_);
+    std::vector<uint64_t> to_free;
+    for (uint64_t i = 0; i < count; ++i) {
+      uint64_t& e = (*slice)->entries[first + i];
+      const ClusterType type = cluster_type(e);
+      const bool keep =
+          !flags.has(RequestFlag::kMayUnmap) && (e & kCopied) && has_host_cluster(type);
+      if (keep) {
+        e = (e & (kOffsetMask | kCopied)) | kZeroFlag;  // ZERO_ALLOC
+      } else {
+        if (entry_references_host(e)) to_free.push_back(e);
+        e = kZeroFlag;  // ZERO_PLAIN
+      }
+    }
+    Status s = co_await update_l2_entries(**slice, first, count);
+    if (!s) co_return s;
+    for (uint64_t e : to_free) queue_free(e);
+    pos += count * cs_;
+  }
+  co_return ok();
+}
+
+Task<Status> Qcow2Node::do_discard(uint64_t offset, uint64_t bytes) {
+  if (Status u = check_usable(); !u) co_return u;
+  // §3.7: partial clusters are ignored (the end of the image counts as a cluster end).
+  const uint64_t start = (offset + cs_ - 1) / cs_ * cs_;
+  const uint64_t end =
+      offset + bytes == header_.size ? offset + bytes : (offset + bytes) / cs_ * cs_;
+  if (end <= start) co_return ok();
+  // v2 has no zero flag: freeing a cluster would expose the backing file, so QEMU (7.2,
+  // observed) leaves such images alone.
+  if (header_.version < 3 && backing_) co_return ok();
+  AsyncMutex::Guard guard = co_await lock_.lock();
+  co_await wait_inflight(start, end, guard);
+  // v3: the range reads as zeros afterwards; v2 has no zero flag and shows the backing file.
+  const uint64_t replacement = header_.version >= 3 ? kZeroFlag : 0;
+  for (uint64_t pos = start; pos < end;) {
+    const uint64_t first = index_in_slice(pos);
+    const uint64_t count = std::min(l2_cache_.slice_entries() - first, (end - pos + cs_ - 1) / cs_);
+    if (header_.version < 3 && !(l1_index(pos) < l1_.size() && l1_[l1_index(pos)] & kOffsetMask)) {
+      pos += count * cs_;  // nothing mapped, nothing to discard
+      continue;
+    }
+    Result<L2SliceRef> slice = co_await get_l2_slice(pos, ForWrite::kYes);
+    if (!slice) co_return fail(slice.error());
+    std::vector<uint64_t> to_free;
+    for (uint64_t i = 0; i < count; ++i) {
+      uint64_t& e = (*slice)->entries[first + i];
+      if (entry_references_host(e)) to_free.push_back(e);
+      e = replacement;
+    }
+    Status s = co_await update_l2_entries(**slice, first, count);
+    if (!s) co_return s;
+    for (uint64_t e : to_free) queue_free(e);
+    pos += count * cs_;
+  }
+  co_return ok();
+}
+
+}  // namespace qblock::qcow2
