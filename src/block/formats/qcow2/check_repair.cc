@@ -1,0 +1,228 @@
+// qemu-img check's second half (see check.h): the stored refcounts compared with the
+// counted references, leaks and wrong refcounts repaired, COPIED flags fixed, and the rebuild
+// of the refcount structures as the last resort.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cinttypes>
+
+#include "base/byte_order.h"
+#include "block/formats/qcow2/checker.h"
+#include "block/formats/qcow2/l2_entry.h"
+#include "block/formats/qcow2/refcount.h"
+
+namespace qblock::qcow2::check_internal {
+
+// Compares stored and computed refcounts. A cluster in use whose refcount is 0 can only be
+// repaired by rebuilding the refcount structures (it may have no refcount block at all).
+Task<void> Checker::compare(unsigned fix) {
+  for (uint64_t i = 0; i < nb_clusters_; ++i) {
+    Result<uint64_t> st = co_await stored(i);
+    if (!st) {
+      diag("Can't get refcount for cluster {}: {}", i, st.error().errno_text());
+      ++res_.check_errors;
+      continue;
+    }
+    const uint64_t have = *st;
+    const uint64_t want = i < refs_.size() ? refs_[i] : 0;
+    if (have > 0 || want > 0) highest_cluster_ = i;
+    if (have == want) continue;
+    uint64_t* fixed = nullptr;
+    if (have == 0) {
+      rebuild_ = true;
+    } else if (have > want && (fix & kFixLeaks)) {
+      fixed = &res_.leaks_fixed;
+    } else if (have < want && (fix & kFixErrors)) {
+      fixed = &res_.corruptions_fixed;
+    }
+    diag("{} cluster {} refcount={} reference={}",
+         fixed ? "Repairing" : (have < want ? "ERROR" : "Leaked"), i, have, want);
+    if (fixed) {
+      Status s = co_await set_stored(i, want);
+      if (s) {
+        ++*fixed;
+        continue;
+      }
+    }
+    if (have < want) {
+      ++res_.corruptions;
+    } else {
+      ++res_.leaks;
+    }
+  }
+  Status w = co_await write_stored_blocks();
+  if (!w) {
+    diag("ERROR: Could not write refcount blocks: {}", w.error().errno_text());
+    ++res_.check_errors;
+  }
+}
+
+// §3.6: COPIED must be set exactly on the active entries whose cluster has refcount 1.
+Task<void> Checker::check_copied_flags() {
+  // Without errors repairing a flag is as safe as fixing a leak; otherwise the refcounts
+  // themselves may be wrong and only -r all touches the flags.
+  const bool repair = (fix_ & kFixErrors) || ((fix_ & kFixLeaks) && !res_.check_errors &&
+                                              !res_.corruptions && !res_.leaks);
+  const Header& h = t_.header;
+  if (h.l1_size == 0) co_return;
+  std::vector<uint8_t> l1(uint64_t{h.l1_size} * 8);
+  Status s = co_await read_at(h.l1_table_offset, l1.data(), l1.size());
+  if (!s) {
+    ++res_.check_errors;
+    co_return;
+  }
+  bool l1_dirty = false;
+  for (uint64_t i = 0; i < h.l1_size; ++i) {
+    uint64_t l1_entry = load_be64(&l1[i * 8]);
+    const uint64_t l2_offset = l1_entry & kOffsetMask;
+    if (l2_offset == 0) continue;
+    Result<uint64_t> rc = co_await stored(l2_offset >> bits_);
+    if (!rc) continue;
+    if ((*rc == 1) != ((l1_entry & kCopied) != 0)) {
+      diag("{} OFLAG_COPIED L2 cluster: l1_index={} l1_entry={:x} refcount={}",
+           repair ? "Repairing" : "ERROR", i, l1_entry, *rc);
+      if (repair) {
+        l1_entry = *rc == 1 ? (l1_entry | kCopied) : (l1_entry & ~kCopied);
+        store_be64(&l1[i * 8], l1_entry);
+        l1_dirty = true;
+        ++res_.corruptions_fixed;
+      } else {
+        ++res_.corruptions;
+      }
+    }
+    std::vector<uint8_t> l2(cs_);
+    s = co_await read_at(l2_offset, l2.data(), cs_);
+    if (!s) {
+      diag("ERROR: Could not read L2 table: {}", s.error().errno_text());
+      ++res_.check_errors;
+      continue;
+    }
+    bool l2_dirty = false;
+    for (uint64_t j = 0; j < cs_ / 8; ++j) {
+      uint64_t entry = load_be64(&l2[j * 8]);
+      if ((entry & kCompressedFlag) || (entry & kOffsetMask) == 0) continue;
+      Result<uint64_t> data_rc = co_await stored((entry & kOffsetMask) >> bits_);
+      if (!data_rc) continue;
+      if ((*data_rc == 1) != ((entry & kCopied) != 0)) {
+        diag("{} OFLAG_COPIED data cluster: l2_entry={:x} refcount={}",
+             repair ? "Repairing" : "ERROR", entry, *data_rc);
+        if (repair) {
+          entry = *data_rc == 1 ? (entry | kCopied) : (entry & ~kCopied);
+          store_be64(&l2[j * 8], entry);
+          l2_dirty = true;
+          ++res_.corruptions_fixed;
+        } else {
+          ++res_.corruptions;
+        }
+      }
+    }
+    if (l2_dirty) {
+      Status w = co_await write_at(l2_offset, l2.data(), cs_);
+      if (!w) {
+        diag("ERROR: Could not write L2 table: {}", w.error().errno_text());
+        ++res_.check_errors;
+      }
+    }
+  }
+  if (l1_dirty) {
+    Status w = co_await write_at(h.l1_table_offset, l1.data(), l1.size());
+    if (!w) {
+      diag("ERROR: Could not write L1 table: {}", w.error().errno_text());
+      ++res_.check_errors;
+    }
+  }
+  if (l1_dirty || res_.corruptions_fixed) (void)co_await t_.file.flush();
+}
+
+// ---- rebuilding the refcount structures ---------------------------------------------------
+
+// First fit over the computed refcounts, growing the image at its end when nothing fits.
+uint64_t Checker::allocate_counted(uint64_t count) {
+  uint64_t start = first_free_;
+  while (start < refs_.size() && refs_[start] != 0) ++start;
+  first_free_ = start;
+  for (;;) {
+    uint64_t end = start;
+    while (end < start + count && (end >= refs_.size() || refs_[end] == 0)) ++end;
+    if (end == start + count) break;
+    start = end + 1;
+  }
+  if (refs_.size() < start + count) refs_.resize(start + count, 0);
+  for (uint64_t k = start; k < start + count; ++k) refs_[k] = 1;
+  return start;
+}
+
+// Writes new refcount blocks and a new table describing the references just counted, then
+// points the header at them. The old structures stay untouched until the header switches, so
+// a failure leaves the image as it was; afterwards they are merely leaked.
+Task<Status> Checker::rebuild() {
+  first_free_ = 0;
+  std::vector<uint64_t> table;  // refcount block offsets by table index
+  uint64_t table_offset = 0;
+  uint64_t table_clusters = 0;
+  for (;;) {
+    bool placed_block = false;
+    for (uint64_t t = 0; t * entries_per_block_ < refs_.size(); ++t) {
+      if (t < table.size() && table[t]) continue;
+      const uint64_t end = std::min<uint64_t>(refs_.size(), (t + 1) * entries_per_block_);
+      const bool used = std::any_of(
+          refs_.begin() + static_cast<std::ptrdiff_t>(t * entries_per_block_),
+          refs_.begin() + static_cast<std::ptrdiff_t>(end), [](uint32_t r) { return r != 0; });
+      if (!used) continue;
+      if (table.size() <= t) table.resize(t + 1, 0);
+      table[t] = allocate_counted(1) << bits_;
+      placed_block = true;
+    }
+    const uint64_t needed = (table.size() * 8 + cs_ - 1) / cs_;
+    if (table_clusters >= needed && !placed_block) break;
+    if (table_clusters < needed) {
+      for (uint64_t k = 0; k < table_clusters; ++k) refs_[(table_offset >> bits_) + k] = 0;
+      first_free_ = std::min(first_free_, table_offset >> bits_);
+      table_offset = allocate_counted(needed) << bits_;
+      table_clusters = needed;
+    }
+  }
+  std::vector<uint8_t> block(cs_);
+  for (uint64_t t = 0; t < table.size(); ++t) {
+    if (!table[t]) continue;
+    std::fill(block.begin(), block.end(), 0);
+    for (uint64_t k = 0; k < entries_per_block_; ++k) {
+      const uint64_t cluster = t * entries_per_block_ + k;
+      if (cluster >= refs_.size()) break;
+      write_refcount_entry(block.data(), refcount_bits_, k, refs_[cluster]);
+    }
+    Status s = co_await write_at(table[t], block.data(), cs_);
+    if (!s) co_return fail(Error(s.error().errnum(), "ERROR writing refblock"));
+  }
+  std::vector<uint8_t> raw(table_clusters * cs_, 0);
+  for (uint64_t t = 0; t < table.size(); ++t) store_be64(&raw[t * 8], table[t]);
+  Status s = co_await write_at(table_offset, raw.data(), raw.size());
+  if (!s) co_return fail(Error(s.error().errnum(), "ERROR writing reftable"));
+  s = co_await t_.file.flush();
+  if (!s) co_return s;
+  // Header fields 48–59: refcount_table_offset and refcount_table_clusters.
+  uint8_t fields[12];
+  store_be64(fields, table_offset);
+  store_be32(fields + 8, static_cast<uint32_t>(table_clusters));
+  s = co_await write_at(48, fields, sizeof fields);
+  if (!s) co_return fail(Error(s.error().errnum(), "ERROR setting reftable"));
+  s = co_await t_.file.flush();
+  if (!s) co_return s;
+  t_.header.refcount_table_offset = table_offset;
+  t_.header.refcount_table_clusters = static_cast<uint32_t>(table_clusters);
+  co_return co_await load_reftable();
+}
+
+// After a successful repair the image is consistent again: clear dirty and corrupt (§11, §12).
+Task<Status> Checker::mark_clean() {
+  const uint64_t bits = kIncompatDirty | kIncompatCorrupt;
+  if (!(t_.header.incompatible_features & bits)) co_return ok();
+  t_.header.incompatible_features &= ~bits;
+  uint8_t raw[8];
+  store_be64(raw, t_.header.incompatible_features);
+  Status s = co_await write_at(72, raw, 8);
+  if (!s) co_return s;
+  co_return co_await t_.file.flush();
+}
+
+}  // namespace qblock::qcow2::check_internal

@@ -1,0 +1,96 @@
+// The checker behind check_image() (check.h), private to check.cc (the walk that counts
+// every reference) and check_repair.cc (comparing with the stored refcounts and repairing).
+#pragma once
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "block/formats/qcow2/check.h"
+
+namespace qblock::qcow2::check_internal {
+
+// One diagnostic line on stderr; stdout is flushed first so merged output keeps its order.
+template <typename... Args>
+void diag(fmt::format_string<Args...> format, Args&&... args) {
+  std::fflush(stdout);
+  std::string line = fmt::format(format, std::forward<Args>(args)...);
+  line += '\n';
+  std::fputs(line.c_str(), stderr);
+}
+
+// printf's "%#x": no prefix for zero.
+inline std::string c_hex(uint64_t v) { return v ? fmt::format("{:#x}", v) : "0"; }
+
+class Checker {
+ public:
+  Checker(CheckTarget target, unsigned fix)
+      : t_(target),
+        fix_(fix),
+        cs_(target.header.cluster_size()),
+        bits_(target.header.cluster_bits),
+        refcount_bits_(target.header.refcount_bits()),
+        entries_per_block_(cs_ * 8 / refcount_bits_),
+        max_refcount_(refcount_bits_ >= 32 ? std::numeric_limits<uint32_t>::max()
+                                           : (uint32_t{1} << refcount_bits_) - 1) {}
+
+  Task<Result<CheckResult>> run();
+
+ private:
+  struct StoredBlock {
+    std::vector<uint8_t> data;
+    bool dirty = false;
+  };
+
+  // ---- I/O on the image file ----
+  Task<Status> read_at(uint64_t offset, uint8_t* buf, uint64_t len);
+  Task<Status> write_at(uint64_t offset, const uint8_t* buf, uint64_t len);
+  Task<Error> corruption(std::string reason);
+
+  // ---- the references the image holds (the in-memory refcount table) ----
+  Task<void> calculate();
+  void count(uint64_t offset, uint64_t size);
+  Task<void> count_l1(uint64_t l1_offset, uint64_t l1_size, bool active);
+  Task<void> count_l2(uint64_t l2_offset, bool active);
+  Task<void> count_snapshots();
+  Task<void> count_bitmaps();
+  Task<void> count_refblocks();
+
+  // ---- the stored refcounts ----
+  Task<Status> load_reftable();
+  Task<Result<uint64_t>> stored(uint64_t cluster);
+  Task<Status> set_stored(uint64_t cluster, uint64_t value);
+  Task<Status> write_stored_blocks();
+
+  Task<void> compare(unsigned fix);
+  Task<void> check_copied_flags();
+  Task<Status> rebuild();
+  uint64_t allocate_counted(uint64_t count);
+  Task<Status> mark_clean();
+
+  CheckTarget t_;
+  const unsigned fix_;
+  const uint64_t cs_;
+  const uint32_t bits_;
+  const uint32_t refcount_bits_;
+  const uint64_t entries_per_block_;
+  const uint32_t max_refcount_;
+
+  CheckResult res_;
+  std::vector<uint32_t> refs_;  // references found, by host cluster
+  uint64_t nb_clusters_ = 0;    // clusters compared: those inside the file (or counted)
+  bool rebuild_ = false;
+  bool have_previous_data_ = false;
+  uint64_t next_contiguous_ = 0;
+  uint64_t highest_cluster_ = 0;
+  uint64_t first_free_ = 0;  // allocate_counted() searches from here
+
+  std::vector<uint64_t> reftable_;  // raw refcount table entries
+  std::map<uint64_t, StoredBlock> blocks_;
+};
+
+}  // namespace qblock::qcow2::check_internal
