@@ -28,6 +28,7 @@ _run_io --image-opts -c 'length' -c 'read -P 0 0 512' driver=raw,file.filename=t
 _run_io --image-opts -c 'length' driver=raw,file.driver=file,file.filename=t.raw
 _run_io --image-opts -f raw -c 'length' t.raw
 _run_io -f raw --image-opts -c 'length' driver=raw,file.filename=t.raw
+_run_io --image-opts -f '' -c 'length' driver=raw,file.filename=t.raw
 _run_io --image-opts -c 'length' driver=raw,file.filename=nofile.raw
 _run_io --image-opts -c 'length' driver=raw,file.filename=t.raw,foo=bar
 

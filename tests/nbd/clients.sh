@@ -302,6 +302,20 @@ c_stop_sparse() {
   stop_server sparse && check_clean "$WORK/sparse.qcow2"
 }
 
+# --- invocation ------------------------------------------------------------------------------
+
+# --image-opts with -f (even an empty one) is refused in qemu-nbd's words.
+c_image_opts_with_format() {
+  local f
+  must "create image" qemu-img create -q -f raw "$WORK/opts.raw" 1M || return 1
+  for f in raw ''; do
+    must_fail "--image-opts -f '$f'" timeout 10 "${NBD_SERVER_CMD[@]}" --image-opts -f "$f" \
+      -k "$WORK/opts.sock" "driver=raw,file.filename=$WORK/opts.raw" || return 1
+    grep -qx "qemu-nbd: --image-opts and -f are mutually exclusive" <<<"$OUT" ||
+      { why "--image-opts -f '$f': $OUT"; return 1; }
+  done
+}
+
 # --- backing chain: qemu:allocation-depth -----------------------------------------------------
 
 c_allocation_depth() {
@@ -345,5 +359,6 @@ run_case nbdcopy-sparse-to-export c_nbdcopy_sparse_to_export
 run_case nbdcopy-sparse-to-file c_nbdcopy_sparse_to_file
 run_case stop-sparse c_stop_sparse
 run_case allocation-depth c_allocation_depth
+run_case image-opts-with-format c_image_opts_with_format
 echo "# $((SECONDS - T0))s"
 finish

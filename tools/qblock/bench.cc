@@ -2,8 +2,6 @@
 // number of requests in flight with one long-lived coroutine per queue slot, so the hot loop
 // allocates nothing of its own and every completion queues its successor's SQE in the same
 // event-loop iteration (one io_uring_enter per batch).
-#include <getopt.h>
-
 #include <chrono>
 #include <climits>
 #include <coroutine>
@@ -19,6 +17,7 @@
 #include "qblock/block_node.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
+#include "qblock/image_options.h"
 #include "qblock/iovec.h"
 #include "qblock/options.h"
 #include "qblock/task.h"
@@ -40,10 +39,9 @@ struct BenchArgs {
   uint8_t pattern = 0;
   bool write = false;
   bool drain = true;
-  bool image_opts = false;
   bool native = false;  // -n or -i native
   bool stats = false;
-  std::string format;
+  ImageArgs image;  // -f, --image-opts, -U (force_share goes into `flags`)
   std::string filename;
   OpenFlags flags;
 };
@@ -91,107 +89,91 @@ bool parse_size_option(const char* text, const char* what, uint64_t max, uint64_
 
 // Parses argv into `args`. Returns -1 to go on, otherwise the exit status.
 int parse_args(int argc, char** argv, BenchArgs& args) {
-  enum { kOptFlushInterval = 256, kOptImageOpts, kOptPattern, kOptNoDrain, kOptStats };
-  static const option kLongOptions[] = {
-      {"help", no_argument, nullptr, 'h'},
-      {"flush-interval", required_argument, nullptr, kOptFlushInterval},
-      {"image-opts", no_argument, nullptr, kOptImageOpts},
-      {"pattern", required_argument, nullptr, kOptPattern},
-      {"no-drain", no_argument, nullptr, kOptNoDrain},
-      {"force-share", no_argument, nullptr, 'U'},
-      {"stats", no_argument, nullptr, kOptStats},
-      {nullptr, 0, nullptr, 0},
-  };
-  optind = 0;  // full glibc reset: parse this argv from the start
-  opterr = 0;
-  for (;;) {
-    int c = getopt_long(argc, argv, ":hc:d:f:ni:o:qs:S:t:wU", kLongOptions, nullptr);
-    if (c == -1) break;
-    switch (c) {
-      case ':':
-        return usage_error(std::string("missing argument for option '") + argv[optind - 1] + "'");
-      case '?': return usage_error(std::string("unrecognized option '") + argv[optind - 1] + "'");
-      case 'h': print_help(); return 0;
-      case 'c': {
-        std::optional<uint64_t> v = parse_ulong(optarg);
-        if (!v || *v > INT_MAX) return error("Invalid request count specified");
-        args.count = *v;
-        break;
-      }
-      case 'd': {
-        // qemu-compat.md §4.4: 7.2 accepts 0 and then hangs; qblock rejects it.
-        std::optional<uint64_t> v = parse_ulong(optarg);
-        if (!v || *v > INT_MAX || *v == 0) return error("Invalid queue depth specified");
-        args.depth = *v;
-        break;
-      }
-      case 'f': args.format = optarg; break;
-      case 'n':
-        args.native = true;
-        args.flags.aio = AioMode::kIoUring;  // native AIO is served by io_uring
-        break;
-      case 'i': {
-        std::string_view mode = optarg;
-        if (mode == "threads") {
-          args.native = false;
-          args.flags.aio = AioMode::kThreads;
-        } else if (mode == "io_uring") {
-          args.native = false;
-          args.flags.aio = AioMode::kIoUring;
-        } else if (mode == "native") {
-          args.native = true;
-          args.flags.aio = AioMode::kIoUring;
-        } else {
-          return error(std::string("Invalid aio option: ") + optarg);
-        }
-        break;
-      }
-      case 'o':
-        if (!parse_size_option(optarg, "offset", INT64_MAX, args.offset)) return 1;
-        break;
-      case 'q': break;  // bench prints its own lines even when quiet (qemu-compat.md §4.1)
-      case 's':
-        if (!parse_size_option(optarg, "buffer size", INT_MAX, args.bufsize)) return 1;
-        break;
-      case 'S':
-        if (!parse_size_option(optarg, "step_size", INT_MAX, args.step)) return 1;
-        break;
-      case 't':
-        if (!apply_cache_mode(optarg, args.flags)) return error("Invalid cache mode");
-        break;
-      case 'w': args.write = true; break;
-      case 'U': args.flags.force_share = true; break;
-      case kOptFlushInterval: {
-        std::optional<uint64_t> v = parse_ulong(optarg);
-        if (!v || *v > INT_MAX) return error("Invalid flush interval specified");
-        args.flush_interval = *v;
-        break;
-      }
-      case kOptImageOpts: args.image_opts = true; break;
-      case kOptPattern: {
-        std::optional<uint64_t> v = parse_ulong(optarg);
-        if (!v || *v > 0xff) return error("Invalid pattern byte specified");
-        args.pattern = static_cast<uint8_t>(*v);
-        break;
-      }
-      case kOptNoDrain: args.drain = false; break;
-      case kOptStats: args.stats = true; break;
-      default: return usage_error("unrecognized option");
+  OptionParser parser;
+  parser.help(print_help);
+  // 7.2's bench has no --object.
+  add_image_options(parser,
+                    ImageOption::kFormat | ImageOption::kImageOpts | ImageOption::kForceShare,
+                    &args.image);
+  parser.with_value('c', [&args](const char* value) {
+    std::optional<uint64_t> v = parse_ulong(value);
+    if (!v || *v > INT_MAX) return error("Invalid request count specified");
+    args.count = *v;
+    return kContinue;
+  });
+  parser.with_value('d', [&args](const char* value) {
+    // qemu-compat.md §4.4: 7.2 accepts 0 and then hangs; qblock rejects it.
+    std::optional<uint64_t> v = parse_ulong(value);
+    if (!v || *v > INT_MAX || *v == 0) return error("Invalid queue depth specified");
+    args.depth = *v;
+    return kContinue;
+  });
+  parser.without_value('n', [&args](const char*) {
+    args.native = true;
+    args.flags.aio = AioMode::kIoUring;  // native AIO is served by io_uring
+    return kContinue;
+  });
+  parser.with_value('i', [&args](const char* value) {
+    std::string_view mode = value;
+    if (mode == "threads") {
+      args.native = false;
+      args.flags.aio = AioMode::kThreads;
+    } else if (mode == "io_uring") {
+      args.native = false;
+      args.flags.aio = AioMode::kIoUring;
+    } else if (mode == "native") {
+      args.native = true;
+      args.flags.aio = AioMode::kIoUring;
+    } else {
+      return error(std::string("Invalid aio option: ") + value);
     }
-  }
-  if (optind != argc - 1) return usage_error("Expecting one image file name");
-  args.filename = argv[optind];
+    return kContinue;
+  });
+  parser.with_value('o', [&args](const char* value) {
+    return parse_size_option(value, "offset", INT64_MAX, args.offset) ? kContinue : 1;
+  });
+  parser.ignored('q', false);  // bench prints its own lines even when quiet (qemu-compat.md §4.1)
+  parser.with_value('s', [&args](const char* value) {
+    return parse_size_option(value, "buffer size", INT_MAX, args.bufsize) ? kContinue : 1;
+  });
+  parser.with_value('S', [&args](const char* value) {
+    return parse_size_option(value, "step_size", INT_MAX, args.step) ? kContinue : 1;
+  });
+  parser.with_value('t', [&args](const char* value) {
+    return apply_cache_mode(value, args.flags) ? kContinue : error("Invalid cache mode");
+  });
+  parser.flag('w', &args.write);
+  parser.with_value("flush-interval", [&args](const char* value) {
+    std::optional<uint64_t> v = parse_ulong(value);
+    if (!v || *v > INT_MAX) return error("Invalid flush interval specified");
+    args.flush_interval = *v;
+    return kContinue;
+  });
+  parser.with_value("pattern", [&args](const char* value) {
+    std::optional<uint64_t> v = parse_ulong(value);
+    if (!v || *v > 0xff) return error("Invalid pattern byte specified");
+    args.pattern = static_cast<uint8_t>(*v);
+    return kContinue;
+  });
+  parser.without_value("no-drain", [&args](const char*) {
+    args.drain = false;
+    return kContinue;
+  });
+  parser.flag("stats", &args.stats);
+  if (int r = parser.parse(argc, argv); r != kContinue) return r;
+  if (parser.operands().size() != 1) return usage_error("Expecting one image file name");
+  args.filename = parser.operands()[0];
   if (args.flush_interval && !args.write) {
     return error("--flush-interval is only available in write tests");
   }
   if (args.flush_interval && args.flush_interval < args.depth) {
     return error("Flush interval can't be smaller than depth");
   }
-  if (args.image_opts && !args.format.empty()) {
-    return error("--image-opts and --format are mutually exclusive");
-  }
+  // Before the aio=native check, as 7.2 does (open_image checks it again).
+  if (!check_image_opts_exclusive(args.image)) return 1;
   if (args.step == 0) args.step = args.bufsize;
   args.flags.read_only = !args.write;
+  args.flags.force_share = args.image.force_share;
   return -1;
 }
 
@@ -306,10 +288,6 @@ Task<void> slot_main(Bench* b, std::size_t slot) {
   }
 }
 
-Task<Result<std::unique_ptr<BlockBackend>>> open_image(EventLoop* loop, BackendOptions options) {
-  co_return co_await BlockBackend::open(*loop, std::move(options));
-}
-
 Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
 
 }  // namespace
@@ -331,17 +309,6 @@ int run_bench(int argc, char** argv) {
         "aio=native was specified, but it requires cache.direct=on, which was not specified.");
   }
 
-  BackendOptions options;
-  options.format = args.format;
-  options.flags = args.flags;
-  if (args.image_opts) {
-    Result<Options> tree = parse_key_value_options(args.filename, "file");
-    if (!tree) return error(tree.error().message());
-    options.tree = std::move(*tree);
-  } else {
-    options.filename = args.filename;
-  }
-
   const std::size_t slots = static_cast<std::size_t>(std::min(args.depth, args.count));
   unsigned entries = 512;
   while (entries < slots && entries < 4096) entries *= 2;
@@ -349,17 +316,10 @@ int run_bench(int argc, char** argv) {
   if (!loop) return error(loop.error().message());
 
   Result<std::unique_ptr<BlockBackend>> opened =
-      run_sync(**loop, open_image(loop->get(), std::move(options)));
-  if (!opened) return open_error(opened.error().message());
+      open_image(**loop, args.filename, args.image, args.flags, OpenMessage::kNameOnce);
+  if (!opened) return 1;
   std::unique_ptr<BlockBackend> backend = std::move(*opened);
-  if (args.write && backend->probed_raw()) {
-    std::fprintf(stderr,
-                 "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
-                 "         Automatically detecting the format is dangerous for raw images, "
-                 "write operations on block 0 will be restricted.\n"
-                 "         Specify the 'raw' format explicitly to remove the restrictions.\n",
-                 shown_name.c_str());
-  }
+  if (args.write && backend->probed_raw()) warn_probed_raw(shown_name);
 
   const uint64_t image_size = backend->length();
   int status = 0;

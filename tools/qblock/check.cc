@@ -3,8 +3,6 @@
 // double-checks, and prints qemu-img's summary: per-problem lines on stderr, the summary on
 // stdout (human or JSON), exit 0 clean, 2 corruptions, 3 leaks only, 1 check failed,
 // 63 format without checks.
-#include <getopt.h>
-
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +14,7 @@
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
+#include "qblock/image_options.h"
 #include "qblock/img_common.h"
 
 namespace qblock::tools {
@@ -31,12 +30,10 @@ constexpr int kLeaks = 3;
 constexpr int kNotSupported = 63;
 
 struct CheckArgs {
-  std::string format;
   std::string output = "human";
   std::string filename;
-  bool image_opts = false;
+  ImageArgs image;
   bool quiet = false;
-  bool force_share = false;
   unsigned fix = 0;
 };
 
@@ -103,61 +100,42 @@ void print_json(const CheckResult& r, const std::string& filename) {
 
 // Returns -1 to continue, else the exit status.
 int parse_args(int argc, char** argv, CheckArgs& args) {
-  enum { kOutput = 256, kObject, kImageOpts };
-  static const struct option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                        {"format", required_argument, nullptr, 'f'},
-                                        {"repair", required_argument, nullptr, 'r'},
-                                        {"output", required_argument, nullptr, kOutput},
-                                        {"object", required_argument, nullptr, kObject},
-                                        {"image-opts", no_argument, nullptr, kImageOpts},
-                                        {"force-share", no_argument, nullptr, 'U'},
-                                        {nullptr, 0, nullptr, 0}};
-  optind = 0;
-  opterr = 0;
-  for (;;) {
-    int c = getopt_long(argc, argv, ":hf:r:T:qU", kLong, nullptr);
-    if (c == -1) break;
-    switch (c) {
-      case ':':
-      case '?': report_getopt_error(c, argv); return kCheckFailed;
-      case 'h':
-        std::printf(
-            "qblock check [--image-opts] [-q] [-f fmt] [--output=human|json] [-r [leaks | all]] "
-            "[-T src_cache] [-U] filename\n");
-        return 0;
-      case 'f': args.format = optarg; break;
-      case 'r':
-        if (std::strcmp(optarg, "leaks") == 0) {
-          args.fix = qcow2::kFixLeaks;
-        } else if (std::strcmp(optarg, "all") == 0) {
-          args.fix = qcow2::kFixLeaks | qcow2::kFixErrors;
-        } else {
-          img_usage_error(std::string("Unknown option value for -r (expecting 'leaks' or "
-                                      "'all'): ") +
-                          optarg);
-          return kCheckFailed;
-        }
-        break;
-      case 'q': args.quiet = true; break;
-      case 'U': args.force_share = true; break;
-      case kOutput: args.output = optarg; break;
-      case kImageOpts: args.image_opts = true; break;
-      default: break;  // -T: the cache mode does not change the result; --object: no secrets yet
+  OptionParser parser;
+  parser.help([] {
+    std::printf(
+        "qblock check [--image-opts] [-q] [-f fmt] [--output=human|json] [-r [leaks | all]] "
+        "[-T src_cache] [-U] filename\n");
+  });
+  add_image_options(parser,
+                    ImageOption::kFormat | ImageOption::kFormatLong | ImageOption::kImageOpts |
+                        ImageOption::kObject | ImageOption::kForceShare | ImageOption::kSourceCache,
+                    &args.image);
+  parser.with_value({'r', "repair"}, [&args](const char* value) {
+    if (std::strcmp(value, "leaks") == 0) {
+      args.fix = qcow2::kFixLeaks;
+    } else if (std::strcmp(value, "all") == 0) {
+      args.fix = qcow2::kFixLeaks | qcow2::kFixErrors;
+    } else {
+      img_usage_error(std::string("Unknown option value for -r (expecting 'leaks' or 'all'): ") +
+                      value);
+      return kCheckFailed;
     }
-  }
-  if (optind != argc - 1) {
+    return kContinue;
+  });
+  parser.value("output", &args.output).flag('q', &args.quiet);
+  if (int r = parser.parse(argc, argv); r != kContinue) return r;
+  if (parser.operands().size() != 1) {
     img_usage_error("Expecting one image file name");
     return kCheckFailed;
   }
-  args.filename = argv[optind];
+  args.filename = parser.operands()[0];
   if (args.output != "human" && args.output != "json") {
     img_error("--output must be used with human or json as argument.");
     return kCheckFailed;
   }
-  if (args.image_opts && !args.format.empty()) {
-    img_error("--image-opts and --format are mutually exclusive");
-    return kCheckFailed;
-  }
+  // -T is validated as qemu-img does; the cache mode does not change the result.
+  OpenFlags cache;
+  if (!apply_source_cache(args.image, cache)) return kCheckFailed;
   return -1;
 }
 
@@ -184,10 +162,10 @@ int run_check(int argc, char** argv) {
   }
   OpenFlags flags;
   flags.read_only = args.fix == 0;
-  flags.force_share = args.force_share;
+  flags.force_share = args.image.force_share;
   flags.check = true;
   Result<std::unique_ptr<BlockBackend>> opened =
-      img_open(**loop, args.filename, args.format, args.image_opts, flags);
+      open_image(**loop, args.filename, args.image, flags);
   if (!opened) return kCheckFailed;
   std::unique_ptr<BlockBackend> backend = std::move(*opened);
   auto finish = [&](int status) {

@@ -1,7 +1,6 @@
 // `qblock compare`: qemu-img compare (qemu-compat.md §3.6). Walks both images by block status
 // across their backing chains, skips extents both read as zeros, reads and compares the rest in
 // chunks of at most 2 MiB, and checks that the part beyond the shorter image reads as zeros.
-#include <getopt.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +16,7 @@
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
+#include "qblock/image_options.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"
 
@@ -36,12 +37,10 @@ constexpr uint64_t kChunkBytes = 2 << 20;
 constexpr uint64_t kSectorBytes = 512;
 
 struct CompareArgs {
-  std::string format1;
-  std::string format2;
+  ImageArgs image1;                    // the shared options; the format is the first image's
+  std::optional<std::string> format2;  // -F
   std::string filename1;
   std::string filename2;
-  bool image_opts = false;
-  bool force_share = false;
   bool strict = false;
   bool quiet = false;
   bool progress = false;
@@ -236,56 +235,45 @@ class Comparison {
 
 // Returns -1 to continue, else the exit status.
 int parse_args(int argc, char** argv, CompareArgs& args) {
-  enum { kObject = 256, kImageOpts };
-  static const struct option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                        {"object", required_argument, nullptr, kObject},
-                                        {"image-opts", no_argument, nullptr, kImageOpts},
-                                        {"force-share", no_argument, nullptr, 'U'},
-                                        {nullptr, 0, nullptr, 0}};
-  optind = 0;
-  opterr = 0;
-  for (;;) {
-    int c = getopt_long(argc, argv, ":hf:F:T:pqsU", kLong, nullptr);
-    if (c == -1) break;
-    switch (c) {
-      case ':':
-      case '?': report_getopt_error(c, argv); return 1;
-      case 'h':
-        std::printf(
-            "qblock compare [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] "
-            "filename1 filename2\n");
-        return 0;
-      case 'f': args.format1 = optarg; break;
-      case 'F': args.format2 = optarg; break;
-      case 'p': args.progress = true; break;
-      case 'q': args.quiet = true; break;
-      case 's': args.strict = true; break;
-      case 'U': args.force_share = true; break;
-      case kImageOpts: args.image_opts = true; break;
-      default: break;  // -T: the cache mode does not change the result
-    }
-  }
-  if (optind != argc - 2) {
+  OptionParser parser;
+  parser.help([] {
+    std::printf(
+        "qblock compare [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] "
+        "filename1 filename2\n");
+  });
+  // -f is the first image's format, -F the second's.
+  add_image_options(parser,
+                    ImageOption::kFormat | ImageOption::kImageOpts | ImageOption::kObject |
+                        ImageOption::kForceShare | ImageOption::kSourceCache,
+                    &args.image1);
+  parser.with_value('F', [&args](const char* value) {
+    args.format2 = value;
+    return kContinue;
+  });
+  parser.flag('p', &args.progress).flag('q', &args.quiet).flag('s', &args.strict);
+  if (int r = parser.parse(argc, argv); r != kContinue) return r;
+  if (parser.operands().size() != 2) {
     img_usage_error("Expecting two image file names");
     return 1;
   }
-  args.filename1 = argv[optind];
-  args.filename2 = argv[optind + 1];
-  if (args.image_opts && (!args.format1.empty() || !args.format2.empty())) {
-    img_error("--image-opts and --format are mutually exclusive");
-    return kOpenError;
-  }
+  args.filename1 = parser.operands()[0];
+  args.filename2 = parser.operands()[1];
+  // -T is validated as qemu-img does; the cache mode does not change the result.
+  OpenFlags cache;
+  if (!apply_source_cache(args.image1, cache)) return kOpenError;
   return -1;
 }
 
-// Opens one image read-only; prints qemu-img's message on failure.
+// Opens one image read-only with `format` (-f or -F); prints qemu-img's message on failure.
 Result<std::unique_ptr<BlockBackend>> open_one(EventLoop& loop, const CompareArgs& args,
                                                const std::string& filename,
-                                               const std::string& format) {
+                                               const std::optional<std::string>& format) {
   OpenFlags flags;
   flags.read_only = true;
-  flags.force_share = args.force_share;
-  return img_open(loop, filename, format, args.image_opts, flags);
+  flags.force_share = args.image1.force_share;
+  ImageArgs image = args.image1;
+  image.format = format;
+  return open_image(loop, filename, image, flags);
 }
 
 }  // namespace
@@ -300,7 +288,7 @@ int run_compare(int argc, char** argv) {
   }
   Image a{nullptr, args.filename1};
   Image b{nullptr, args.filename2};
-  Result<std::unique_ptr<BlockBackend>> opened = open_one(**loop, args, a.name, args.format1);
+  Result<std::unique_ptr<BlockBackend>> opened = open_one(**loop, args, a.name, args.image1.format);
   if (!opened) return kOpenError;
   a.backend = std::move(*opened);
   opened = open_one(**loop, args, b.name, args.format2);

@@ -5,8 +5,6 @@
 // efficient zeroes), data is copied in chunks of at most 2 MiB by -m concurrent coroutines,
 // and runs of zeros inside data of at least -S bytes are left unwritten so the target stays
 // sparse. Writes are issued in ascending order unless -W.
-#include <getopt.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cinttypes>
@@ -21,6 +19,7 @@
 #include "qblock/commands.h"
 #include "qblock/convert_common.h"
 #include "qblock/event_loop.h"
+#include "qblock/image_options.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"
 #include "runtime/sync.h"
@@ -38,21 +37,18 @@ constexpr int kMaxCoroutines = 16;
 struct ConvertArgs {
   std::vector<std::string> sources;
   std::string target;
-  std::string src_format;
+  ImageArgs image;  // the source images' shared options (-f, --image-opts, -U, -T, --object)
   std::string out_format = "raw";
   std::string options;
   std::string backing;
   std::string backing_fmt;
   std::string cache = "unsafe";
-  std::string src_cache;
   bool compress = false;
   bool progress = false;
   bool quiet = false;
   bool no_create = false;
   bool target_is_zero = false;
-  bool image_opts = false;
   bool target_image_opts = false;
-  bool force_share = false;
   bool out_of_order = false;
   uint64_t sparse = 4096;
   int coroutines = 8;
@@ -93,120 +89,89 @@ class Progress {
 
 // Returns -1 to continue, else the exit status.
 int parse_args(int argc, char** argv, ConvertArgs& args) {
-  enum {
-    kObject = 256,
-    kImageOpts,
-    kTargetImageOpts,
-    kTargetIsZero,
-    kSalvage,
-    kBitmaps,
-  };
-  static const struct option kLong[] = {
-      {"help", no_argument, nullptr, 'h'},
-      {"object", required_argument, nullptr, kObject},
-      {"image-opts", no_argument, nullptr, kImageOpts},
-      {"target-image-opts", no_argument, nullptr, kTargetImageOpts},
-      {"target-is-zero", no_argument, nullptr, kTargetIsZero},
-      {"salvage", no_argument, nullptr, kSalvage},
-      {"bitmaps", no_argument, nullptr, kBitmaps},
-      {"force-share", no_argument, nullptr, 'U'},
-      {nullptr, 0, nullptr, 0}};
-  optind = 0;
-  opterr = 0;
-  for (;;) {
-    int c = getopt_long(argc, argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", kLong, nullptr);
-    if (c == -1) break;
-    switch (c) {
-      case ':':
-      case '?': report_getopt_error(c, argv); return 1;
-      case 'h':
-        std::printf(
-            "qblock convert [--image-opts] [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] "
-            "[-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] "
-            "[-o options] [-S sparse_size] [-m num_coroutines] [-W] filename [filename2 [...]] "
-            "output_filename\n");
-        return 0;
-      case 'f': args.src_format = optarg; break;
-      case 'O': args.out_format = optarg; break;
-      case 'B': args.backing = optarg; break;
-      case 'F': args.backing_fmt = optarg; break;
-      case 'c': args.compress = true; break;
-      case 'o':
-        if (!args.options.empty()) args.options += ",";
-        args.options += optarg;
-        break;
-      case 'l': img_error("Internal snapshots are not supported by qblock convert"); return 1;
-      case 'S': {
-        Result<uint64_t> s = parse_size(optarg);
-        if (!s) {
-          img_error(
-              "Invalid buffer size for sparse output specified. You may use k, M, G, T, P or E "
-              "suffixes for");
-          img_error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
-          return 1;
-        }
-        if (*s % 512 || *s > kMaxSparse) {
-          img_error(
-              "Invalid buffer size for sparse output specified. Valid sizes are multiples of "
-              "512 up to 16777216. Select 0 to disable sparse detection (fully allocates "
-              "output).");
-          return 1;
-        }
-        args.sparse = *s;
-        break;
-      }
-      case 'p': args.progress = true; break;
-      case 't': args.cache = optarg; break;
-      case 'T': args.src_cache = optarg; break;
-      case 'q': args.quiet = true; break;
-      case 'n': args.no_create = true; break;
-      case 'm': {
-        char* end = nullptr;
-        errno = 0;
-        long n = std::strtol(optarg, &end, 10);
-        if (!*optarg || *end || errno || n < 1 || n > kMaxCoroutines) {
-          img_error(
-              "Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
-          return 1;
-        }
-        args.coroutines = static_cast<int>(n);
-        break;
-      }
-      case 'W': args.out_of_order = true; break;
-      case 'U': args.force_share = true; break;
-      case kImageOpts: args.image_opts = true; break;
-      case kTargetImageOpts: args.target_image_opts = true; break;
-      case kTargetIsZero: args.target_is_zero = true; break;
-      case kSalvage: img_error("--salvage is not supported by qblock convert"); return 1;
-      case kBitmaps: img_error("--bitmaps is not supported by qblock convert"); return 1;
-      default: break;  // -C (copy offloading), -r (rate limit), --object: no effect here
+  OptionParser parser;
+  parser.help([] {
+    std::printf(
+        "qblock convert [--image-opts] [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] "
+        "[-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] "
+        "[-o options] [-S sparse_size] [-m num_coroutines] [-W] filename [filename2 [...]] "
+        "output_filename\n");
+  });
+  add_image_options(parser,
+                    ImageOption::kFormat | ImageOption::kImageOpts | ImageOption::kObject |
+                        ImageOption::kForceShare | ImageOption::kSourceCache,
+                    &args.image);
+  parser.value('O', &args.out_format).value('B', &args.backing).value('F', &args.backing_fmt);
+  parser.flag('c', &args.compress);
+  parser.with_value('o', [&args](const char* value) {
+    if (!args.options.empty()) args.options += ",";
+    args.options += value;
+    return kContinue;
+  });
+  parser.with_value('l', [](const char*) {
+    img_error("Internal snapshots are not supported by qblock convert");
+    return 1;
+  });
+  parser.with_value('S', [&args](const char* value) {
+    Result<uint64_t> s = parse_size(value);
+    if (!s) {
+      img_error(
+          "Invalid buffer size for sparse output specified. You may use k, M, G, T, P or E "
+          "suffixes for");
+      img_error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+      return 1;
     }
-  }
+    if (*s % 512 || *s > kMaxSparse) {
+      img_error(
+          "Invalid buffer size for sparse output specified. Valid sizes are multiples of "
+          "512 up to 16777216. Select 0 to disable sparse detection (fully allocates "
+          "output).");
+      return 1;
+    }
+    args.sparse = *s;
+    return kContinue;
+  });
+  parser.flag('p', &args.progress).value('t', &args.cache).flag('q', &args.quiet);
+  parser.flag('n', &args.no_create);
+  parser.with_value('m', [&args](const char* value) {
+    char* end = nullptr;
+    errno = 0;
+    long n = std::strtol(value, &end, 10);
+    if (!*value || *end || errno || n < 1 || n > kMaxCoroutines) {
+      img_error("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
+      return 1;
+    }
+    args.coroutines = static_cast<int>(n);
+    return kContinue;
+  });
+  parser.flag('W', &args.out_of_order);
+  parser.flag("target-image-opts", &args.target_image_opts);
+  parser.flag("target-is-zero", &args.target_is_zero);
+  parser.without_value("salvage", [](const char*) {
+    img_error("--salvage is not supported by qblock convert");
+    return 1;
+  });
+  parser.without_value("bitmaps", [](const char*) {
+    img_error("--bitmaps is not supported by qblock convert");
+    return 1;
+  });
+  // -C (copy offloading) and -r (rate limit) have no effect here.
+  parser.ignored('C', false).ignored('r', true);
+  if (int r = parser.parse(argc, argv); r != kContinue) return r;
   if (args.quiet) args.progress = false;
   if (args.target_is_zero && !args.no_create) {
     img_error("--target-is-zero requires use of -n flag");
     return 1;
   }
-  if (argc - optind < 2) {
+  const std::vector<std::string>& operands = parser.operands();
+  if (operands.size() < 2) {
     img_error("Must specify image file name");
     return 1;
   }
-  for (int i = optind; i < argc - 1; ++i) args.sources.emplace_back(argv[i]);
-  args.target = argv[argc - 1];
-  if (args.image_opts && !args.src_format.empty()) {
-    img_error("--image-opts and --format are mutually exclusive");
-    return 1;
-  }
+  args.sources.assign(operands.begin(), operands.end() - 1);
+  args.target = operands.back();
   if (args.target_image_opts) {
     img_error("--target-image-opts is not supported by qblock convert");
-    return 1;
-  }
-  if (!args.backing_fmt.empty() && args.backing.empty()) {
-    img_error("-F requires -B");  // not reachable in qemu-img's tests; a clear refusal
-    return 1;
-  }
-  if (!args.backing.empty() && args.backing_fmt.empty()) {
-    img_error("Use of backing file requires explicit backing format");
     return 1;
   }
   return -1;
@@ -231,10 +196,6 @@ struct Source {
   std::unique_ptr<BlockBackend> backend;
   std::string name;
 };
-
-Task<Result<std::unique_ptr<BlockBackend>>> open_image(EventLoop* loop, BackendOptions options) {
-  co_return co_await BlockBackend::open(*loop, std::move(options));
-}
 
 Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
 
@@ -503,51 +464,30 @@ bool create_target(EventLoop& loop, const ConvertArgs& args, const TargetOptions
   return created ? true : failed(created.error());
 }
 
-Result<std::unique_ptr<BlockBackend>> open_one(EventLoop& loop, const std::string& name,
-                                               BackendOptions options, bool image_opts) {
-  if (image_opts) {
-    Result<Options> tree = parse_key_value_options(name, "file");
-    if (!tree) {
-      img_error(tree.error().message());
-      return fail(tree.error());
-    }
-    options.tree = std::move(*tree);
-  } else {
-    options.filename = name;
-  }
-  Result<std::unique_ptr<BlockBackend>> opened =
-      run_sync(loop, open_image(&loop, std::move(options)));
-  if (!opened) img_error("Could not open '" + name + "': " + opened.error().message());
-  return opened;
-}
-
 int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sources,
             std::unique_ptr<BlockBackend>& target, Progress& progress) {
   OpenFlags src_flags;
   src_flags.read_only = true;
-  src_flags.force_share = args.force_share;
-  if (!args.src_cache.empty() && !apply_cache_mode(args.src_cache, src_flags)) {
-    img_error("Invalid source cache option: " + args.src_cache);
-    return 1;
-  }
-  OpenFlags dst_flags;
-  if (!apply_cache_mode(args.cache, dst_flags)) {
-    img_error("Invalid cache option: " + args.cache);
-    return 1;
-  }
+  src_flags.force_share = args.image.force_share;
+  if (!apply_source_cache(args.image, src_flags)) return 1;
   uint64_t total = 0;
   for (const std::string& name : args.sources) {
-    BackendOptions options;
-    options.format = args.src_format;
-    options.flags = src_flags;
-    Result<std::unique_ptr<BlockBackend>> opened =
-        open_one(loop, name, std::move(options), args.image_opts);
+    Result<std::unique_ptr<BlockBackend>> opened = open_image(loop, name, args.image, src_flags);
     if (!opened) return 1;
     total += (*opened)->length();
     sources.push_back(Source{std::move(*opened), name});
   }
   if (!is_target_format(args.out_format)) {
     img_error("Unknown file format '" + args.out_format + "'");
+    return 1;
+  }
+  // After the sources are open and the format is known, as 7.2 checks them.
+  if (!args.backing_fmt.empty() && args.backing.empty()) {
+    img_error("-F requires -B");
+    return 1;
+  }
+  if (!args.backing.empty() && args.backing_fmt.empty()) {
+    img_error("Use of backing file requires explicit backing format");
     return 1;
   }
   Result<TargetOptions> opts = check_target_options(args.out_format, args.options);
@@ -575,12 +515,17 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
   }
   bool target_has_backing = !args.backing.empty() || opts->get("backing_file");
   if (!args.no_create && !create_target(loop, args, *opts, total)) return 1;
+  // 7.2 looks at the target's cache mode only once the target exists.
+  OpenFlags dst_flags;
+  if (!apply_cache_mode(args.cache, dst_flags)) {
+    img_error("Invalid cache option: " + args.cache);
+    return 1;
+  }
 
-  BackendOptions options;
-  options.format = args.out_format;
-  options.flags = dst_flags;
+  ImageArgs target_args;
+  target_args.format = args.out_format;
   Result<std::unique_ptr<BlockBackend>> opened =
-      open_one(loop, args.target, std::move(options), false);
+      open_image(loop, args.target, target_args, dst_flags);
   if (!opened) return 1;
   target = std::move(*opened);
   if (args.no_create && target->length() < total) {

@@ -3,8 +3,6 @@
 // qcow2::create_qcow2 / create_raw (src/block/formats/qcow2/create.h).
 #include "block/formats/qcow2/create.h"
 
-#include <getopt.h>
-
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -16,6 +14,7 @@
 #include "qblock/commands.h"
 #include "qblock/convert_common.h"
 #include "qblock/event_loop.h"
+#include "qblock/image_options.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"
 
@@ -234,48 +233,38 @@ int run_create(int argc, char** argv) {
   std::string fmt = "raw";
   std::string base_filename, base_fmt, options;
   bool quiet = false, unsafe = false;
-  static const struct option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                        {"object", required_argument, nullptr, 'O'},
-                                        {nullptr, 0, nullptr, 0}};
-  optind = 0;
-  opterr = 0;
-  for (;;) {
-    int c = getopt_long(argc, argv, ":F:b:f:ho:qu", kLong, nullptr);
-    if (c == -1) break;
-    switch (c) {
-      case ':':
-      case '?': report_getopt_error(c, argv); return 1;
-      case 'h':
-        std::printf(
-            "qblock create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] "
-            "[-o options] filename [size]\n");
-        return 0;
-      case 'F': base_fmt = optarg; break;
-      case 'b': base_filename = optarg; break;
-      case 'f': fmt = optarg; break;
-      case 'o':
-        if (!options.empty()) options += ",";
-        options += optarg;
-        break;
-      case 'q': quiet = true; break;
-      case 'u': unsafe = true; break;
-      case 'O': break;  // --object: no objects are needed for the supported formats
-    }
-  }
+  ImageArgs objects;  // create opens no image; only --object is shared
+  OptionParser parser;
+  parser.help([] {
+    std::printf(
+        "qblock create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] "
+        "[-o options] filename [size]\n");
+  });
+  add_image_options(parser, ImageOption::kObject, &objects);
+  parser.value('F', &base_fmt).value('b', &base_filename).value('f', &fmt);
+  parser.with_value('o', [&options](const char* value) {
+    if (!options.empty()) options += ",";
+    options += value;
+    return kContinue;
+  });
+  parser.flag('q', &quiet).flag('u', &unsafe);
+  if (int r = parser.parse(argc, argv); r != kContinue) return r;
+  const std::vector<std::string>& operands = parser.operands();
+  std::size_t next = 0;
   for (const auto& [k, v] : parse_option_list(options)) {
-    if ((k == "help" || k == "?") && optind >= argc && (fmt == "qcow2" || fmt == "raw")) {
+    if ((k == "help" || k == "?") && operands.empty() && (fmt == "qcow2" || fmt == "raw")) {
       print_option_help(fmt, false);
       return 0;
     }
   }
-  if (optind >= argc) {
+  if (next >= operands.size()) {
     img_usage_error("Expecting image file name");
     return 1;
   }
-  const std::string filename = argv[optind++];
+  const std::string filename = operands[next++];
   std::optional<uint64_t> img_size;
-  if (optind < argc) {
-    Result<uint64_t> s = parse_size(argv[optind++]);
+  if (next < operands.size()) {
+    Result<uint64_t> s = parse_size(operands[next++]);
     if (!s || *s > uint64_t{INT64_MAX}) {
       img_error("Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
       img_error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
@@ -283,8 +272,8 @@ int run_create(int argc, char** argv) {
     }
     img_size = *s;
   }
-  if (optind != argc) {
-    img_usage_error(std::string("Unexpected argument: ") + argv[optind]);
+  if (next != operands.size()) {
+    img_usage_error("Unexpected argument: " + operands[next]);
     return 1;
   }
   OptionList list = parse_option_list(options);

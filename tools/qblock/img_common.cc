@@ -1,7 +1,6 @@
 // Shared qemu-img-style helpers (see img_common.h).
 #include "qblock/img_common.h"
 
-#include <getopt.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -115,43 +114,6 @@ Task<Status> resolve_preallocated(BlockNode* node, BlockStatus* st) {
     st->flags |= inner->flags & kStatusZero;
   }
   co_return ok();
-}
-
-void report_getopt_error(int c, char** argv) {
-  const std::string word = argv[optind - 1];
-  img_usage_error(c == ':' ? "missing argument for option '" + word + "'"
-                           : "unrecognized option '" + word + "'");
-}
-
-namespace {
-Task<Result<std::unique_ptr<BlockBackend>>> open_backend(EventLoop* loop, BackendOptions options) {
-  co_return co_await BlockBackend::open(*loop, std::move(options));
-}
-}  // namespace
-
-Result<std::unique_ptr<BlockBackend>> img_open(EventLoop& loop, const std::string& filename,
-                                               const std::string& format, bool image_opts,
-                                               const OpenFlags& flags) {
-  BackendOptions options;
-  options.format = format;
-  options.flags = flags;
-  if (image_opts) {
-    Result<Options> tree = parse_key_value_options(filename, "file");
-    if (!tree) {
-      img_error(tree.error().message());
-      return fail(tree.error());
-    }
-    options.tree = std::move(*tree);
-  } else {
-    options.filename = filename;
-  }
-  Result<std::unique_ptr<BlockBackend>> opened =
-      run_sync(loop, open_backend(&loop, std::move(options)));
-  if (!opened) {
-    // 7.2 repeats the prefix for file-level failures (qemu-compat.md §3).
-    img_error("Could not open '" + filename + "': " + opened.error().message());
-  }
-  return opened;
 }
 
 void print_snapshot_table(const std::vector<qcow2::Snapshot>& snapshots) {

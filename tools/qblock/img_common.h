@@ -31,10 +31,6 @@ void img_error(std::string_view text);
 // Prints the getopt failure line and "Try 'qemu-img --help' for more information".
 void img_usage_error(std::string_view text);
 
-// Reports getopt_long's ':' (missing argument) or '?' (unknown option) result the way
-// qemu-img does. REQUIRES: `c` is ':' or '?', right after getopt_long returned it.
-void report_getopt_error(int c, char** argv);
-
 // A `-o` list "k=v,k2,k3=a,,b" as ordered (key, value) pairs; a bare key gets the value "on"
 // (QemuOpts' implied boolean). ",," is a literal comma.
 std::vector<std::pair<std::string, std::string>> parse_option_list(std::string_view text);
@@ -52,12 +48,6 @@ bool metadata_preallocated(const BlockNode& node);
 // (holes read as zero), as qemu-img map and compare do; leaves other nodes' answers alone.
 // Best effort: errors leave `st` as is. Serves as ChainStatusQuery::refine.
 Task<Status> resolve_preallocated(BlockNode* node, BlockStatus* st);
-
-// Opens `filename` (a key=value option list with `image_opts`) as the image tools do and
-// prints qemu-img's "Could not open 'x': ..." on failure.
-Result<std::unique_ptr<BlockBackend>> img_open(EventLoop& loop, const std::string& filename,
-                                               const std::string& format, bool image_opts,
-                                               const OpenFlags& flags);
 
 // qemu-img's snapshot table (qemu-compat.md §3.12): the header line and one row per snapshot,
 // as `info` and `snapshot -l` print it.

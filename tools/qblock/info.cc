@@ -1,7 +1,6 @@
 // `qblock info`: qemu-img info (qemu-compat.md §3.2) for raw and qcow2 images, human and JSON
 // output, with --backing-chain. qcow2 images are described from their header alone
 // (block/formats/qcow2/header.h); the qcow2 driver is not needed.
-#include <getopt.h>
 #include <sys/stat.h>
 
 #include <cinttypes>
@@ -20,6 +19,7 @@
 #include "block/formats/qcow2/snapshot.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
+#include "qblock/image_options.h"
 #include "qblock/img_common.h"
 
 namespace qblock::tools {
@@ -281,36 +281,23 @@ void print_human(const ImageInfo& i) {
 }  // namespace
 
 int run_info(int argc, char** argv) {
-  std::string fmt, output = "human";
+  ImageArgs image;
+  std::string output = "human";
   bool chain = false;
-  enum { kOutput = 256, kBackingChain, kObject, kImageOpts };
-  static const struct option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                        {"format", required_argument, nullptr, 'f'},
-                                        {"output", required_argument, nullptr, kOutput},
-                                        {"backing-chain", no_argument, nullptr, kBackingChain},
-                                        {"object", required_argument, nullptr, kObject},
-                                        {"force-share", no_argument, nullptr, 'U'},
-                                        {nullptr, 0, nullptr, 0}};
-  optind = 0;
-  opterr = 0;
-  for (;;) {
-    int c = getopt_long(argc, argv, ":f:hU", kLong, nullptr);
-    if (c == -1) break;
-    switch (c) {
-      case ':':
-      case '?': report_getopt_error(c, argv); return 1;
-      case 'h':
-        std::printf(
-            "qblock info [-f fmt] [--output=human|json] [--backing-chain] [-U] "
-            "filename\n");
-        return 0;
-      case 'f': fmt = optarg; break;
-      case kOutput: output = optarg; break;
-      case kBackingChain: chain = true; break;
-      default: break;
-    }
-  }
-  if (optind != argc - 1) {
+  OptionParser parser;
+  parser.help([] {
+    std::printf(
+        "qblock info [-f fmt] [--output=human|json] [--backing-chain] [-U] "
+        "filename\n");
+  });
+  // No --image-opts yet: the image is described from its header, read by file name.
+  add_image_options(parser,
+                    ImageOption::kFormat | ImageOption::kFormatLong | ImageOption::kObject |
+                        ImageOption::kForceShare,
+                    &image);
+  parser.value("output", &output).flag("backing-chain", &chain);
+  if (int r = parser.parse(argc, argv); r != kContinue) return r;
+  if (parser.operands().size() != 1) {
     img_usage_error("Expecting one image file name");
     return 1;
   }
@@ -324,7 +311,8 @@ int run_info(int argc, char** argv) {
     return 1;
   }
   std::vector<ImageInfo> infos;
-  std::string filename = argv[optind];
+  std::string filename = parser.operands()[0];
+  std::string fmt = image.format_name();
   for (;;) {
     Result<ImageInfo> info = describe(**loop, filename, fmt);
     if (!info) {

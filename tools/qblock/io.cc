@@ -1,7 +1,5 @@
 // `qblock io`: qemu-io 7.2's invocation, open rules and exit status (qemu-compat.md §2.1-§2.3).
 // The commands themselves live in io_commands.cc; the texts in io_help.cc and io_format.cc.
-#include <getopt.h>
-
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -10,6 +8,7 @@
 
 #include "io_commands.h"
 #include "qblock/commands.h"
+#include "qblock/image_options.h"
 #include "qblock/options.h"
 
 namespace qblock::tools {
@@ -50,29 +49,6 @@ void print_usage() {
       stdout);
 }
 
-enum LongOnly { kOptObject = 256, kOptImageOpts };
-
-const option kLongOptions[] = {
-    {"help", no_argument, nullptr, 'h'},
-    {"version", no_argument, nullptr, 'V'},
-    {"cmd", required_argument, nullptr, 'c'},
-    {"format", required_argument, nullptr, 'f'},
-    {"read-only", no_argument, nullptr, 'r'},
-    {"snapshot", no_argument, nullptr, 's'},
-    {"nocache", no_argument, nullptr, 'n'},
-    {"copy-on-read", no_argument, nullptr, 'C'},
-    {"misalign", no_argument, nullptr, 'm'},
-    {"native-aio", no_argument, nullptr, 'k'},
-    {"discard", required_argument, nullptr, 'd'},
-    {"cache", required_argument, nullptr, 't'},
-    {"trace", required_argument, nullptr, 'T'},
-    {"object", required_argument, nullptr, kOptObject},
-    {"image-opts", no_argument, nullptr, kOptImageOpts},
-    {"force-share", no_argument, nullptr, 'U'},
-    {"aio", required_argument, nullptr, 'i'},
-    {nullptr, 0, nullptr, 0},
-};
-
 // Reads commands from stdin, printing the prompt before each line (§2.3), until EOF or quit.
 void run_interactive(IoSession& session) {
   std::string line;
@@ -87,67 +63,68 @@ void run_interactive(IoSession& session) {
 }  // namespace
 
 int run_io(int argc, char** argv) {
-  // getopt's messages start with argv[0]; qblock io always says "qemu-io" (§2.1).
-  std::vector<char*> args(argv, argv + argc);
-  std::string prog = "qemu-io";
-  args[0] = prog.data();
-  args.push_back(nullptr);
-
   std::vector<std::string> commands;
   OpenRequest request;
-  bool image_opts = false;
+  ImageArgs image;
   bool misalign = false;
-  ::optind = 0;
-  ::opterr = 1;
-  int c;
-  while ((c = getopt_long(argc, args.data(), "hVc:d:f:rsnCmkt:T:Ui:", kLongOptions, nullptr)) !=
-         -1) {
-    switch (c) {
-      case 'h': print_usage(); return 0;
-      case 'V': std::printf("qblock io version 0.1.0 (qemu-io 7.2 compatible)\n"); return 0;
-      case 'c': commands.emplace_back(::optarg); break;
-      case 'f': request.format = ::optarg; break;
-      case 'r': request.read_only = true; break;
-      case 's': request.snapshot = true; break;
-      case 'n': request.cache = "none"; break;
-      case 'C': request.copy_on_read = true; break;
-      case 'm': misalign = true; break;
-      case 'k': request.aio = "native"; break;
-      case 'i':
-        request.aio = ::optarg;
-        if (!valid_aio_mode(request.aio)) {
-          std::fprintf(stderr, "qemu-io: Invalid aio option: %s\n", ::optarg);
-          return 1;
-        }
-        break;
-      case 't':
-        request.cache = ::optarg;
-        if (!valid_cache_mode(request.cache)) {
-          std::fprintf(stderr, "qemu-io: Invalid cache option: %s\n", ::optarg);
-          return 1;
-        }
-        break;
-      case 'd':
-        request.discard = ::optarg;
-        if (!valid_discard_mode(request.discard)) {
-          std::fprintf(stderr, "qemu-io: Invalid discard option: %s\n", ::optarg);
-          return 1;
-        }
-        break;
-      case 'T':  // tracing is accepted and ignored
-        break;
-      case 'U': request.force_share = true; break;
-      case kOptObject:  // objects (secrets) are accepted and ignored for now
-        break;
-      case kOptImageOpts: image_opts = true; break;
-      default: print_usage(); return 1;
-    }
-  }
-  if (image_opts && !request.format.empty()) {
+  OptionParser parser;
+  // getopt's messages start with argv[0]; qblock io always says "qemu-io" (§2.1).
+  parser.report_with_getopt("qemu-io").on_error([](char, const char*) {
+    print_usage();
+    return 1;
+  });
+  parser.help(print_usage);
+  parser.without_value({'V', "version"}, [](const char*) {
+    std::printf("qblock io version 0.1.0 (qemu-io 7.2 compatible)\n");
+    return 0;
+  });
+  parser.with_value({'c', "cmd"}, [&commands](const char* value) {
+    commands.emplace_back(value);
+    return kContinue;
+  });
+  add_image_options(parser,
+                    ImageOption::kFormat | ImageOption::kFormatLong | ImageOption::kImageOpts |
+                        ImageOption::kObject | ImageOption::kForceShare,
+                    &image);
+  parser.flag({'r', "read-only"}, &request.read_only).flag({'s', "snapshot"}, &request.snapshot);
+  parser.without_value({'n', "nocache"}, [&request](const char*) {
+    request.cache = "none";
+    return kContinue;
+  });
+  parser.flag({'C', "copy-on-read"}, &request.copy_on_read).flag({'m', "misalign"}, &misalign);
+  parser.without_value({'k', "native-aio"}, [&request](const char*) {
+    request.aio = "native";
+    return kContinue;
+  });
+  parser.with_value({'i', "aio"}, [&request](const char* value) {
+    request.aio = value;
+    if (valid_aio_mode(request.aio)) return kContinue;
+    std::fprintf(stderr, "qemu-io: Invalid aio option: %s\n", value);
+    return 1;
+  });
+  parser.with_value({'t', "cache"}, [&request](const char* value) {
+    request.cache = value;
+    if (valid_cache_mode(request.cache)) return kContinue;
+    std::fprintf(stderr, "qemu-io: Invalid cache option: %s\n", value);
+    return 1;
+  });
+  parser.with_value({'d', "discard"}, [&request](const char* value) {
+    request.discard = value;
+    if (valid_discard_mode(request.discard)) return kContinue;
+    std::fprintf(stderr, "qemu-io: Invalid discard option: %s\n", value);
+    return 1;
+  });
+  parser.ignored({'T', "trace"}, true);  // tracing is accepted and ignored
+  if (int r = parser.parse(argc, argv); r != kContinue) return r;
+  // qemu-io's own wording of qemu-img's check; --object definitions are accepted and ignored.
+  if (image.image_opts && image.format) {
     std::fprintf(stderr, "qemu-io: --image-opts and -f are mutually exclusive\n");
     return 1;
   }
-  if (argc - ::optind > 1) {
+  request.format = image.format_name();
+  request.force_share = image.force_share;
+  const std::vector<std::string>& operands = parser.operands();
+  if (operands.size() > 1) {
     print_usage();
     return 1;
   }
@@ -158,11 +135,11 @@ int run_io(int argc, char** argv) {
     return 1;
   }
   IoSession& s = **session;
-  if (::optind < argc) {
-    if (image_opts) {
-      request.image_opts = args[::optind];
+  if (!operands.empty()) {
+    if (image.image_opts) {
+      request.image_opts = operands[0];
     } else {
-      request.path = args[::optind];
+      request.path = operands[0];
       request.has_path = true;
     }
     // §2.2 / OBSERVED.md §9: a positional image that cannot be opened ends the process.

@@ -7,15 +7,36 @@
 
 namespace {
 
+// Every subcommand, in the order `qblock --help` lists them. The one table serves both the
+// dispatch and the help, so a new command cannot be left out of either.
+struct Command {
+  const char* name;
+  int (*run)(int argc, char** argv);
+  const char* summary;  // one line for `qblock --help`
+};
+
+constexpr Command kCommands[] = {
+    {"io", qblock::tools::run_io, "run I/O commands on an image (qemu-io)"},
+    {"create", qblock::tools::run_create, "create a new image (qemu-img create)"},
+    {"info", qblock::tools::run_info, "describe an image (qemu-img info)"},
+    {"check", qblock::tools::run_check,
+     "check an image for errors and repair them (qemu-img check)"},
+    {"map", qblock::tools::run_map, "print the allocation map of an image (qemu-img map)"},
+    {"compare", qblock::tools::run_compare,
+     "compare the contents of two images (qemu-img compare)"},
+    {"convert", qblock::tools::run_convert,
+     "copy one or more images into a new one (qemu-img convert)"},
+    {"resize", qblock::tools::run_resize, "change the virtual size of an image (qemu-img resize)"},
+    {"measure", qblock::tools::run_measure,
+     "compute the size a new image needs (qemu-img measure)"},
+    {"bench", qblock::tools::run_bench, "run a simple I/O benchmark on an image (qemu-img bench)"},
+    {"nbd", qblock::tools::run_nbd, "serve an image over NBD (qemu-nbd)"},
+};
+
 void print_usage(FILE* out) {
-  std::fprintf(out,
-               "Usage: qblock COMMAND [options]\n"
-               "\n"
-               "Commands:\n"
-               "  io      qemu-io compatible I/O commands on an image\n"
-               "  bench   qemu-img bench compatible benchmark\n"
-               "\n"
-               "Run 'qblock COMMAND --help' for a command's options.\n");
+  std::fprintf(out, "Usage: qblock COMMAND [options]\n\nCommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-10s%s\n", c.name, c.summary);
+  std::fprintf(out, "\nRun 'qblock COMMAND --help' for a command's options.\n");
 }
 
 }  // namespace
@@ -32,17 +53,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   // The subcommand sees argv[0] = "qblock COMMAND" style arguments starting at its name.
-  if (command == "io") return qblock::tools::run_io(argc - 1, argv + 1);
-  if (command == "bench") return qblock::tools::run_bench(argc - 1, argv + 1);
-  if (command == "create") return qblock::tools::run_create(argc - 1, argv + 1);
-  if (command == "info") return qblock::tools::run_info(argc - 1, argv + 1);
-  if (command == "check") return qblock::tools::run_check(argc - 1, argv + 1);
-  if (command == "map") return qblock::tools::run_map(argc - 1, argv + 1);
-  if (command == "compare") return qblock::tools::run_compare(argc - 1, argv + 1);
-  if (command == "convert") return qblock::tools::run_convert(argc - 1, argv + 1);
-  if (command == "measure") return qblock::tools::run_measure(argc - 1, argv + 1);
-  if (command == "resize") return qblock::tools::run_resize(argc - 1, argv + 1);
-  if (command == "nbd") return qblock::tools::run_nbd(argc - 1, argv + 1);
+  for (const Command& c : kCommands) {
+    if (command == c.name) return c.run(argc - 1, argv + 1);
+  }
   std::fprintf(stderr, "qblock: Command not found: %s\n", argv[1]);
   return 1;
 }

@@ -1,7 +1,6 @@
 // `qblock map`: qemu-img map (qemu-compat.md §3.4). Walks the image with block_status,
 // descending the backing chain for extents a layer leaves unallocated, merges adjacent extents
 // with equal properties and prints them as qemu-img's JSON lines or human table.
-#include <getopt.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -16,6 +15,7 @@
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
+#include "qblock/image_options.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"
 
@@ -37,11 +37,9 @@ struct MapEntry {
 };
 
 struct MapArgs {
-  std::string format;
   std::string output = "human";
   std::string filename;
-  bool image_opts = false;
-  bool force_share = false;
+  ImageArgs image;
   uint64_t start_offset = 0;
   bool has_max_length = false;
   uint64_t max_length = 0;
@@ -105,10 +103,6 @@ bool print_entry(const std::string& output, const MapEntry& e, bool last) {
   return true;
 }
 
-Task<Result<std::unique_ptr<BlockBackend>>> open_image(EventLoop* loop, BackendOptions options) {
-  co_return co_await BlockBackend::open(*loop, std::move(options));
-}
-
 Task<Result<MapEntry>> map_extent_task(BlockBackend* backend, uint64_t offset, uint64_t bytes) {
   co_return co_await map_extent(&backend->root(), offset, bytes);
 }
@@ -130,54 +124,32 @@ bool parse_offset_arg(const char* text, const char* what, uint64_t& value) {
 
 // Returns -1 to continue, else the exit status.
 int parse_args(int argc, char** argv, MapArgs& args) {
-  enum { kOutput = 256, kObject, kImageOpts, kStartOffset, kMaxLength };
-  static const struct option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                        {"format", required_argument, nullptr, 'f'},
-                                        {"output", required_argument, nullptr, kOutput},
-                                        {"object", required_argument, nullptr, kObject},
-                                        {"image-opts", no_argument, nullptr, kImageOpts},
-                                        {"start-offset", required_argument, nullptr, kStartOffset},
-                                        {"max-length", required_argument, nullptr, kMaxLength},
-                                        {"force-share", no_argument, nullptr, 'U'},
-                                        {nullptr, 0, nullptr, 0}};
-  optind = 0;
-  opterr = 0;
-  for (;;) {
-    int c = getopt_long(argc, argv, ":f:hU", kLong, nullptr);
-    if (c == -1) break;
-    switch (c) {
-      case ':':
-      case '?': report_getopt_error(c, argv); return 1;
-      case 'h':
-        std::printf(
-            "qblock map [--image-opts] [-f fmt] [--start-offset=OFFSET] [--max-length=LEN] "
-            "[--output=human|json] [-U] filename\n");
-        return 0;
-      case 'f': args.format = optarg; break;
-      case 'U': args.force_share = true; break;
-      case kOutput: args.output = optarg; break;
-      case kImageOpts: args.image_opts = true; break;
-      case kStartOffset:
-        if (!parse_offset_arg(optarg, "start offset", args.start_offset)) return 1;
-        break;
-      case kMaxLength:
-        if (!parse_offset_arg(optarg, "max length", args.max_length)) return 1;
-        args.has_max_length = true;
-        break;
-      default: break;
-    }
-  }
-  if (optind != argc - 1) {
+  OptionParser parser;
+  parser.help([] {
+    std::printf(
+        "qblock map [--image-opts] [-f fmt] [--start-offset=OFFSET] [--max-length=LEN] "
+        "[--output=human|json] [-U] filename\n");
+  });
+  add_image_options(parser,
+                    ImageOption::kFormat | ImageOption::kFormatLong | ImageOption::kImageOpts |
+                        ImageOption::kObject | ImageOption::kForceShare,
+                    &args.image);
+  parser.value("output", &args.output);
+  parser.with_value("start-offset", [&args](const char* value) {
+    return parse_offset_arg(value, "start offset", args.start_offset) ? kContinue : 1;
+  });
+  parser.with_value("max-length", [&args](const char* value) {
+    args.has_max_length = true;
+    return parse_offset_arg(value, "max length", args.max_length) ? kContinue : 1;
+  });
+  if (int r = parser.parse(argc, argv); r != kContinue) return r;
+  if (parser.operands().size() != 1) {
     img_usage_error("Expecting one image file name");
     return 1;
   }
-  args.filename = argv[optind];
+  args.filename = parser.operands()[0];
   if (args.output != "human" && args.output != "json") {
     img_error("--output must be used with human or json as argument.");
-    return 1;
-  }
-  if (args.image_opts && !args.format.empty()) {
-    img_error("--image-opts and --format are mutually exclusive");
     return 1;
   }
   return -1;
@@ -189,32 +161,17 @@ int run_map(int argc, char** argv) {
   MapArgs args;
   if (int r = parse_args(argc, argv, args); r >= 0) return r;
 
-  BackendOptions options;
-  options.format = args.format;
-  options.flags.read_only = true;
-  options.flags.force_share = args.force_share;
-  if (args.image_opts) {
-    Result<Options> tree = parse_key_value_options(args.filename, "file");
-    if (!tree) {
-      img_error(tree.error().message());
-      return 1;
-    }
-    options.tree = std::move(*tree);
-  } else {
-    options.filename = args.filename;
-  }
   Result<std::unique_ptr<EventLoop>> loop = EventLoop::create();
   if (!loop) {
     img_error(loop.error().message());
     return 1;
   }
+  OpenFlags flags;
+  flags.read_only = true;
+  flags.force_share = args.image.force_share;
   Result<std::unique_ptr<BlockBackend>> opened =
-      run_sync(**loop, open_image(loop->get(), std::move(options)));
-  if (!opened) {
-    // 7.2 repeats the prefix for file-level failures, as `info` does (qemu-compat.md §3).
-    img_error("Could not open '" + args.filename + "': " + opened.error().message());
-    return 1;
-  }
+      open_image(**loop, args.filename, args.image, flags);
+  if (!opened) return 1;
   std::unique_ptr<BlockBackend> backend = std::move(*opened);
 
   uint64_t end = backend->length();

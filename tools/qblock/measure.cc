@@ -1,7 +1,6 @@
 // `qblock measure`: qemu-img measure (qemu-compat.md §3.7). Computes the file size a qcow2 or
 // raw image needs for a virtual size (--size) or for the content of an existing image: the
 // metadata qcow2 would need when fully allocated, plus the data clusters the source uses.
-#include <getopt.h>
 
 #include <algorithm>
 #include <cctype>
@@ -17,6 +16,7 @@
 #include "qblock/commands.h"
 #include "qblock/convert_common.h"
 #include "qblock/event_loop.h"
+#include "qblock/image_options.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"
 
@@ -85,95 +85,72 @@ bool size_beyond_int64(const std::string& text) {
 }
 
 struct MeasureArgs {
-  std::string format;
+  ImageArgs image;
   std::string out_format = "raw";
   std::string options;
   std::string filename;
   bool json = false;
-  bool image_opts = false;
-  bool force_share = false;
   std::optional<uint64_t> size;
 };
 
 // Returns -1 to continue, else the exit status.
 int parse_args(int argc, char** argv, MeasureArgs& args) {
-  enum { kObject = 256, kImageOpts, kOutput, kSize, kForceShare };
-  static const struct option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                        {"object", required_argument, nullptr, kObject},
-                                        {"image-opts", no_argument, nullptr, kImageOpts},
-                                        {"output", required_argument, nullptr, kOutput},
-                                        {"size", required_argument, nullptr, kSize},
-                                        {"force-share", no_argument, nullptr, kForceShare},
-                                        {nullptr, 0, nullptr, 0}};
-  optind = 0;
-  opterr = 0;
-  bool has_filename_opts = false;
-  for (;;) {
-    int c = getopt_long(argc, argv, ":hf:O:o:l:U", kLong, nullptr);
-    if (c == -1) break;
-    switch (c) {
-      // 7.2 prints its whole help text on stdout and exits 0 here; qblock reports the error.
-      case ':':
-      case '?': report_getopt_error(c, argv); return 1;
-      case 'h':
-        std::printf(
-            "qblock measure [--output=human|json] [-O output_fmt] [-o options] [--size N | "
-            "[--image-opts] [-f fmt] filename]\n");
-        return 0;
-      case 'f':
-        args.format = optarg;
-        has_filename_opts = true;
-        break;
-      case 'O': args.out_format = optarg; break;
-      case 'o':
-        if (!args.options.empty()) args.options += ",";
-        args.options += optarg;
-        break;
-      case 'l': img_error("Internal snapshots are not supported by qblock measure"); return 1;
-      case 'U':
-      case kForceShare: args.force_share = true; break;
-      case kImageOpts:
-        args.image_opts = true;
-        has_filename_opts = true;
-        break;
-      case kOutput:
-        if (std::string(optarg) == "json") {
-          args.json = true;
-        } else if (std::string(optarg) == "human") {
-          args.json = false;
-        } else {
-          img_error("--output must be used with human or json as argument.");
-          return 1;
-        }
-        break;
-      case kSize: {
-        Result<uint64_t> s = parse_size(optarg);
-        if (!s && size_beyond_int64(optarg)) {
-          img_error("Invalid image size specified. Must be between 0 and 9223372036854775807.");
-          return 1;
-        }
-        if (!s) {
-          img_error("Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
-          img_error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
-          return 1;
-        }
-        if (*s > uint64_t{INT64_MAX}) {
-          img_error("Invalid image size specified. Must be between 0 and 9223372036854775807.");
-          return 1;
-        }
-        args.size = *s;
-        break;
-      }
-      default: break;  // --object: no objects are needed for the supported formats
-    }
-  }
-  if (optind < argc) args.filename = argv[optind++];
-  if (optind < argc) {
-    img_error("At most one filename argument is allowed.");
+  OptionParser parser;
+  parser.help([] {
+    std::printf(
+        "qblock measure [--output=human|json] [-O output_fmt] [-o options] [--size N | "
+        "[--image-opts] [-f fmt] filename]\n");
+  });
+  add_image_options(parser,
+                    ImageOption::kFormat | ImageOption::kImageOpts | ImageOption::kObject |
+                        ImageOption::kForceShare,
+                    &args.image);
+  parser.value('O', &args.out_format);
+  parser.with_value('o', [&args](const char* value) {
+    if (!args.options.empty()) args.options += ",";
+    args.options += value;
+    return kContinue;
+  });
+  parser.with_value('l', [](const char*) {
+    img_error("Internal snapshots are not supported by qblock measure");
     return 1;
-  }
-  if (args.image_opts && !args.format.empty()) {
-    img_error("--image-opts and --format are mutually exclusive");
+  });
+  parser.with_value("output", [&args](const char* value) {
+    if (std::string(value) == "json") {
+      args.json = true;
+    } else if (std::string(value) == "human") {
+      args.json = false;
+    } else {
+      img_error("--output must be used with human or json as argument.");
+      return 1;
+    }
+    return kContinue;
+  });
+  parser.with_value("size", [&args](const char* value) {
+    Result<uint64_t> s = parse_size(value);
+    if (!s && size_beyond_int64(value)) {
+      img_error("Invalid image size specified. Must be between 0 and 9223372036854775807.");
+      return 1;
+    }
+    if (!s) {
+      img_error("Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
+      img_error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+      return 1;
+    }
+    if (*s > uint64_t{INT64_MAX}) {
+      img_error("Invalid image size specified. Must be between 0 and 9223372036854775807.");
+      return 1;
+    }
+    args.size = *s;
+    return kContinue;
+  });
+  // 7.2 prints its whole help text on stdout and exits 0 for a getopt failure; qblock
+  // reports the error (the parser's default).
+  if (int r = parser.parse(argc, argv); r != kContinue) return r;
+  const std::vector<std::string>& operands = parser.operands();
+  if (!operands.empty()) args.filename = operands[0];
+  if (operands.size() > 1) {
+    img_error("At most one filename argument is allowed.");
     return 1;
   }
   if (args.size && !args.filename.empty()) {
@@ -184,7 +161,7 @@ int parse_args(int argc, char** argv, MeasureArgs& args) {
     img_error("Either --size N or one filename must be specified.");
     return 1;
   }
-  if (args.size && has_filename_opts) {
+  if (args.size && (args.image.image_opts || args.image.format)) {
     img_error("--image-opts, -f, and -l require a filename argument.");
     return 1;
   }
@@ -198,10 +175,6 @@ struct SourceUsage {
   uint64_t data_bytes = 0;
   bool qcow2_v3 = false;
 };
-
-Task<Result<std::unique_ptr<BlockBackend>>> open_source(EventLoop* loop, BackendOptions options) {
-  co_return co_await BlockBackend::open(*loop, std::move(options));
-}
 
 Task<Status> close_source(BlockBackend* backend) { co_return co_await backend->close(); }
 
@@ -241,26 +214,12 @@ int run_measure(int argc, char** argv) {
   }
   std::unique_ptr<BlockBackend> source;
   if (!args.filename.empty()) {
-    BackendOptions options;
-    options.format = args.format;
-    options.flags.read_only = true;
-    options.flags.force_share = args.force_share;
-    if (args.image_opts) {
-      Result<Options> tree = parse_key_value_options(args.filename, "file");
-      if (!tree) {
-        img_error(tree.error().message());
-        return 1;
-      }
-      options.tree = std::move(*tree);
-    } else {
-      options.filename = args.filename;
-    }
+    OpenFlags flags;
+    flags.read_only = true;
+    flags.force_share = args.image.force_share;
     Result<std::unique_ptr<BlockBackend>> opened =
-        run_sync(**loop, open_source(loop->get(), std::move(options)));
-    if (!opened) {
-      img_error("Could not open '" + args.filename + "': " + opened.error().message());
-      return 1;
-    }
+        open_image(**loop, args.filename, args.image, flags);
+    if (!opened) return 1;
     source = std::move(*opened);
   }
   auto finish = [&](int status) {

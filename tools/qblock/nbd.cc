@@ -2,7 +2,6 @@
 // 127.0.0.1:10809 unless told otherwise (-b/-p) or on a Unix socket (-k); SIGTERM, SIGINT and
 // SIGHUP flush and close the image (trimming preallocation) and remove the socket.
 #include <fcntl.h>
-#include <getopt.h>
 #include <netdb.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -23,6 +22,7 @@
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
+#include "qblock/image_options.h"
 #include "qblock/options.h"
 #include "runtime/sync.h"
 
@@ -90,8 +90,7 @@ struct Args {
   std::string socket_path;
   uint32_t shared = 1;
   bool persistent = false;
-  std::string format;
-  bool image_opts = false;
+  ImageArgs image;  // -f/--format, --image-opts
   bool fork = false;
   std::string pid_file;
   std::string tls_creds;
@@ -103,137 +102,102 @@ struct Args {
   std::string filename;
 };
 
-enum LongOption {
-  kOptCache = 256,
-  kOptAio,
-  kOptDiscard,
-  kOptDetectZeroes,
-  kOptImageOpts,
-  kOptFork,
-  kOptPidFile,
-  kOptTlsCreds,
-  kOptTlsPsk,
-  kOptHandshakeLimit,
-};
-
 // Parses argv into `args`; returns an exit status for --help or a bad option.
 std::optional<int> parse_args(int argc, char** argv, Args& args) {
-  static const option kLongOptions[] = {
-      {"help", no_argument, nullptr, 'h'},
-      {"port", required_argument, nullptr, 'p'},
-      {"bind", required_argument, nullptr, 'b'},
-      {"socket", required_argument, nullptr, 'k'},
-      {"shared", required_argument, nullptr, 'e'},
-      {"persistent", no_argument, nullptr, 't'},
-      {"export-name", required_argument, nullptr, 'x'},
-      {"description", required_argument, nullptr, 'D'},
-      {"allocation-depth", no_argument, nullptr, 'A'},
-      {"format", required_argument, nullptr, 'f'},
-      {"read-only", no_argument, nullptr, 'r'},
-      {"nocache", no_argument, nullptr, 'n'},
-      {"verbose", no_argument, nullptr, 'v'},
-      {"cache", required_argument, nullptr, kOptCache},
-      {"aio", required_argument, nullptr, kOptAio},
-      {"discard", required_argument, nullptr, kOptDiscard},
-      {"detect-zeroes", required_argument, nullptr, kOptDetectZeroes},
-      {"image-opts", no_argument, nullptr, kOptImageOpts},
-      {"fork", no_argument, nullptr, kOptFork},
-      {"pid-file", required_argument, nullptr, kOptPidFile},
-      {"tls-creds", required_argument, nullptr, kOptTlsCreds},
-      {"tls-psk", required_argument, nullptr, kOptTlsPsk},
-      {"handshake-limit", required_argument, nullptr, kOptHandshakeLimit},
-      {nullptr, 0, nullptr, 0},
-  };
-  ::optind = 1;
-  int c;
-  while ((c = getopt_long(argc, argv, "+:hp:b:k:e:tx:D:Af:rnv", kLongOptions, nullptr)) != -1) {
-    const std::string value = ::optarg ? ::optarg : "";
-    switch (c) {
-      case 'h': print_help(); return EXIT_SUCCESS;
-      case 'p':
-        if (!parse_decimal(value, 1, 65535)) return fail("Invalid port '" + value + "'");
-        args.port = value;
-        break;
-      case 'b': args.bind = value; break;
-      case 'k': args.socket_path = value; break;
-      case 'e': {
-        const std::optional<long> n = parse_decimal(value, 1, 65535);
-        if (!n) return fail("Invalid shared device number '" + value + "'");
-        args.shared = static_cast<uint32_t>(*n);
-        break;
-      }
-      case 't': args.persistent = true; break;
-      case 'x':
-        if (value.size() > 4096) return fail("export name '" + value + "' too long");
-        args.export_options.name = value;
-        break;
-      case 'D':
-        if (value.size() > 4096) return fail("export description '" + value + "' too long");
-        args.export_options.description = value;
-        break;
-      case 'A': break;  // qemu:allocation-depth is always offered
-      case 'f': args.format = value; break;
-      case 'r': args.flags.read_only = true; break;
-      case 'n': args.cache = "none"; break;
-      case 'v': break;
-      case kOptCache: {
-        OpenFlags probe;
-        if (!apply_cache_mode(value, probe)) return fail("Invalid cache mode '" + value + "'");
-        args.cache = value;
-        break;
-      }
-      case kOptAio:
-        if (value == "io_uring" || value == "native") {
-          args.flags.aio = AioMode::kIoUring;  // native AIO is served by io_uring
-        } else if (value == "threads") {
-          args.flags.aio = AioMode::kThreads;
-        } else {
-          return fail("invalid aio mode '" + value + "'");
-        }
-        break;
-      case kOptDiscard:
-        if (value == "ignore" || value == "off") {
-          args.flags.discard = DiscardMode::kIgnore;
-        } else if (value == "unmap" || value == "on") {
-          args.flags.discard = DiscardMode::kUnmap;
-        } else {
-          return fail("Invalid discard mode `" + value + "'");
-        }
-        break;
-      case kOptDetectZeroes:
-        if (value == "off") {
-          args.export_options.detect_zeroes = nbd::DetectZeroes::kOff;
-        } else if (value == "on") {
-          args.export_options.detect_zeroes = nbd::DetectZeroes::kOn;
-        } else if (value == "unmap") {
-          args.export_options.detect_zeroes = nbd::DetectZeroes::kUnmap;
-        } else {
-          return fail("Invalid detect-zeroes mode '" + value + "'");
-        }
-        break;
-      case kOptImageOpts: args.image_opts = true; break;
-      case kOptFork: args.fork = true; break;
-      case kOptPidFile: args.pid_file = value; break;
-      case kOptTlsCreds: args.tls_creds = value; break;
-      case kOptTlsPsk: args.tls_psk = value; break;
-      case kOptHandshakeLimit: {
-        const std::optional<long> seconds = parse_decimal(value, 0, 86400);
-        if (!seconds) return fail("Invalid handshake limit '" + value + "'");
-        args.limits.handshake_limit = std::chrono::seconds(*seconds);
-        break;
-      }
-      case ':':
-        return fail(std::string("option '") + argv[::optind - 1] + "' requires an argument");
-      default:
-        return fail(std::string("unrecognized option '") + argv[::optind - 1] +
-                    "'\nTry 'qblock nbd --help' for more information.");
+  OptionParser parser;
+  // qemu-nbd stops at the FILE operand and words getopt failures its own way.
+  parser.stop_at_first_operand().on_error([](char kind, const char* word) {
+    if (kind == ':') return fail(std::string("option '") + word + "' requires an argument");
+    return fail(std::string("unrecognized option '") + word +
+                "'\nTry 'qblock nbd --help' for more information.");
+  });
+  parser.help(print_help);
+  parser.with_value({'p', "port"}, [&args](const char* value) {
+    if (!parse_decimal(value, 1, 65535)) return fail(std::string("Invalid port '") + value + "'");
+    args.port = value;
+    return kContinue;
+  });
+  parser.value({'b', "bind"}, &args.bind).value({'k', "socket"}, &args.socket_path);
+  parser.with_value({'e', "shared"}, [&args](const char* value) {
+    const std::optional<long> n = parse_decimal(value, 1, 65535);
+    if (!n) return fail(std::string("Invalid shared device number '") + value + "'");
+    args.shared = static_cast<uint32_t>(*n);
+    return kContinue;
+  });
+  parser.flag({'t', "persistent"}, &args.persistent);
+  parser.with_value({'x', "export-name"}, [&args](const std::string value) {
+    if (value.size() > 4096) return fail("export name '" + value + "' too long");
+    args.export_options.name = value;
+    return kContinue;
+  });
+  parser.with_value({'D', "description"}, [&args](const std::string value) {
+    if (value.size() > 4096) return fail("export description '" + value + "' too long");
+    args.export_options.description = value;
+    return kContinue;
+  });
+  parser.ignored({'A', "allocation-depth"}, false);  // qemu:allocation-depth is always offered
+  // qemu-nbd's opener reports as qemu-nbd, so nbd takes the options but not open_image().
+  add_image_options(parser,
+                    ImageOption::kFormat | ImageOption::kFormatLong | ImageOption::kImageOpts,
+                    &args.image);
+  parser.flag({'r', "read-only"}, &args.flags.read_only);
+  parser.without_value({'n', "nocache"}, [&args](const char*) {
+    args.cache = "none";
+    return kContinue;
+  });
+  parser.ignored({'v', "verbose"}, false);
+  parser.with_value("cache", [&args](const std::string value) {
+    OpenFlags probe;
+    if (!apply_cache_mode(value, probe)) return fail("Invalid cache mode '" + value + "'");
+    args.cache = value;
+    return kContinue;
+  });
+  parser.with_value("aio", [&args](const std::string value) {
+    if (value == "io_uring" || value == "native") {
+      args.flags.aio = AioMode::kIoUring;  // native AIO is served by io_uring
+    } else if (value == "threads") {
+      args.flags.aio = AioMode::kThreads;
+    } else {
+      return fail("invalid aio mode '" + value + "'");
     }
-  }
-  if (::optind != argc - 1) {
-    return fail(std::string(::optind >= argc ? "Not enough" : "Too many") +
+    return kContinue;
+  });
+  parser.with_value("discard", [&args](const std::string value) {
+    if (value == "ignore" || value == "off") {
+      args.flags.discard = DiscardMode::kIgnore;
+    } else if (value == "unmap" || value == "on") {
+      args.flags.discard = DiscardMode::kUnmap;
+    } else {
+      return fail("Invalid discard mode `" + value + "'");
+    }
+    return kContinue;
+  });
+  parser.with_value("detect-zeroes", [&args](const std::string value) {
+    if (value == "off") {
+      args.export_options.detect_zeroes = nbd::DetectZeroes::kOff;
+    } else if (value == "on") {
+      args.export_options.detect_zeroes = nbd::DetectZeroes::kOn;
+    } else if (value == "unmap") {
+      args.export_options.detect_zeroes = nbd::DetectZeroes::kUnmap;
+    } else {
+      return fail("Invalid detect-zeroes mode '" + value + "'");
+    }
+    return kContinue;
+  });
+  parser.flag("fork", &args.fork).value("pid-file", &args.pid_file);
+  parser.value("tls-creds", &args.tls_creds).value("tls-psk", &args.tls_psk);
+  parser.with_value("handshake-limit", [&args](const std::string value) {
+    const std::optional<long> seconds = parse_decimal(value, 0, 86400);
+    if (!seconds) return fail("Invalid handshake limit '" + value + "'");
+    args.limits.handshake_limit = std::chrono::seconds(*seconds);
+    return kContinue;
+  });
+  if (const int r = parser.parse(argc, argv); r != kContinue) return r;
+  if (parser.operands().size() != 1) {
+    return fail(std::string(parser.operands().empty() ? "Not enough" : "Too many") +
                 " arguments\nTry 'qblock nbd --help' for more information.");
   }
-  args.filename = argv[::optind];
+  args.filename = parser.operands()[0];
   if (!args.socket_path.empty() && (!args.bind.empty() || !args.port.empty())) {
     return fail("-k and -b/-p are mutually exclusive");
   }
@@ -310,9 +274,9 @@ Result<int> open_listener(const Args& args) {
 
 Result<std::unique_ptr<BlockBackend>> open_image(EventLoop& loop, const Args& args) {
   BackendOptions options;
-  options.format = args.format;
+  options.format = args.image.format_name();
   options.flags = args.flags;
-  if (args.image_opts) {
+  if (args.image.image_opts) {
     Result<Options> tree = parse_key_value_options(args.filename, "file");
     if (!tree) return tl::unexpected(tree.error());
     options.tree = std::move(*tree);
@@ -419,6 +383,10 @@ int run_nbd(int argc, char** argv) {
   // A server answers faster when its loop does not sleep between a request's disk I/O and
   // the next one (measured in docs/performance.md, NBD section).
   (*loop)->set_busy_poll(std::chrono::microseconds(kBusyPollMicros));
+  // qemu-nbd's words for the check, made where it opens the image.
+  if (args.image.image_opts && args.image.format) {
+    return fail("--image-opts and -f are mutually exclusive");
+  }
   Result<std::unique_ptr<BlockBackend>> backend = open_image(**loop, args);
   if (!backend) {
     return fail("Failed to blk_new_open '" + args.filename + "': " + backend.error().message());

@@ -1,8 +1,6 @@
 // `qblock resize`: qemu-img resize's command line, messages and exit codes (qemu-compat.md
 // §3.9) for raw and qcow2. The work is BlockNode::truncate on the opened image's root; the
 // qcow2 driver's do_truncate grows and (with --shrink) shrinks.
-#include <getopt.h>
-
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -13,6 +11,7 @@
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
+#include "qblock/image_options.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"
 
@@ -21,18 +20,13 @@ namespace qblock::tools {
 namespace {
 
 struct ResizeArgs {
-  std::string format;
+  ImageArgs image;
   std::string filename;
   std::string size_text;
   PreallocMode prealloc = PreallocMode::kOff;
-  bool image_opts = false;
   bool quiet = false;
   bool shrink = false;
 };
-
-Task<Result<std::unique_ptr<BlockBackend>>> open_image(EventLoop* loop, BackendOptions options) {
-  co_return co_await BlockBackend::open(*loop, std::move(options));
-}
 
 Task<Status> truncate_image(BlockBackend* backend, uint64_t size, PreallocMode mode) {
   co_return co_await backend->truncate(size, mode);
@@ -81,79 +75,38 @@ int parse_args(int argc, char** argv, ResizeArgs& args) {
     return 1;
   }
   args.size_text = argv[--argc];
-  enum { kObject = 256, kImageOpts, kPrealloc, kShrink };
-  static const struct option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                        {"object", required_argument, nullptr, kObject},
-                                        {"image-opts", no_argument, nullptr, kImageOpts},
-                                        {"preallocation", required_argument, nullptr, kPrealloc},
-                                        {"shrink", no_argument, nullptr, kShrink},
-                                        {nullptr, 0, nullptr, 0}};
-  optind = 0;
-  opterr = 0;
-  for (;;) {
-    int c = getopt_long(argc, argv, ":f:hq", kLong, nullptr);
-    if (c == -1) break;
-    switch (c) {
-      case ':':
-      case '?': report_getopt_error(c, argv); return 1;
-      case 'h':
-        std::printf(
-            "qblock resize [--object objectdef] [--image-opts] [-f fmt] "
-            "[--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size\n");
-        return 0;
-      case 'f': args.format = optarg; break;
-      case 'q': args.quiet = true; break;
-      case kImageOpts: args.image_opts = true; break;
-      case kShrink: args.shrink = true; break;
-      case kPrealloc: {
-        Result<PreallocMode> m = parse_prealloc_mode(optarg);
-        if (!m) {
-          img_error(std::string("Invalid preallocation mode '") + optarg + "'");
-          return 1;
-        }
-        args.prealloc = *m;
-        break;
-      }
-      default: break;  // --object: no objects are needed for the supported formats
+  OptionParser parser;
+  parser.help([] {
+    std::printf(
+        "qblock resize [--object objectdef] [--image-opts] [-f fmt] "
+        "[--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size\n");
+  });
+  add_image_options(parser, ImageOption::kFormat | ImageOption::kImageOpts | ImageOption::kObject,
+                    &args.image);
+  parser.with_value("preallocation", [&args](const char* value) {
+    Result<PreallocMode> m = parse_prealloc_mode(value);
+    if (!m) {
+      img_error(std::string("Invalid preallocation mode '") + value + "'");
+      return 1;
     }
-  }
-  if (optind != argc - 1) {
+    args.prealloc = *m;
+    return kContinue;
+  });
+  parser.flag('q', &args.quiet).flag("shrink", &args.shrink);
+  if (int r = parser.parse(argc, argv); r != kContinue) return r;
+  if (parser.operands().size() != 1) {
     img_usage_error("Expecting image file name and size");
     return 1;
   }
-  args.filename = argv[optind];
+  args.filename = parser.operands()[0];
   return -1;
 }
 
 // Prints qemu-img's message on failure.
 Result<std::unique_ptr<BlockBackend>> open_writable(EventLoop& loop, const ResizeArgs& args) {
-  BackendOptions options;
-  options.format = args.format;
-  if (args.image_opts) {
-    Result<Options> tree = parse_key_value_options(args.filename, "file");
-    if (!tree) {
-      img_error(tree.error().message());
-      return fail(tree.error());
-    }
-    options.tree = std::move(*tree);
-  } else {
-    options.filename = args.filename;
-  }
   Result<std::unique_ptr<BlockBackend>> opened =
-      run_sync(loop, open_image(&loop, std::move(options)));
-  if (!opened) {
-    img_error("Could not open '" + args.filename + "': " + opened.error().message());
-    return opened;
-  }
-  if ((*opened)->probed_raw()) {
-    std::fflush(stdout);
-    std::fprintf(stderr,
-                 "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
-                 "         Automatically detecting the format is dangerous for raw images, "
-                 "write operations on block 0 will be restricted.\n"
-                 "         Specify the 'raw' format explicitly to remove the restrictions.\n",
-                 args.filename.c_str());
-  }
+      open_image(loop, args.filename, args.image, OpenFlags{});
+  if (opened && (*opened)->probed_raw()) warn_probed_raw(args.filename);
   return opened;
 }
 
@@ -183,11 +136,6 @@ int run_resize(int argc, char** argv) {
     size_syntax_error();
     return 1;
   }
-  if (args.image_opts && !args.format.empty()) {
-    img_error("--image-opts and --format are mutually exclusive");
-    return 1;
-  }
-
   Result<std::unique_ptr<EventLoop>> loop = EventLoop::create();
   if (!loop) {
     img_error(loop.error().message());
