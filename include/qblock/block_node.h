@@ -2,7 +2,9 @@
 // layer every request passes through once: bounds/overflow checks, request alignment with
 // read-modify-write padding, max_transfer splitting, flag filtering (FUA emulation,
 // NO_FALLBACK, the write-zeroes fallback) and request tracking (SERIALISING, NO_WAIT).
-// Drivers derive from it and implement the protected do_* hooks (see src/block/driver.h).
+// Users hold nodes through BlockBackend::root() and call the public methods. Drivers derive
+// from it and implement the protected do_* hooks; the rest of the driver API (registry
+// entries, option readers, opening children, io_uring operations) is in qblock/driver/.
 #pragma once
 
 #include <cstdint>
@@ -189,6 +191,8 @@ class BlockNode {
   std::size_t tracked_requests() const { return tracked_count_; }
 
  protected:
+  // ---- Driver API (for driver authors; see qblock/driver/driver.h) ----
+  // C++ needs the hooks in the class definition, so they live here; users never call them.
   // Driver hooks. The request layer guarantees, for do_read/do_write/do_write_zeroes:
   // offset and bytes are multiples of limits().request_alignment; bytes <= max_transfer
   // (for reads/writes) or max_pwrite_zeroes (for zeroes), and always <= kMaxRequestBytes

@@ -1,19 +1,16 @@
 // EventLoop: one io_uring per thread. Coroutines queue SQEs whose user_data points at a
 // completion record in the awaiting coroutine's frame; the loop submits all queued SQEs in one
-// system call per iteration and resumes each coroutine from its completion.
+// system call per iteration and resumes each coroutine from its completion. This header is the
+// user's view (create, run, post, timers); the ring-level operations drivers issue are in
+// qblock/driver/uring.h, so neither this header nor its users need liburing.
 #pragma once
 
-#include <liburing.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
-
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <coroutine>
+#include <cstddef>
 #include <cstdint>
 #include <deque>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -24,54 +21,16 @@
 
 namespace qblock {
 
-// The completion record of one io_uring operation; lives in the awaiting coroutine's frame.
+// The completion record of one io_uring operation; lives in the awaiting coroutine's frame
+// (see qblock/driver/uring.h).
 struct IoCompletion {
   std::coroutine_handle<> handle;
   int32_t result = 0;  // the CQE's res: >= 0 success, -errno failure
 };
 
 class EventLoop;
-
-// One io_uring operation, described by value and queued when awaited. co_await yields the
-// CQE result (>= 0 or -errno). Build it with the EventLoop factory methods.
-class [[nodiscard]] UringOp {
- public:
-  enum class Kind : uint8_t {
-    kNop,
-    kReadv,
-    kWritev,
-    kFsync,
-    kFdatasync,
-    kFallocate,
-    kTimeout,
-    kAccept,
-    kRecv,
-    kSend,
-    kSendmsg,
-    kRead,
-    kPoll
-  };
-  UringOp(EventLoop& loop, Kind kind) : loop_(loop), kind_(kind) {}
-
-  bool await_ready() const noexcept { return false; }
-  void await_suspend(std::coroutine_handle<> h);
-  int32_t await_resume() const noexcept { return completion_.result; }
-
- private:
-  friend class EventLoop;
-  EventLoop& loop_;
-  Kind kind_;
-  int fd_ = -1;
-  const iovec* iov_ = nullptr;
-  unsigned iovcnt_ = 0;
-  void* buf_ = nullptr;
-  uint64_t len_ = 0;
-  uint64_t offset_ = 0;
-  int mode_ = 0;
-  __kernel_timespec timeout_{};
-  msghdr msg_{};  // kSendmsg: filled in when queued (the op then sits in its awaiter's frame)
-  IoCompletion completion_;
-};
+class UringOp;
+class WorkerOp;
 
 // Resumes the awaiting coroutine from the loop's ready queue (a yield point).
 struct [[nodiscard]] PostAwaiter {
@@ -81,49 +40,26 @@ struct [[nodiscard]] PostAwaiter {
   void await_resume() const noexcept {}
 };
 
-// Runs a blocking function on a worker thread and resumes the awaiter on the loop with its
-// int result. Only for operations io_uring does not offer (or aio=threads).
-class [[nodiscard]] WorkerOp {
- public:
-  WorkerOp(EventLoop& loop, std::function<int()> fn) : loop_(loop), fn_(std::move(fn)) {}
-  bool await_ready() const noexcept { return false; }
-  void await_suspend(std::coroutine_handle<> h);
-  int await_resume() const noexcept { return completion_.result; }
-
- private:
-  friend class EventLoop;
-  EventLoop& loop_;
-  std::function<int()> fn_;
-  IoCompletion completion_;
-};
-
 class EventLoop {
  public:
-  // Creates a loop with an io_uring of `entries` submission slots.
-  static Result<std::unique_ptr<EventLoop>> create(unsigned entries = 512);
+  // Creates a loop with an io_uring of `entries` submission slots. The first loop created on
+  // a thread becomes that thread's current() loop. Errors: the errno of io_uring setup
+  // (ENOMEM, EPERM where io_uring is disabled) or of eventfd.
+  [[nodiscard]] static Result<std::unique_ptr<EventLoop>> create(unsigned entries = 512);
+  // REQUIRES: nothing in flight (in_flight() == 0) and no coroutine suspended on the loop.
   ~EventLoop();
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
-  // Operation factories. Buffers and iovec arrays must stay valid until the await finishes.
-  UringOp readv(int fd, const iovec* iov, unsigned iovcnt, uint64_t offset);
-  UringOp writev(int fd, const iovec* iov, unsigned iovcnt, uint64_t offset);
-  UringOp read(int fd, void* buf, uint32_t len, uint64_t offset);
-  UringOp fsync(int fd);
-  UringOp fdatasync(int fd);
-  UringOp fallocate(int fd, int mode, uint64_t offset, uint64_t len);
-  UringOp sleep(std::chrono::nanoseconds duration);
-  UringOp accept(int fd);
-  UringOp recv(int fd, void* buf, uint32_t len);
-  UringOp send(int fd, const void* buf, uint32_t len);
-  // Sends the gathered iovecs on a socket (MSG_NOSIGNAL); may send fewer bytes than asked.
-  UringOp sendmsg(int fd, const iovec* iov, unsigned iovcnt);
-  UringOp poll(int fd, int events);
-  UringOp nop();
-  // Suspends and resumes from the ready queue on the next iteration.
+  // Suspends the awaiting coroutine and resumes it from the ready queue on the next iteration.
   PostAwaiter yield() { return PostAwaiter{*this}; }
-  // Runs `fn` on a worker thread; the await yields its result.
-  WorkerOp run_in_worker(std::function<int()> fn) { return WorkerOp(*this, std::move(fn)); }
+  // Suspends the awaiting coroutine for `duration` (an io_uring timeout). A user-level timer:
+  // one coroutine frame per call. Drivers use uring::sleep (qblock/driver/uring.h).
+  [[nodiscard]] Task<void> sleep_for(std::chrono::nanoseconds duration);
+  // Reads up to `len` bytes from `fd`, a descriptor without a file position (a signalfd, an
+  // eventfd, a pipe, a socket), without blocking the thread. Returns the byte count (0 at end of
+  // file). Errors: the read's errno. REQUIRES: `buf` stays valid until the task finishes.
+  [[nodiscard]] Task<Result<std::size_t>> read_fd(int fd, void* buf, uint32_t len);
 
   // Queues `h` to be resumed by the loop (never inline), so wake-ups do not nest stacks.
   void post(std::coroutine_handle<> h) { ready_.push_back(h); }
@@ -151,8 +87,10 @@ class EventLoop {
  private:
   friend class UringOp;
   friend class WorkerOp;
-  EventLoop() = default;
-  io_uring_sqe* get_sqe();
+  // Access to the ring for event_loop.cc, which alone sees liburing's types.
+  struct Ring;
+  friend struct Ring;
+  EventLoop();
   void queue(UringOp& op);
   void queue_worker(WorkerOp& op);
   void arm_worker_eventfd();
@@ -169,7 +107,11 @@ class EventLoop {
   void submit_if_stale();
   void worker_main();
 
-  io_uring ring_{};
+  // liburing's `struct io_uring`, stored in place rather than behind a pointer so that
+  // queueing an SQE costs no extra load or allocation; event_loop.cc checks at compile time
+  // that it fits (size and alignment) and is the only code that looks inside.
+  static constexpr std::size_t kRingStorageBytes = 256;
+  alignas(16) unsigned char ring_storage_[kRingStorageBytes];
   bool ring_ready_ = false;
   std::deque<std::coroutine_handle<>> ready_;
   std::size_t in_flight_ = 0;

@@ -2,6 +2,7 @@
 // opening a node (generic options, unknown-option errors, children).
 #include <algorithm>
 
+#include "base/check.h"
 #include "block/driver.h"
 #include "block/filters/blkdebug.h"
 #include "block/filters/passthrough.h"
@@ -16,8 +17,10 @@
 
 namespace qblock {
 
-const std::vector<DriverEntry>& driver_registry() {
-  static const std::vector<DriverEntry> kDrivers = {
+namespace {
+
+std::vector<DriverEntry>& registry() {
+  static std::vector<DriverEntry> drivers = {
       // Protocols: where the bytes live.
       {"file", NodeKind::kProtocol, &open_file_node, nullptr, true},
       {"host_device", NodeKind::kProtocol, &open_file_node, nullptr, true},
@@ -33,7 +36,21 @@ const std::vector<DriverEntry>& driver_registry() {
       {"preallocate", NodeKind::kFilter, &open_preallocate_node, nullptr},
       {"powercut", NodeKind::kFilter, &open_powercut_node, nullptr},  // tests: crash images
   };
-  return kDrivers;
+  return drivers;
+}
+
+}  // namespace
+
+const std::vector<DriverEntry>& driver_registry() { return registry(); }
+
+Status register_driver(DriverEntry entry) {
+  CHECK(entry.open != nullptr);
+  if (find_driver(entry.name)) {
+    return fail(Error::with_message(
+        EEXIST, "Driver '" + std::string(entry.name) + "' is already registered"));
+  }
+  registry().push_back(entry);
+  return ok();
 }
 
 const DriverEntry* find_driver(std::string_view name) {

@@ -16,6 +16,7 @@
 #include "block/chain_status.h"
 #include "nbd/protocol.h"
 #include "nbd/tls.h"
+#include "qblock/driver/uring.h"
 #include "runtime/sync.h"
 
 namespace qblock::nbd {
@@ -929,7 +930,7 @@ Task<void> Server::reap_stalled_handshakes() {
   State& state = *state_;
   EventLoop& loop = state.backend.loop();
   while (!state.stopping) {
-    co_await loop.sleep(std::chrono::milliseconds(250));
+    co_await uring::sleep(loop, std::chrono::milliseconds(250));
     const auto now = std::chrono::steady_clock::now();
     for (Connection* c : state.connections) c->expire_if_stalled(now);
   }
@@ -952,7 +953,7 @@ Task<Status> Server::listen(int listen_fd, uint32_t max_clients, bool persistent
       co_await state.changed.wait();
     }
     if (state.stopping) break;
-    const int fd = co_await loop.accept(listen_fd);
+    const int fd = co_await uring::accept(loop, listen_fd);
     if (state.stopping) {
       if (fd >= 0) ::close(fd);
       break;
@@ -961,7 +962,7 @@ Task<Status> Server::listen(int listen_fd, uint32_t max_clients, bool persistent
       // Transient: a client gone before it was accepted, or out of descriptors for now.
       if (fd == -ECONNABORTED || fd == -EINTR || fd == -EAGAIN || fd == -EPROTO) continue;
       if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM) {
-        co_await loop.sleep(std::chrono::milliseconds(100));
+        co_await uring::sleep(loop, std::chrono::milliseconds(100));
         continue;
       }
       result = tl::unexpected(Error::from_errno(-fd, "accept"));

@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "qblock/driver/uring.h"
+
 namespace qblock::nbd {
 
 SocketStream::~SocketStream() {
@@ -24,7 +26,7 @@ Task<Result<std::size_t>> SocketStream::read_some(void* buf, std::size_t len) {
     co_return tl::unexpected(Error::from_errno(errno, "recv"));
   }
   for (;;) {
-    const int32_t got = co_await loop_.recv(fd_, buf, static_cast<uint32_t>(chunk));
+    const int32_t got = co_await uring::recv(loop_, fd_, buf, static_cast<uint32_t>(chunk));
     if (got >= 0) co_return static_cast<std::size_t>(got);
     // A signal or a spurious wake-up is not the peer's doing: try again.
     if (got == -EINTR || got == -EAGAIN) continue;
@@ -65,7 +67,7 @@ Task<Status> SocketStream::write_rest(std::vector<iovec> rest) {
   std::size_t first = 0;
   while (first < rest.size()) {
     const unsigned count = static_cast<unsigned>(std::min<std::size_t>(rest.size() - first, 1024));
-    const int32_t sent = co_await loop_.sendmsg(fd_, rest.data() + first, count);
+    const int32_t sent = co_await uring::sendmsg(loop_, fd_, rest.data() + first, count);
     if (sent == -EINTR || sent == -EAGAIN) continue;
     if (sent < 0) co_return tl::unexpected(Error::from_errno(-sent, "send"));
     if (sent == 0) co_return tl::unexpected(Error::from_errno(EPIPE, "send"));

@@ -24,6 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include "qblock/driver/uring.h"
+
 namespace qblock::nbd {
 
 namespace {
@@ -468,7 +470,7 @@ Task<Status> TlsStream::wait_ready() {
   int events = gnutls_record_get_direction(session_) == 1 ? POLLOUT : POLLIN;
   for (;;) {
     // POLLERR and POLLHUP end the poll too; the retried GnuTLS call then reports them.
-    int32_t r = co_await loop_.poll(fd_, events);
+    int32_t r = co_await uring::poll(loop_, fd_, events);
     if (r >= 0) co_return ok();
     if (r != -EINTR) co_return fail(Error::from_errno(r, "poll on the TLS socket"));
   }

@@ -2,12 +2,17 @@
 // queue and the worker threads used where io_uring has no operation.
 #include "qblock/event_loop.h"
 
+#include <liburing.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <new>
+#include <string>
 
 #include "base/check.h"
+#include "qblock/driver/uring.h"
+#include "qblock/messages.h"
 
 namespace qblock {
 
@@ -20,6 +25,27 @@ constexpr std::chrono::nanoseconds kSubmitDelay = std::chrono::microseconds(2);
 constexpr unsigned kWorkerThreads = 4;
 }  // namespace
 
+// The one place that sees the ring's real type.
+struct EventLoop::Ring {
+  static_assert(sizeof(io_uring) <= kRingStorageBytes, "grow EventLoop::kRingStorageBytes");
+  static_assert(alignof(io_uring) <= 16, "align EventLoop::ring_storage_ more");
+  static io_uring& of(EventLoop& loop) {
+    return *std::launder(reinterpret_cast<io_uring*>(loop.ring_storage_));
+  }
+  static io_uring_sqe* get_sqe(EventLoop& loop) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&of(loop));
+    if (!sqe) {
+      // The submission ring is full: hand the batch to the kernel and take a fresh slot.
+      io_uring_submit(&of(loop));
+      sqe = io_uring_get_sqe(&of(loop));
+    }
+    CHECK(sqe != nullptr);
+    return sqe;
+  }
+};
+
+EventLoop::EventLoop() { new (ring_storage_) io_uring{}; }
+
 EventLoop* EventLoop::current() { return tls_current_loop; }
 
 Result<std::unique_ptr<EventLoop>> EventLoop::create(unsigned entries) {
@@ -29,10 +55,10 @@ Result<std::unique_ptr<EventLoop>> EventLoop::create(unsigned entries) {
   // task work when it enters the kernel, and its busy poll watches the TASKRUN flag. Kernels
   // before 5.19 refuse the flags; they get a plain ring.
   params.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
-  int r = io_uring_queue_init_params(entries, &loop->ring_, &params);
+  int r = io_uring_queue_init_params(entries, &Ring::of(*loop), &params);
   if (r == -EINVAL) {
     params = io_uring_params{};
-    r = io_uring_queue_init_params(entries, &loop->ring_, &params);
+    r = io_uring_queue_init_params(entries, &Ring::of(*loop), &params);
   }
   if (r < 0) return fail(Error::from_errno(r, "io_uring_queue_init"));
   loop->ring_ready_ = true;
@@ -49,125 +75,65 @@ EventLoop::~EventLoop() {
   }
   worker_cv_.notify_all();
   for (auto& t : workers_) t.join();
-  if (ring_ready_) io_uring_queue_exit(&ring_);
+  if (ring_ready_) io_uring_queue_exit(&Ring::of(*this));
   if (worker_eventfd_ >= 0) close(worker_eventfd_);
   if (tls_current_loop == this) tls_current_loop = nullptr;
 }
 
-io_uring_sqe* EventLoop::get_sqe() {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  if (!sqe) {
-    // The submission ring is full: hand the batch to the kernel and take a fresh slot.
-    io_uring_submit(&ring_);
-    sqe = io_uring_get_sqe(&ring_);
-  }
-  CHECK(sqe != nullptr);
-  return sqe;
-}
-
-UringOp EventLoop::readv(int fd, const iovec* iov, unsigned iovcnt, uint64_t offset) {
-  UringOp op(*this, UringOp::Kind::kReadv);
-  op.fd_ = fd, op.iov_ = iov, op.iovcnt_ = iovcnt, op.offset_ = offset;
-  return op;
-}
-UringOp EventLoop::writev(int fd, const iovec* iov, unsigned iovcnt, uint64_t offset) {
-  UringOp op(*this, UringOp::Kind::kWritev);
-  op.fd_ = fd, op.iov_ = iov, op.iovcnt_ = iovcnt, op.offset_ = offset;
-  return op;
-}
-UringOp EventLoop::read(int fd, void* buf, uint32_t len, uint64_t offset) {
-  UringOp op(*this, UringOp::Kind::kRead);
-  op.fd_ = fd, op.buf_ = buf, op.len_ = len, op.offset_ = offset;
-  return op;
-}
-UringOp EventLoop::fsync(int fd) {
-  UringOp op(*this, UringOp::Kind::kFsync);
-  op.fd_ = fd;
-  return op;
-}
-UringOp EventLoop::fdatasync(int fd) {
-  UringOp op(*this, UringOp::Kind::kFdatasync);
-  op.fd_ = fd;
-  return op;
-}
-UringOp EventLoop::fallocate(int fd, int mode, uint64_t offset, uint64_t len) {
-  UringOp op(*this, UringOp::Kind::kFallocate);
-  op.fd_ = fd, op.mode_ = mode, op.offset_ = offset, op.len_ = len;
-  return op;
-}
-UringOp EventLoop::sleep(std::chrono::nanoseconds duration) {
-  UringOp op(*this, UringOp::Kind::kTimeout);
-  op.timeout_.tv_sec = duration.count() / 1000000000;
-  op.timeout_.tv_nsec = duration.count() % 1000000000;
-  return op;
-}
-UringOp EventLoop::accept(int fd) {
-  UringOp op(*this, UringOp::Kind::kAccept);
-  op.fd_ = fd;
-  return op;
-}
-UringOp EventLoop::recv(int fd, void* buf, uint32_t len) {
-  UringOp op(*this, UringOp::Kind::kRecv);
-  op.fd_ = fd, op.buf_ = buf, op.len_ = len;
-  return op;
-}
-UringOp EventLoop::send(int fd, const void* buf, uint32_t len) {
-  UringOp op(*this, UringOp::Kind::kSend);
-  op.fd_ = fd, op.buf_ = const_cast<void*>(buf), op.len_ = len;
-  return op;
-}
-UringOp EventLoop::sendmsg(int fd, const iovec* iov, unsigned iovcnt) {
-  UringOp op(*this, UringOp::Kind::kSendmsg);
-  op.fd_ = fd, op.iov_ = iov, op.iovcnt_ = iovcnt;
-  return op;
-}
-UringOp EventLoop::poll(int fd, int events) {
-  UringOp op(*this, UringOp::Kind::kPoll);
-  op.fd_ = fd, op.mode_ = events;
-  return op;
-}
-UringOp EventLoop::nop() { return UringOp(*this, UringOp::Kind::kNop); }
-
-void UringOp::await_suspend(std::coroutine_handle<> h) {
-  completion_.handle = h;
-  loop_.queue(*this);
-}
-
 void EventLoop::queue(UringOp& op) {
-  io_uring_sqe* sqe = get_sqe();
+  io_uring_sqe* sqe = Ring::get_sqe(*this);
   using K = UringOp::Kind;
   switch (op.kind_) {
     case K::kNop: io_uring_prep_nop(sqe); break;
-    case K::kReadv: io_uring_prep_readv(sqe, op.fd_, op.iov_, op.iovcnt_, op.offset_); break;
-    case K::kWritev: io_uring_prep_writev(sqe, op.fd_, op.iov_, op.iovcnt_, op.offset_); break;
-    case K::kRead:
-      io_uring_prep_read(sqe, op.fd_, op.buf_, static_cast<unsigned>(op.len_), op.offset_);
+    case K::kReadv:
+      io_uring_prep_readv(sqe, op.args_.fd, op.args_.iov, op.args_.iovcnt, op.args_.offset);
       break;
-    case K::kFsync: io_uring_prep_fsync(sqe, op.fd_, 0); break;
-    case K::kFdatasync: io_uring_prep_fsync(sqe, op.fd_, IORING_FSYNC_DATASYNC); break;
-    case K::kFallocate: io_uring_prep_fallocate(sqe, op.fd_, op.mode_, op.offset_, op.len_); break;
-    case K::kTimeout: io_uring_prep_timeout(sqe, &op.timeout_, 0, 0); break;
-    case K::kAccept: io_uring_prep_accept(sqe, op.fd_, nullptr, nullptr, SOCK_CLOEXEC); break;
-    case K::kRecv: io_uring_prep_recv(sqe, op.fd_, op.buf_, op.len_, 0); break;
-    case K::kSend: io_uring_prep_send(sqe, op.fd_, op.buf_, op.len_, MSG_NOSIGNAL); break;
+    case K::kWritev:
+      io_uring_prep_writev(sqe, op.args_.fd, op.args_.iov, op.args_.iovcnt, op.args_.offset);
+      break;
+    case K::kRead:
+      io_uring_prep_read(sqe, op.args_.fd, op.args_.buf, static_cast<unsigned>(op.args_.len),
+                         op.args_.offset);
+      break;
+    case K::kFsync: io_uring_prep_fsync(sqe, op.args_.fd, 0); break;
+    case K::kFdatasync: io_uring_prep_fsync(sqe, op.args_.fd, IORING_FSYNC_DATASYNC); break;
+    case K::kFallocate:
+      io_uring_prep_fallocate(sqe, op.args_.fd, op.args_.mode, op.args_.offset, op.args_.len);
+      break;
+    case K::kTimeout: io_uring_prep_timeout(sqe, &op.args_.timeout, 0, 0); break;
+    case K::kAccept: io_uring_prep_accept(sqe, op.args_.fd, nullptr, nullptr, SOCK_CLOEXEC); break;
+    case K::kRecv: io_uring_prep_recv(sqe, op.args_.fd, op.args_.buf, op.args_.len, 0); break;
+    case K::kSend:
+      io_uring_prep_send(sqe, op.args_.fd, op.args_.buf, op.args_.len, MSG_NOSIGNAL);
+      break;
     case K::kSendmsg:
       op.msg_ = msghdr{};
-      op.msg_.msg_iov = const_cast<iovec*>(op.iov_);
-      op.msg_.msg_iovlen = op.iovcnt_;
-      io_uring_prep_sendmsg(sqe, op.fd_, &op.msg_, MSG_NOSIGNAL);
+      op.msg_.msg_iov = const_cast<iovec*>(op.args_.iov);
+      op.msg_.msg_iovlen = op.args_.iovcnt;
+      io_uring_prep_sendmsg(sqe, op.args_.fd, &op.msg_, MSG_NOSIGNAL);
       break;
-    case K::kPoll: io_uring_prep_poll_add(sqe, op.fd_, static_cast<unsigned>(op.mode_)); break;
+    case K::kPoll:
+      io_uring_prep_poll_add(sqe, op.args_.fd, static_cast<unsigned>(op.args_.mode));
+      break;
   }
   io_uring_sqe_set_data(sqe, &op.completion_);
   ++in_flight_;
 }
 
-void PostAwaiter::await_suspend(std::coroutine_handle<> h) { loop.post(h); }
-
-void WorkerOp::await_suspend(std::coroutine_handle<> h) {
-  completion_.handle = h;
-  loop_.queue_worker(*this);
+Task<void> EventLoop::sleep_for(std::chrono::nanoseconds duration) {
+  UringOp op = uring::sleep(*this, duration);
+  co_await op;
 }
+
+Task<Result<std::size_t>> EventLoop::read_fd(int fd, void* buf, uint32_t len) {
+  // Offset 0: the descriptors this is for have no file position, which makes it irrelevant.
+  UringOp op = uring::read(*this, fd, buf, len, 0);
+  const int32_t r = co_await op;
+  if (r < 0) co_return fail(Error::from_errno(r, "read"));
+  co_return static_cast<std::size_t>(r);
+}
+
+void PostAwaiter::await_suspend(std::coroutine_handle<> h) { loop.post(h); }
 
 void EventLoop::queue_worker(WorkerOp& op) {
   {
@@ -203,7 +169,7 @@ void EventLoop::worker_main() {
 
 void EventLoop::arm_worker_eventfd() {
   if (eventfd_armed_) return;
-  io_uring_sqe* sqe = get_sqe();
+  io_uring_sqe* sqe = Ring::get_sqe(*this);
   io_uring_prep_read(sqe, worker_eventfd_, &eventfd_value_, sizeof(eventfd_value_), 0);
   eventfd_completion_.handle = {};
   io_uring_sqe_set_data(sqe, &eventfd_completion_);
@@ -226,13 +192,14 @@ void EventLoop::reap_worker_completions() {
 
 bool EventLoop::busy_poll_wait() {
   if (busy_poll_.count() == 0) return false;
-  io_uring_submit(&ring_);
+  io_uring_submit(&Ring::of(*this));
   const auto deadline = std::chrono::steady_clock::now() + busy_poll_;
-  while (io_uring_cq_ready(&ring_) == 0) {
+  while (io_uring_cq_ready(&Ring::of(*this)) == 0) {
     if (std::chrono::steady_clock::now() >= deadline) return false;
     // With COOP_TASKRUN the kernel does not interrupt the spin to post completions; it flags
     // pending task work, which a non-waiting enter runs.
-    if (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_TASKRUN) io_uring_get_events(&ring_);
+    if (IO_URING_READ_ONCE(*Ring::of(*this).sq.kflags) & IORING_SQ_TASKRUN)
+      io_uring_get_events(&Ring::of(*this));
   }
   return true;
 }
@@ -250,7 +217,7 @@ void EventLoop::adapt_busy_poll(std::chrono::nanoseconds blocked) {
 }
 
 void EventLoop::submit_if_stale() {
-  if (io_uring_sq_ready(&ring_) == 0) return;
+  if (io_uring_sq_ready(&Ring::of(*this)) == 0) return;
   const auto now = std::chrono::steady_clock::now();
   if (sq_pending_since_ == std::chrono::steady_clock::time_point{}) {
     sq_pending_since_ = now;
@@ -259,7 +226,7 @@ void EventLoop::submit_if_stale() {
   if (now - sq_pending_since_ < kSubmitDelay) return;
   // Errors (EAGAIN, EBUSY: the kernel is short of resources) leave the SQEs queued; the
   // submission at the end of the iteration retries them and handles fatal errors.
-  (void)io_uring_submit(&ring_);
+  (void)io_uring_submit(&Ring::of(*this));
   sq_pending_since_ = {};
 }
 
@@ -276,17 +243,18 @@ bool EventLoop::run_once(bool block) {
     did_work = true;
     submit_if_stale();
   }
-  if (in_flight_ == 0 && io_uring_sq_ready(&ring_) == 0) return did_work || !ready_.empty();
+  if (in_flight_ == 0 && io_uring_sq_ready(&Ring::of(*this)) == 0)
+    return did_work || !ready_.empty();
   bool wait = block && ready_.empty() && !did_work;
   if (wait && busy_poll_max_.count() > 0 && busy_poll_wait()) wait = false;
   const auto wait_start = std::chrono::steady_clock::now();
   sq_pending_since_ = {};
-  int r = wait ? io_uring_submit_and_wait(&ring_, 1) : io_uring_submit(&ring_);
+  int r = wait ? io_uring_submit_and_wait(&Ring::of(*this), 1) : io_uring_submit(&Ring::of(*this));
   if (wait && busy_poll_max_.count() > 0) {
     adapt_busy_poll(std::chrono::steady_clock::now() - wait_start);
   }
   if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
-    std::fprintf(stderr, "io_uring_submit: %s\n", std::strerror(-r));
+    emit_message(MessageLevel::kError, std::string("io_uring_submit: ") + std::strerror(-r));
     std::abort();
   }
   io_uring_cqe* cqe;
@@ -299,14 +267,14 @@ bool EventLoop::run_once(bool block) {
   for (;;) {
     batch_n = 0;
     count = 0;
-    io_uring_for_each_cqe(&ring_, head, cqe) {
+    io_uring_for_each_cqe(&Ring::of(*this), head, cqe) {
       auto* c = static_cast<IoCompletion*>(io_uring_cqe_get_data(cqe));
       c->result = cqe->res;
       batch[batch_n++] = c;
       ++count;
       if (batch_n == 256) break;
     }
-    io_uring_cq_advance(&ring_, count);
+    io_uring_cq_advance(&Ring::of(*this), count);
     if (batch_n == 0) break;
     in_flight_ -= batch_n;
     for (unsigned i = 0; i < batch_n; ++i) {

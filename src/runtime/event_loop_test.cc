@@ -10,15 +10,17 @@
 #include <cstring>
 #include <ctime>
 
+#include "qblock/driver/uring.h"
+
 namespace qblock {
 namespace {
 
 Task<int> echo_over_socketpair(EventLoop& loop, int a, int b) {
   const char msg[] = "ping";
-  int sent = co_await loop.send(a, msg, sizeof(msg));
+  int sent = co_await uring::send(loop, a, msg, sizeof(msg));
   if (sent != sizeof(msg)) co_return -1;
   char buf[16] = {};
-  int got = co_await loop.recv(b, buf, sizeof(buf));
+  int got = co_await uring::recv(loop, b, buf, sizeof(buf));
   co_return got == sizeof(msg) && std::strcmp(buf, "ping") == 0 ? 1 : 0;
 }
 
@@ -34,7 +36,7 @@ TEST(EventLoop, SendAndRecvOnSockets) {
 
 Task<int64_t> timed_sleep(EventLoop& loop) {
   auto start = std::chrono::steady_clock::now();
-  co_await loop.sleep(std::chrono::milliseconds(30));
+  co_await uring::sleep(loop, std::chrono::milliseconds(30));
   co_return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                   start)
       .count();
@@ -48,7 +50,7 @@ TEST(EventLoop, TimersWaitAtLeastTheirDuration) {
 
 Task<int64_t> short_sleeps(EventLoop& loop, int count) {
   auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < count; ++i) co_await loop.sleep(std::chrono::microseconds(200));
+  for (int i = 0; i < count; ++i) co_await uring::sleep(loop, std::chrono::microseconds(200));
   co_return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
                                                                   start)
       .count();
@@ -71,13 +73,13 @@ TEST(EventLoop, BusyPollingKeepsTimingAndStopsWhenIdle) {
 Task<int> many_nops(EventLoop& loop, int count) {
   int ok = 0;
   for (int i = 0; i < count; ++i) {
-    int r = co_await loop.nop();
+    int r = co_await uring::nop(loop);
     ok += r == 0;
   }
   co_return ok;
 }
 
-Task<int> nop_once(EventLoop& loop) { co_return co_await loop.nop(); }
+Task<int> nop_once(EventLoop& loop) { co_return co_await uring::nop(loop); }
 
 Task<int> parallel_nops(EventLoop& loop, int count) {
   std::vector<Task<int>> tasks;
@@ -109,7 +111,7 @@ struct StaleSubmission {
 Task<void> send_first(StaleSubmission& t) {
   co_await t.loop.yield();
   const char byte = 'x';
-  t.sent = co_await t.loop.send(t.sender, &byte, 1);
+  t.sent = co_await uring::send(t.loop, t.sender, &byte, 1);
 }
 
 Task<void> work_second(StaleSubmission& t) {

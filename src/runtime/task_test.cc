@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include "qblock/driver/uring.h"
 #include "qblock/event_loop.h"
 #include "runtime/sync.h"
 
@@ -43,7 +44,7 @@ TEST(Task, AsynchronousCompletionsResumeTheAwaiter) {
 }
 
 Task<int> sleep_then(EventLoop& loop, int ms, int v) {
-  co_await loop.sleep(std::chrono::milliseconds(ms));
+  co_await uring::sleep(loop, std::chrono::milliseconds(ms));
   co_return v;
 }
 
@@ -100,7 +101,7 @@ TEST(AsyncMutex, SerialisesCriticalSectionsInFifoOrder) {
 }
 
 Task<int> in_worker(EventLoop& loop) {
-  int r = co_await loop.run_in_worker([] { return 42; });
+  int r = co_await uring::run_in_worker(loop, [] { return 42; });
   co_return r;
 }
 

@@ -10,10 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "block/formats/qcow2/qcow2.h"
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
+#include "qblock/image.h"
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
 
@@ -22,7 +22,6 @@ namespace qblock::tools {
 namespace {
 
 using Json = nlohmann::ordered_json;
-using qcow2::CheckResult;
 
 constexpr int kCheckFailed = 1;
 constexpr int kCorruptions = 2;
@@ -38,7 +37,7 @@ struct CheckArgs {
 };
 
 Task<Result<CheckResult>> check_task(BlockBackend* backend, unsigned fix) {
-  co_return co_await qcow2::check_qcow2_node(backend->root(), fix);
+  co_return co_await check_image(backend->root(), fix);
 }
 
 Task<Status> close_task(BlockBackend* backend) { co_return co_await backend->close(); }
@@ -112,9 +111,9 @@ int parse_args(int argc, char** argv, CheckArgs& args) {
                     &args.image);
   parser.with_value({'r', "repair"}, [&args](const char* value) {
     if (std::strcmp(value, "leaks") == 0) {
-      args.fix = qcow2::kFixLeaks;
+      args.fix = kRepairLeaks;
     } else if (std::strcmp(value, "all") == 0) {
-      args.fix = qcow2::kFixLeaks | qcow2::kFixErrors;
+      args.fix = kRepairLeaks | kRepairErrors;
     } else {
       img_usage_error(std::string("Unknown option value for -r (expecting 'leaks' or 'all'): ") +
                       value);

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "block/chain_status.h"
 #include "qblock/block_backend.h"
+#include "qblock/chain_status.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
 #include "qblock/image_options.h"

@@ -1,6 +1,6 @@
 // `qblock convert`: qemu-img convert (qemu-compat.md §3.5). Opens one or more source images
-// (concatenated), creates a qcow2 or raw target with qcow2::create_qcow2 / create_raw (or opens
-// an existing one with -n) and copies the content: the sources are walked by block status,
+// (concatenated), creates a qcow2 or raw target with create_qcow2_image / create_raw_image (or
+// opens an existing one with -n) and copies the content: the sources are walked by block status,
 // extents that read as zeros are skipped on a target known to read as zeros (else written as
 // efficient zeroes), data is copied in chunks of at most 2 MiB by -m concurrent coroutines,
 // and runs of zeros inside data of at least -S bytes are left unwritten so the target stays
@@ -22,7 +22,7 @@
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"
-#include "runtime/sync.h"
+#include "qblock/sync.h"
 
 namespace qblock::tools {
 
@@ -446,10 +446,10 @@ bool create_target(EventLoop& loop, const ConvertArgs& args, const TargetOptions
       }
       mode = *m;
     }
-    Status created = run_sync(loop, qcow2::create_raw(loop, args.target, size, mode));
+    Status created = run_sync(loop, create_raw_image(loop, args.target, size, mode));
     return created ? true : failed(created.error());
   }
-  Result<qcow2::Qcow2CreateOptions> o = to_create_options(opts);
+  Result<Qcow2CreateOptions> o = to_create_options(opts);
   if (!o) return failed(o.error());
   if (!args.backing.empty()) {
     o->backing_file = args.backing;
@@ -459,8 +459,8 @@ bool create_target(EventLoop& loop, const ConvertArgs& args, const TargetOptions
   o->size = size;
   // The backing file is opened with the target, as qemu-img does after creating it.
   o->unsafe_backing = true;
-  if (Status v = qcow2::validate_create_options(*o); !v) return failed(v.error());
-  Status created = run_sync(loop, qcow2::create_qcow2(loop, std::move(*o)));
+  if (Status v = validate_qcow2_create_options(*o); !v) return failed(v.error());
+  Status created = run_sync(loop, create_qcow2_image(loop, std::move(*o)));
   return created ? true : failed(created.error());
 }
 

@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <optional>
 
-#include "block/chain_status.h"
+#include "qblock/chain_status.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"
 
@@ -119,8 +119,8 @@ Result<TargetOptions> check_target_options(std::string_view fmt, std::string_vie
   return out;
 }
 
-Result<qcow2::Qcow2CreateOptions> to_create_options(const TargetOptions& p) {
-  qcow2::Qcow2CreateOptions o;
+Result<Qcow2CreateOptions> to_create_options(const TargetOptions& p) {
+  Qcow2CreateOptions o;
   auto bad = [](const char* param, const std::string& v) {
     return fail(
         invalid(std::string("Parameter '") + param + "' does not accept value '" + v + "'"));

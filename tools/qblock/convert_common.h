@@ -9,9 +9,9 @@
 #include <utility>
 #include <vector>
 
-#include "block/formats/qcow2/create.h"
 #include "qblock/block_node.h"
 #include "qblock/error.h"
+#include "qblock/image.h"
 #include "qblock/task.h"
 
 namespace qblock::tools {
@@ -34,7 +34,7 @@ Result<TargetOptions> check_target_options(std::string_view fmt, std::string_vie
 // Maps checked qcow2 options to the creator; compat accepts 0.10/v2/1.1/v3 as create does.
 // Encryption and external data files are refused (ENOTSUP). Errors: EINVAL with qemu-img's
 // "Parameter 'x' does not accept value 'y'" for bad enum values.
-Result<qcow2::Qcow2CreateOptions> to_create_options(const TargetOptions& opts);
+Result<Qcow2CreateOptions> to_create_options(const TargetOptions& opts);
 
 // Status of a prefix of [offset, offset + bytes) of `top`. Unless `top_only`, layers below are
 // asked for the parts `top` leaves unallocated, and an extent no layer defines is reported as

@@ -1,7 +1,6 @@
 // `qblock create`: qemu-img create's command line, messages and exit codes
 // (qemu-compat.md §3.1) for the qcow2 and raw formats. The image is written by
-// qcow2::create_qcow2 / create_raw (src/block/formats/qcow2/create.h).
-#include "block/formats/qcow2/create.h"
+// create_qcow2_image / create_raw_image (qblock/image.h).
 
 #include <cstdio>
 #include <cstring>
@@ -14,6 +13,7 @@
 #include "qblock/commands.h"
 #include "qblock/convert_common.h"
 #include "qblock/event_loop.h"
+#include "qblock/image.h"
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"
@@ -213,10 +213,10 @@ Task<Result<uint64_t>> backing_length(EventLoop* loop, std::string filename, std
 }
 
 // Maps the parsed option values to the qcow2 creator (shared with convert's -o), plus size.
-Result<qcow2::Qcow2CreateOptions> to_qcow2_options(const ParsedOpts& p) {
+Result<Qcow2CreateOptions> to_qcow2_options(const ParsedOpts& p) {
   TargetOptions target;
   target.values = p.values;
-  Result<qcow2::Qcow2CreateOptions> o = to_create_options(target);
+  Result<Qcow2CreateOptions> o = to_create_options(target);
   if (!o) return o;
   if (const std::string* v = p.get("size")) o->size = std::stoull(*v);
   return o;
@@ -359,13 +359,13 @@ int run_create(int argc, char** argv) {
       mode = *m;
     }
     created = run_sync(**loop,
-                       qcow2::create_raw(**loop, filename, std::stoull(*parsed.get("size")), mode));
+                       create_raw_image(**loop, filename, std::stoull(*parsed.get("size")), mode));
   } else {
-    Result<qcow2::Qcow2CreateOptions> o = to_qcow2_options(parsed);
+    Result<Qcow2CreateOptions> o = to_qcow2_options(parsed);
     if (!o) return fail_with(filename, o.error());
     o->filename = filename;
     o->unsafe_backing = true;  // the backing file was checked above
-    created = run_sync(**loop, qcow2::create_qcow2(**loop, std::move(*o)));
+    created = run_sync(**loop, create_qcow2_image(**loop, std::move(*o)));
   }
   if (!created) return fail_with(filename, created.error());
   return 0;

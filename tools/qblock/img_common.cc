@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <ctime>
 
-#include "block/formats/qcow2/snapshot.h"
 #include "qblock/options.h"
 
 namespace qblock::tools {
@@ -116,9 +115,9 @@ Task<Status> resolve_preallocated(BlockNode* node, BlockStatus* st) {
   co_return ok();
 }
 
-void print_snapshot_table(const std::vector<qcow2::Snapshot>& snapshots) {
+void print_snapshot_table(const std::vector<SnapshotInfo>& snapshots) {
   std::printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
-  for (const qcow2::Snapshot& snap : snapshots) {
+  for (const SnapshotInfo& snap : snapshots) {
     char date[32];
     const time_t when = snap.date_sec;
     struct tm local;

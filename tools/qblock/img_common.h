@@ -14,6 +14,7 @@
 #include "qblock/block_node.h"
 #include "qblock/error.h"
 #include "qblock/event_loop.h"
+#include "qblock/image.h"
 #include "qblock/task.h"
 
 namespace qblock::qcow2 {
@@ -51,6 +52,6 @@ Task<Status> resolve_preallocated(BlockNode* node, BlockStatus* st);
 
 // qemu-img's snapshot table (qemu-compat.md §3.12): the header line and one row per snapshot,
 // as `info` and `snapshot -l` print it.
-void print_snapshot_table(const std::vector<qcow2::Snapshot>& snapshots);
+void print_snapshot_table(const std::vector<SnapshotInfo>& snapshots);
 
 }  // namespace qblock::tools

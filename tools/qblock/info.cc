@@ -1,6 +1,6 @@
 // `qblock info`: qemu-img info (qemu-compat.md §3.2) for raw and qcow2 images, human and JSON
-// output, with --backing-chain. qcow2 images are described from their header alone
-// (block/formats/qcow2/header.h); the qcow2 driver is not needed.
+// output, with --backing-chain. Images are described from their metadata alone
+// (read_image_info, qblock/image.h); the qcow2 driver is not needed.
 #include <sys/stat.h>
 
 #include <cinttypes>
@@ -13,12 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "block/driver.h"
-#include "block/formats/qcow2/bitmaps.h"
-#include "block/formats/qcow2/header.h"
-#include "block/formats/qcow2/snapshot.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
+#include "qblock/image.h"
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
 
@@ -28,81 +25,13 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-// Incompatible features qblock's qcow2 support knows (qcow2-format.md §2.3).
-constexpr uint64_t kKnownIncompatible = 0x1f;
-
-struct ImageInfo {
+// An image of the chain, as info prints it.
+struct ChainImage {
   std::string filename;
-  std::string format;
-  uint64_t virtual_size = 0;
-  uint64_t actual_size = 0;
-  std::optional<qcow2::Header> header;  // qcow2 only
-  std::vector<qcow2::Snapshot> snapshots;
-  std::vector<qcow2::Bitmap> bitmaps;  // consistent persistent bitmaps
-  std::string full_backing;            // resolved backing path
+  uint64_t actual_size = 0;  // bytes allocated on disk
+  ImageInfo info;
+  std::string full_backing;  // resolved backing path
 };
-
-// The first bytes of the file (up to 2 MiB, the largest cluster) and its length.
-Task<Result<std::pair<std::vector<uint8_t>, uint64_t>>> read_head(EventLoop* loop,
-                                                                  std::string filename) {
-  Options options = Options::object();
-  options["driver"] = "file";
-  options["filename"] = filename;
-  OpenFlags flags;
-  flags.read_only = true;
-  Result<NodePtr> node = co_await open_node(*loop, std::move(options), flags, "file");
-  if (!node) co_return fail(node.error());
-  const uint64_t length = (*node)->length();
-  std::vector<uint8_t> buf(std::min<uint64_t>(length, 2 << 20), 0);
-  IoVec qiov(buf.data(), buf.size());
-  Status read = co_await (*node)->read(0, std::move(qiov));
-  Status closed = co_await (*node)->close();
-  if (!read) co_return fail(read.error());
-  (void)closed;
-  co_return std::make_pair(std::move(buf), length);
-}
-
-// What a qcow2 image keeps beyond its header: internal snapshots (qcow2-format.md §8.1) and
-// persistent bitmaps (§14).
-struct Qcow2Tables {
-  std::vector<qcow2::Snapshot> snapshots;
-  std::vector<qcow2::Bitmap> bitmaps;
-};
-
-Task<Result<Qcow2Tables>> read_tables(EventLoop* loop, std::string filename, qcow2::Header header) {
-  Options options = Options::object();
-  options["driver"] = "file";
-  options["filename"] = filename;
-  OpenFlags flags;
-  flags.read_only = true;
-  flags.force_share = true;
-  Result<NodePtr> node = co_await open_node(*loop, std::move(options), flags, "file");
-  if (!node) co_return fail(node.error());
-  Qcow2Tables tables;
-  Status result = ok();
-  if (header.nb_snapshots) {
-    Task<Result<qcow2::SnapshotTable>> read = qcow2::read_snapshot_table(**node, header);
-    Result<qcow2::SnapshotTable> table = co_await std::move(read);
-    if (table) {
-      tables.snapshots = std::move(table->snapshots);
-    } else {
-      result = fail(table.error());
-    }
-  }
-  if (result) {
-    Task<Result<qcow2::BitmapDirectory>> read = qcow2::read_bitmap_directory(**node, header);
-    Result<qcow2::BitmapDirectory> dir = co_await std::move(read);
-    if (dir) {
-      tables.bitmaps = std::move(dir->bitmaps);
-    } else {
-      result = fail(dir.error());
-    }
-  }
-  Status closed = co_await (*node)->close();
-  (void)closed;
-  if (!result) co_return fail(result.error());
-  co_return tables;
-}
 
 // QEMU's pretty printer puts an empty array's brackets on two lines.
 std::string qemu_json(const std::string& dumped) {
@@ -125,51 +54,26 @@ std::string qemu_json(const std::string& dumped) {
   return out;
 }
 
-Result<ImageInfo> describe(EventLoop& loop, const std::string& filename, std::string format) {
-  Result<std::pair<std::vector<uint8_t>, uint64_t>> head =
-      run_sync(loop, read_head(&loop, filename));
-  if (!head) return fail(head.error());
-  const std::vector<uint8_t>& buf = head->first;
-  ImageInfo info;
-  info.filename = filename;
+Result<ChainImage> describe(EventLoop& loop, const std::string& filename, std::string format) {
+  Result<ImageInfo> info = run_sync(loop, read_image_info(loop, filename, std::move(format)));
+  if (!info) return fail(info.error());
+  ChainImage image;
+  image.filename = filename;
   struct stat st;
-  if (::stat(filename.c_str(), &st) == 0) info.actual_size = uint64_t(st.st_blocks) * 512;
-  if (format.empty()) {
-    format = buf.size() >= 8 && buf[0] == 0x51 && buf[1] == 0x46 && buf[2] == 0x49 && buf[3] == 0xfb
-                 ? "qcow2"
-                 : "raw";
+  if (::stat(filename.c_str(), &st) == 0) image.actual_size = uint64_t(st.st_blocks) * 512;
+  if (info->qcow2 && !info->qcow2->backing_file.empty()) {
+    image.full_backing = combine_path(filename, info->qcow2->backing_file);
   }
-  info.format = format;
-  if (format == "raw") {
-    // QEMU reports the raw length rounded up to whole sectors (observed with qemu-img 7.2).
-    info.virtual_size = (head->second + 511) / 512 * 512;
-    return info;
-  }
-  if (format != "qcow2") {
-    return fail(Error::with_message(EINVAL, "Unknown driver '" + format + "'"));
-  }
-  Result<qcow2::Header> h = qcow2::parse_header(buf.data(), buf.size());
-  if (!h) return fail(h.error());
-  if (uint64_t unknown = h->incompatible_features & ~kKnownIncompatible) {
-    return fail(Error::with_message(ENOTSUP, qcow2::unsupported_features_message(*h, unknown)));
-  }
-  info.virtual_size = h->size / 512 * 512;
-  if (!h->backing_file.empty()) info.full_backing = combine_path(filename, h->backing_file);
-  if (h->nb_snapshots || h->bitmaps) {
-    Result<Qcow2Tables> tables = run_sync(loop, read_tables(&loop, filename, *h));
-    if (!tables) return fail(tables.error());
-    info.snapshots = std::move(tables->snapshots);
-    info.bitmaps = std::move(tables->bitmaps);
-  }
-  info.header = std::move(*h);
-  return info;
+  image.info = std::move(*info);
+  return image;
 }
 
-Json to_json(const ImageInfo& i) {
+Json to_json(const ChainImage& i) {
   Json j = Json::object();
-  if (!i.snapshots.empty()) {
+  const Qcow2Info* h = i.info.qcow2 ? &*i.info.qcow2 : nullptr;
+  if (h && !h->snapshots.empty()) {
     Json list = Json::array();
-    for (const qcow2::Snapshot& snap : i.snapshots) {
+    for (const SnapshotInfo& snap : h->snapshots) {
       Json e = Json::object();
       if (snap.icount) e["icount"] = *snap.icount;
       e["vm-clock-nsec"] = snap.vm_clock_nsec % 1000000000;
@@ -183,59 +87,56 @@ Json to_json(const ImageInfo& i) {
     }
     j["snapshots"] = std::move(list);
   }
-  const qcow2::Header* h = i.header ? &*i.header : nullptr;
   if (h && !h->backing_format.empty()) j["backing-filename-format"] = h->backing_format;
-  j["virtual-size"] = i.virtual_size;
+  j["virtual-size"] = i.info.virtual_size;
   j["filename"] = i.filename;
-  if (h) j["cluster-size"] = h->cluster_size();
-  j["format"] = i.format;
+  if (h) j["cluster-size"] = h->cluster_size;
+  j["format"] = i.info.format;
   j["actual-size"] = i.actual_size;
   if (h) {
     Json data = Json::object();
     data["compat"] = h->version >= 3 ? "1.1" : "0.10";
     data["compression-type"] = h->compression_type ? "zstd" : "zlib";
     if (h->version >= 3) {
-      data["lazy-refcounts"] = (h->compatible_features & qcow2::kCompatLazyRefcounts) != 0;
+      data["lazy-refcounts"] = h->lazy_refcounts;
     }
-    if (!i.bitmaps.empty()) {
+    if (!h->bitmaps.empty()) {
       Json list = Json::array();
-      for (const qcow2::Bitmap& b : i.bitmaps) {
+      for (const BitmapInfo& b : h->bitmaps) {
         Json flags = Json::array();
-        if (b.flags & qcow2::kBitmapInUse) flags.push_back("in-use");
-        if (b.flags & qcow2::kBitmapAuto) flags.push_back("auto");
-        list.push_back(Json{{"flags", flags},
-                            {"name", b.name},
-                            {"granularity", uint64_t{1} << b.granularity_bits}});
+        if (b.in_use) flags.push_back("in-use");
+        if (b.auto_enabled) flags.push_back("auto");
+        list.push_back(Json{{"flags", flags}, {"name", b.name}, {"granularity", b.granularity}});
       }
       data["bitmaps"] = std::move(list);
     }
-    data["refcount-bits"] = h->refcount_bits();
+    data["refcount-bits"] = h->refcount_bits;
     if (h->version >= 3) {
-      data["corrupt"] = (h->incompatible_features & qcow2::kIncompatCorrupt) != 0;
-      data["extended-l2"] = h->extended_l2();
+      data["corrupt"] = h->corrupt;
+      data["extended-l2"] = h->extended_l2;
     }
     j["format-specific"] = Json{{"type", "qcow2"}, {"data", data}};
     if (!h->backing_file.empty()) {
       j["full-backing-filename"] = i.full_backing;
       j["backing-filename"] = h->backing_file;
     }
-    if (h->crypt_method) j["encrypted"] = true;
+    if (h->encrypted) j["encrypted"] = true;
   }
-  j["dirty-flag"] = h && (h->incompatible_features & qcow2::kIncompatDirty) != 0;
+  j["dirty-flag"] = h && h->dirty;
   return j;
 }
 
-void print_human(const ImageInfo& i) {
-  const qcow2::Header* h = i.header ? &*i.header : nullptr;
+void print_human(const ChainImage& i) {
+  const Qcow2Info* h = i.info.qcow2 ? &*i.info.qcow2 : nullptr;
   std::printf("image: %s\n", i.filename.c_str());
-  std::printf("file format: %s\n", i.format.c_str());
-  std::printf("virtual size: %s (%llu bytes)\n", size_to_str(i.virtual_size).c_str(),
-              static_cast<unsigned long long>(i.virtual_size));
+  std::printf("file format: %s\n", i.info.format.c_str());
+  std::printf("virtual size: %s (%llu bytes)\n", size_to_str(i.info.virtual_size).c_str(),
+              static_cast<unsigned long long>(i.info.virtual_size));
   std::printf("disk size: %s\n", size_to_str(i.actual_size).c_str());
   if (!h) return;
-  if (h->crypt_method) std::printf("encrypted: yes\n");
-  std::printf("cluster_size: %llu\n", static_cast<unsigned long long>(h->cluster_size()));
-  if (h->incompatible_features & qcow2::kIncompatDirty) std::printf("cleanly shut down: no\n");
+  if (h->encrypted) std::printf("encrypted: yes\n");
+  std::printf("cluster_size: %llu\n", static_cast<unsigned long long>(h->cluster_size));
+  if (h->dirty) std::printf("cleanly shut down: no\n");
   if (!h->backing_file.empty()) {
     if (i.full_backing != h->backing_file) {
       std::printf("backing file: %s (actual path: %s)\n", h->backing_file.c_str(),
@@ -247,34 +148,32 @@ void print_human(const ImageInfo& i) {
   if (!h->backing_format.empty()) {
     std::printf("backing file format: %s\n", h->backing_format.c_str());
   }
-  if (!i.snapshots.empty()) {
+  if (!h->snapshots.empty()) {
     std::printf("Snapshot list:\n");
-    print_snapshot_table(i.snapshots);
+    print_snapshot_table(h->snapshots);
   }
   std::printf("Format specific information:\n");
   std::printf("    compat: %s\n", h->version >= 3 ? "1.1" : "0.10");
   std::printf("    compression type: %s\n", h->compression_type ? "zstd" : "zlib");
   if (h->version >= 3) {
-    std::printf("    lazy refcounts: %s\n",
-                h->compatible_features & qcow2::kCompatLazyRefcounts ? "true" : "false");
+    std::printf("    lazy refcounts: %s\n", h->lazy_refcounts ? "true" : "false");
   }
-  if (!i.bitmaps.empty()) {
+  if (!h->bitmaps.empty()) {
     std::printf("    bitmaps:\n");
-    for (std::size_t n = 0; n < i.bitmaps.size(); ++n) {
-      const qcow2::Bitmap& b = i.bitmaps[n];
+    for (std::size_t n = 0; n < h->bitmaps.size(); ++n) {
+      const BitmapInfo& b = h->bitmaps[n];
       std::printf("        [%zu]:\n            flags:\n", n);
       int k = 0;
-      if (b.flags & qcow2::kBitmapInUse) std::printf("                [%d]: in-use\n", k++);
-      if (b.flags & qcow2::kBitmapAuto) std::printf("                [%d]: auto\n", k++);
+      if (b.in_use) std::printf("                [%d]: in-use\n", k++);
+      if (b.auto_enabled) std::printf("                [%d]: auto\n", k++);
       std::printf("            name: %s\n            granularity: %llu\n", b.name.c_str(),
-                  static_cast<unsigned long long>(uint64_t{1} << b.granularity_bits));
+                  static_cast<unsigned long long>(b.granularity));
     }
   }
-  std::printf("    refcount bits: %u\n", h->refcount_bits());
+  std::printf("    refcount bits: %u\n", h->refcount_bits);
   if (h->version >= 3) {
-    std::printf("    corrupt: %s\n",
-                h->incompatible_features & qcow2::kIncompatCorrupt ? "true" : "false");
-    std::printf("    extended l2: %s\n", h->extended_l2() ? "true" : "false");
+    std::printf("    corrupt: %s\n", h->corrupt ? "true" : "false");
+    std::printf("    extended l2: %s\n", h->extended_l2 ? "true" : "false");
   }
 }
 
@@ -310,11 +209,11 @@ int run_info(int argc, char** argv) {
     img_error(loop.error().message());
     return 1;
   }
-  std::vector<ImageInfo> infos;
+  std::vector<ChainImage> infos;
   std::string filename = parser.operands()[0];
   std::string fmt = image.format_name();
   for (;;) {
-    Result<ImageInfo> info = describe(**loop, filename, fmt);
+    Result<ChainImage> info = describe(**loop, filename, fmt);
     if (!info) {
       // 7.2 repeats the prefix for file-level failures ("Could not open 'x': Could not open
       // 'x': No such file or directory"), qemu-compat.md §3.
@@ -322,14 +221,14 @@ int run_info(int argc, char** argv) {
       return 1;
     }
     infos.push_back(std::move(*info));
-    const ImageInfo& last = infos.back();
-    if (!chain || !last.header || last.header->backing_file.empty()) break;
+    const ChainImage& last = infos.back();
+    if (!chain || !last.info.qcow2 || last.info.qcow2->backing_file.empty()) break;
     filename = last.full_backing;
-    fmt = last.header->backing_format;
+    fmt = last.info.qcow2->backing_format;
   }
   if (output == "json") {
     Json out = Json::array();
-    for (const ImageInfo& i : infos) out.push_back(to_json(i));
+    for (const ChainImage& i : infos) out.push_back(to_json(i));
     std::printf("%s\n", qemu_json((chain ? out : out[0]).dump(4)).c_str());
     return 0;
   }

@@ -973,8 +973,8 @@ int sigraise_f(IoSession&, const Command&, int, char** argv) {
 }
 
 Task<Status> sleep_for(EventLoop* loop, long ms) {
-  UringOp op = loop->sleep(std::chrono::milliseconds(ms));
-  co_await op;
+  Task<void> slept = loop->sleep_for(std::chrono::milliseconds(ms));
+  co_await std::move(slept);
   co_return ok();
 }
 

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "qblock/cli_messages.h"
 #include "qblock/commands.h"  // tools/qblock/commands.h
 
 namespace {
@@ -42,6 +43,7 @@ void print_usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  qblock::tools::install_message_sink();
   if (argc < 2) {
     std::fprintf(stderr,
                  "qblock: Not enough arguments\nTry 'qblock --help' for more information\n");

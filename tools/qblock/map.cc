@@ -10,9 +10,8 @@
 #include <memory>
 #include <string>
 
-#include "base/check.h"
-#include "block/chain_status.h"
 #include "qblock/block_backend.h"
+#include "qblock/chain_status.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
 #include "qblock/image_options.h"

@@ -17,14 +17,13 @@
 #include <optional>
 #include <string>
 
-#include "nbd/server.h"
-#include "nbd/tls.h"
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
 #include "qblock/image_options.h"
+#include "qblock/nbd_server.h"
 #include "qblock/options.h"
-#include "runtime/sync.h"
+#include "qblock/sync.h"
 
 namespace qblock::tools {
 namespace {
@@ -304,10 +303,11 @@ struct SignalWatch {
 Task<void> watch_signals(EventLoop& loop, nbd::Server& server, SignalWatch& watch) {
   for (;;) {
     signalfd_siginfo info;
-    const int32_t got = co_await loop.read(watch.fd, &info, sizeof info, 0);
+    Task<Result<std::size_t>> read = loop.read_fd(watch.fd, &info, sizeof info);
+    const Result<std::size_t> got = co_await std::move(read);
     if (watch.done) break;
-    if (got == static_cast<int32_t>(sizeof info) && info.ssi_signo != SIGUSR1) server.stop();
-    if (got < 0 && got != -EINTR && got != -EAGAIN) break;
+    if (got && *got == sizeof info && info.ssi_signo != SIGUSR1) server.stop();
+    if (!got && got.error().errnum() != EINTR && got.error().errnum() != EAGAIN) break;
   }
   watch.finished = true;
 }

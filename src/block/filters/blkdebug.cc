@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 
+#include "qblock/messages.h"
 #include "qblock/options.h"
 
 namespace qblock {
@@ -327,8 +328,7 @@ Task<void> BlkdebugFilter::do_debug_event(DebugEvent event) {
       case BlkdebugRule::Action::kSetState: new_state = rule.new_state; break;
       case BlkdebugRule::Action::kSuspend:
         mine.push_back(&suspended_.emplace_back(loop(), rule.tag));
-        std::printf("blkdebug: Suspended request '%s'\n", rule.tag.c_str());
-        std::fflush(stdout);
+        emit_message(MessageLevel::kInfo, "blkdebug: Suspended request '" + rule.tag + "'");
         fired_breakpoints.push_back(&rule);
         break;
     }
@@ -357,8 +357,7 @@ Status BlkdebugFilter::do_debug_breakpoint(std::string_view event, std::string_v
 
 void BlkdebugFilter::resume(Suspended& s) {
   s.resumed = true;
-  std::printf("blkdebug: Resuming request '%s'\n", s.tag.c_str());
-  std::fflush(stdout);
+  emit_message(MessageLevel::kInfo, "blkdebug: Resuming request '" + s.tag + "'");
   s.queue.wake_all();
 }
 

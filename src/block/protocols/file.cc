@@ -14,6 +14,7 @@
 
 #include "base/check.h"
 #include "block/protocols/write_coalescer.h"
+#include "qblock/driver/uring.h"
 
 namespace qblock {
 
@@ -189,15 +190,15 @@ Task<int64_t> FileNode::transfer(bool write, uint64_t offset, IoVec qiov) {
       const iovec* iov = rest.data();
       int cnt = static_cast<int>(rest.count());
       off_t off = static_cast<off_t>(offset + done);
-      r = co_await loop().run_in_worker([=] {
+      r = co_await uring::run_in_worker(loop(), [=] {
         ssize_t n = write ? pwritev(fd, iov, cnt, off) : preadv(fd, iov, cnt, off);
         return n < 0 ? -errno : static_cast<int>(n);
       });
     } else if (write) {
       // Never co_await inside ?: (architecture.md, Lessons).
-      r = co_await loop().writev(fd_, rest.data(), rest.count(), offset + done);
+      r = co_await uring::writev(loop(), fd_, rest.data(), rest.count(), offset + done);
     } else {
-      r = co_await loop().readv(fd_, rest.data(), rest.count(), offset + done);
+      r = co_await uring::readv(loop(), fd_, rest.data(), rest.count(), offset + done);
     }
     // Transient errors are retried, as the kernel may return them under memory pressure.
     if (r == -EAGAIN || r == -EINTR) continue;
@@ -242,7 +243,7 @@ Task<Status> FileNode::do_write(uint64_t offset, IoVec qiov, RequestFlags) {
 Task<int> FileNode::fallocate(int mode, uint64_t offset, uint64_t bytes) {
   int r;
   do {
-    r = co_await loop().fallocate(fd_, mode, offset, bytes);
+    r = co_await uring::fallocate(loop(), fd_, mode, offset, bytes);
   } while (r == -EINTR || r == -EAGAIN);
   if (r == -EOPNOTSUPP) r = -ENOTSUP;  // REQ-FILE-6
   co_return r;
@@ -254,8 +255,8 @@ Task<Status> FileNode::do_write_zeroes(uint64_t offset, uint64_t bytes, RequestF
     if (flags.has(RequestFlag::kNoFallback)) co_return fail(Error::unsupported());
     uint64_t range[2] = {offset, bytes};
     int fd = fd_;
-    int r = co_await loop().run_in_worker(
-        [fd, &range] { return ioctl(fd, BLKZEROOUT, range) == 0 ? 0 : -errno; });
+    int r = co_await uring::run_in_worker(
+        loop(), [fd, &range] { return ioctl(fd, BLKZEROOUT, range) == 0 ? 0 : -errno; });
     if (r < 0) co_return fail(Error::from_errno(r == -EINVAL ? ENOTSUP : -r, "BLKZEROOUT"));
     co_return ok();
   }
@@ -304,9 +305,9 @@ Task<Status> FileNode::do_flush() {
   int r;
   if (flags_.aio == AioMode::kThreads) {
     int fd = fd_;
-    r = co_await loop().run_in_worker([fd] { return fdatasync(fd) == 0 ? 0 : -errno; });
+    r = co_await uring::run_in_worker(loop(), [fd] { return fdatasync(fd) == 0 ? 0 : -errno; });
   } else {
-    r = co_await loop().fdatasync(fd_);
+    r = co_await uring::fdatasync(loop(), fd_);
   }
   if (r < 0) co_return fail(Error::from_errno(r, "flush"));
   co_return ok();

@@ -3,6 +3,8 @@
 
 #include <chrono>
 
+#include "qblock/driver/uring.h"
+
 namespace qblock {
 
 namespace {
@@ -22,7 +24,7 @@ class NullNode : public BlockNode {
 
  protected:
   Task<Status> delay() {
-    if (latency_ns_) co_await loop().sleep(std::chrono::nanoseconds(latency_ns_));
+    if (latency_ns_) co_await uring::sleep(loop(), std::chrono::nanoseconds(latency_ns_));
     co_return ok();
   }
   Task<Status> do_read(uint64_t, IoVec qiov, RequestFlags) override {

@@ -4,7 +4,7 @@
 // of every snapshot, refcount structures), compares it with the stored refcount, checks the
 // COPIED flags of the active tables, and optionally repairs: leaks, refcounts that are too
 // low, COPIED flags, and as a last resort rebuilds the refcount table and blocks.
-// Diagnostics go to stderr, one line each, in QEMU's words.
+// Diagnostics go to the message sink (qblock/messages.h), one line each, in QEMU's words.
 #pragma once
 
 #include <cstdint>

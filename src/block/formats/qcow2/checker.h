@@ -11,16 +11,15 @@
 #include <vector>
 
 #include "block/formats/qcow2/check.h"
+#include "qblock/messages.h"
 
 namespace qblock::qcow2::check_internal {
 
-// One diagnostic line on stderr; stdout is flushed first so merged output keeps its order.
+// One diagnostic line (a finding or a repair step), through the message sink: by default on
+// stderr after flushing stdout, so merged output keeps its order.
 template <typename... Args>
 void diag(fmt::format_string<Args...> format, Args&&... args) {
-  std::fflush(stdout);
-  std::string line = fmt::format(format, std::forward<Args>(args)...);
-  line += '\n';
-  std::fputs(line.c_str(), stderr);
+  emit_message(MessageLevel::kWarning, fmt::format(format, std::forward<Args>(args)...));
 }
 
 // printf's "%#x": no prefix for zero.

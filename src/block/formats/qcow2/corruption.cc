@@ -2,10 +2,9 @@
 // image from being damaged further.
 #include <fmt/format.h>
 
-#include <cstdio>
-
 #include "base/byte_order.h"
 #include "block/formats/qcow2/qcow2_node.h"
+#include "qblock/messages.h"
 
 namespace qblock::qcow2 {
 
@@ -57,17 +56,13 @@ Task<Error> Qcow2Node::corruption(std::string reason, bool fatal) {
   const bool mark = fatal && !read_only();
   if (!corruption_reported_) {
     corruption_reported_ = true;
-    std::fflush(stdout);
     if (mark) {
-      std::fprintf(stderr,
-                   "qcow2: Marking image as corrupt: %s; further corruption events will be "
-                   "suppressed\n",
-                   reason.c_str());
+      emit_message(MessageLevel::kError, "qcow2: Marking image as corrupt: " + reason +
+                                             "; further corruption events will be suppressed");
     } else {
-      std::fprintf(stderr,
-                   "qcow2: Image is corrupt: %s; further non-fatal corruption events will be "
-                   "suppressed\n",
-                   reason.c_str());
+      emit_message(MessageLevel::kWarning,
+                   "qcow2: Image is corrupt: " + reason +
+                       "; further non-fatal corruption events will be suppressed");
     }
   }
   if (mark) {

@@ -1,0 +1,187 @@
+// The public image-level operations (qblock/image.h), forwarding to the qcow2 creator, header
+// and table readers and checker in src/block/formats/qcow2/. The public types are plain
+// copies of the internal ones, so the qcow2 internals can change without touching the API.
+#include "qblock/image.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "block/driver.h"
+#include "block/formats/qcow2/bitmaps.h"
+#include "block/formats/qcow2/check.h"
+#include "block/formats/qcow2/create.h"
+#include "block/formats/qcow2/header.h"
+#include "block/formats/qcow2/qcow2.h"
+#include "block/formats/qcow2/snapshot.h"
+
+namespace qblock {
+
+namespace {
+
+qcow2::Qcow2CreateOptions to_internal(Qcow2CreateOptions o) {
+  qcow2::Qcow2CreateOptions r;
+  r.filename = std::move(o.filename);
+  r.size = o.size;
+  r.cluster_size = o.cluster_size;
+  r.version = o.version;
+  r.lazy_refcounts = o.lazy_refcounts;
+  r.refcount_bits = o.refcount_bits;
+  r.preallocation = o.preallocation;
+  r.backing_file = std::move(o.backing_file);
+  r.backing_fmt = std::move(o.backing_fmt);
+  r.unsafe_backing = o.unsafe_backing;
+  r.compression_type = o.compression_type;
+  r.extended_l2 = o.extended_l2;
+  return r;
+}
+
+// Incompatible features qblock's qcow2 support knows (qcow2-format.md §2.3).
+constexpr uint64_t kKnownIncompatible = 0x1f;
+
+Task<Result<NodePtr>> open_file_read_only(EventLoop& loop, std::string filename, bool force_share) {
+  Options options = Options::object();
+  options["driver"] = "file";
+  options["filename"] = std::move(filename);
+  OpenFlags flags;
+  flags.read_only = true;
+  flags.force_share = force_share;
+  co_return co_await open_node(loop, std::move(options), flags, "file");
+}
+
+// The first bytes of the file (up to 2 MiB, the largest cluster) and its length.
+Task<Result<std::pair<std::vector<uint8_t>, uint64_t>>> read_head(EventLoop& loop,
+                                                                  std::string filename) {
+  Task<Result<NodePtr>> open = open_file_read_only(loop, std::move(filename), false);
+  Result<NodePtr> node = co_await std::move(open);
+  if (!node) co_return fail(node.error());
+  const uint64_t length = (*node)->length();
+  std::vector<uint8_t> buf(std::min<uint64_t>(length, 2 << 20), 0);
+  IoVec qiov(buf.data(), buf.size());
+  Status read = co_await (*node)->read(0, std::move(qiov));
+  Status closed = co_await (*node)->close();
+  if (!read) co_return fail(read.error());
+  (void)closed;
+  co_return std::make_pair(std::move(buf), length);
+}
+
+// Internal snapshots (qcow2-format.md §8.1) and persistent bitmaps (§14) into `info`.
+Task<Status> read_tables(EventLoop& loop, std::string filename, qcow2::Header header,
+                         Qcow2Info* info) {
+  Task<Result<NodePtr>> open = open_file_read_only(loop, std::move(filename), true);
+  Result<NodePtr> node = co_await std::move(open);
+  if (!node) co_return fail(node.error());
+  Status result = ok();
+  if (header.nb_snapshots) {
+    Task<Result<qcow2::SnapshotTable>> read = qcow2::read_snapshot_table(**node, header);
+    Result<qcow2::SnapshotTable> table = co_await std::move(read);
+    if (table) {
+      for (const qcow2::Snapshot& s : table->snapshots) {
+        info->snapshots.push_back(SnapshotInfo{s.id, s.name, s.date_sec, s.date_nsec,
+                                               s.vm_clock_nsec, s.vm_state_size, s.icount});
+      }
+    } else {
+      result = fail(table.error());
+    }
+  }
+  if (result) {
+    Task<Result<qcow2::BitmapDirectory>> read = qcow2::read_bitmap_directory(**node, header);
+    Result<qcow2::BitmapDirectory> dir = co_await std::move(read);
+    if (dir) {
+      for (const qcow2::Bitmap& b : dir->bitmaps) {
+        info->bitmaps.push_back(BitmapInfo{b.name, (b.flags & qcow2::kBitmapInUse) != 0,
+                                           (b.flags & qcow2::kBitmapAuto) != 0,
+                                           uint64_t{1} << b.granularity_bits});
+      }
+    } else {
+      result = fail(dir.error());
+    }
+  }
+  Status closed = co_await (*node)->close();
+  (void)closed;
+  co_return result;
+}
+
+}  // namespace
+
+Status validate_qcow2_create_options(const Qcow2CreateOptions& options) {
+  return qcow2::validate_create_options(to_internal(options));
+}
+
+Task<Status> create_qcow2_image(EventLoop& loop, Qcow2CreateOptions options) {
+  co_return co_await qcow2::create_qcow2(loop, to_internal(std::move(options)));
+}
+
+Task<Status> create_raw_image(EventLoop& loop, std::string filename, uint64_t size,
+                              PreallocMode preallocation) {
+  co_return co_await qcow2::create_raw(loop, std::move(filename), size, preallocation);
+}
+
+Task<Result<ImageInfo>> read_image_info(EventLoop& loop, std::string filename, std::string format) {
+  Task<Result<std::pair<std::vector<uint8_t>, uint64_t>>> read = read_head(loop, filename);
+  Result<std::pair<std::vector<uint8_t>, uint64_t>> head = co_await std::move(read);
+  if (!head) co_return fail(head.error());
+  const std::vector<uint8_t>& buf = head->first;
+  ImageInfo info;
+  info.file_length = head->second;
+  if (format.empty()) {
+    format = buf.size() >= 8 && buf[0] == 0x51 && buf[1] == 0x46 && buf[2] == 0x49 && buf[3] == 0xfb
+                 ? "qcow2"
+                 : "raw";
+  }
+  info.format = format;
+  if (format == "raw") {
+    // QEMU reports the raw length rounded up to whole sectors (observed with qemu-img 7.2).
+    info.virtual_size = (head->second + 511) / 512 * 512;
+    co_return info;
+  }
+  if (format != "qcow2") {
+    co_return fail(Error::with_message(EINVAL, "Unknown driver '" + format + "'"));
+  }
+  Result<qcow2::Header> h = qcow2::parse_header(buf.data(), buf.size());
+  if (!h) co_return fail(h.error());
+  if (uint64_t unknown = h->incompatible_features & ~kKnownIncompatible) {
+    co_return fail(Error::with_message(ENOTSUP, qcow2::unsupported_features_message(*h, unknown)));
+  }
+  info.virtual_size = h->size / 512 * 512;
+  Qcow2Info& q = info.qcow2.emplace();
+  q.version = h->version;
+  q.cluster_size = h->cluster_size();
+  q.refcount_bits = h->refcount_bits();
+  q.compression_type = h->compression_type;
+  q.encrypted = h->crypt_method != 0;
+  q.lazy_refcounts = (h->compatible_features & qcow2::kCompatLazyRefcounts) != 0;
+  q.dirty = (h->incompatible_features & qcow2::kIncompatDirty) != 0;
+  q.corrupt = (h->incompatible_features & qcow2::kIncompatCorrupt) != 0;
+  q.extended_l2 = h->extended_l2();
+  q.backing_file = h->backing_file;
+  q.backing_format = h->backing_format;
+  if (h->nb_snapshots || h->bitmaps) {
+    Task<Status> tables = read_tables(loop, std::move(filename), std::move(*h), &q);
+    Status read_tables_status = co_await std::move(tables);
+    if (!read_tables_status) co_return fail(read_tables_status.error());
+  }
+  co_return info;
+}
+
+Task<Result<CheckResult>> check_image(BlockNode& root, unsigned repair) {
+  unsigned fix = 0;
+  if (repair & kRepairLeaks) fix |= qcow2::kFixLeaks;
+  if (repair & kRepairErrors) fix |= qcow2::kFixErrors;
+  Task<Result<qcow2::CheckResult>> check = qcow2::check_qcow2_node(root, fix);
+  Result<qcow2::CheckResult> r = co_await std::move(check);
+  if (!r) co_return fail(r.error());
+  CheckResult out;
+  out.corruptions = r->corruptions;
+  out.leaks = r->leaks;
+  out.check_errors = r->check_errors;
+  out.corruptions_fixed = r->corruptions_fixed;
+  out.leaks_fixed = r->leaks_fixed;
+  out.image_end_offset = r->image_end_offset;
+  out.total_clusters = r->total_clusters;
+  out.allocated_clusters = r->allocated_clusters;
+  out.fragmented_clusters = r->fragmented_clusters;
+  out.compressed_clusters = r->compressed_clusters;
+  co_return out;
+}
+
+}  // namespace qblock
