@@ -11,7 +11,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <ostream>
 #include <random>
+#include <string>
 
 #include "block/formats/qcow2/create.h"
 #include "block/test_util.h"
@@ -46,13 +48,17 @@ Task<void> issue(BlockNode& node, Request* r) {
   r->done = static_cast<bool>(s);
 }
 
-// One instance: the image's cluster size, how many seeds, and extra qcow2 options (JSON
-// members) such as cache sizes.
+// One instance: its name, the image's cluster size, how many seeds, and extra qcow2 options
+// (JSON members) such as cache sizes.
 struct PowerCutCase {
+  const char* name;
   uint64_t cluster_size;
   int seeds;
   const char* options;
 };
+
+// gtest (and so ctest's test list) shows an instance by its name, not by its bytes.
+void PrintTo(const PowerCutCase& c, std::ostream* os) { *os << c.name; }
 
 class Qcow2PowerCutTest : public LoopTest, public ::testing::WithParamInterface<PowerCutCase> {
  protected:
@@ -180,7 +186,7 @@ class Qcow2PowerCutTest : public LoopTest, public ::testing::WithParamInterface<
 };
 
 TEST_P(Qcow2PowerCutTest, CrashAtRandomPointKeepsImageConsistentAndFlushedDataIntact) {
-  const auto [cluster_size, seeds, options] = GetParam();
+  const auto [name, cluster_size, seeds, options] = GetParam();
   Qcow2CreateOptions opts;
   opts.filename = dir_.file("base.qcow2");
   opts.size = kGuestSize;
@@ -203,10 +209,14 @@ TEST_P(Qcow2PowerCutTest, CrashAtRandomPointKeepsImageConsistentAndFlushedDataIn
 // back on eviction, in §17's order, in the middle of allocations.
 INSTANTIATE_TEST_SUITE_P(
     ClusterSizes, Qcow2PowerCutTest,
-    ::testing::Values(PowerCutCase{65536, 250, ""}, PowerCutCase{4096, 250, ""},
-                      PowerCutCase{4096, 150, R"("l2-cache-size":"8k",)"},
-                      PowerCutCase{512, 60,
-                                   R"("l2-cache-size":"2k","refcount-cache-size":"2k",)"}));
+    ::testing::Values(PowerCutCase{"cluster64k", 65536, 250, ""},
+                      PowerCutCase{"cluster4k", 4096, 250, ""},
+                      PowerCutCase{"cluster4k_l2cache8k", 4096, 150, R"("l2-cache-size":"8k",)"},
+                      PowerCutCase{"cluster512_smallcaches", 512, 60,
+                                   R"("l2-cache-size":"2k","refcount-cache-size":"2k",)"}),
+    [](const ::testing::TestParamInfo<PowerCutCase>& info) {
+      return std::string(info.param.name);
+    });
 
 }  // namespace
 }  // namespace qblock::qcow2

@@ -181,6 +181,13 @@ class Qcow2Node : public BlockNode {
   // Waits (releasing and retaking `guard`) until no allocation overlaps [start, end).
   Task<void> wait_inflight(uint64_t start, uint64_t end, AsyncMutex::Guard& guard);
 
+  // ---- zero_discard.cc ----
+  // Makes the clusters of [start, end) zero clusters: ZERO_ALLOC where a COPIED allocation
+  // is kept (without kMayUnmap), ZERO_PLAIN otherwise, freeing what is released.
+  // REQUIRES: lock_ held, v3, start cluster-aligned, end cluster-aligned or the image's end,
+  // no allocation in flight over the range.
+  Task<Status> zero_clusters(uint64_t start, uint64_t end, RequestFlags flags);
+
   // ---- compressed_write.cc ----
   // §6: whole clusters (or the image's last, partial one) compressed one by one into
   // unallocated clusters; a cluster that does not shrink is written normally.
@@ -195,8 +202,10 @@ class Qcow2Node : public BlockNode {
   // Part of shrink: drops refcount blocks that count nothing but themselves; returns the
   // host cluster indexes of the dropped blocks.
   Task<Result<std::vector<uint64_t>>> drop_unused_refblocks();
-  // do_truncate's growing half when the L1 table must grow to `needed` entries.
-  Task<Status> grow_l1_table(uint64_t size, uint64_t needed);
+  // do_truncate's growing half. REQUIRES: `guard` holds lock_, size > header_.size.
+  Task<Status> grow(uint64_t size, AsyncMutex::Guard guard);
+  // Grows the L1 table to `needed` entries; the virtual size stays. REQUIRES: lock_ held.
+  Task<Status> grow_l1_table(uint64_t needed);
 
   AsyncMutex lock_;  // guards every metadata structure below
   Header header_;

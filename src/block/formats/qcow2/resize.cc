@@ -23,16 +23,55 @@ Task<Status> Qcow2Node::do_truncate(uint64_t size, PreallocMode mode, Exact) {
         ENOTSUP, "Shrinking qcow2 images with internal snapshots is not supported yet"));
   }
   if (size < header_.size) co_return co_await shrink(size);
+  if (size == header_.size) co_return ok();
+  co_return co_await grow(size, std::move(guard));
+}
+
+// Growing. Over a backing file that reaches past the old end, the new area must read as
+// zeros, not as what the backing file has there (qemu-img 7.2, observed): whole clusters
+// become zero clusters and the rest of the old last cluster is written with zeros (a COW of
+// the backing data before the old end). v2 images have no zero clusters, so 7.2 refuses to
+// grow them then, changing nothing. All of it lies past the old end and is on disk before
+// the header gets the new size, so a crash on the way leaves the old size.
+Task<Status> Qcow2Node::grow(uint64_t size, AsyncMutex::Guard guard) {
+  const uint64_t old_size = header_.size;
+  const bool zero_new_area = backing_ && backing_->length() > old_size;
+  if (zero_new_area && header_.version < 3) {
+    co_return fail(Error::unsupported("Failed to zero out new clusters"));
+  }
   const uint64_t span = cs_ * l2_entries_;
   const uint64_t needed = (size + span - 1) / span;
-  if (needed > l1_.size()) co_return co_await grow_l1_table(size, needed);
+  if (needed > l1_.size()) {
+    Status s = co_await grow_l1_table(needed);
+    if (!s) co_return s;
+  }
+  if (zero_new_area) {
+    const uint64_t zero_start = (old_size + cs_ - 1) / cs_ * cs_;
+    if (zero_start < size) {
+      Status s = co_await zero_clusters(zero_start, size, RequestFlags{});
+      if (!s) co_return s;
+    }
+    if (zero_start > old_size) {
+      // The write path takes lock_ itself; truncate is a serialising request, so nothing
+      // else runs meanwhile.
+      guard.unlock();
+      const uint64_t bytes = std::min(zero_start, size) - old_size;
+      AlignedBuffer zeros(bytes);
+      zeros.fill(0);
+      Status s = co_await do_write(old_size, IoVec(zeros.data(), bytes), RequestFlags{});
+      if (!s) co_return s;
+      guard = co_await lock_.lock();
+    }
+    Status s = co_await flush_metadata();
+    if (!s) co_return s;
+  }
   header_.size = size;
   co_return co_await write_header();
 }
 
-// Grows the L1 table to `needed_entries` for a new virtual size: a new copy elsewhere, then
-// the header, then the old copy is freed (qcow2-format.md §17 R7).
-Task<Status> Qcow2Node::grow_l1_table(uint64_t size, uint64_t needed) {
+// Grows the L1 table to `needed` entries: a new copy elsewhere, then the header, then the
+// old copy is freed (qcow2-format.md §17 R7).
+Task<Status> Qcow2Node::grow_l1_table(uint64_t needed) {
   const uint64_t new_clusters = (needed * 8 + cs_ - 1) / cs_;
   Result<uint64_t> where = co_await refcounts_->allocate(new_clusters);
   if (!where) co_return fail(where.error());
@@ -49,7 +88,6 @@ Task<Status> Qcow2Node::grow_l1_table(uint64_t size, uint64_t needed) {
   const uint64_t old_clusters = (l1_.size() * 8 + cs_ - 1) / cs_;
   header_.l1_table_offset = *where;
   header_.l1_size = static_cast<uint32_t>(needed);
-  header_.size = size;
   s = co_await write_header();
   if (!s) co_return s;
   l1_.resize(needed, 0);

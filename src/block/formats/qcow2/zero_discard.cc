@@ -27,8 +27,11 @@ Task<Status> Qcow2Node::do_write_zeroes(uint64_t offset, uint64_t bytes, Request
     (*t)->entries[index_in_slice(offset)] = kZeroFlag;
     co_return co_await update_l2_entries(**t, index_in_slice(offset), 1);
   }
-  const uint64_t end = offset + bytes;
-  for (uint64_t pos = offset; pos < end;) {
+  co_return co_await zero_clusters(offset, offset + bytes, flags);
+}
+
+Task<Status> Qcow2Node::zero_clusters(uint64_t start, uint64_t end, RequestFlags flags) {
+  for (uint64_t pos = start; pos < end;) {
     Result<L2SliceRef> slice = co_await get_l2_slice(pos, ForWrite::kYes);
     if (!slice) co_return fail(slice.error());
     const uint64_t first = index_in_slice(pos);
