@@ -275,7 +275,7 @@ uint16_t Server::Connection::transmission_flags() const {
   } else {
     flags |= kTxSendFua | kTxSendTrim | kTxSendWriteZeroes | kTxSendFastZero;
   }
-  if (server_.options.multi_conn || read_only()) flags |= kTxCanMultiConn;
+  if (server_.options.multi_conn) flags |= kTxCanMultiConn;
   return flags;
 }
 
@@ -949,7 +949,7 @@ Task<Status> Server::listen(int listen_fd, uint32_t max_clients, bool persistent
   }
   Status result;
   while (!state.stopping) {
-    while (state.connections.size() >= max_clients && !state.stopping) {
+    while (max_clients != 0 && state.connections.size() >= max_clients && !state.stopping) {
       co_await state.changed.wait();
     }
     if (state.stopping) break;

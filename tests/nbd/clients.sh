@@ -316,6 +316,32 @@ c_image_opts_with_format() {
   done
 }
 
+# --- multi-conn ------------------------------------------------------------------------------
+
+# NBD_FLAG_CAN_MULTI_CONN only when more than one client may connect (-e 0 is no limit), also
+# for read-only exports: nbdcopy opens several connections to a multi-conn export, and with
+# -e 1 the second one would never be accepted.
+c_multi_conn() {
+  must "create image" qemu-img create -q -f raw "$WORK/mc.raw" 4M || return 1
+  local shared want
+  for shared in 1 2 0; do
+    for ro in -r ''; do
+      want=true
+      [[ $shared == 1 ]] && want=false
+      # shellcheck disable=SC2086  # $ro is empty or one word
+      start_server mc -t -e "$shared" $ro -f raw "$WORK/mc.raw" || return 1
+      must "nbdinfo (-e $shared $ro)" nbdinfo --json "$(uri mc)" || return 1
+      pycheck "
+got = d['exports'][0].get('can_multi_conn')
+if got is not $( [[ $want == true ]] && echo True || echo False ):
+    fail(f'-e $shared $ro: can_multi_conn is {got}')
+" <<<"$OUT" || return 1
+      must "nbdcopy (-e $shared $ro)" timeout 20 nbdcopy "$(uri mc)" "$WORK/mc.copy" || return 1
+      stop_server mc || return 1
+    done
+  done
+}
+
 # --- backing chain: qemu:allocation-depth -----------------------------------------------------
 
 c_allocation_depth() {
@@ -360,5 +386,6 @@ run_case nbdcopy-sparse-to-file c_nbdcopy_sparse_to_file
 run_case stop-sparse c_stop_sparse
 run_case allocation-depth c_allocation_depth
 run_case image-opts-with-format c_image_opts_with_format
+run_case multi-conn c_multi_conn
 echo "# $((SECONDS - T0))s"
 finish

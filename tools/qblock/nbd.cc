@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -118,7 +119,8 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
   });
   parser.value({'b', "bind"}, &args.bind).value({'k', "socket"}, &args.socket_path);
   parser.with_value({'e', "shared"}, [&args](const char* value) {
-    const std::optional<long> n = parse_decimal(value, 1, 65535);
+    // qemu-nbd 7.2: 0 means no limit.
+    const std::optional<long> n = parse_decimal(value, 0, INT32_MAX);
     if (!n) return fail(std::string("Invalid shared device number '") + value + "'");
     args.shared = static_cast<uint32_t>(*n);
     return kContinue;
@@ -209,7 +211,9 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
   }
   args.export_options.read_only = args.flags.read_only;
   args.export_options.discard_unmap = args.flags.discard == DiscardMode::kUnmap;
-  args.export_options.multi_conn = args.shared > 1;
+  // As qemu-nbd 7.2: only when more than one client may connect (also read-only: with -e 1 a
+  // second connection would wait in the backlog for ever).
+  args.export_options.multi_conn = args.shared != 1;
   return std::nullopt;
 }
 

@@ -385,18 +385,30 @@ Task<Result<uint64_t>> backing_length(EventLoop& loop, std::string filename, std
   co_return length;
 }
 
-Status create_file(const std::string& filename) {
-  int fd = ::open(filename.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return fail(Error::from_errno(errno, "Could not create '" + filename + "'"));
+// Opens the image file for writing, creating it if it does not exist, and empties it, in
+// that order: its write lock is taken before anything is truncated, so an image another
+// process (or this one, e.g. convert's source) holds stays as it is, as with qemu-img. A file
+// this call created is removed again if it cannot be opened.
+Task<Result<NodePtr>> open_emptied_file(EventLoop& loop, std::string filename) {
+  int fd = ::open(filename.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  const bool created = fd >= 0;
+  if (!created && errno == EEXIST) fd = ::open(filename.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) co_return fail(Error::from_errno(errno, "Could not create '" + filename + "'"));
   ::close(fd);
-  return ok();
-}
-
-Task<Result<NodePtr>> open_file(EventLoop& loop, std::string filename) {
   Options options = Options::object();
   options["driver"] = "file";
   options["filename"] = filename;
-  co_return co_await open_node(loop, std::move(options), OpenFlags{}, "file");
+  Result<NodePtr> node = co_await open_node(loop, std::move(options), OpenFlags{}, "file");
+  if (!node) {
+    if (created) ::unlink(filename.c_str());
+    co_return fail(node.error());
+  }
+  Status emptied = co_await (*node)->truncate(0, PreallocMode::kOff);
+  if (!emptied) {
+    (void)co_await (*node)->close();
+    co_return fail(emptied.error());
+  }
+  co_return std::move(*node);
 }
 
 Task<Status> write_layout(BlockNode& node, Qcow2Layout layout, PreallocMode mode) {
@@ -437,8 +449,7 @@ Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts) {
   }
   Result<Qcow2Layout> layout = plan_qcow2_layout(opts, size);
   if (!layout) co_return fail(layout.error());
-  if (Status s = create_file(opts.filename); !s) co_return s;
-  Result<NodePtr> node = co_await open_file(loop, opts.filename);
+  Result<NodePtr> node = co_await open_emptied_file(loop, opts.filename);
   if (!node) co_return fail(node.error());
   Status written = co_await write_layout(**node, std::move(*layout), opts.preallocation);
   Status closed = co_await (*node)->close();
@@ -451,8 +462,7 @@ Task<Status> create_raw(EventLoop& loop, std::string filename, uint64_t size,
   if (preallocation == PreallocMode::kMetadata) {
     co_return fail(Error::with_message(ENOTSUP, "Unsupported preallocation mode: metadata"));
   }
-  if (Status s = create_file(filename); !s) co_return s;
-  Result<NodePtr> node = co_await open_file(loop, filename);
+  Result<NodePtr> node = co_await open_emptied_file(loop, filename);
   if (!node) co_return fail(node.error());
   Status grown = co_await (*node)->truncate(size, preallocation);
   Status closed = co_await (*node)->close();
