@@ -1,4 +1,5 @@
 // qblock: the command-line entry point. `qblock SUBCOMMAND ARGS...`.
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string_view>
@@ -44,6 +45,9 @@ void print_usage(FILE* out) {
 
 int main(int argc, char** argv) {
   qblock::tools::install_message_sink();
+  // As QEMU's tools: a write or truncate past the file-size limit (ulimit -f) fails with EFBIG
+  // and is reported, instead of killing the process in the middle of an update.
+  std::signal(SIGXFSZ, SIG_IGN);
   if (argc < 2) {
     std::fprintf(stderr,
                  "qblock: Not enough arguments\nTry 'qblock --help' for more information\n");

@@ -228,9 +228,32 @@ Task<void> Checker::count_bitmaps() {
   }
 }
 
+// Makes the file end after host cluster `cluster`. The offset comes from a damaged entry, so
+// the growth is bounded: a size past INT64_MAX is refused with EINVAL (as QEMU refuses a
+// negative size), and qblock also refuses, with EFBIG, to grow the file to more than twice its
+// length plus 1 GiB (QEMU would try, and its rebuild could then fill the disk).
+Task<Status> Checker::grow_file_to_cover(uint64_t cluster) {
+  constexpr uint64_t kSlack = uint64_t{1} << 30;
+  const uint64_t max_clusters = uint64_t{INT64_MAX} >> bits_;
+  if (cluster >= max_clusters) co_return fail(Error::invalid());
+  const uint64_t size = (cluster + 1) << bits_;
+  const uint64_t length = t_.file.length();
+  if (size > length && size - length > length + kSlack) {
+    co_return fail(Error::from_errno(EFBIG));
+  }
+  co_return co_await t_.file.truncate(size);
+}
+
 Task<void> Checker::count_refblocks() {
   for (uint64_t i = 0; i < reftable_.size(); ++i) {
-    const uint64_t offset = reftable_[i] & kRefTableOffsetMask;
+    if (reftable_[i] & ~kRefTableOffsetMask) {
+      // Never trusted, so never grown to or written at: the rebuild replaces the block.
+      diag("ERROR refcount table entry {} has reserved bits set", i);
+      ++res_.corruptions;
+      rebuild_ = true;
+      continue;
+    }
+    const uint64_t offset = reftable_[i];
     if (offset == 0) continue;
     const uint64_t cluster = offset >> bits_;
     if (offset % cs_) {
@@ -248,7 +271,7 @@ Task<void> Checker::count_refblocks() {
       }
       // Make the file cover the block so that it can be counted, and rebuild around it.
       diag("Repairing refcount block {} is outside image", i);
-      Status s = co_await t_.file.truncate((cluster + 1) * cs_);
+      Status s = co_await grow_file_to_cover(cluster);
       if (!s) {
         diag("ERROR could not resize image: {}", s.error().errno_text());
         continue;

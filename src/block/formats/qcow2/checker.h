@@ -57,6 +57,8 @@ class Checker {
   Task<void> count_l2(uint64_t l2_offset, bool active);
   Task<void> count_snapshots();
   Task<void> count_bitmaps();
+  // Grows the file so that host cluster `cluster` lies inside it, within bounds (check.cc).
+  Task<Status> grow_file_to_cover(uint64_t cluster);
   Task<void> count_refblocks();
 
   // ---- the stored refcounts ----
