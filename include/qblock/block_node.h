@@ -42,6 +42,13 @@ enum class Exact : bool { kNo = false, kYes = true };
 Result<PreallocMode> parse_prealloc_mode(std::string_view text);
 
 // How a graph is opened; children inherit it unless their options override.
+// One image on the way down a backing chain that is being opened (loop detection).
+struct BackingChainLink {
+  uint64_t device = 0;  // st_dev and st_ino of the image's file
+  uint64_t inode = 0;
+  const BackingChainLink* above = nullptr;  // the image that has this one as backing file
+};
+
 struct OpenFlags {
   bool read_only = false;
   bool direct = false;        // cache.direct: O_DIRECT
@@ -54,6 +61,10 @@ struct OpenFlags {
   // Opened to be checked or repaired (qemu-img check): a format opens an image it would
   // otherwise refuse or repair first (corrupt, dirty) and leaves its metadata alone.
   bool check = false;
+  // Set by format drivers when they open their backing file: the images above it, which
+  // it must not be (a backing file that is its own ancestor would be opened for ever).
+  // Users leave it null. Valid only during the open.
+  const BackingChainLink* backing_chain = nullptr;
 };
 
 // Parses a qemu cache mode name into `flags` ("none", "writeback", "writethrough",

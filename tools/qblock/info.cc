@@ -10,7 +10,9 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "qblock/commands.h"
@@ -212,7 +214,18 @@ int run_info(int argc, char** argv) {
   std::vector<ChainImage> infos;
   std::string filename = parser.operands()[0];
   std::string fmt = image.format_name();
+  // A chain that comes back to an image it has passed (by name, as 7.2 compares, or by
+  // inode) is refused instead of walked for ever.
+  std::set<std::string> seen_names;
+  std::set<std::pair<dev_t, ino_t>> seen_files;
   for (;;) {
+    struct stat st {};
+    const bool is_file = ::stat(filename.c_str(), &st) == 0;
+    if (!seen_names.insert(filename).second ||
+        (is_file && !seen_files.insert({st.st_dev, st.st_ino}).second)) {
+      img_error("Backing file '" + filename + "' creates an infinite loop.");
+      return 1;
+    }
     Result<ChainImage> info = describe(**loop, filename, fmt);
     if (!info) {
       // 7.2 repeats the prefix for file-level failures ("Could not open 'x': Could not open

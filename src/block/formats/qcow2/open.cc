@@ -360,6 +360,22 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
     file_node = std::make_unique<PreallocateFilter>(ctx.loop, std::move(file_node), settings);
   }
   const std::string image_name = file_node->filename();
+  // The backing chain must not come back to this image: it would be opened for ever. (Images
+  // that are not files, e.g. on NBD, are not compared.)
+  BackingChainLink self;
+  struct stat st {};
+  if (::stat(image_name.c_str(), &st) == 0) {
+    self = {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino),
+            ctx.flags.backing_chain};
+    for (const BackingChainLink* l = self.above; l; l = l->above) {
+      if (l->device == self.device && l->inode == self.inode) {
+        (void)co_await file_node->close();
+        co_return fail(Error::with_message(
+            ELOOP, "Backing file '" + image_name + "' creates an infinite loop."));
+      }
+    }
+    ctx.flags.backing_chain = &self;
+  }
   NodePtr backing;
   if (backing_opts) {
     OpenFlags backing_flags = ctx.flags;
