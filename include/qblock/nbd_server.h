@@ -92,9 +92,9 @@ class Server {
   Task<void> serve(std::unique_ptr<Stream> stream);
 
   // Accepts clients on `listen_fd` and serves each concurrently, at most `max_clients` at a
-  // time (more wait in the kernel's backlog, as with qemu-nbd -e; 0: no limit). Without `persistent` it
-  // returns after the last client of at least one has left (qemu-nbd without -t). Returns
-  // early, after every connection ended, when stop() is called.
+  // time (more wait in the kernel's backlog, as with qemu-nbd -e; 0: no limit). Without
+  // `persistent` it returns after the last client of at least one has left (qemu-nbd without -t).
+  // Returns early, after every connection ended, when stop() is called.
   Task<Status> listen(int listen_fd, uint32_t max_clients, bool persistent);
 
   // Stops accepting, ends every connection (requests in flight complete first) and makes
