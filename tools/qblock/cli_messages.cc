@@ -1,33 +1,14 @@
 // The CLI's message sink (cli_messages.h).
 #include "qblock/cli_messages.h"
 
-#include <cstdio>
-#include <string>
-#include <string_view>
-
 #include "qblock/messages.h"
 
 namespace qblock::tools {
 
-namespace {
-
-void print_like_qemu(MessageLevel level, std::string_view text) {
-  std::string line(text);
-  line += '\n';
-  if (level == MessageLevel::kInfo) {
-    // qemu-io prints blkdebug's breakpoint lines on stdout and flushes at once, so they sit
-    // between the commands' output lines.
-    std::fputs(line.c_str(), stdout);
-    std::fflush(stdout);
-    return;
-  }
-  // QEMU writes these to stderr with fprintf, after what the command printed so far.
-  std::fflush(stdout);
-  std::fputs(line.c_str(), stderr);
-}
-
-}  // namespace
-
-void install_message_sink() { set_message_sink(&print_like_qemu); }
+// QEMU's tools print these lines the way the library's default printer does (qemu-io's
+// blkdebug lines on stdout and flushed at once; the rest on stderr after what the command
+// printed so far), so the CLI installs that printer explicitly: an embedder's earlier sink
+// never applies to the command line.
+void install_message_sink() { set_message_sink(&print_message); }
 
 }  // namespace qblock::tools
