@@ -94,7 +94,7 @@ void print_json(const CheckResult& r, const std::string& filename) {
   j["filename"] = filename;
   j["format"] = "qcow2";
   optional("fragmented-clusters", r.fragmented_clusters);
-  std::printf("%s\n", j.dump(4).c_str());
+  std::printf("%s\n", j.dump(4, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
 }
 
 // Returns -1 to continue, else the exit status.

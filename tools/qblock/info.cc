@@ -43,8 +43,9 @@ std::string qemu_json(const std::string& dumped) {
     std::size_t end = dumped.find('\n', start);
     if (end == std::string::npos) end = dumped.size();
     std::string line = dumped.substr(start, end - start);
-    const std::size_t open = line.find("[]");
-    if (open != std::string::npos && open + 2 >= line.size() - 1) {
+    // Only an empty array ends a line: a string value always ends in its quote.
+    const std::size_t open = line.rfind("[]");
+    if (open != std::string::npos && (line.ends_with("[]") || line.ends_with("[],"))) {
       const std::size_t indent = line.find_first_not_of(' ');
       out += line.substr(0, open + 1) + "\n" + std::string(indent, ' ') + line.substr(open + 1);
     } else {
@@ -242,7 +243,11 @@ int run_info(int argc, char** argv) {
   if (output == "json") {
     Json out = Json::array();
     for (const ChainImage& i : infos) out.push_back(to_json(i));
-    std::printf("%s\n", qemu_json((chain ? out : out[0]).dump(4)).c_str());
+    std::printf(
+        "%s\n",
+        qemu_json(
+            (chain ? out : out[0]).dump(4, ' ', false, nlohmann::json::error_handler_t::replace))
+            .c_str());
     return 0;
   }
   for (std::size_t k = 0; k < infos.size(); ++k) {

@@ -29,8 +29,10 @@ struct BitmapDirectory {
 };
 
 // The bitmap directory if the image has a bitmaps extension that autoclear bit 0 declares
-// consistent; an empty directory otherwise. Errors: I/O, EINVAL for a directory larger than
-// QEMU accepts (64 MiB).
+// consistent; an empty directory otherwise. Validated as QEMU's open validates it, with its
+// messages: the extension's length, fields and limits, the directory's structure, and each
+// entry's constraints ("Bitmap 'NAME' doesn't satisfy the constraints"). Errors: EINVAL for
+// those, I/O.
 Task<Result<BitmapDirectory>> read_bitmap_directory(BlockNode& file, const Header& header);
 
 }  // namespace qblock::qcow2

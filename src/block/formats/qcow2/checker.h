@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "block/formats/qcow2/check.h"
+#include "block/formats/qcow2/snapshot.h"
 #include "qblock/messages.h"
 
 namespace qblock::qcow2::check_internal {
@@ -55,6 +56,7 @@ class Checker {
   void count(uint64_t offset, uint64_t size);
   Task<void> count_l1(uint64_t l1_offset, uint64_t l1_size, bool active);
   Task<void> count_l2(uint64_t l2_offset, bool active);
+  Task<Status> read_snapshots();
   Task<void> count_snapshots();
   Task<void> count_bitmaps();
   // Grows the file so that host cluster `cluster` lies inside it, within bounds (check.cc).
@@ -89,6 +91,10 @@ class Checker {
   uint64_t next_contiguous_ = 0;
   uint64_t highest_cluster_ = 0;
   uint64_t first_free_ = 0;  // allocate_counted() searches from here
+
+  std::vector<Snapshot> snapshots_;
+  uint64_t snapshot_table_bytes_ = 0;
+  uint64_t snapshot_corruptions_ = 0;  // incomplete entries
 
   std::vector<uint64_t> reftable_;  // raw refcount table entries
   std::map<uint64_t, StoredBlock> blocks_;

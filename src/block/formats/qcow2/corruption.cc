@@ -26,7 +26,32 @@ const char* Qcow2Node::overlapping_metadata(uint64_t offset, uint64_t bytes, uin
   for (; it != l2_offsets_.end() && *it < end; ++it) {
     if (*it != self && hits(*it, cs_)) return "active L2 table";
   }
+  if (hits(header_.snapshots_offset, snapshot_table_bytes_)) return "snapshot table";
+  for (const auto& [l1_offset, l1_bytes] : inactive_l1_) {
+    if (hits(l1_offset, l1_bytes)) return "inactive L1 table";
+  }
   return nullptr;
+}
+
+void Qcow2Node::set_snapshot_table(const SnapshotTable& table) {
+  snapshot_table_bytes_ = table.bytes;
+  inactive_l1_.clear();
+  for (const Snapshot& snap : table.snapshots) {
+    inactive_l1_.emplace_back(snap.l1_table_offset, uint64_t{snap.l1_size} * 8);
+  }
+}
+
+void Qcow2Node::queue_data_free(uint64_t entry, uint64_t keep, uint64_t keep_bytes) {
+  uint64_t host = entry & kOffsetMask;
+  uint64_t bytes = cs_;
+  if (cluster_type(entry) == ClusterType::kCompressed) {
+    const CompressedDescriptor d = decode_compressed(entry, header_.cluster_bits);
+    host = d.host;
+    bytes = d.max_bytes();
+  }
+  if (overlapping_metadata(host, bytes)) return;
+  if (keep_bytes && host < keep + keep_bytes && keep < host + bytes) return;
+  queue_free(entry);
 }
 
 Task<Status> Qcow2Node::refuse_metadata_overlap(uint64_t offset, uint64_t bytes, uint64_t self,

@@ -14,9 +14,7 @@ namespace {
 constexpr uint32_t kV2HeaderLength = 72;
 constexpr uint32_t kV3MinHeaderLength = 104;
 constexpr uint32_t kKnownHeaderLength = 112;
-constexpr uint64_t kMaxL1Bytes = 32ULL << 20;            // QEMU's QCOW_MAX_L1_SIZE
 constexpr uint64_t kMaxRefcountTableBytes = 8ULL << 20;  // QCOW_MAX_REFTABLE_SIZE
-constexpr uint32_t kMaxSnapshots = 65536;
 constexpr uint32_t kMaxBackingNameLength = 1023;
 
 Error open_error(std::string text) { return Error::with_message(EINVAL, std::move(text)); }
@@ -162,7 +160,8 @@ Result<Header> parse_header(const uint8_t* buf, std::size_t len) {
   }
   if (h.size > (uint64_t{INT64_MAX} & ~uint64_t{511})) return fail(open_error("Image is too big"));
   const uint64_t l2_entries = cs / (h.extended_l2() ? 16 : 8);
-  if (uint64_t{h.l1_size} * 8 > kMaxL1Bytes) return fail(open_error("Active L1 table too large"));
+  if (uint64_t{h.l1_size} * 8 > kMaxL1TableBytes)
+    return fail(open_error("Active L1 table too large"));
   const uint64_t l1_needed = (h.size + l2_entries * cs - 1) / (l2_entries * cs);
   if (h.l1_size < l1_needed) return fail(open_error("L1 table is too small"));
   if (h.l1_size && (h.l1_table_offset % cs || h.l1_table_offset > uint64_t{INT64_MAX})) {

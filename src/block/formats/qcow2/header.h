@@ -24,11 +24,18 @@ inline constexpr uint64_t kCompatLazyRefcounts = 1ULL << 0;
 inline constexpr uint64_t kAutoclearBitmaps = 1ULL << 0;
 inline constexpr uint64_t kAutoclearDataFileRaw = 1ULL << 1;
 
+// QEMU's limits: the bytes of one L1 table (QCOW_MAX_L1_SIZE) and the number of snapshots.
+inline constexpr uint64_t kMaxL1TableBytes = 32ULL << 20;
+inline constexpr uint32_t kMaxSnapshots = 65536;
+
 // L1/L2 entry bits (§3.2–§3.4) and the refcount table entry mask (§5.1).
 inline constexpr uint64_t kOffsetMask = 0x00fffffffffffe00ULL;  // cluster-aligned host offset
 inline constexpr uint64_t kCopied = 1ULL << 63;                 // refcount is exactly 1
 inline constexpr uint64_t kCompressedFlag = 1ULL << 62;
 inline constexpr uint64_t kZeroFlag = 1;  // L2 only: the cluster reads as zeros
+// Bits an L1 entry and a standard (not compressed) L2 entry must leave clear.
+inline constexpr uint64_t kL1ReservedMask = 0x7f000000000001ffULL;
+inline constexpr uint64_t kL2ReservedMask = 0x3f000000000001feULL;
 inline constexpr uint64_t kRefTableOffsetMask = ~uint64_t{0x1ff};
 
 // Header extension types (§4.2).

@@ -12,8 +12,10 @@
 
 #include "base/byte_order.h"
 #include "block/filters/preallocate.h"
+#include "block/formats/qcow2/bitmaps.h"
 #include "block/formats/qcow2/qcow2.h"
 #include "block/formats/qcow2/qcow2_node.h"
+#include "block/formats/qcow2/snapshot.h"
 
 namespace qblock::qcow2 {
 
@@ -293,9 +295,28 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
     refuse = Error::with_message(EACCES, "qcow2: Image is corrupt; cannot be opened read/write");
   }
   Result<CacheSettings> cache;
+  SnapshotTable snapshot_table;
   if (!refuse) {
     cache = cache_settings(*cache_options, *header);
     if (!cache) refuse = cache.error();
+  }
+  if (!refuse) {
+    // The snapshot table and the bitmap directory are validated as QEMU's open validates
+    // them (a check reads the snapshot table itself, to report what is wrong with it).
+    if (header->nb_snapshots && !ctx.flags.check) {
+      Task<Result<SnapshotTable>> snapshots = read_snapshot_table(*file_node, *header);
+      Result<SnapshotTable> table = co_await std::move(snapshots);
+      if (table) {
+        snapshot_table = std::move(*table);
+      } else {
+        refuse = table.error();
+      }
+    }
+  }
+  if (!refuse) {
+    Task<Result<BitmapDirectory>> bitmaps = read_bitmap_directory(*file_node, *header);
+    Result<BitmapDirectory> directory = co_await std::move(bitmaps);
+    if (!directory) refuse = directory.error();
   }
   if (refuse) {
     (void)co_await file_node->close();
@@ -401,6 +422,7 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   // unless a preallocate filter sits below: it drops the zeroing of space it preallocated,
   // so only the data write remains. (Virtual disks often claim to rotate: virtio-blk does.)
   const bool preallocating = node->primary_child()->driver_name() == "preallocate";
+  node->set_snapshot_table(snapshot_table);
   node->set_zero_cow(zero_cow == "on" ||
                      (zero_cow == "auto" && (preallocating || !on_rotational_storage(image_name))));
   // check_image() reads the tables itself, whatever state they are in.

@@ -22,6 +22,7 @@
 #include "block/formats/qcow2/l2_cache.h"
 #include "block/formats/qcow2/l2_entry.h"
 #include "block/formats/qcow2/refcount.h"
+#include "block/formats/qcow2/snapshot.h"
 #include "block/formats/qcow2/write_plan.h"
 #include "runtime/sync.h"
 
@@ -45,6 +46,9 @@ class Qcow2Node : public BlockNode {
   // block-semantics.md §5.2: zero the COW regions of a new allocation with one ALLOCATE
   // write-zeroes instead of writing zero buffers.
   void set_zero_cow(bool on) { zero_cow_ = on; }
+  // The snapshot table read at open: its place and the snapshots' L1 tables join the
+  // structures the overlap checks protect.
+  void set_snapshot_table(const SnapshotTable& table);
   // The image as check_image() works on it. REQUIRES: opened with OpenFlags::check.
   CheckTarget check_target() {
     return CheckTarget{*file_, header_, !read_only(), corruption_reported_, broken_};
@@ -52,7 +56,9 @@ class Qcow2Node : public BlockNode {
   // Reads the L1 table and the refcount table.
   Task<Status> load_tables();
 
-  uint64_t length() const override { return header_.size; }
+  // Whole sectors only, as QEMU sees the disk: a header size that is not a multiple of 512
+  // (only a damaged header has one) is rounded down.
+  uint64_t length() const override { return header_.size / 512 * 512; }
   std::string filename() const override { return file_->filename(); }
   NodeInfo info() const override;
 
@@ -118,6 +124,10 @@ class Qcow2Node : public BlockNode {
   Task<Status> flush_metadata();
   // Drops the reference `entry` held; applied after the L2 change is stable (§17 R5).
   void queue_free(uint64_t entry) { pending_frees_.push_back(entry); }
+  // queue_free() for the data cluster (or compressed span) an L2 entry gave up, unless it
+  // overlaps metadata or the clusters [keep, keep + keep_bytes) just linked in its place: a
+  // damaged entry's cluster stays allocated (leaked) rather than freed under a live structure.
+  void queue_data_free(uint64_t entry, uint64_t keep = 0, uint64_t keep_bytes = 0);
   Task<Status> release_entry(uint64_t entry);
   Task<Status> write_header();
   // Host clusters of `entry` (data cluster or compressed span) appended to `out`.
@@ -220,6 +230,8 @@ class Qcow2Node : public BlockNode {
   std::vector<uint64_t> pending_frees_;  // L2 entries whose clusters are released at flush
   std::vector<FenceRange*> inflight_;    // allocations between allocation and L2 link
   std::set<uint64_t> l2_offsets_;        // host offsets of the active L2 tables (overlap checks)
+  uint64_t snapshot_table_bytes_ = 0;    // the snapshot table at header_.snapshots_offset
+  std::vector<std::pair<uint64_t, uint64_t>> inactive_l1_;  // snapshots' L1 tables: offset, bytes
   bool zero_cow_ = true;
   uint64_t compressed_end_ = 0;  // where the next compressed data may go (0: a fresh cluster)
   bool broken_ = false;          // a fatal corruption event happened: refuse all I/O

@@ -31,11 +31,6 @@ Task<Status> Refcounts::load() {
   table_.resize(bytes / 8);
   for (std::size_t i = 0; i < table_.size(); ++i) {
     table_[i] = load_be64(&raw[i * 8]) & kRefTableOffsetMask;
-    if (table_[i] % cluster_size_) {
-      co_return fail(Error::with_message(
-          EUCLEAN, fmt::format("Refblock offset {:#x} unaligned (reftable index: {})", table_[i],
-                               i ? fmt::format("{:#x}", i) : std::string("0"))));
-    }
   }
   for (uint64_t off : table_) {
     if (off) block_offsets_.insert(off);
@@ -98,6 +93,13 @@ Task<Result<Refcounts::Block*>> Refcounts::load_block(uint64_t table_index, bool
   if (table_index >= table_.size() || table_[table_index] == 0) {
     if (!create) co_return nullptr;
     co_return fail(Error::invalid("refcount block not allocated"));
+  }
+  if (table_[table_index] % cluster_size_) {
+    // As QEMU, an image with a damaged entry opens; only the block's use is refused.
+    co_return fail(Error::with_message(
+        EUCLEAN,
+        fmt::format("Refblock offset {:#x} unaligned (reftable index: {})", table_[table_index],
+                    table_index ? fmt::format("{:#x}", table_index) : std::string("0"))));
   }
   Status room = co_await make_room();
   if (!room) co_return fail(room.error());

@@ -1,20 +1,31 @@
 // The qcow2 snapshot table (see snapshot.h).
 #include "block/formats/qcow2/snapshot.h"
 
+#include <fmt/format.h>
+
+#include <cstring>
+
 #include "base/byte_order.h"
+#include "block/formats/qcow2/metadata_read.h"
 
 namespace qblock::qcow2 {
 
 namespace {
 
-// Reads `buf.size()` bytes at `offset`, all of which must lie inside the file.
-Task<Status> read_inside(BlockNode& file, uint64_t offset, std::vector<uint8_t>& buf) {
-  if (offset > file.length() || buf.size() > file.length() - offset) {
-    co_return fail(
-        Error::with_message(EINVAL, "Snapshot table extends beyond the end of the file"));
-  }
-  if (buf.empty()) co_return ok();
-  co_return co_await file.read(offset, IoVec(buf.data(), buf.size()));
+// QEMU's limits on the table (qcow2-format.md §8.1): extra data per entry, and the bytes the
+// whole table may take.
+constexpr uint32_t kMaxExtraDataBytes = 1024;
+constexpr uint64_t kMaxTableBytes = uint64_t{1024} * kMaxSnapshots;
+
+// A name as QEMU sees it: a C string, so it ends at the first NUL.
+std::string c_string(const uint8_t* data, std::size_t len) {
+  if (len == 0) return {};
+  const auto* end = static_cast<const uint8_t*>(std::memchr(data, 0, len));
+  return std::string(data, end ? end : data + len);
+}
+
+Error too_big(std::string message, std::string hint) {
+  return Error::with_message(EFBIG, std::move(message) + "\n" + std::move(hint));
 }
 
 }  // namespace
@@ -24,7 +35,7 @@ Task<Result<SnapshotTable>> read_snapshot_table(BlockNode& file, const Header& h
   uint64_t pos = header.snapshots_offset;
   for (uint32_t n = 0; n < header.nb_snapshots; ++n) {
     std::vector<uint8_t> fixed(40);
-    Status s = co_await read_inside(file, pos, fixed);
+    Status s = co_await read_zero_padded(file, pos, fixed);
     if (!s) co_return fail(s.error());
     Snapshot snap;
     snap.l1_table_offset = load_be64(&fixed[0]);
@@ -36,16 +47,28 @@ Task<Result<SnapshotTable>> read_snapshot_table(BlockNode& file, const Header& h
     snap.vm_clock_nsec = load_be64(&fixed[24]);
     snap.vm_state_size = load_be32(&fixed[32]);
     const uint32_t extra_len = load_be32(&fixed[36]);
+    if (extra_len > kMaxExtraDataBytes) {
+      co_return fail(
+          too_big(fmt::format("Too much extra metadata in snapshot table entry {}", n),
+                  "You can force-remove this extra metadata with qemu-img check -r all"));
+    }
     std::vector<uint8_t> rest(uint64_t{extra_len} + id_len + name_len);
-    s = co_await read_inside(file, pos + 40, rest);
+    s = co_await read_zero_padded(file, pos + 40, rest);
     if (!s) co_return fail(s.error());
     snap.extra_data.assign(rest.begin(), rest.begin() + extra_len);
     if (extra_len >= 8) snap.vm_state_size = load_be64(&rest[0]);
     if (extra_len >= 24 && load_be64(&rest[16]) != ~uint64_t{0}) {
       snap.icount = load_be64(&rest[16]);
     }
-    snap.id.assign(rest.begin() + extra_len, rest.begin() + extra_len + id_len);
-    snap.name.assign(rest.begin() + extra_len + id_len, rest.end());
+    snap.id = c_string(rest.data() + extra_len, id_len);
+    snap.name = c_string(rest.data() + extra_len + id_len, name_len);
+    if (pos + 40 + rest.size() - header.snapshots_offset > kMaxTableBytes) {
+      co_return fail(too_big(
+          "Snapshot table is too big",
+          fmt::format(
+              "You can force-remove all {} overhanging snapshots with qemu-img check -r all",
+              header.nb_snapshots - n)));
+    }
     pos += (40 + rest.size() + 7) / 8 * 8;
     table.snapshots.push_back(std::move(snap));
   }

@@ -31,9 +31,11 @@ struct SnapshotTable {
   uint64_t bytes = 0;
 };
 
-// Reads the `header.nb_snapshots` entries at `header.snapshots_offset` from `file`.
-// Errors: I/O, or EINVAL "Snapshot table extends beyond the end of the file" for a table
-// that does not fit in the file.
+// Reads the `header.nb_snapshots` entries at `header.snapshots_offset` from `file`, as QEMU
+// reads them: bytes past the end of the file read as zeros, ids and names end at a NUL.
+// Errors: I/O; EFBIG for an entry with more than 1 KiB of extra data ("Too much extra metadata
+// in snapshot table entry N") or a table over 64 MiB ("Snapshot table is too big"), each
+// message followed by QEMU's hint line.
 Task<Result<SnapshotTable>> read_snapshot_table(BlockNode& file, const Header& header);
 
 }  // namespace qblock::qcow2

@@ -294,7 +294,7 @@ Task<Status> Qcow2Node::link_allocation(const Allocate& step, uint64_t granted, 
   if (!s) co_return s;
   if (!step.reuse_zero_cluster) {
     for (uint64_t e : old) {
-      if (entry_references_host(e)) queue_free(e);
+      if (entry_references_host(e)) queue_data_free(e, host, granted * cs_);
     }
   }
   fence.linked = true;
