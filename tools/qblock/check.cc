@@ -16,6 +16,7 @@
 #include "qblock/image.h"
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
+#include "qblock/json_output.h"
 
 namespace qblock::tools {
 
@@ -94,7 +95,7 @@ void print_json(const CheckResult& r, const std::string& filename) {
   j["filename"] = filename;
   j["format"] = "qcow2";
   optional("fragmented-clusters", r.fragmented_clusters);
-  std::printf("%s\n", j.dump(4, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  std::printf("%s\n", qemu_json(j).c_str());
 }
 
 // Returns -1 to continue, else the exit status.

@@ -20,6 +20,7 @@
 #include "qblock/image.h"
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
+#include "qblock/json_output.h"
 
 namespace qblock::tools {
 
@@ -34,28 +35,6 @@ struct ChainImage {
   ImageInfo info;
   std::string full_backing;  // resolved backing path
 };
-
-// QEMU's pretty printer puts an empty array's brackets on two lines.
-std::string qemu_json(const std::string& dumped) {
-  std::string out;
-  std::size_t start = 0;
-  while (start < dumped.size()) {
-    std::size_t end = dumped.find('\n', start);
-    if (end == std::string::npos) end = dumped.size();
-    std::string line = dumped.substr(start, end - start);
-    // Only an empty array ends a line: a string value always ends in its quote.
-    const std::size_t open = line.rfind("[]");
-    if (open != std::string::npos && (line.ends_with("[]") || line.ends_with("[],"))) {
-      const std::size_t indent = line.find_first_not_of(' ');
-      out += line.substr(0, open + 1) + "\n" + std::string(indent, ' ') + line.substr(open + 1);
-    } else {
-      out += line;
-    }
-    if (end < dumped.size()) out += '\n';
-    start = end + 1;
-  }
-  return out;
-}
 
 Result<ChainImage> describe(EventLoop& loop, const std::string& filename, std::string format) {
   Result<ImageInfo> info = run_sync(loop, read_image_info(loop, filename, std::move(format)));
@@ -243,11 +222,7 @@ int run_info(int argc, char** argv) {
   if (output == "json") {
     Json out = Json::array();
     for (const ChainImage& i : infos) out.push_back(to_json(i));
-    std::printf(
-        "%s\n",
-        qemu_json(
-            (chain ? out : out[0]).dump(4, ' ', false, nlohmann::json::error_handler_t::replace))
-            .c_str());
+    std::printf("%s\n", qemu_json(chain ? out : out[0]).c_str());
     return 0;
   }
   for (std::size_t k = 0; k < infos.size(); ++k) {
