@@ -99,12 +99,15 @@ class EventLoop {
   bool busy_poll_wait();
   void adapt_busy_poll(std::chrono::nanoseconds blocked);
   // Called after each coroutine the loop resumes: submits the queued SQEs once the oldest has
-  // waited kSubmitDelay. An iteration that resumes many coroutines (a batch of completions,
-  // each doing a few microseconds of work such as a qcow2 allocation, and queueing its next
-  // I/O) would otherwise hold the first SQE back until the last coroutine has run; on I/O
-  // whose completions are expensive (writes into unwritten extents) that kept the device
-  // under-fed. Short resumptions still share one io_uring_enter.
+  // waited as long as a submission costs (submit_cost_). An iteration that resumes many coroutines
+  // (a batch of completions, each doing a few microseconds of work such as a qcow2 allocation, and
+  // queueing its next I/O) would otherwise hold the first SQE back until the last coroutine has
+  // run; on I/O whose completions are expensive (writes into unwritten extents) that kept the
+  // device under-fed. Short resumptions still share one io_uring_enter.
   void submit_if_stale();
+  // Submits the queued SQEs without waiting (io_uring_submit's result) and folds the time
+  // the kernel took into submit_cost_.
+  int submit_now();
   void worker_main();
 
   // liburing's `struct io_uring`, stored in place rather than behind a pointer so that
@@ -119,6 +122,9 @@ class EventLoop {
   std::chrono::nanoseconds busy_poll_{0};  // the current window
   // When submit_if_stale first saw SQEs waiting in the ring; zero after each submission.
   std::chrono::steady_clock::time_point sq_pending_since_{};
+  // A running average of what one non-waiting io_uring_enter costs on this machine (a few
+  // microseconds on bare metal, tens in a VM where each submission notifies the device).
+  std::chrono::nanoseconds submit_cost_{std::chrono::microseconds(2)};
 
   // Worker threads (aio=threads and operations io_uring lacks).
   int worker_eventfd_ = -1;

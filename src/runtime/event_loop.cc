@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 #include <string>
@@ -18,10 +19,11 @@ namespace qblock {
 
 namespace {
 thread_local EventLoop* tls_current_loop = nullptr;
-// How long an SQE may wait in the ring while the loop resumes other coroutines (see
-// submit_if_stale): about the cost of one io_uring_enter, so an early submission never costs
-// more than the delay it saves.
-constexpr std::chrono::nanoseconds kSubmitDelay = std::chrono::microseconds(2);
+// An SQE may wait in the ring while the loop resumes other coroutines for about the cost of
+// one io_uring_enter (submit_if_stale), so an early submission never costs more than the delay
+// it saves. The cost is measured; these bound the measurement.
+constexpr std::chrono::nanoseconds kMinSubmitDelay = std::chrono::microseconds(1);
+constexpr std::chrono::nanoseconds kMaxSubmitDelay = std::chrono::microseconds(50);
 constexpr unsigned kWorkerThreads = 4;
 }  // namespace
 
@@ -223,11 +225,22 @@ void EventLoop::submit_if_stale() {
     sq_pending_since_ = now;
     return;
   }
-  if (now - sq_pending_since_ < kSubmitDelay) return;
+  if (now - sq_pending_since_ < submit_cost_) return;
   // Errors (EAGAIN, EBUSY: the kernel is short of resources) leave the SQEs queued; the
   // submission at the end of the iteration retries them and handles fatal errors.
-  (void)io_uring_submit(&Ring::of(*this));
+  (void)submit_now();
   sq_pending_since_ = {};
+}
+
+int EventLoop::submit_now() {
+  const auto start = std::chrono::steady_clock::now();
+  const int r = io_uring_submit(&Ring::of(*this));
+  if (r > 0) {
+    const std::chrono::nanoseconds took = std::clamp<std::chrono::nanoseconds>(
+        std::chrono::steady_clock::now() - start, kMinSubmitDelay, kMaxSubmitDelay);
+    submit_cost_ += (took - submit_cost_) / 8;
+  }
+  return r;
 }
 
 bool EventLoop::run_once(bool block) {
@@ -249,7 +262,7 @@ bool EventLoop::run_once(bool block) {
   if (wait && busy_poll_max_.count() > 0 && busy_poll_wait()) wait = false;
   const auto wait_start = std::chrono::steady_clock::now();
   sq_pending_since_ = {};
-  int r = wait ? io_uring_submit_and_wait(&Ring::of(*this), 1) : io_uring_submit(&Ring::of(*this));
+  int r = wait ? io_uring_submit_and_wait(&Ring::of(*this), 1) : submit_now();
   if (wait && busy_poll_max_.count() > 0) {
     adapt_busy_poll(std::chrono::steady_clock::now() - wait_start);
   }
