@@ -5,6 +5,8 @@
 // efficient zeroes), data is copied in chunks of at most 2 MiB by -m concurrent coroutines,
 // and runs of zeros inside data of at least -S bytes are left unwritten so the target stays
 // sparse. Writes are issued in ascending order unless -W.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cinttypes>
@@ -440,10 +442,7 @@ bool create_target(EventLoop& loop, const ConvertArgs& args, const TargetOptions
     PreallocMode mode = PreallocMode::kOff;
     if (const std::string* v = opts.get("preallocation")) {
       Result<PreallocMode> m = parse_prealloc_mode(*v);
-      if (!m || *m == PreallocMode::kMetadata) {
-        return failed(Error::with_message(
-            EINVAL, "Parameter 'preallocation' does not accept value '" + *v + "'"));
-      }
+      if (!m) return failed(Error::with_message(EINVAL, "invalid parameter value: " + *v));
       mode = *m;
     }
     Status created = run_sync(loop, create_raw_image(loop, args.target, size, mode));
@@ -464,8 +463,10 @@ bool create_target(EventLoop& loop, const ConvertArgs& args, const TargetOptions
   return created ? true : failed(created.error());
 }
 
+// Converts. `half_made` tells the caller that a failure from here on leaves a target of this
+// run's making that cannot be opened or holds part of the copy.
 int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sources,
-            std::unique_ptr<BlockBackend>& target, Progress& progress) {
+            std::unique_ptr<BlockBackend>& target, bool& half_made, Progress& progress) {
   OpenFlags src_flags;
   src_flags.read_only = true;
   src_flags.force_share = args.image.force_share;
@@ -522,6 +523,8 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
     return 1;
   }
 
+  // Up to here a created target is a valid empty image, which qemu-img leaves as well.
+  half_made = !args.no_create;
   ImageArgs target_args;
   target_args.format = args.out_format;
   Result<std::unique_ptr<BlockBackend>> opened =
@@ -570,11 +573,14 @@ int run_convert(int argc, char** argv) {
   progress.add(0);
   std::vector<Source> sources;
   std::unique_ptr<BlockBackend> target;
-  int r = convert(**loop, args, sources, target, progress);
+  bool half_made = false;
+  int r = convert(**loop, args, sources, target, half_made, progress);
   if (target) {
     Status closed = run_sync(**loop, close_image(target.get()));
     (void)closed;
   }
+  // A target this run made and could not complete would pass for a converted image: it goes.
+  if (r != 0 && half_made) ::unlink(args.target.c_str());
   for (Source& s : sources) {
     Status closed = run_sync(**loop, close_image(s.backend.get()));
     (void)closed;

@@ -350,12 +350,9 @@ int run_create(int argc, char** argv) {
     PreallocMode mode = PreallocMode::kOff;
     if (const std::string* v = parsed.get("preallocation")) {
       Result<PreallocMode> m = parse_prealloc_mode(*v);
-      if (!m) {
-        return fail_with(filename, Error::with_message(EINVAL,
-                                                       "Parameter 'preallocation' does not accept "
-                                                       "value '" +
-                                                           *v + "'"));
-      }
+      // The raw driver's own wording (qemu-img 7.2), unlike qcow2's.
+      if (!m)
+        return fail_with(filename, Error::with_message(EINVAL, "invalid parameter value: " + *v));
       mode = *m;
     }
     created = run_sync(**loop,
@@ -366,6 +363,13 @@ int run_create(int argc, char** argv) {
     o->filename = filename;
     o->unsafe_backing = true;  // the backing file was checked above
     created = run_sync(**loop, create_qcow2_image(**loop, std::move(*o)));
+  }
+  if (!created && created.error().errnum() == EFBIG) {
+    // qemu-img create words every EFBIG so (a preallocation past `ulimit -f` among them), with
+    // a hint for formats that have a cluster size.
+    img_error(filename + ": The image size is too large for file format '" + fmt + "'" +
+              (fmt == "qcow2" ? " (try using a larger cluster size)" : ""));
+    return 1;
   }
   if (!created) return fail_with(filename, created.error());
   return 0;

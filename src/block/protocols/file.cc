@@ -341,7 +341,7 @@ Task<Status> FileNode::do_truncate(uint64_t size, PreallocMode mode, Exact exact
     co_return fail(Error::with_message(ENOTSUP, "Unsupported preallocation mode: metadata"));
   }
   if (ftruncate(fd_, static_cast<off_t>(size)) != 0) {
-    co_return fail(Error::from_errno(errno, "Failed to resize the file"));
+    co_return fail(Error::from_errno(errno, "Could not resize file"));
   }
   size_ = size;
   co_return ok();

@@ -453,8 +453,12 @@ Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts) {
   if (!node) co_return fail(node.error());
   Status written = co_await write_layout(**node, std::move(*layout), opts.preallocation);
   Status closed = co_await (*node)->close();
-  if (!written) co_return written;
-  co_return closed;
+  if (!written || !closed) {
+    // A half-written image is no image: it goes, as qemu-img's qcow2 creation removes it.
+    ::unlink(opts.filename.c_str());
+    co_return written ? closed : written;
+  }
+  co_return ok();
 }
 
 Task<Status> create_raw(EventLoop& loop, std::string filename, uint64_t size,
@@ -465,6 +469,8 @@ Task<Status> create_raw(EventLoop& loop, std::string filename, uint64_t size,
   Result<NodePtr> node = co_await open_emptied_file(loop, filename);
   if (!node) co_return fail(node.error());
   Status grown = co_await (*node)->truncate(size, preallocation);
+  // A preallocation that failed half-way is undone, leaving the empty file qemu-img leaves.
+  if (!grown) (void)co_await (*node)->truncate(0, PreallocMode::kOff);
   Status closed = co_await (*node)->close();
   if (!grown) co_return grown;
   co_return closed;
