@@ -47,7 +47,8 @@ struct Qcow2CreateOptions {
 // a size parameter", "Could not open 'b': ..." for the backing file, and I/O errors.
 [[nodiscard]] Task<Status> create_qcow2_image(EventLoop& loop, Qcow2CreateOptions options);
 
-// Creates (or truncates) a raw image file of `size` bytes with the given preallocation.
+// Creates (or truncates) a raw image file of `size` bytes, rounded up to whole 512-byte
+// sectors as QEMU's file driver does, with the given preallocation.
 // Errors: ENOTSUP "Unsupported preallocation mode: metadata" (as QEMU's file driver), and
 // open, truncate and fallocate errors.
 [[nodiscard]] Task<Status> create_raw_image(EventLoop& loop, std::string filename, uint64_t size,

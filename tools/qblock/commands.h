@@ -19,6 +19,8 @@ int run_map(int argc, char** argv);
 int run_compare(int argc, char** argv);
 // `qblock convert`: qemu-img convert (qemu-compat.md §3.5).
 int run_convert(int argc, char** argv);
+// `qblock dd`: qemu-img dd (qemu-compat.md §3.13).
+int run_dd(int argc, char** argv);
 // `qblock measure`: qemu-img measure (qemu-compat.md §3.7).
 int run_measure(int argc, char** argv);
 // `qblock resize`: qemu-img resize (qemu-compat.md §3.9).

@@ -468,6 +468,8 @@ Task<Status> create_raw(EventLoop& loop, std::string filename, uint64_t size,
   }
   Result<NodePtr> node = co_await open_emptied_file(loop, filename);
   if (!node) co_return fail(node.error());
+  // Whole sectors, as QEMU's file driver creates them (`create -f raw x 100` makes 512 bytes).
+  size = (size + 511) / 512 * 512;
   Status grown = co_await (*node)->truncate(size, preallocation);
   // A preallocation that failed half-way is undone, leaving the empty file qemu-img leaves.
   if (!grown) (void)co_await (*node)->truncate(0, PreallocMode::kOff);
