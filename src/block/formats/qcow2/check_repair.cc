@@ -315,11 +315,19 @@ Task<Status> Checker::rebuild() {
       if (cluster >= refs_.size()) break;
       write_refcount_entry(block.data(), refcount_bits_, k, refs_[cluster]);
     }
+    // A structure the count missed (one past the end of the file) may sit where the new
+    // block was placed: as QEMU's, the write is refused then.
+    if (co_await refuse_overlap(table[t], cs_, 0)) {
+      co_return fail(Error(EIO, "ERROR writing refblock"));
+    }
     Status s = co_await write_at(table[t], block.data(), cs_);
     if (!s) co_return fail(Error(s.error().errnum(), "ERROR writing refblock"));
   }
   std::vector<uint8_t> raw(table_clusters * cs_, 0);
   for (uint64_t t = 0; t < table.size(); ++t) store_be64(&raw[t * 8], table[t]);
+  if (co_await refuse_overlap(table_offset, raw.size(), 0)) {
+    co_return fail(Error(EIO, "ERROR writing reftable"));
+  }
   Status s = co_await write_at(table_offset, raw.data(), raw.size());
   if (!s) co_return fail(Error(s.error().errnum(), "ERROR writing reftable"));
   s = co_await t_.file.flush();
