@@ -235,11 +235,16 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   // Runtime options (qemu-compat.md §5.4). The cache sizes depend on the header: read below.
   Result<CacheOptions> cache_options = take_cache_options(options);
   if (!cache_options) co_return fail(cache_options.error());
-  for (const char* key :
-       {"lazy-refcounts", "pass-discard-request", "pass-discard-snapshot", "pass-discard-other"}) {
+  for (const char* key : {"lazy-refcounts", "pass-discard-snapshot"}) {
     auto v = take_bool(options, key);
     if (!v) co_return fail(v.error());
   }
+  // Whether freed clusters are discarded in the file: for guest requests as the node's
+  // discard mode says, for the rest (COW) never, unless these say otherwise.
+  Result<std::optional<bool>> pass_discard_request = take_bool(options, "pass-discard-request");
+  if (!pass_discard_request) co_return fail(pass_discard_request.error());
+  Result<std::optional<bool>> pass_discard_other = take_bool(options, "pass-discard-other");
+  if (!pass_discard_other) co_return fail(pass_discard_other.error());
   // qblock's own options (block-semantics.md §5.2, §7): zero-cow=on|off|auto and
   // prealloc=on|off (a preallocate filter above the file of a writable image).
   Result<std::optional<std::string>> zero_cow_opt = take_string(options, "zero-cow");
@@ -423,6 +428,9 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   // so only the data write remains. (Virtual disks often claim to rotate: virtio-blk does.)
   const bool preallocating = node->primary_child()->driver_name() == "preallocate";
   node->set_snapshot_table(snapshot_table);
+  node->set_discard_passthrough(
+      pass_discard_request->value_or(node->open_flags().discard == DiscardMode::kUnmap),
+      pass_discard_other->value_or(false));
   node->set_zero_cow(zero_cow == "on" ||
                      (zero_cow == "auto" && (preallocating || !on_rotational_storage(image_name))));
   // check_image() reads the tables itself, whatever state they are in.

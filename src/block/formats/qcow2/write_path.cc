@@ -293,8 +293,11 @@ Task<Status> Qcow2Node::link_allocation(const Allocate& step, uint64_t granted, 
   Status s = co_await update_l2_entries(slice, first, granted);
   if (!s) co_return s;
   if (!step.reuse_zero_cluster) {
+    // As QEMU's pass-discard-other=off: the replaced clusters are not discarded.
     for (uint64_t e : old) {
-      if (entry_references_host(e)) queue_data_free(e, host, granted * cs_);
+      if (!entry_references_host(e)) continue;
+      s = co_await queue_data_free(e, DiscardType::kOther, host, granted * cs_);
+      if (!s) co_return s;
     }
   }
   fence.linked = true;
