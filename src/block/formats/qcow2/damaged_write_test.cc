@@ -3,6 +3,7 @@
 // and a replaced cluster is discarded only as QEMU's pass-discard-other says (off by default).
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/byte_order.h"
@@ -127,6 +128,40 @@ TEST_F(Qcow2DamagedWriteTest, AClusterFreedByACowIsDiscardedOnlyWithPassDiscardO
     close(*node);
     EXPECT_EQ(peek(5 * kCluster, 16), std::vector<uint8_t>(16, pass_other ? 0x00 : 0x5a));
   }
+}
+
+// A truncated file: guest clusters 0 and 1 are in clusters 5 and 6, which the refcounts still
+// count, but the file ends inside cluster 5. As QEMU's, a write over them goes in place and
+// grows the file; an L2 entry pointing far past the end at a cluster with refcount 0 (a
+// damaged pointer) is still refused.
+TEST_F(Qcow2DamagedWriteTest, InPlaceWritesPastTheEndOfATruncatedFileGoWhereTheRefcountsSay) {
+  make_image(0);
+  {
+    NodePtr node = open(json());
+    ASSERT_TRUE(node);
+    std::vector<uint8_t> more(kCluster, 0x5b);
+    ASSERT_OK(run_sync(*loop_, node->write(kCluster, IoVec(more.data(), more.size()))));
+    close(*node);
+  }
+  ASSERT_EQ(::truncate(path_.c_str(), 5 * kCluster + 100), 0);
+  NodePtr node = open(json());
+  ASSERT_TRUE(node);
+  std::vector<uint8_t> data(2 * kCluster, 0x01);
+  ASSERT_OK(run_sync(*loop_, node->write(0, IoVec(data.data(), data.size()))));
+  close(*node);
+  EXPECT_EQ(peek(6 * kCluster, 16), std::vector<uint8_t>(16, 0x01));
+  const CheckResult r = check();
+  EXPECT_EQ(r.corruptions, 0u);
+  EXPECT_EQ(r.leaks, 0u);
+
+  poke64(4 * kCluster, (uint64_t{1000} * kCluster) | kCopied);
+  node = open(json());
+  ASSERT_TRUE(node);
+  EXPECT_ERRNO(run_sync(*loop_, node->write(0, IoVec(data.data(), kCluster))), EIO);
+  close(*node);
+  struct stat st {};
+  ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+  EXPECT_LT(uint64_t(st.st_size), uint64_t{100} * kCluster);
 }
 
 }  // namespace

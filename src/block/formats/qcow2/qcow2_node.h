@@ -168,8 +168,11 @@ class Qcow2Node : public BlockNode {
   Task<Status> refuse_metadata_overlap(uint64_t offset, uint64_t bytes, uint64_t self = 0,
                                        const char* ignore = nullptr);
   // Refuses (as a fatal corruption event) a write of existing metadata or data at `offset`
-  // that overlaps other metadata or lies past the end of the file (a damaged pointer).
-  Task<Status> guard_existing(uint64_t offset, uint64_t bytes, uint64_t self, const char* ignore);
+  // that overlaps other metadata or lies past the end of the file (a damaged pointer), unless,
+  // with PastEof::kIfAllocated, the clusters past the end all have a refcount (a truncated file).
+  enum class PastEof : bool { kRefuse, kIfAllocated };
+  Task<Status> guard_existing(uint64_t offset, uint64_t bytes, uint64_t self, const char* ignore,
+                              PastEof past_eof = PastEof::kRefuse);
   // §12: reports a corruption event. On a writable image a fatal one sets the corrupt bit
   // and makes the node refuse further I/O. Returns the EIO the request fails with.
   Task<Error> corruption(std::string reason, bool fatal = true);

@@ -111,7 +111,8 @@ Task<Result<uint64_t>> Qcow2Node::write_step(uint64_t guest, IoVec data, AsyncMu
 
 Task<Result<uint64_t>> Qcow2Node::write_in_place(uint64_t guest, IoVec data, WriteInPlace step,
                                                  AsyncMutex::Guard guard) {
-  if (Status g = co_await guard_existing(step.host, step.bytes, 0, nullptr); !g) {
+  Task<Status> checked = guard_existing(step.host, step.bytes, 0, nullptr, PastEof::kIfAllocated);
+  if (Status g = co_await std::move(checked); !g) {
     co_return fail(g.error());
   }
   IoVec part = data.slice(0, step.bytes);
