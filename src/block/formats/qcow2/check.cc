@@ -272,8 +272,26 @@ Task<Status> Checker::read_snapshots() {
   Header& h = t_.header;
   if (h.nb_snapshots == 0) co_return ok();
   const bool repair = fix_ & kFixErrors;
+  // The open let through what QEMU's open refuses (SnapshotTableLimits::kCheckedByCaller).
+  Header read_as = h;
+  if (h.nb_snapshots > kMaxSnapshots) {
+    const uint32_t over = h.nb_snapshots - kMaxSnapshots;
+    if (!repair) {
+      co_return fail(Error::with_message(
+          EFBIG, fmt::format("ERROR snapshot table too large\nYou can force-remove all {} "
+                             "overhanging snapshots with qemu-img check -r all",
+                             over)));
+    }
+    diag("Discarding {} overhanging snapshots", over);
+    snapshots_dropped_ += over;
+    read_as.nb_snapshots = kMaxSnapshots;
+  }
+  const uint64_t min_bytes = uint64_t{read_as.nb_snapshots} * 40;
+  if (h.snapshots_offset % cs_ || h.snapshots_offset > uint64_t{INT64_MAX} - min_bytes) {
+    co_return fail(Error::with_message(EINVAL, "ERROR snapshot table offset invalid"));
+  }
   Task<Result<SnapshotTable>> read =
-      read_snapshot_table(t_.file, h, repair ? SnapshotRepair::kYes : SnapshotRepair::kNo);
+      read_snapshot_table(t_.file, read_as, repair ? SnapshotRepair::kYes : SnapshotRepair::kNo);
   Result<SnapshotTable> table = co_await std::move(read);
   if (!table) {
     co_return fail(
@@ -287,6 +305,8 @@ Task<Status> Checker::read_snapshots() {
   snapshot_corruptions_ += table->extra_data_cut.size();
   if (table->overhanging) {
     diag("Discarding {} overhanging snapshots (snapshot table is too big)", table->overhanging);
+  }
+  if (table->overhanging || snapshots_dropped_) {
     // The refcount check must see the table the header describes.
     uint8_t raw[4];
     store_be32(raw, static_cast<uint32_t>(table->snapshots.size()));
@@ -299,7 +319,7 @@ Task<Status> Checker::read_snapshots() {
       co_return s;
     }
     h.nb_snapshots = static_cast<uint32_t>(table->snapshots.size());
-    snapshots_dropped_ = table->overhanging;
+    snapshots_dropped_ += table->overhanging;
   }
   snapshot_table_bytes_ = table->bytes;
   snapshots_ = std::move(table->snapshots);

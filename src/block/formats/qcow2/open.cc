@@ -136,7 +136,7 @@ Result<CacheSettings> cache_settings(const CacheOptions& o, const Header& h) {
 }
 
 // Reads cluster 0 and parses it.
-Task<Result<Header>> read_header(BlockNode& file) {
+Task<Result<Header>> read_header(BlockNode& file, SnapshotTableLimits snapshots) {
   AlignedBuffer first(512, 4096);
   first.fill(0);
   const uint64_t len = file.length();
@@ -150,9 +150,9 @@ Task<Result<Header>> read_header(BlockNode& file) {
     AlignedBuffer cluster(n, 4096);
     s = co_await file.read(0, IoVec(cluster.data(), n));
     if (!s) co_return fail(s.error());
-    co_return parse_header(cluster.data(), std::min<uint64_t>(n, len));
+    co_return parse_header(cluster.data(), std::min<uint64_t>(n, len), snapshots);
   }
-  co_return parse_header(first.data(), std::min<uint64_t>(512, len));
+  co_return parse_header(first.data(), std::min<uint64_t>(512, len), snapshots);
 }
 
 Task<Result<NodePtr>> open_backing(OpenContext& ctx, std::string backing_file,
@@ -284,7 +284,10 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   Result<NodePtr> file = co_await open_child(ctx, options, "file", "file");
   if (!file) co_return fail(file.error());
   NodePtr file_node = std::move(*file);
-  Result<Header> header = co_await read_header(*file_node);
+  // qemu-img check opens what its open refuses of the snapshot table, to report or repair it.
+  Result<Header> header =
+      co_await read_header(*file_node, ctx.flags.check ? SnapshotTableLimits::kCheckedByCaller
+                                                       : SnapshotTableLimits::kRefuse);
   if (!header) {
     (void)co_await file_node->close();
     co_return fail(header.error());
