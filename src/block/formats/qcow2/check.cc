@@ -64,6 +64,69 @@ Task<Error> Checker::corruption(std::string reason) {
   co_return Error::io();
 }
 
+// §13 in QEMU's order of categories: the first structure hit is the one reported.
+const char* Checker::overlapping_metadata(uint64_t offset, uint64_t bytes, unsigned ignore) const {
+  if (bytes == 0) return nullptr;
+  const uint64_t end = offset + bytes;
+  auto hits = [&](uint64_t start, uint64_t len) {
+    return len && start < end && offset < start + len;
+  };
+  const Header& h = t_.header;
+  if (!(ignore & kMainHeader) && hits(0, cs_)) return "qcow2_header";
+  if (!(ignore & kActiveL1) && hits(h.l1_table_offset, uint64_t{h.l1_size} * 8)) {
+    return "active L1 table";
+  }
+  if (!(ignore & kActiveL2)) {
+    for (uint64_t entry : active_l1_) {
+      if (hits(entry & kOffsetMask, (entry & kOffsetMask) ? cs_ : 0)) return "active L2 table";
+    }
+  }
+  if (!(ignore & kRefcountTable) &&
+      hits(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} * cs_)) {
+    return "refcount table";
+  }
+  if (!(ignore & kRefcountBlock)) {
+    for (uint64_t entry : reftable_) {
+      const uint64_t block = entry & kRefTableOffsetMask;
+      if (block && hits(block, cs_)) return "refcount block";
+    }
+  }
+  if (!(ignore & kSnapshotTable) && hits(h.snapshots_offset, snapshot_table_bytes_)) {
+    return "snapshot table";
+  }
+  if (!(ignore & kInactiveL1)) {
+    for (const Snapshot& snap : snapshots_) {
+      if (hits(snap.l1_table_offset, uint64_t{snap.l1_size} * 8)) return "inactive L1 table";
+    }
+  }
+  if (!(ignore & kBitmapDirectory) && h.bitmaps && h.bitmaps->size() >= 24 &&
+      (h.autoclear_features & kAutoclearBitmaps)) {
+    if (hits(load_be64(h.bitmaps->data() + 16), load_be64(h.bitmaps->data() + 8))) {
+      return "bitmap directory";
+    }
+  }
+  return nullptr;
+}
+
+Task<bool> Checker::refuse_overlap(uint64_t offset, uint64_t bytes, unsigned ignore) {
+  const char* what = overlapping_metadata(offset, bytes, ignore);
+  if (!what) co_return false;
+  (void)co_await corruption(
+      fmt::format("Preventing invalid write on metadata (overlaps with {})", what));
+  co_return true;
+}
+
+Task<void> Checker::load_active_l1() {
+  const Header& h = t_.header;
+  active_l1_.clear();
+  if (h.l1_size == 0) co_return;
+  std::vector<uint8_t> raw(uint64_t{h.l1_size} * 8);
+  Status s = co_await read_at(h.l1_table_offset, raw.data(), raw.size());
+  if (!s) co_return;
+  active_l1_.resize(h.l1_size);
+  for (uint64_t i = 0; i < h.l1_size; ++i) active_l1_[i] = load_be64(&raw[i * 8]);
+}
+
 // ---- counting references ------------------------------------------------------------------
 
 void Checker::count(uint64_t offset, uint64_t size) {
@@ -135,6 +198,15 @@ Task<void> Checker::count_l2(uint64_t l2_offset, bool active) {
             "Repairing offset={:x}: Preallocated cluster is not properly aligned; L2 entry "
             "corrupted.",
             offset);
+        // The table may lie over other metadata (a damaged L1 entry): then the check ends.
+        const bool refused =
+            co_await refuse_overlap(l2_offset + i * 8, 8, active ? unsigned{kActiveL2} : 0u);
+        if (refused) {
+          diag("ERROR: Overlap check failed");
+          ++res_.check_errors;
+          failed_ = Error::io();
+          co_return;
+        }
         uint8_t plain[8];
         store_be64(plain, kZeroFlag);
         Status w = co_await write_at(l2_offset + i * 8, plain, 8);
@@ -176,8 +248,11 @@ Task<void> Checker::count_l1(uint64_t l1_offset, uint64_t l1_size, bool active) 
       diag("ERROR found L1 entry with reserved bits set: {:x}", entry);
       ++res_.corruptions;
     }
+    // As QEMU's check: an entry that is not zero names an L2 table, even if its offset bits
+    // are (reserved bits alone point at the header cluster).
+    if (entry == 0) continue;
     const uint64_t l2_offset = entry & kOffsetMask;
-    if (l2_offset == 0) continue;
+    if (failed_) co_return;
     count(l2_offset, cs_);
     if (l2_offset % cs_) {
       diag("ERROR l2_offset={:x}: Table is not cluster aligned; L1 entry corrupted", l2_offset);
@@ -187,25 +262,71 @@ Task<void> Checker::count_l1(uint64_t l1_offset, uint64_t l1_size, bool active) 
   }
 }
 
-// §8.1: the snapshot table, read before anything else is checked (as QEMU does): a table QEMU
-// would not read fails the check; v3 entries without the 16 bytes of extra data v3 requires are
-// corruptions.
+// §8.1: the snapshot table, read before anything else is checked (as QEMU does). A table QEMU
+// would not read fails the check, unless -r all repairs it as QEMU's does: extra data over
+// 1 KiB is cut to 1 KiB, the entries that make the table exceed 64 MiB are dropped at once
+// (the header's count is rewritten; their clusters become leaks). v3 entries without the 16
+// bytes of extra data v3 requires are corruptions; -r all completes them. Cut and completed
+// entries are written out by write_snapshot_table() once the refcounts are repaired.
 Task<Status> Checker::read_snapshots() {
-  const Header& h = t_.header;
+  Header& h = t_.header;
   if (h.nb_snapshots == 0) co_return ok();
-  Task<Result<SnapshotTable>> read = read_snapshot_table(t_.file, h);
+  const bool repair = fix_ & kFixErrors;
+  // The open let through what QEMU's open refuses (SnapshotTableLimits::kCheckedByCaller).
+  Header read_as = h;
+  if (h.nb_snapshots > kMaxSnapshots) {
+    const uint32_t over = h.nb_snapshots - kMaxSnapshots;
+    if (!repair) {
+      co_return fail(Error::with_message(
+          EFBIG, fmt::format("ERROR snapshot table too large\nYou can force-remove all {} "
+                             "overhanging snapshots with qemu-img check -r all",
+                             over)));
+    }
+    diag("Discarding {} overhanging snapshots", over);
+    snapshots_dropped_ += over;
+    read_as.nb_snapshots = kMaxSnapshots;
+  }
+  const uint64_t min_bytes = uint64_t{read_as.nb_snapshots} * 40;
+  if (h.snapshots_offset % cs_ || h.snapshots_offset > uint64_t{INT64_MAX} - min_bytes) {
+    co_return fail(Error::with_message(EINVAL, "ERROR snapshot table offset invalid"));
+  }
+  Task<Result<SnapshotTable>> read =
+      read_snapshot_table(t_.file, read_as, repair ? SnapshotRepair::kYes : SnapshotRepair::kNo);
   Result<SnapshotTable> table = co_await std::move(read);
   if (!table) {
     co_return fail(
         Error::with_message(table.error().errnum(),
                             "ERROR failed to read the snapshot table: " + table.error().message()));
   }
+  for (const auto& [index, bytes] : table->extra_data_cut) {
+    diag("Discarding too much extra metadata in snapshot table entry {} ({} > {})", index, bytes,
+         kMaxSnapshotExtraDataBytes);
+  }
+  snapshot_corruptions_ += table->extra_data_cut.size();
+  if (table->overhanging) {
+    diag("Discarding {} overhanging snapshots (snapshot table is too big)", table->overhanging);
+  }
+  if (table->overhanging || snapshots_dropped_) {
+    // The refcount check must see the table the header describes.
+    uint8_t raw[4];
+    store_be32(raw, static_cast<uint32_t>(table->snapshots.size()));
+    Status s = co_await write_at(60, raw, sizeof raw);
+    if (s) s = co_await t_.file.flush();
+    if (!s) {
+      ++res_.check_errors;
+      diag("ERROR failed to update the snapshot count in the image header: {}",
+           s.error().errno_text());
+      co_return s;
+    }
+    h.nb_snapshots = static_cast<uint32_t>(table->snapshots.size());
+    snapshots_dropped_ += table->overhanging;
+  }
   snapshot_table_bytes_ = table->bytes;
   snapshots_ = std::move(table->snapshots);
   if (h.version >= 3) {
     for (std::size_t i = 0; i < snapshots_.size(); ++i) {
-      if (snapshots_[i].extra_data.size() < 16) {
-        diag("ERROR snapshot table entry {} is incomplete", i);
+      if (snapshots_[i].extra_data.size() < kMinV3SnapshotExtraDataBytes) {
+        diag("{} snapshot table entry {} is incomplete", repair ? "Repairing" : "ERROR", i);
         ++snapshot_corruptions_;
       }
     }
@@ -235,6 +356,7 @@ Task<void> Checker::count_snapshots() {
       continue;
     }
     co_await count_l1(snap.l1_table_offset, snap.l1_size, false);
+    if (failed_) co_return;
   }
   count(h.snapshots_offset, snapshot_table_bytes_);
 }
@@ -402,7 +524,9 @@ Task<Result<CheckResult>> Checker::run() {
   if (!s) co_return fail(s.error());
   s = co_await load_reftable();
   if (!s) co_return fail(s.error());
+  co_await load_active_l1();
   co_await calculate();
+  if (failed_) co_return fail(*failed_);
   // In case nothing needs a rebuild but something is to be fixed, the comparison runs
   // a second time with fixing enabled, counting from the same starting point.
   const CheckResult before_compare = res_;
@@ -416,6 +540,7 @@ Task<Result<CheckResult>> Checker::run() {
     res_.leaks = 0;
     rebuild_ = false;
     co_await calculate();
+    if (failed_) co_return fail(*failed_);
     uint64_t fresh_leaks = 0;
     if (fix_ & kFixLeaks) {
       // The old structures are leaked now; those leaks are the rebuild's own doing.
@@ -445,7 +570,19 @@ Task<Result<CheckResult>> Checker::run() {
     }
   }
   co_await check_copied_flags();
-  res_.corruptions += snapshot_corruptions_;  // not repaired
+  if (failed_) co_return fail(*failed_);
+  if (snapshot_corruptions_ && (fix_ & kFixErrors)) {
+    s = co_await write_snapshot_table();
+    if (!s) {
+      diag("ERROR failed to update snapshot table: {}", s.error().errno_text());
+      ++res_.check_errors;
+      co_return fail(Error::from_errno(s.error().errnum()));
+    }
+    res_.corruptions_fixed += snapshot_corruptions_;
+  } else {
+    res_.corruptions += snapshot_corruptions_;
+  }
+  res_.corruptions_fixed += snapshots_dropped_;
   res_.image_end_offset = (highest_cluster_ + 1) * cs_;
   if (fix_ && !res_.corruptions && !res_.check_errors) {
     s = co_await mark_clean();

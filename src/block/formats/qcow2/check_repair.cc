@@ -10,6 +10,7 @@
 #include "block/formats/qcow2/checker.h"
 #include "block/formats/qcow2/l2_entry.h"
 #include "block/formats/qcow2/refcount.h"
+#include "block/formats/qcow2/snapshot.h"
 
 namespace qblock::qcow2::check_internal {
 
@@ -57,7 +58,10 @@ Task<void> Checker::compare(unsigned fix) {
   }
 }
 
-// §3.6: COPIED must be set exactly on the active entries whose cluster has refcount 1.
+// §3.6: COPIED must be set exactly on the active entries whose cluster has refcount 1. A
+// repaired L1 entry is written at once (the 512-byte part of the table holding it), an L2
+// table once all its entries are done; a write that would overwrite other metadata, or fails,
+// ends the check.
 Task<void> Checker::check_copied_flags() {
   // Without errors repairing a flag is as safe as fixing a leak; otherwise the refcounts
   // themselves may be wrong and only -r all touches the flags.
@@ -71,7 +75,7 @@ Task<void> Checker::check_copied_flags() {
     ++res_.check_errors;
     co_return;
   }
-  bool l1_dirty = false;
+  bool wrote = false;
   for (uint64_t i = 0; i < h.l1_size; ++i) {
     uint64_t l1_entry = load_be64(&l1[i * 8]);
     const uint64_t l2_offset = l1_entry & kOffsetMask;
@@ -84,7 +88,24 @@ Task<void> Checker::check_copied_flags() {
       if (repair) {
         l1_entry = *rc == 1 ? (l1_entry | kCopied) : (l1_entry & ~kCopied);
         store_be64(&l1[i * 8], l1_entry);
-        l1_dirty = true;
+        if (i < active_l1_.size()) active_l1_[i] = l1_entry;
+        constexpr uint64_t kEntriesPerSector = 512 / 8;
+        const uint64_t first = i / kEntriesPerSector * kEntriesPerSector;
+        const uint64_t n = std::min<uint64_t>(kEntriesPerSector, h.l1_size - first);
+        const uint64_t at = h.l1_table_offset + first * 8;
+        if (co_await refuse_overlap(at, n * 8, kActiveL1)) {
+          ++res_.check_errors;
+          failed_ = Error::io();
+          co_return;
+        }
+        Status w = co_await write_at(at, &l1[first * 8], n * 8);
+        if (!w) {
+          diag("ERROR: Could not write L1 table: {}", w.error().errno_text());
+          ++res_.check_errors;
+          failed_ = Error::from_errno(w.error().errnum());
+          co_return;
+        }
+        wrote = true;
         ++res_.corruptions_fixed;
       } else {
         ++res_.corruptions;
@@ -117,21 +138,124 @@ Task<void> Checker::check_copied_flags() {
       }
     }
     if (l2_dirty) {
+      if (co_await refuse_overlap(l2_offset, cs_, kActiveL2)) {
+        diag("ERROR: Could not write L2 table; metadata overlap check failed: {}",
+             Error::io().errno_text());
+        ++res_.check_errors;
+        failed_ = Error::io();
+        co_return;
+      }
       Status w = co_await write_at(l2_offset, l2.data(), cs_);
       if (!w) {
         diag("ERROR: Could not write L2 table: {}", w.error().errno_text());
         ++res_.check_errors;
+        failed_ = Error::from_errno(w.error().errnum());
+        co_return;
+      }
+      wrote = true;
+    }
+  }
+  if (wrote) (void)co_await t_.file.flush();
+}
+
+// ---- the snapshot table -------------------------------------------------------------------
+
+Task<Result<uint64_t>> Checker::allocate_stored(uint64_t count) {
+  for (;;) {
+    // First fit over clusters that are free both by count and by stored refcount.
+    uint64_t start = 0;
+    uint64_t c = 0;
+    while (c - start < count) {
+      bool free = c >= refs_.size() || refs_[c] == 0;
+      if (free) {
+        Result<uint64_t> st = co_await stored(c);
+        if (!st) co_return fail(st.error());
+        free = *st == 0;
+      }
+      ++c;
+      if (!free) start = c;
+    }
+    uint64_t missing = start + count;  // the first cluster without a refcount block
+    for (uint64_t k = start; k < start + count; ++k) {
+      const uint64_t t = k / entries_per_block_;
+      if (t >= reftable_.size()) co_return fail(Error::no_space());
+      if (!(reftable_[t] & kRefTableOffsetMask)) {
+        missing = k;
+        break;
       }
     }
-  }
-  if (l1_dirty) {
-    Status w = co_await write_at(h.l1_table_offset, l1.data(), l1.size());
-    if (!w) {
-      diag("ERROR: Could not write L1 table: {}", w.error().errno_text());
-      ++res_.check_errors;
+    if (refs_.size() < start + count) refs_.resize(start + count, 0);
+    if (missing == start + count) {
+      for (uint64_t k = start; k < start + count; ++k) {
+        Status s = co_await set_stored(k, 1);
+        if (!s) co_return fail(s.error());
+        refs_[k] = 1;
+      }
+      highest_cluster_ = std::max(highest_cluster_, start + count - 1);
+      co_return start;
     }
+    // §5.1: a new refcount block placed in the range it describes counts itself.
+    const uint64_t t = missing / entries_per_block_;
+    StoredBlock block;
+    block.data.assign(cs_, 0);
+    write_refcount_entry(block.data.data(), refcount_bits_, missing % entries_per_block_, 1);
+    const uint64_t block_offset = missing << bits_;
+    if (co_await refuse_overlap(block_offset, cs_, 0)) co_return fail(Error::io());
+    Status s = co_await write_at(block_offset, block.data.data(), cs_);
+    if (s) s = co_await t_.file.flush();
+    if (!s) co_return fail(s.error());
+    uint8_t raw[8];
+    store_be64(raw, block_offset);
+    const uint64_t entry_offset = t_.header.refcount_table_offset + t * 8;
+    if (co_await refuse_overlap(entry_offset, 8, kRefcountTable)) co_return fail(Error::io());
+    s = co_await write_at(entry_offset, raw, 8);
+    if (s) s = co_await t_.file.flush();
+    if (!s) co_return fail(s.error());
+    reftable_[t] = block_offset;
+    blocks_[t] = std::move(block);
+    refs_[missing] = 1;
   }
-  if (l1_dirty || res_.corruptions_fixed) (void)co_await t_.file.flush();
+}
+
+// §8.1: the table goes to new clusters, the header is pointed at it, then the old table's
+// clusters are released (a failure before the header switches leaves the old table valid).
+Task<Status> Checker::write_snapshot_table() {
+  Header& h = t_.header;
+  const std::vector<uint8_t> table = encode_snapshot_table(snapshots_, h.size);
+  uint64_t offset = 0;
+  if (!table.empty()) {
+    Result<uint64_t> first = co_await allocate_stored((table.size() + cs_ - 1) / cs_);
+    if (!first) co_return fail(first.error());
+    offset = *first << bits_;
+    Status s = co_await write_stored_blocks();
+    if (!s) co_return s;
+    if (co_await refuse_overlap(offset, table.size(), 0)) co_return fail(Error::io());
+    s = co_await write_at(offset, table.data(), table.size());
+    if (s) s = co_await t_.file.flush();
+    if (!s) co_return s;
+  }
+  // Header fields 60–71: nb_snapshots and snapshots_offset.
+  uint8_t fields[12];
+  store_be32(fields, static_cast<uint32_t>(snapshots_.size()));
+  store_be64(fields + 4, offset);
+  Status s = co_await write_at(60, fields, sizeof fields);
+  if (s) s = co_await t_.file.flush();
+  if (!s) co_return s;
+  const uint64_t old_offset = h.snapshots_offset;
+  const uint64_t old_bytes = snapshot_table_bytes_;
+  h.nb_snapshots = static_cast<uint32_t>(snapshots_.size());
+  h.snapshots_offset = offset;
+  snapshot_table_bytes_ = table.size();
+  if (old_bytes == 0) co_return ok();
+  const uint64_t last = (old_offset + old_bytes - 1) >> bits_;
+  for (uint64_t k = old_offset >> bits_; k <= last; ++k) {
+    Result<uint64_t> st = co_await stored(k);
+    if (!st || *st == 0) continue;
+    s = co_await set_stored(k, *st - 1);
+    if (!s) co_return s;
+    if (k < refs_.size() && refs_[k]) --refs_[k];
+  }
+  co_return co_await write_stored_blocks();
 }
 
 // ---- rebuilding the refcount structures ---------------------------------------------------
@@ -191,11 +315,19 @@ Task<Status> Checker::rebuild() {
       if (cluster >= refs_.size()) break;
       write_refcount_entry(block.data(), refcount_bits_, k, refs_[cluster]);
     }
+    // A structure the count missed (one past the end of the file) may sit where the new
+    // block was placed: as QEMU's, the write is refused then.
+    if (co_await refuse_overlap(table[t], cs_, 0)) {
+      co_return fail(Error(EIO, "ERROR writing refblock"));
+    }
     Status s = co_await write_at(table[t], block.data(), cs_);
     if (!s) co_return fail(Error(s.error().errnum(), "ERROR writing refblock"));
   }
   std::vector<uint8_t> raw(table_clusters * cs_, 0);
   for (uint64_t t = 0; t < table.size(); ++t) store_be64(&raw[t * 8], table[t]);
+  if (co_await refuse_overlap(table_offset, raw.size(), 0)) {
+    co_return fail(Error(EIO, "ERROR writing reftable"));
+  }
   Status s = co_await write_at(table_offset, raw.data(), raw.size());
   if (!s) co_return fail(Error(s.error().errnum(), "ERROR writing reftable"));
   s = co_await t_.file.flush();

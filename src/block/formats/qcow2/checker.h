@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,26 @@ class Checker {
   Task<Status> write_at(uint64_t offset, const uint8_t* buf, uint64_t len);
   Task<Error> corruption(std::string reason);
 
+  // ---- overlap checks of the repair's writes (qcow2-format.md §13, the default template) ----
+  enum Metadata : unsigned {
+    kMainHeader = 1u << 0,
+    kActiveL1 = 1u << 1,
+    kActiveL2 = 1u << 2,
+    kRefcountTable = 1u << 3,
+    kRefcountBlock = 1u << 4,
+    kSnapshotTable = 1u << 5,
+    kInactiveL1 = 1u << 6,
+    kBitmapDirectory = 1u << 7,
+  };
+  // The structure (QEMU's name for it) that [offset, offset + bytes) would overwrite, among
+  // those not in `ignore` (a Metadata mask), or nullptr.
+  const char* overlapping_metadata(uint64_t offset, uint64_t bytes, unsigned ignore) const;
+  // True if a write of [offset, offset + bytes) must not happen because it overwrites
+  // metadata; the fatal corruption event ("Preventing invalid write on metadata") is reported.
+  Task<bool> refuse_overlap(uint64_t offset, uint64_t bytes, unsigned ignore);
+  // Reads the active L1 table (for the overlap checks of the active L2 tables).
+  Task<void> load_active_l1();
+
   // ---- the references the image holds (the in-memory refcount table) ----
   Task<void> calculate();
   void count(uint64_t offset, uint64_t size);
@@ -58,6 +79,13 @@ class Checker {
   Task<void> count_l2(uint64_t l2_offset, bool active);
   Task<Status> read_snapshots();
   Task<void> count_snapshots();
+  // -r all: writes the snapshot table read (and repaired) at the start to new clusters and
+  // frees the old ones, as QEMU's repair does when the table had to be changed.
+  Task<Status> write_snapshot_table();
+  // First fit for `count` clusters that nothing references and whose stored refcount is 0,
+  // taken with refcount 1; a missing refcount block is created in its own range first.
+  // Returns the first cluster. Errors: I/O; ENOSPC when the refcount table has no room.
+  Task<Result<uint64_t>> allocate_stored(uint64_t count);
   Task<void> count_bitmaps();
   // Grows the file so that host cluster `cluster` lies inside it, within bounds (check.cc).
   Task<Status> grow_file_to_cover(uint64_t cluster);
@@ -94,7 +122,12 @@ class Checker {
 
   std::vector<Snapshot> snapshots_;
   uint64_t snapshot_table_bytes_ = 0;
-  uint64_t snapshot_corruptions_ = 0;  // incomplete entries
+  uint64_t snapshot_corruptions_ = 0;  // entries cut or incomplete (-r all rewrites the table)
+  uint64_t snapshots_dropped_ = 0;     // overhanging entries -r all dropped
+
+  std::vector<uint64_t> active_l1_;  // raw active L1 entries (overlap checks)
+  // Set when a step failed in a way that ends the check (a refused write): the walk stops.
+  std::optional<Error> failed_;
 
   std::vector<uint64_t> reftable_;  // raw refcount table entries
   std::map<uint64_t, StoredBlock> blocks_;

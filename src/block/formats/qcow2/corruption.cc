@@ -41,7 +41,8 @@ void Qcow2Node::set_snapshot_table(const SnapshotTable& table) {
   }
 }
 
-void Qcow2Node::queue_data_free(uint64_t entry, uint64_t keep, uint64_t keep_bytes) {
+Task<Status> Qcow2Node::queue_data_free(uint64_t entry, DiscardType type, uint64_t keep,
+                                        uint64_t keep_bytes) {
   uint64_t host = entry & kOffsetMask;
   uint64_t bytes = cs_;
   if (cluster_type(entry) == ClusterType::kCompressed) {
@@ -49,9 +50,19 @@ void Qcow2Node::queue_data_free(uint64_t entry, uint64_t keep, uint64_t keep_byt
     host = d.host;
     bytes = d.max_bytes();
   }
-  if (overlapping_metadata(host, bytes)) return;
-  if (keep_bytes && host < keep + keep_bytes && keep < host + bytes) return;
-  queue_free(entry);
+  if (overlapping_metadata(host, bytes)) co_return ok();
+  if (keep_bytes && host < keep + keep_bytes && keep < host + bytes) co_return ok();
+  // A reference the refcounts do not count: the cluster counts as free, so it may be handed
+  // out before this free is applied, which would then release the new user's cluster.
+  std::vector<uint64_t> clusters;
+  host_clusters(entry, clusters);
+  for (uint64_t c : clusters) {
+    Result<uint64_t> rc = co_await refcounts_->get(c);
+    if (!rc) co_return fail(rc.error());
+    if (*rc == 0) co_return ok();
+  }
+  queue_free(entry, type);
+  co_return ok();
 }
 
 Task<Status> Qcow2Node::refuse_metadata_overlap(uint64_t offset, uint64_t bytes, uint64_t self,
@@ -65,11 +76,25 @@ Task<Status> Qcow2Node::refuse_metadata_overlap(uint64_t offset, uint64_t bytes,
 }
 
 Task<Status> Qcow2Node::guard_existing(uint64_t offset, uint64_t bytes, uint64_t self,
-                                       const char* ignore) {
+                                       const char* ignore, PastEof past_eof) {
   Status s = co_await refuse_metadata_overlap(offset, bytes, self, ignore);
   if (!s) co_return s;
   const uint64_t file_end = (file_->length() + cs_ - 1) / cs_ * cs_;
-  if (offset + bytes > file_end) {
+  bool beyond = offset + bytes > file_end;
+  if (beyond && past_eof == PastEof::kIfAllocated) {
+    // A truncated file: the refcounts still count the clusters past its end, and QEMU writes
+    // them (growing the file). A damaged pointer far away lands on refcount 0.
+    beyond = false;
+    for (uint64_t c = std::max(offset, file_end) / cs_; c < (offset + bytes + cs_ - 1) / cs_; ++c) {
+      Result<uint64_t> rc = co_await refcounts_->get(c);
+      if (!rc) co_return fail(rc.error());
+      if (*rc == 0) {
+        beyond = true;
+        break;
+      }
+    }
+  }
+  if (beyond) {
     Error e = co_await corruption(fmt::format(
         "Preventing invalid write at offset {:#x} beyond the end of the image file", offset));
     co_return fail(e);

@@ -86,7 +86,7 @@ std::string unsupported_features_message(const Header& header, uint64_t bits) {
   return out;
 }
 
-Result<Header> parse_header(const uint8_t* buf, std::size_t len) {
+Result<Header> parse_header(const uint8_t* buf, std::size_t len, SnapshotTableLimits snapshots) {
   if (len < kV2HeaderLength || load_be32(buf) != kMagic) {
     return fail(open_error("Image is not in qcow2 format"));
   }
@@ -176,9 +176,11 @@ Result<Header> parse_header(const uint8_t* buf, std::size_t len) {
   if (h.refcount_table_offset % cs || h.refcount_table_offset > uint64_t{INT64_MAX}) {
     return fail(open_error("Reference count table offset invalid"));
   }
-  if (h.nb_snapshots > kMaxSnapshots) return fail(open_error("Snapshot table too large"));
-  if (h.nb_snapshots && h.snapshots_offset % cs) {
-    return fail(open_error("Snapshot table offset invalid"));
+  if (snapshots == SnapshotTableLimits::kRefuse) {
+    if (h.nb_snapshots > kMaxSnapshots) return fail(open_error("Snapshot table too large"));
+    if (h.nb_snapshots && h.snapshots_offset % cs) {
+      return fail(open_error("Snapshot table offset invalid"));
+    }
   }
   return h;
 }

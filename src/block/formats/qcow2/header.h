@@ -96,11 +96,16 @@ struct Header {
 // The 8 feature-table entries QEMU 7.2 writes (§4.3).
 std::vector<FeatureName> default_feature_names();
 
+// Whether parse_header() refuses a snapshot table that QEMU's open refuses (too many entries,
+// an unaligned offset). A check leaves that to the checker, which reports or repairs it.
+enum class SnapshotTableLimits : bool { kCheckedByCaller = false, kRefuse = true };
+
 // Parses and validates cluster 0 (`buf` holds at least min(file size, cluster size) bytes;
 // `len` is how many are valid). `file_size` bounds table offsets. Errors carry QEMU's open
 // messages (§18), e.g. "Image is not in qcow2 format". Feature checks that depend on what the
 // driver implements are left to the caller (see unsupported_features_message()).
-Result<Header> parse_header(const uint8_t* buf, std::size_t len);
+Result<Header> parse_header(const uint8_t* buf, std::size_t len,
+                            SnapshotTableLimits snapshots = SnapshotTableLimits::kRefuse);
 
 // "Unsupported qcow2 feature(s): ..." for the incompatible bits in `bits` (§2.3), using the
 // image's feature name table where it names them.

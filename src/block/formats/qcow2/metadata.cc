@@ -159,27 +159,35 @@ Task<Status> Qcow2Node::flush_metadata() {
     s = co_await file_->flush();
     if (!s) co_return s;
   }
-  std::vector<uint64_t> frees;
+  std::vector<PendingFree> frees;
   frees.swap(pending_frees_);
-  for (uint64_t e : frees) {
-    s = co_await release_entry(e);
+  for (const PendingFree& f : frees) {
+    s = co_await release_entry(f.entry, f.type);
     if (!s) co_return s;
   }
   co_return co_await refcounts_->write_dirty();
 }
 
-Task<Status> Qcow2Node::release_entry(uint64_t entry) {
-  const ClusterType type = cluster_type(entry);
-  if (has_host_cluster(type)) {
+Task<Status> Qcow2Node::release_entry(uint64_t entry, DiscardType type) {
+  std::vector<uint64_t> clusters;
+  host_clusters(entry, clusters);
+  for (uint64_t c : clusters) {
+    Result<uint64_t> rc = co_await refcounts_->get(c);
+    if (!rc) co_return fail(rc.error());
+    if (*rc == 0) co_return ok();  // never counted: nothing to release
+  }
+  const bool discard = type == DiscardType::kRequest ? pass_discard_request_ : pass_discard_other_;
+  const ClusterType ctype = cluster_type(entry);
+  if (has_host_cluster(ctype)) {
     co_await file_->debug_event(DebugEvent::kClusterFree);
     const uint64_t host = entry & kOffsetMask;
     Status s = co_await refcounts_->update(host / cs_, 1, -1);
     if (!s) co_return s;
-    if (flags_.discard == DiscardMode::kUnmap) {
+    if (discard) {
       Result<uint64_t> rc = co_await refcounts_->get(host / cs_);
       if (rc && *rc == 0) (void)co_await file_->discard(host, cs_);
     }
-  } else if (type == ClusterType::kCompressed) {
+  } else if (ctype == ClusterType::kCompressed) {
     const CompressedDescriptor d = decode_compressed(entry, header_.cluster_bits);
     const uint64_t first = d.first_cluster(cs_);
     Status s = co_await refcounts_->update(first, d.last_cluster(cs_) - first + 1, -1);

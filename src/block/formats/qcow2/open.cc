@@ -136,7 +136,7 @@ Result<CacheSettings> cache_settings(const CacheOptions& o, const Header& h) {
 }
 
 // Reads cluster 0 and parses it.
-Task<Result<Header>> read_header(BlockNode& file) {
+Task<Result<Header>> read_header(BlockNode& file, SnapshotTableLimits snapshots) {
   AlignedBuffer first(512, 4096);
   first.fill(0);
   const uint64_t len = file.length();
@@ -150,9 +150,9 @@ Task<Result<Header>> read_header(BlockNode& file) {
     AlignedBuffer cluster(n, 4096);
     s = co_await file.read(0, IoVec(cluster.data(), n));
     if (!s) co_return fail(s.error());
-    co_return parse_header(cluster.data(), std::min<uint64_t>(n, len));
+    co_return parse_header(cluster.data(), std::min<uint64_t>(n, len), snapshots);
   }
-  co_return parse_header(first.data(), std::min<uint64_t>(512, len));
+  co_return parse_header(first.data(), std::min<uint64_t>(512, len), snapshots);
 }
 
 Task<Result<NodePtr>> open_backing(OpenContext& ctx, std::string backing_file,
@@ -235,11 +235,16 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   // Runtime options (qemu-compat.md §5.4). The cache sizes depend on the header: read below.
   Result<CacheOptions> cache_options = take_cache_options(options);
   if (!cache_options) co_return fail(cache_options.error());
-  for (const char* key :
-       {"lazy-refcounts", "pass-discard-request", "pass-discard-snapshot", "pass-discard-other"}) {
+  for (const char* key : {"lazy-refcounts", "pass-discard-snapshot"}) {
     auto v = take_bool(options, key);
     if (!v) co_return fail(v.error());
   }
+  // Whether freed clusters are discarded in the file: for guest requests as the node's
+  // discard mode says, for the rest (COW) never, unless these say otherwise.
+  Result<std::optional<bool>> pass_discard_request = take_bool(options, "pass-discard-request");
+  if (!pass_discard_request) co_return fail(pass_discard_request.error());
+  Result<std::optional<bool>> pass_discard_other = take_bool(options, "pass-discard-other");
+  if (!pass_discard_other) co_return fail(pass_discard_other.error());
   // qblock's own options (block-semantics.md §5.2, §7): zero-cow=on|off|auto and
   // prealloc=on|off (a preallocate filter above the file of a writable image).
   Result<std::optional<std::string>> zero_cow_opt = take_string(options, "zero-cow");
@@ -279,7 +284,10 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   Result<NodePtr> file = co_await open_child(ctx, options, "file", "file");
   if (!file) co_return fail(file.error());
   NodePtr file_node = std::move(*file);
-  Result<Header> header = co_await read_header(*file_node);
+  // qemu-img check opens what its open refuses of the snapshot table, to report or repair it.
+  Result<Header> header =
+      co_await read_header(*file_node, ctx.flags.check ? SnapshotTableLimits::kCheckedByCaller
+                                                       : SnapshotTableLimits::kRefuse);
   if (!header) {
     (void)co_await file_node->close();
     co_return fail(header.error());
@@ -423,6 +431,9 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   // so only the data write remains. (Virtual disks often claim to rotate: virtio-blk does.)
   const bool preallocating = node->primary_child()->driver_name() == "preallocate";
   node->set_snapshot_table(snapshot_table);
+  node->set_discard_passthrough(
+      pass_discard_request->value_or(node->open_flags().discard == DiscardMode::kUnmap),
+      pass_discard_other->value_or(false));
   node->set_zero_cow(zero_cow == "on" ||
                      (zero_cow == "auto" && (preallocating || !on_rotational_storage(image_name))));
   // check_image() reads the tables itself, whatever state they are in.

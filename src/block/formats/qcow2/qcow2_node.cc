@@ -13,6 +13,7 @@ Qcow2Node::Qcow2Node(EventLoop& loop, NodePtr file, Header header, const CacheSe
       l2_cache_(*file, cs_, cache.l2_entry_bytes, cache.l2_cache_bytes / cache.l2_entry_bytes),
       clean_interval_(std::chrono::seconds(cache.clean_interval_seconds)) {
   flags_ = file->open_flags();
+  pass_discard_request_ = flags_.discard == DiscardMode::kUnmap;
   add_child(ChildRole::kFile, "file", std::move(file));
   file_ = primary_child();
   replace_refcounts();

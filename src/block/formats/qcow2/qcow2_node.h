@@ -46,6 +46,13 @@ class Qcow2Node : public BlockNode {
   // block-semantics.md §5.2: zero the COW regions of a new allocation with one ALLOCATE
   // write-zeroes instead of writing zero buffers.
   void set_zero_cow(bool on) { zero_cow_ = on; }
+  // QEMU's pass-discard-request (default: the node was opened with discard=unmap) and
+  // pass-discard-other (default off): whether a cluster freed by a guest discard or
+  // write-zeroes, or by anything else (a COW replacing it), is discarded in the file.
+  void set_discard_passthrough(bool request, bool other) {
+    pass_discard_request_ = request;
+    pass_discard_other_ = other;
+  }
   // The snapshot table read at open: its place and the snapshots' L1 tables join the
   // structures the overlap checks protect.
   void set_snapshot_table(const SnapshotTable& table);
@@ -75,6 +82,13 @@ class Qcow2Node : public BlockNode {
 
  private:
   enum class ForWrite : bool { kNo = false, kYes = true };
+  // Why a cluster is freed, as QEMU's discard types: kRequest for a guest discard or
+  // write-zeroes, kOther for a COW (or anything else) replacing it.
+  enum class DiscardType : unsigned char { kRequest, kOther };
+  struct PendingFree {
+    uint64_t entry;
+    DiscardType type;
+  };
   // A run of clusters with the same treatment, from a requested offset.
   struct Mapping {
     ClusterType type;
@@ -123,12 +137,18 @@ class Qcow2Node : public BlockNode {
   // stable, then L2 slices, stable, then the deferred frees (R5), then their refcounts.
   Task<Status> flush_metadata();
   // Drops the reference `entry` held; applied after the L2 change is stable (§17 R5).
-  void queue_free(uint64_t entry) { pending_frees_.push_back(entry); }
+  void queue_free(uint64_t entry, DiscardType type) { pending_frees_.push_back({entry, type}); }
   // queue_free() for the data cluster (or compressed span) an L2 entry gave up, unless it
-  // overlaps metadata or the clusters [keep, keep + keep_bytes) just linked in its place: a
-  // damaged entry's cluster stays allocated (leaked) rather than freed under a live structure.
-  void queue_data_free(uint64_t entry, uint64_t keep = 0, uint64_t keep_bytes = 0);
-  Task<Status> release_entry(uint64_t entry);
+  // overlaps metadata or the clusters [keep, keep + keep_bytes) just linked in its place, or
+  // its refcount is already 0: a damaged entry's cluster stays allocated (leaked) rather than
+  // freed under a live structure, and a cluster the refcounts never counted for the entry
+  // (so that it may be handed out again before the free is applied) is left alone.
+  Task<Status> queue_data_free(uint64_t entry, DiscardType type, uint64_t keep = 0,
+                               uint64_t keep_bytes = 0);
+  // Applies a queued free. A reference whose cluster's refcount is already 0 (a damaged
+  // entry) releases nothing. The freed cluster is discarded in the file only as QEMU's
+  // pass-discard-* options say for `type`.
+  Task<Status> release_entry(uint64_t entry, DiscardType type);
   Task<Status> write_header();
   // Host clusters of `entry` (data cluster or compressed span) appended to `out`.
   void host_clusters(uint64_t entry, std::vector<uint64_t>& out) const;
@@ -148,8 +168,11 @@ class Qcow2Node : public BlockNode {
   Task<Status> refuse_metadata_overlap(uint64_t offset, uint64_t bytes, uint64_t self = 0,
                                        const char* ignore = nullptr);
   // Refuses (as a fatal corruption event) a write of existing metadata or data at `offset`
-  // that overlaps other metadata or lies past the end of the file (a damaged pointer).
-  Task<Status> guard_existing(uint64_t offset, uint64_t bytes, uint64_t self, const char* ignore);
+  // that overlaps other metadata or lies past the end of the file (a damaged pointer), unless,
+  // with PastEof::kIfAllocated, the clusters past the end all have a refcount (a truncated file).
+  enum class PastEof : bool { kRefuse, kIfAllocated };
+  Task<Status> guard_existing(uint64_t offset, uint64_t bytes, uint64_t self, const char* ignore,
+                              PastEof past_eof = PastEof::kRefuse);
   // §12: reports a corruption event. On a writable image a fatal one sets the corrupt bit
   // and makes the node refuse further I/O. Returns the EIO the request fails with.
   Task<Error> corruption(std::string reason, bool fatal = true);
@@ -227,12 +250,14 @@ class Qcow2Node : public BlockNode {
   std::size_t refcount_cache_blocks_;
   std::vector<uint64_t> l1_;
   L2Cache l2_cache_;
-  std::vector<uint64_t> pending_frees_;  // L2 entries whose clusters are released at flush
-  std::vector<FenceRange*> inflight_;    // allocations between allocation and L2 link
-  std::set<uint64_t> l2_offsets_;        // host offsets of the active L2 tables (overlap checks)
-  uint64_t snapshot_table_bytes_ = 0;    // the snapshot table at header_.snapshots_offset
+  std::vector<PendingFree> pending_frees_;  // L2 entries whose clusters are released at flush
+  std::vector<FenceRange*> inflight_;       // allocations between allocation and L2 link
+  std::set<uint64_t> l2_offsets_;           // host offsets of the active L2 tables (overlap checks)
+  uint64_t snapshot_table_bytes_ = 0;       // the snapshot table at header_.snapshots_offset
   std::vector<std::pair<uint64_t, uint64_t>> inactive_l1_;  // snapshots' L1 tables: offset, bytes
   bool zero_cow_ = true;
+  bool pass_discard_request_ = false;
+  bool pass_discard_other_ = false;
   uint64_t compressed_end_ = 0;  // where the next compressed data may go (0: a fresh cluster)
   bool broken_ = false;          // a fatal corruption event happened: refuse all I/O
   bool corruption_reported_ = false;

@@ -137,7 +137,7 @@ Task<Status> Qcow2Node::shrink(uint64_t size) {
       std::vector<uint64_t>& entries = (*slice)->entries;
       for (uint64_t i = first; i < entries.size(); ++i) {
         if (entry_references_host(entries[i])) {
-          queue_free(entries[i]);
+          queue_free(entries[i], DiscardType::kRequest);  // punched below in any case
           host_clusters(entries[i], freed);
         }
         entries[i] = 0;
@@ -187,7 +187,7 @@ Task<Status> Qcow2Node::shrink(uint64_t size) {
     if (!s) co_return s;
   }
   for (uint64_t e : dropped_refs) {
-    queue_free(e);
+    queue_free(e, DiscardType::kRequest);
     host_clusters(e, freed);
   }
   Status s = co_await flush_metadata();

@@ -3,7 +3,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "base/byte_order.h"
 #include "block/formats/qcow2/metadata_read.h"
@@ -11,11 +13,6 @@
 namespace qblock::qcow2 {
 
 namespace {
-
-// QEMU's limits on the table (qcow2-format.md §8.1): extra data per entry, and the bytes the
-// whole table may take.
-constexpr uint32_t kMaxExtraDataBytes = 1024;
-constexpr uint64_t kMaxTableBytes = uint64_t{1024} * kMaxSnapshots;
 
 // A name as QEMU sees it: a C string, so it ends at the first NUL.
 std::string c_string(const uint8_t* data, std::size_t len) {
@@ -28,13 +25,18 @@ Error too_big(std::string message, std::string hint) {
   return Error::with_message(EFBIG, std::move(message) + "\n" + std::move(hint));
 }
 
+// The fixed part of an entry (§8.1) and the extra data QEMU knows.
+constexpr std::size_t kEntryHeaderBytes = 40;
+constexpr std::size_t kKnownExtraDataBytes = 24;
+
 }  // namespace
 
-Task<Result<SnapshotTable>> read_snapshot_table(BlockNode& file, const Header& header) {
+Task<Result<SnapshotTable>> read_snapshot_table(BlockNode& file, const Header& header,
+                                                SnapshotRepair repair) {
   SnapshotTable table;
   uint64_t pos = header.snapshots_offset;
   for (uint32_t n = 0; n < header.nb_snapshots; ++n) {
-    std::vector<uint8_t> fixed(40);
+    std::vector<uint8_t> fixed(kEntryHeaderBytes);
     Status s = co_await read_zero_padded(file, pos, fixed);
     if (!s) co_return fail(s.error());
     Snapshot snap;
@@ -47,33 +49,81 @@ Task<Result<SnapshotTable>> read_snapshot_table(BlockNode& file, const Header& h
     snap.vm_clock_nsec = load_be64(&fixed[24]);
     snap.vm_state_size = load_be32(&fixed[32]);
     const uint32_t extra_len = load_be32(&fixed[36]);
-    if (extra_len > kMaxExtraDataBytes) {
-      co_return fail(
-          too_big(fmt::format("Too much extra metadata in snapshot table entry {}", n),
-                  "You can force-remove this extra metadata with qemu-img check -r all"));
+    uint32_t kept = extra_len;
+    if (extra_len > kMaxSnapshotExtraDataBytes) {
+      if (repair == SnapshotRepair::kNo) {
+        co_return fail(
+            too_big(fmt::format("Too much extra metadata in snapshot table entry {}", n),
+                    "You can force-remove this extra metadata with qemu-img check -r all"));
+      }
+      // The repair keeps the first 1 KiB; the entry still takes its declared length.
+      kept = kMaxSnapshotExtraDataBytes;
+      table.extra_data_cut.emplace_back(n, extra_len);
     }
-    std::vector<uint8_t> rest(uint64_t{extra_len} + id_len + name_len);
-    s = co_await read_zero_padded(file, pos + 40, rest);
+    snap.extra_data.resize(kept);
+    s = co_await read_zero_padded(file, pos + kEntryHeaderBytes, snap.extra_data);
     if (!s) co_return fail(s.error());
-    snap.extra_data.assign(rest.begin(), rest.begin() + extra_len);
-    if (extra_len >= 8) snap.vm_state_size = load_be64(&rest[0]);
-    if (extra_len >= 24 && load_be64(&rest[16]) != ~uint64_t{0}) {
-      snap.icount = load_be64(&rest[16]);
+    std::vector<uint8_t> names(std::size_t{id_len} + name_len);
+    const uint64_t names_pos = pos + kEntryHeaderBytes + extra_len;
+    s = co_await read_zero_padded(file, names_pos, names);
+    if (!s) co_return fail(s.error());
+    if (kept >= 8) snap.vm_state_size = load_be64(&snap.extra_data[0]);
+    if (kept >= kKnownExtraDataBytes && load_be64(&snap.extra_data[16]) != ~uint64_t{0}) {
+      snap.icount = load_be64(&snap.extra_data[16]);
     }
-    snap.id = c_string(rest.data() + extra_len, id_len);
-    snap.name = c_string(rest.data() + extra_len + id_len, name_len);
-    if (pos + 40 + rest.size() - header.snapshots_offset > kMaxTableBytes) {
-      co_return fail(too_big(
-          "Snapshot table is too big",
-          fmt::format(
-              "You can force-remove all {} overhanging snapshots with qemu-img check -r all",
-              header.nb_snapshots - n)));
+    snap.id = c_string(names.data(), id_len);
+    snap.name = c_string(names.data() + id_len, name_len);
+    const uint64_t end = names_pos + names.size();
+    if (end - header.snapshots_offset > kMaxSnapshotTableBytes) {
+      if (repair == SnapshotRepair::kNo) {
+        co_return fail(too_big(
+            "Snapshot table is too big",
+            fmt::format(
+                "You can force-remove all {} overhanging snapshots with qemu-img check -r all",
+                header.nb_snapshots - n)));
+      }
+      table.overhanging = header.nb_snapshots - n;
+      break;
     }
-    pos += (40 + rest.size() + 7) / 8 * 8;
+    pos = (end + 7) / 8 * 8;
     table.snapshots.push_back(std::move(snap));
   }
   table.bytes = pos - header.snapshots_offset;
   co_return table;
+}
+
+std::vector<uint8_t> encode_snapshot_table(const std::vector<Snapshot>& snapshots,
+                                           uint64_t disk_size) {
+  std::vector<uint8_t> out;
+  for (const Snapshot& snap : snapshots) {
+    const std::size_t extra_len = std::max(kKnownExtraDataBytes, snap.extra_data.size());
+    const std::size_t len = kEntryHeaderBytes + extra_len + snap.id.size() + snap.name.size();
+    const std::size_t at = out.size();
+    out.resize(at + (len + 7) / 8 * 8, 0);
+    uint8_t* e = out.data() + at;
+    store_be64(e, snap.l1_table_offset);
+    store_be32(e + 8, snap.l1_size);
+    store_be16(e + 12, static_cast<uint16_t>(snap.id.size()));
+    store_be16(e + 14, static_cast<uint16_t>(snap.name.size()));
+    store_be32(e + 16, snap.date_sec);
+    store_be32(e + 20, snap.date_nsec);
+    store_be64(e + 24, snap.vm_clock_nsec);
+    const bool fits = snap.vm_state_size <= std::numeric_limits<uint32_t>::max();
+    store_be32(e + 32, fits ? static_cast<uint32_t>(snap.vm_state_size) : 0);
+    store_be32(e + 36, static_cast<uint32_t>(extra_len));
+    uint8_t* extra = e + kEntryHeaderBytes;
+    store_be64(extra, snap.vm_state_size);
+    store_be64(extra + 8,
+               snap.extra_data.size() >= 16 ? load_be64(&snap.extra_data[8]) : disk_size);
+    store_be64(extra + 16, snap.icount.value_or(~uint64_t{0}));
+    if (snap.extra_data.size() > kKnownExtraDataBytes) {
+      std::memcpy(extra + kKnownExtraDataBytes, snap.extra_data.data() + kKnownExtraDataBytes,
+                  snap.extra_data.size() - kKnownExtraDataBytes);
+    }
+    std::memcpy(extra + extra_len, snap.id.data(), snap.id.size());
+    std::memcpy(extra + extra_len + snap.id.size(), snap.name.data(), snap.name.size());
+  }
+  return out;
 }
 
 }  // namespace qblock::qcow2

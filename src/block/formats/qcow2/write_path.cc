@@ -111,7 +111,8 @@ Task<Result<uint64_t>> Qcow2Node::write_step(uint64_t guest, IoVec data, AsyncMu
 
 Task<Result<uint64_t>> Qcow2Node::write_in_place(uint64_t guest, IoVec data, WriteInPlace step,
                                                  AsyncMutex::Guard guard) {
-  if (Status g = co_await guard_existing(step.host, step.bytes, 0, nullptr); !g) {
+  Task<Status> checked = guard_existing(step.host, step.bytes, 0, nullptr, PastEof::kIfAllocated);
+  if (Status g = co_await std::move(checked); !g) {
     co_return fail(g.error());
   }
   IoVec part = data.slice(0, step.bytes);
@@ -293,8 +294,11 @@ Task<Status> Qcow2Node::link_allocation(const Allocate& step, uint64_t granted, 
   Status s = co_await update_l2_entries(slice, first, granted);
   if (!s) co_return s;
   if (!step.reuse_zero_cluster) {
+    // As QEMU's pass-discard-other=off: the replaced clusters are not discarded.
     for (uint64_t e : old) {
-      if (entry_references_host(e)) queue_data_free(e, host, granted * cs_);
+      if (!entry_references_host(e)) continue;
+      s = co_await queue_data_free(e, DiscardType::kOther, host, granted * cs_);
+      if (!s) co_return s;
     }
   }
   fence.linked = true;

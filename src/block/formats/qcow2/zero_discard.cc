@@ -51,7 +51,10 @@ Task<Status> Qcow2Node::zero_clusters(uint64_t start, uint64_t end, RequestFlags
     }
     Status s = co_await update_l2_entries(**slice, first, count);
     if (!s) co_return s;
-    for (uint64_t e : to_free) queue_data_free(e);
+    for (uint64_t e : to_free) {
+      s = co_await queue_data_free(e, DiscardType::kRequest);
+      if (!s) co_return s;
+    }
     pos += count * cs_;
   }
   co_return ok();
@@ -88,7 +91,10 @@ Task<Status> Qcow2Node::do_discard(uint64_t offset, uint64_t bytes) {
     }
     Status s = co_await update_l2_entries(**slice, first, count);
     if (!s) co_return s;
-    for (uint64_t e : to_free) queue_data_free(e);
+    for (uint64_t e : to_free) {
+      s = co_await queue_data_free(e, DiscardType::kRequest);
+      if (!s) co_return s;
+    }
     pos += count * cs_;
   }
   co_return ok();
