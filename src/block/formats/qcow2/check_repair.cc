@@ -64,15 +64,16 @@ Task<void> Checker::check_copied_flags() {
   const bool repair = (fix_ & kFixErrors) || ((fix_ & kFixLeaks) && !res_.check_errors &&
                                               !res_.corruptions && !res_.leaks);
   const Header& h = t_.header;
-  if (h.l1_size == 0) co_return;
-  std::vector<uint8_t> l1(uint64_t{h.l1_size} * 8);
+  const uint64_t l1_entries = entries_in_file(h.l1_table_offset, h.l1_size);
+  if (l1_entries == 0) co_return;
+  std::vector<uint8_t> l1(l1_entries * 8);
   Status s = co_await read_at(h.l1_table_offset, l1.data(), l1.size());
   if (!s) {
     ++res_.check_errors;
     co_return;
   }
   bool l1_dirty = false;
-  for (uint64_t i = 0; i < h.l1_size; ++i) {
+  for (uint64_t i = 0; i < l1_entries; ++i) {
     uint64_t l1_entry = load_be64(&l1[i * 8]);
     const uint64_t l2_offset = l1_entry & kOffsetMask;
     if (l2_offset == 0) continue;
@@ -90,15 +91,18 @@ Task<void> Checker::check_copied_flags() {
         ++res_.corruptions;
       }
     }
-    std::vector<uint8_t> l2(cs_);
-    s = co_await read_at(l2_offset, l2.data(), cs_);
+    const uint64_t l2_entries = entries_in_file(l2_offset, cs_ / 8);
+    if (l2_entries == 0) continue;
+    std::vector<uint8_t>& l2 = l2_buf_;
+    l2.resize(l2_entries * 8);
+    s = co_await read_at(l2_offset, l2.data(), l2.size());
     if (!s) {
       diag("ERROR: Could not read L2 table: {}", s.error().errno_text());
       ++res_.check_errors;
       continue;
     }
     bool l2_dirty = false;
-    for (uint64_t j = 0; j < cs_ / 8; ++j) {
+    for (uint64_t j = 0; j < l2_entries; ++j) {
       uint64_t entry = load_be64(&l2[j * 8]);
       if ((entry & kCompressedFlag) || (entry & kOffsetMask) == 0) continue;
       Result<uint64_t> data_rc = co_await stored((entry & kOffsetMask) >> bits_);
@@ -117,7 +121,7 @@ Task<void> Checker::check_copied_flags() {
       }
     }
     if (l2_dirty) {
-      Status w = co_await write_at(l2_offset, l2.data(), cs_);
+      Status w = co_await write_at(l2_offset, l2.data(), l2.size());
       if (!w) {
         diag("ERROR: Could not write L2 table: {}", w.error().errno_text());
         ++res_.check_errors;

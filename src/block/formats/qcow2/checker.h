@@ -49,6 +49,10 @@ class Checker {
   // ---- I/O on the image file ----
   Task<Status> read_at(uint64_t offset, uint8_t* buf, uint64_t len);
   Task<Status> write_at(uint64_t offset, const uint8_t* buf, uint64_t len);
+  // How many of the `count` 8-byte entries of a table at `offset` start inside the file; the
+  // others read as zeros (unused entries), so the walks stop there instead of reading and
+  // scanning zeros that a damaged offset or size made up (check.cc).
+  uint64_t entries_in_file(uint64_t offset, uint64_t count) const;
   Task<Error> corruption(std::string reason);
 
   // ---- the references the image holds (the in-memory refcount table) ----
@@ -85,6 +89,9 @@ class Checker {
 
   CheckResult res_;
   std::vector<uint32_t> refs_;  // references found, by host cluster
+  // The L2 table being walked; one buffer for all of them (a damaged L1 table can name the
+  // same tables thousands of times).
+  std::vector<uint8_t> l2_buf_;
   uint64_t nb_clusters_ = 0;    // clusters compared: those inside the file (or counted)
   bool rebuild_ = false;
   bool have_previous_data_ = false;
