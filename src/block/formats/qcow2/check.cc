@@ -186,8 +186,10 @@ Task<void> Checker::count_l1(uint64_t l1_offset, uint64_t l1_size, bool active) 
       diag("ERROR found L1 entry with reserved bits set: {:x}", entry);
       ++res_.corruptions;
     }
+    // As QEMU: only an entry that is all zeros is unused. One with just flag or reserved bits
+    // names an L2 table at offset 0, which is then counted and walked (the header).
+    if (entry == 0) continue;
     const uint64_t l2_offset = entry & kOffsetMask;
-    if (l2_offset == 0) continue;
     count(l2_offset, cs_);
     if (l2_offset % cs_) {
       diag("ERROR l2_offset={:x}: Table is not cluster aligned; L1 entry corrupted", l2_offset);
