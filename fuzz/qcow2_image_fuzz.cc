@@ -1,6 +1,6 @@
 // Fuzz target for the qcow2 driver: the input is a qcow2 image of at most 4 MiB, held in memory
-// by a protocol node of this file (the top of a graph qcow2 -> image, with a memory backing
-// node when the header names a backing file). Each input goes through what qemu-img and
+// by a protocol node of this file (the graph is qcow2 over that node, with a null backing node
+// when the header names a backing file). Each input goes through what qemu-img and
 // qemu-io do to an image: info, a read-only open with block status and reads, check, a
 // read-write open with writes (misaligned too), write-zeroes, discard, a compressed write and
 // a flush, check again, and check -r all on a fresh copy. Built as a libFuzzer target with
@@ -148,7 +148,7 @@ Fixture& fixture() {
 // How an input's image is opened; the variations are taken from the input's length, so that
 // one input always runs the same way.
 struct Variant {
-  bool backing = false;         // the header names a backing file: give it a memory node
+  bool backing = false;         // the header names a backing file: give it a null node
   bool small_l2_cache = false;  // l2-cache-size below the disk's needs: 4 KiB L2 slices
   bool zero_cow = true;
 };
