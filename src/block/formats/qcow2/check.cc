@@ -195,6 +195,10 @@ Task<void> Checker::count_l1(uint64_t l1_offset, uint64_t l1_size, bool active) 
       diag("ERROR l2_offset={:x}: Table is not cluster aligned; L1 entry corrupted", l2_offset);
       ++res_.corruptions;
     }
+    if (entries_in_file(l2_offset, cs_ / 8) == 0) {
+      have_previous_data_ = false;  // what count_l2 would do with a table of zeros
+      continue;
+    }
     co_await count_l2(l2_offset, active);
   }
 }

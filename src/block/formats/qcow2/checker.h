@@ -8,6 +8,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "block/formats/qcow2/check.h"
@@ -17,10 +18,15 @@
 namespace qblock::qcow2::check_internal {
 
 // One diagnostic line (a finding or a repair step), through the message sink: by default on
-// stderr after flushing stdout, so merged output keeps its order.
+// stderr after flushing stdout, so merged output keeps its order. A damaged image can make a
+// check report millions of lines, one per bogus entry: they are formatted on the stack, and
+// not at all while messages are discarded.
 template <typename... Args>
 void diag(fmt::format_string<Args...> format, Args&&... args) {
-  emit_message(MessageLevel::kWarning, fmt::format(format, std::forward<Args>(args)...));
+  if (messages_discarded()) return;
+  fmt::basic_memory_buffer<char, 256> line;
+  fmt::format_to(fmt::appender(line), format, std::forward<Args>(args)...);
+  emit_message(MessageLevel::kWarning, std::string_view(line.data(), line.size()));
 }
 
 // printf's "%#x": no prefix for zero.
@@ -92,7 +98,7 @@ class Checker {
   // The L2 table being walked; one buffer for all of them (a damaged L1 table can name the
   // same tables thousands of times).
   std::vector<uint8_t> l2_buf_;
-  uint64_t nb_clusters_ = 0;    // clusters compared: those inside the file (or counted)
+  uint64_t nb_clusters_ = 0;  // clusters compared: those inside the file (or counted)
   bool rebuild_ = false;
   bool have_previous_data_ = false;
   uint64_t next_contiguous_ = 0;
