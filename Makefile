@@ -64,7 +64,7 @@ FUZZ_RUNS ?=
 FUZZ_SECONDS ?= $(if $(FUZZ_RUNS),0,60)
 FUZZ_TARGETS ?= $(sort $(basename $(notdir $(wildcard fuzz/*_fuzz.cc))))
 FUZZ_MAX_LEN_nbd_server_fuzz = 65536
-FUZZ_MAX_LEN_qcow2_image_fuzz = 4194304
+FUZZ_MAX_LEN_qcow2_image_fuzz = 1048576
 FUZZ_DICT_qcow2_image_fuzz = fuzz/qcow2.dict
 FUZZ_SEEDS_qcow2_image_fuzz = build/fuzz/seeds/qcow2_bad_input
 
