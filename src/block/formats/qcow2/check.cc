@@ -389,6 +389,17 @@ Task<Result<uint64_t>> Checker::stored(uint64_t cluster) {
                                 cluster % entries_per_block_);
 }
 
+std::optional<uint64_t> Checker::stored_if_cached(uint64_t cluster) const {
+  const uint64_t t = cluster / entries_per_block_;
+  if (t >= reftable_.size()) return 0;
+  const uint64_t offset = reftable_[t] & kRefTableOffsetMask;
+  if (offset == 0) return 0;
+  if (offset % cs_) return std::nullopt;
+  auto it = blocks_.find(t);
+  if (it == blocks_.end()) return std::nullopt;
+  return read_refcount_entry(it->second.data.data(), refcount_bits_, cluster % entries_per_block_);
+}
+
 // REQUIRES: stored(cluster) succeeded (its block is cached).
 Task<Status> Checker::set_stored(uint64_t cluster, uint64_t value) {
   auto it = blocks_.find(cluster / entries_per_block_);

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -76,6 +77,9 @@ class Checker {
   // ---- the stored refcounts ----
   Task<Status> load_reftable();
   Task<Result<uint64_t>> stored(uint64_t cluster);
+  // What stored() returns when that needs no I/O (the cluster's block is absent or already
+  // read); nullopt when it does, or when stored() would report a damaged table entry.
+  std::optional<uint64_t> stored_if_cached(uint64_t cluster) const;
   Task<Status> set_stored(uint64_t cluster, uint64_t value);
   Task<Status> write_stored_blocks();
 
