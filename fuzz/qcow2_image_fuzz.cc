@@ -57,64 +57,79 @@ constexpr int kMaxStatusCalls = 64;
 // backing file.
 constexpr uint64_t kBackingBytes = 8 << 20;
 
-// The image file: a protocol node over bytes the caller owns, so they survive the node and
-// the next open of the same image sees what the previous one wrote. Reads past the end
-// return zeros and writes past it extend the file, as with a file; discard punches a hole.
+// The contents of the image file, owned by the caller so that they survive the node and the
+// next open of the same image sees what the previous one wrote. The file is `length` bytes
+// long; only a prefix is held in memory (`data`), the rest reads as zeros, as a sparse file
+// does, so that growing the file costs nothing until it is written.
+struct FileContents {
+  std::vector<uint8_t> data;  // invariant: data.size() <= length
+  uint64_t length = 0;
+
+  void assign(const uint8_t* bytes, std::size_t size) {
+    data.assign(bytes, bytes + size);
+    length = size;
+  }
+};
+
+// The image file's node. Reads past the end return zeros and writes past it extend the file,
+// as with a file; discard punches a hole.
 class ImageFile final : public BlockNode {
  public:
-  ImageFile(qblock::EventLoop& loop, std::vector<uint8_t>* bytes)
-      : BlockNode(loop, "fuzz-image", qblock::NodeKind::kProtocol), bytes_(bytes) {
+  ImageFile(qblock::EventLoop& loop, FileContents* file)
+      : BlockNode(loop, "fuzz-image", qblock::NodeKind::kProtocol), file_(file) {
     supported_zero_flags_ = RequestFlag::kMayUnmap | RequestFlag::kNoFallback;
   }
 
-  uint64_t length() const override { return bytes_->size(); }
+  uint64_t length() const override { return file_->length; }
 
  protected:
   Task<Status> do_read(uint64_t offset, IoVec qiov, RequestFlags) override {
-    const uint64_t size = bytes_->size();
-    const uint64_t avail = offset < size ? std::min<uint64_t>(qiov.size(), size - offset) : 0;
-    if (avail) qiov.copy_from(0, bytes_->data() + offset, avail);
+    const uint64_t held = file_->data.size();
+    const uint64_t avail = offset < held ? std::min<uint64_t>(qiov.size(), held - offset) : 0;
+    if (avail) qiov.copy_from(0, file_->data.data() + offset, avail);
     if (avail < qiov.size()) qiov.memset(avail, 0, qiov.size() - avail);
     co_return qblock::ok();
   }
   Task<Status> do_write(uint64_t offset, IoVec qiov, RequestFlags) override {
-    Status grown = grow_to(offset + qiov.size());
-    if (!grown) co_return grown;
-    qiov.copy_to(0, bytes_->data() + offset, qiov.size());
+    const uint64_t end = offset + qiov.size();
+    if (end > kMaxFileBytes) co_return qblock::fail(Error::from_errno(EFBIG));
+    if (end > file_->data.size()) file_->data.resize(end, 0);
+    qiov.copy_to(0, file_->data.data() + offset, qiov.size());
+    file_->length = std::max(file_->length, end);
     co_return qblock::ok();
   }
   Task<Status> do_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags) override {
-    Status grown = grow_to(offset + bytes);
-    if (!grown) co_return grown;
-    std::fill_n(bytes_->begin() + static_cast<std::ptrdiff_t>(offset), bytes, 0);
+    const uint64_t end = offset + bytes;
+    if (end > kMaxFileBytes) co_return qblock::fail(Error::from_errno(EFBIG));
+    zero_held(offset, bytes);
+    file_->length = std::max(file_->length, end);
     co_return qblock::ok();
   }
   Task<Status> do_discard(uint64_t offset, uint64_t bytes) override {
-    const uint64_t size = bytes_->size();
-    if (offset < size) {
-      std::fill_n(bytes_->begin() + static_cast<std::ptrdiff_t>(offset),
-                  std::min(bytes, size - offset), 0);
-    }
+    zero_held(offset, bytes);
     co_return qblock::ok();
   }
   Task<Status> do_truncate(uint64_t size, qblock::PreallocMode, qblock::Exact) override {
     if (size > kMaxFileBytes) co_return qblock::fail(Error::from_errno(EFBIG));
-    bytes_->resize(size, 0);
+    if (size < file_->data.size()) file_->data.resize(size);
+    file_->length = size;
     co_return qblock::ok();
   }
 
  private:
-  Status grow_to(uint64_t end) {
-    if (end > kMaxFileBytes) return qblock::fail(Error::from_errno(EFBIG));
-    if (end > bytes_->size()) bytes_->resize(end, 0);
-    return qblock::ok();
+  // Zeros what is held of [offset, offset + bytes); the rest reads as zeros already.
+  void zero_held(uint64_t offset, uint64_t bytes) {
+    const uint64_t held = file_->data.size();
+    if (offset >= held) return;
+    std::fill_n(file_->data.begin() + static_cast<std::ptrdiff_t>(offset),
+                std::min(bytes, held - offset), 0);
   }
 
-  std::vector<uint8_t>* bytes_;
+  FileContents* file_;
 };
 
-// The bytes the next "fuzz-image" node opens on. Set around each open.
-std::vector<uint8_t>* g_image = nullptr;
+// The file the next "fuzz-image" node opens on. Set around each open.
+FileContents* g_image = nullptr;
 
 Task<Result<NodePtr>> open_image_file(qblock::OpenContext& ctx, Options&) {
   if (!g_image) co_return qblock::fail(Error::invalid("no fuzz image"));
@@ -126,8 +141,8 @@ Task<Result<NodePtr>> open_image_file(qblock::OpenContext& ctx, Options&) {
 struct Fixture {
   std::unique_ptr<qblock::EventLoop> loop;
   bool verbose = false;
-  std::vector<uint8_t> image;  // the image file of the current input
-  std::vector<uint8_t> buf;    // guest data read and written
+  FileContents image;        // the image file of the current input
+  std::vector<uint8_t> buf;  // guest data read and written
 };
 
 Fixture& fixture() {
@@ -190,7 +205,7 @@ qblock::BackendOptions backend_options(const Variant& v, bool read_only, bool ch
 }
 
 Task<Result<std::unique_ptr<BlockBackend>>> open_backend(qblock::EventLoop* loop,
-                                                         std::vector<uint8_t>* image, Variant v,
+                                                         FileContents* image, Variant v,
                                                          bool read_only, bool check) {
   g_image = image;
   Task<Result<std::unique_ptr<BlockBackend>>> open =
@@ -201,7 +216,7 @@ Task<Result<std::unique_ptr<BlockBackend>>> open_backend(qblock::EventLoop* loop
 }
 
 // qemu-img info: the metadata alone, from the file node.
-Task<void> describe(qblock::EventLoop* loop, std::vector<uint8_t>* image) {
+Task<void> describe(qblock::EventLoop* loop, FileContents* image) {
   ImageFile file(*loop, image);
   Task<Result<qblock::ImageInfo>> info = qblock::read_image_info(file, "");
   Result<qblock::ImageInfo> described = co_await std::move(info);
@@ -318,7 +333,7 @@ Task<void> check_pass(BlockBackend* backend, unsigned repair) {
 enum class Pass { kRead, kWrite, kCheck, kRepair };
 
 // Opens `image` as the pass needs, runs it and closes the image.
-Task<void> run_pass(qblock::EventLoop* loop, std::vector<uint8_t>* image, Variant v, Pass pass) {
+Task<void> run_pass(qblock::EventLoop* loop, FileContents* image, Variant v, Pass pass) {
   const bool read_only = pass == Pass::kRead || pass == Pass::kCheck;
   const bool check = pass == Pass::kCheck || pass == Pass::kRepair;
   Task<Result<std::unique_ptr<BlockBackend>>> open = open_backend(loop, image, v, read_only, check);
@@ -356,7 +371,7 @@ Task<void> run_pass(qblock::EventLoop* loop, std::vector<uint8_t>* image, Varian
   (void)closed;
 }
 
-void run(Fixture& fx, std::vector<uint8_t>* image, Variant v, Pass pass) {
+void run(Fixture& fx, FileContents* image, Variant v, Pass pass) {
   const auto start = std::chrono::steady_clock::now();
   qblock::run_sync(*fx.loop, run_pass(fx.loop.get(), image, v, pass));
   while (fx.loop->in_flight() > 0) fx.loop->run_once(true);
@@ -374,15 +389,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   if (size > kMaxInputBytes) return -1;
   Fixture& fx = fixture();
   const Variant v = variant_of(data, size);
-  std::vector<uint8_t>& image = fx.image;
-  image.assign(data, data + size);
+  FileContents& image = fx.image;
+  image.assign(data, size);
   qblock::run_sync(*fx.loop, describe(fx.loop.get(), &image));
   run(fx, &image, v, Pass::kRead);
   run(fx, &image, v, Pass::kCheck);
   run(fx, &image, v, Pass::kWrite);
   run(fx, &image, v, Pass::kCheck);
   // check -r all on the image as it came, not as the writes left it.
-  image.assign(data, data + size);
+  image.assign(data, size);
   run(fx, &image, v, Pass::kRepair);
   return 0;
 }
