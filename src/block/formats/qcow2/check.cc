@@ -173,7 +173,8 @@ Task<void> Checker::count_l1(uint64_t l1_offset, uint64_t l1_size, bool active) 
   count(l1_offset, l1_size * 8);
   const uint64_t entries = entries_in_file(l1_offset, l1_size);
   if (entries == 0) co_return;
-  std::vector<uint8_t> raw(entries * 8);
+  std::vector<uint8_t>& raw = l1_buf_;
+  raw.resize(entries * 8);
   Status s = co_await read_at(l1_offset, raw.data(), raw.size());
   if (!s) {
     diag("ERROR: I/O error in check_refcounts_l1");

@@ -99,8 +99,9 @@ class Checker {
 
   CheckResult res_;
   std::vector<uint32_t> refs_;  // references found, by host cluster
-  // The L2 table being walked; one buffer for all of them (a damaged L1 table can name the
-  // same tables thousands of times).
+  // The L1 and L2 tables being walked: one buffer for all of each (a damaged image can name
+  // the same tables thousands of times).
+  std::vector<uint8_t> l1_buf_;
   std::vector<uint8_t> l2_buf_;
   uint64_t nb_clusters_ = 0;  // clusters compared: those inside the file (or counted)
   bool rebuild_ = false;
