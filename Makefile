@@ -52,15 +52,40 @@ bench-nbd: build
 bench-l2-cache: build
 	bash bench/l2_cache.sh
 
-# libFuzzer on the NBD server's handshake and request parser, FUZZ_SECONDS long (default 60),
-# starting from the seed corpus; new inputs go to build/fuzz/corpus.
-FUZZ_SECONDS ?= 60
+# libFuzzer on every fuzz target (fuzz/*_fuzz.cc), one after the other: FUZZ_SECONDS each
+# (default 60), or FUZZ_RUNS executions each (passed as -runs=; then no time limit unless
+# FUZZ_SECONDS is given too), e.g. `make fuzz FUZZ_RUNS=10000000`; FUZZ_TARGETS picks some.
+# Each starts from its seed corpus fuzz/corpus/<name> (<name>: the target without _fuzz; for
+# qcow2_image also the bad-input corpus of tests/corpus, generated into build/fuzz/seeds) and
+# its dictionary, with a 1 s timeout and a 2 GiB memory limit; new inputs go to
+# build/fuzz/corpus/<name>; a crash, timeout or out-of-memory input goes to
+# build/fuzz/artifacts/<name>/ and fails the run. The final stats show the exec/s.
+FUZZ_RUNS ?=
+FUZZ_SECONDS ?= $(if $(FUZZ_RUNS),0,60)
+FUZZ_TARGETS ?= $(sort $(basename $(notdir $(wildcard fuzz/*_fuzz.cc))))
+FUZZ_MAX_LEN_nbd_server_fuzz = 65536
+FUZZ_MAX_LEN_qcow2_image_fuzz = 1048576
+FUZZ_DICT_qcow2_image_fuzz = fuzz/qcow2.dict
+FUZZ_SEEDS_qcow2_image_fuzz = build/fuzz/seeds/qcow2_bad_input
+
+fuzz_name = $(patsubst %_fuzz,%,$(1))
+# fuzz_run TARGET: the recipe lines that fuzz one target.
+define fuzz_run
+	mkdir -p build/fuzz/corpus/$(call fuzz_name,$(1)) build/fuzz/artifacts/$(call fuzz_name,$(1))
+	build/fuzz/bin/$(1) -max_total_time=$(FUZZ_SECONDS) $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS)) \
+	  -timeout=1 -rss_limit_mb=2048 -print_final_stats=1 \
+	  -max_len=$(or $(FUZZ_MAX_LEN_$(1)),65536) $(if $(FUZZ_DICT_$(1)),-dict=$(FUZZ_DICT_$(1))) \
+	  -artifact_prefix=build/fuzz/artifacts/$(call fuzz_name,$(1))/ \
+	  build/fuzz/corpus/$(call fuzz_name,$(1)) fuzz/corpus/$(call fuzz_name,$(1)) \
+	  $(FUZZ_SEEDS_$(1))
+
+endef
+
 fuzz: deps
 	cmake --preset fuzz >/dev/null
-	cmake --build --preset fuzz -j $(JOBS) --target nbd_server_fuzz
-	mkdir -p build/fuzz/corpus/nbd_server
-	build/fuzz/bin/nbd_server_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
-	  build/fuzz/corpus/nbd_server fuzz/corpus/nbd_server
-
+	cmake --build --preset fuzz -j $(JOBS) $(addprefix --target ,$(FUZZ_TARGETS))
+	$(if $(filter qcow2_image_fuzz,$(FUZZ_TARGETS)),@[ -s $(FUZZ_SEEDS_qcow2_image_fuzz)/cases ] || \
+	  bash tests/corpus/make_corpus.sh $(FUZZ_SEEDS_qcow2_image_fuzz) >/dev/null)
+	$(foreach t,$(FUZZ_TARGETS),$(call fuzz_run,$(t)))
 clean:
 	rm -rf build

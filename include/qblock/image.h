@@ -99,13 +99,18 @@ struct ImageInfo {
   std::optional<Qcow2Info> qcow2;
 };
 
-// Describes the image in `filename` from its metadata alone (no driver is opened; the file
-// is opened read-only, the tables without taking locks). `format` "raw" or "qcow2"; empty:
+// Describes the image in `filename` from its metadata alone (no format driver is opened; the
+// file is opened read-only, once, for the header and the tables). `format` "raw" or "qcow2"; empty:
 // probed from the magic. Errors: "Could not open 'x': ..." style open errors, "Unknown driver
 // 'f'" (EINVAL) for another format, the qcow2 header's open messages, "Unsupported qcow2
 // feature(s): ..." (ENOTSUP), and errors reading the snapshot table or bitmap directory.
 [[nodiscard]] Task<Result<ImageInfo>> read_image_info(EventLoop& loop, std::string filename,
                                                       std::string format);
+
+// The same for an image already open as the protocol node `file` (a file, or an image in
+// memory): file_length is file.length(). `file` is only read, and stays open. Errors: as
+// above, except the open errors; and read errors of `file`.
+[[nodiscard]] Task<Result<ImageInfo>> read_image_info(BlockNode& file, std::string format);
 
 // ---- Copying ----
 

@@ -22,7 +22,17 @@ using MessageSink = std::function<void(MessageLevel level, std::string_view text
 
 // Installs `sink` for every later message and returns the previous sink; an empty function
 // restores the default. Thread-safe; a message being delivered meanwhile goes to either sink.
+// Ends discard_messages().
 MessageSink set_message_sink(MessageSink sink);
+
+// Drops every later message, and spares the library formatting them (a damaged image can
+// make a check report millions of lines: a fuzzer or a bulk scan that does not read them
+// should not pay for them). Returns the previous sink; set_message_sink() ends it (given the
+// sink this returns, too). Thread-safe.
+MessageSink discard_messages();
+
+// True while discard_messages() is in force: emitters may skip building their text.
+bool messages_discarded();
 
 // What the default sink does: kInfo to stdout (then flushed), kWarning/kError to stderr after
 // std::fflush(stdout). Embedders can call it from their own sink to keep that behaviour.

@@ -40,5 +40,23 @@ TEST(Messages, DefaultSinkPrintsErrorsOnStderrWithANewline) {
   set_message_sink(std::move(previous));
 }
 
+TEST(Messages, DiscardDropsEverythingUntilASinkIsInstalled) {
+  std::vector<std::string> got;
+  MessageSink previous =
+      set_message_sink([&got](MessageLevel, std::string_view text) { got.emplace_back(text); });
+  MessageSink mine = discard_messages();
+  EXPECT_TRUE(messages_discarded());
+  emit_message(MessageLevel::kWarning, "dropped");
+  EXPECT_TRUE(got.empty());
+  // The sink discard_messages() replaced comes back, and messages reach it again.
+  MessageSink dropping = set_message_sink(std::move(mine));
+  EXPECT_FALSE(messages_discarded());
+  EXPECT_TRUE(static_cast<bool>(dropping));
+  emit_message(MessageLevel::kWarning, "kept");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], "kept");
+  set_message_sink(std::move(previous));
+}
+
 }  // namespace
 }  // namespace qblock

@@ -38,41 +38,29 @@ qcow2::Qcow2CreateOptions to_internal(Qcow2CreateOptions o) {
 // Incompatible features qblock's qcow2 support knows (qcow2-format.md §2.3).
 constexpr uint64_t kKnownIncompatible = 0x1f;
 
-Task<Result<NodePtr>> open_file_read_only(EventLoop& loop, std::string filename, bool force_share) {
+Task<Result<NodePtr>> open_file_read_only(EventLoop& loop, std::string filename) {
   Options options = Options::object();
   options["driver"] = "file";
   options["filename"] = std::move(filename);
   OpenFlags flags;
   flags.read_only = true;
-  flags.force_share = force_share;
   co_return co_await open_node(loop, std::move(options), flags, "file");
 }
 
-// The first bytes of the file (up to 2 MiB, the largest cluster) and its length.
-Task<Result<std::pair<std::vector<uint8_t>, uint64_t>>> read_head(EventLoop& loop,
-                                                                  std::string filename) {
-  Task<Result<NodePtr>> open = open_file_read_only(loop, std::move(filename), false);
-  Result<NodePtr> node = co_await std::move(open);
-  if (!node) co_return fail(node.error());
-  const uint64_t length = (*node)->length();
-  std::vector<uint8_t> buf(std::min<uint64_t>(length, 2 << 20), 0);
+// The first bytes of `file` (up to 2 MiB, the largest cluster).
+Task<Result<std::vector<uint8_t>>> read_head(BlockNode& file) {
+  std::vector<uint8_t> buf(std::min<uint64_t>(file.length(), 2 << 20), 0);
   IoVec qiov(buf.data(), buf.size());
-  Status read = co_await (*node)->read(0, std::move(qiov));
-  Status closed = co_await (*node)->close();
+  Status read = co_await file.read(0, std::move(qiov));
   if (!read) co_return fail(read.error());
-  (void)closed;
-  co_return std::make_pair(std::move(buf), length);
+  co_return buf;
 }
 
 // Internal snapshots (qcow2-format.md §8.1) and persistent bitmaps (§14) into `info`.
-Task<Status> read_tables(EventLoop& loop, std::string filename, qcow2::Header header,
-                         Qcow2Info* info) {
-  Task<Result<NodePtr>> open = open_file_read_only(loop, std::move(filename), true);
-  Result<NodePtr> node = co_await std::move(open);
-  if (!node) co_return fail(node.error());
+Task<Status> read_tables(BlockNode& file, qcow2::Header header, Qcow2Info* info) {
   Status result = ok();
   if (header.nb_snapshots) {
-    Task<Result<qcow2::SnapshotTable>> read = qcow2::read_snapshot_table(**node, header);
+    Task<Result<qcow2::SnapshotTable>> read = qcow2::read_snapshot_table(file, header);
     Result<qcow2::SnapshotTable> table = co_await std::move(read);
     if (table) {
       for (const qcow2::Snapshot& s : table->snapshots) {
@@ -84,7 +72,7 @@ Task<Status> read_tables(EventLoop& loop, std::string filename, qcow2::Header he
     }
   }
   if (result) {
-    Task<Result<qcow2::BitmapDirectory>> read = qcow2::read_bitmap_directory(**node, header);
+    Task<Result<qcow2::BitmapDirectory>> read = qcow2::read_bitmap_directory(file, header);
     Result<qcow2::BitmapDirectory> dir = co_await std::move(read);
     if (dir) {
       for (const qcow2::Bitmap& b : dir->bitmaps) {
@@ -96,8 +84,6 @@ Task<Status> read_tables(EventLoop& loop, std::string filename, qcow2::Header he
       result = fail(dir.error());
     }
   }
-  Status closed = co_await (*node)->close();
-  (void)closed;
   co_return result;
 }
 
@@ -116,13 +102,13 @@ Task<Status> create_raw_image(EventLoop& loop, std::string filename, uint64_t si
   co_return co_await qcow2::create_raw(loop, std::move(filename), size, preallocation);
 }
 
-Task<Result<ImageInfo>> read_image_info(EventLoop& loop, std::string filename, std::string format) {
-  Task<Result<std::pair<std::vector<uint8_t>, uint64_t>>> read = read_head(loop, filename);
-  Result<std::pair<std::vector<uint8_t>, uint64_t>> head = co_await std::move(read);
+Task<Result<ImageInfo>> read_image_info(BlockNode& file, std::string format) {
+  Task<Result<std::vector<uint8_t>>> read = read_head(file);
+  Result<std::vector<uint8_t>> head = co_await std::move(read);
   if (!head) co_return fail(head.error());
-  const std::vector<uint8_t>& buf = head->first;
+  const std::vector<uint8_t>& buf = *head;
   ImageInfo info;
-  info.file_length = head->second;
+  info.file_length = file.length();
   if (format.empty()) {
     format = buf.size() >= 8 && buf[0] == 0x51 && buf[1] == 0x46 && buf[2] == 0x49 && buf[3] == 0xfb
                  ? "qcow2"
@@ -131,7 +117,7 @@ Task<Result<ImageInfo>> read_image_info(EventLoop& loop, std::string filename, s
   info.format = format;
   if (format == "raw") {
     // QEMU reports the raw length rounded up to whole sectors (observed with qemu-img 7.2).
-    info.virtual_size = (head->second + 511) / 512 * 512;
+    info.virtual_size = (info.file_length + 511) / 512 * 512;
     co_return info;
   }
   if (format != "qcow2") {
@@ -156,10 +142,21 @@ Task<Result<ImageInfo>> read_image_info(EventLoop& loop, std::string filename, s
   q.backing_file = h->backing_file;
   q.backing_format = h->backing_format;
   if (h->nb_snapshots || h->bitmaps) {
-    Task<Status> tables = read_tables(loop, std::move(filename), std::move(*h), &q);
+    Task<Status> tables = read_tables(file, std::move(*h), &q);
     Status read_tables_status = co_await std::move(tables);
     if (!read_tables_status) co_return fail(read_tables_status.error());
   }
+  co_return info;
+}
+
+Task<Result<ImageInfo>> read_image_info(EventLoop& loop, std::string filename, std::string format) {
+  Task<Result<NodePtr>> open = open_file_read_only(loop, std::move(filename));
+  Result<NodePtr> file = co_await std::move(open);
+  if (!file) co_return fail(file.error());
+  Task<Result<ImageInfo>> describe = read_image_info(**file, std::move(format));
+  Result<ImageInfo> info = co_await std::move(describe);
+  Status closed = co_await (*file)->close();
+  (void)closed;
   co_return info;
 }
 

@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "block/formats/qcow2/check.h"
@@ -18,10 +19,15 @@
 namespace qblock::qcow2::check_internal {
 
 // One diagnostic line (a finding or a repair step), through the message sink: by default on
-// stderr after flushing stdout, so merged output keeps its order.
+// stderr after flushing stdout, so merged output keeps its order. A damaged image can make a
+// check report millions of lines, one per bogus entry: they are formatted on the stack, and
+// not at all while messages are discarded.
 template <typename... Args>
 void diag(fmt::format_string<Args...> format, Args&&... args) {
-  emit_message(MessageLevel::kWarning, fmt::format(format, std::forward<Args>(args)...));
+  if (messages_discarded()) return;
+  fmt::basic_memory_buffer<char, 256> line;
+  fmt::format_to(fmt::appender(line), format, std::forward<Args>(args)...);
+  emit_message(MessageLevel::kWarning, std::string_view(line.data(), line.size()));
 }
 
 // printf's "%#x": no prefix for zero.
@@ -50,6 +56,10 @@ class Checker {
   // ---- I/O on the image file ----
   Task<Status> read_at(uint64_t offset, uint8_t* buf, uint64_t len);
   Task<Status> write_at(uint64_t offset, const uint8_t* buf, uint64_t len);
+  // How many of the `count` 8-byte entries of a table at `offset` start inside the file; the
+  // others read as zeros (unused entries), so the walks stop there instead of reading and
+  // scanning zeros that a damaged offset or size made up (check.cc).
+  uint64_t entries_in_file(uint64_t offset, uint64_t count) const;
   Task<Error> corruption(std::string reason);
 
   // ---- overlap checks of the repair's writes (qcow2-format.md §13, the default template) ----
@@ -94,6 +104,9 @@ class Checker {
   // ---- the stored refcounts ----
   Task<Status> load_reftable();
   Task<Result<uint64_t>> stored(uint64_t cluster);
+  // What stored() returns when that needs no I/O (the cluster's block is absent or already
+  // read); nullopt when it does, or when stored() would report a damaged table entry.
+  std::optional<uint64_t> stored_if_cached(uint64_t cluster) const;
   Task<Status> set_stored(uint64_t cluster, uint64_t value);
   Task<Status> write_stored_blocks();
 
@@ -113,7 +126,11 @@ class Checker {
 
   CheckResult res_;
   std::vector<uint32_t> refs_;  // references found, by host cluster
-  uint64_t nb_clusters_ = 0;    // clusters compared: those inside the file (or counted)
+  // The L1 and L2 tables being walked: one buffer for all of each (a damaged image can name
+  // the same tables thousands of times).
+  std::vector<uint8_t> l1_buf_;
+  std::vector<uint8_t> l2_buf_;
+  uint64_t nb_clusters_ = 0;  // clusters compared: those inside the file (or counted)
   bool rebuild_ = false;
   bool have_previous_data_ = false;
   uint64_t next_contiguous_ = 0;

@@ -28,27 +28,46 @@ Error too_big(std::string message, std::string hint) {
 // The fixed part of an entry (§8.1) and the extra data QEMU knows.
 constexpr std::size_t kEntryHeaderBytes = 40;
 constexpr std::size_t kKnownExtraDataBytes = 24;
+// How much of the table is read at once.
+constexpr uint64_t kWindowBytes = 64 << 10;
 
 }  // namespace
 
 Task<Result<SnapshotTable>> read_snapshot_table(BlockNode& file, const Header& header,
                                                 SnapshotRepair repair) {
   SnapshotTable table;
+  // The table is read through a window of the file, so that thousands of entries (a damaged
+  // nb_snapshots) cost a few reads rather than three reads and three buffers each.
+  std::vector<uint8_t> window;
+  uint64_t window_pos = 0;
+  // [at, at + len) of the file, read into the window unless it is there already. The pointer
+  // is good until the next call.
+  auto view = [&](uint64_t at, uint64_t len) -> Task<Result<const uint8_t*>> {
+    const bool inside =
+        at >= window_pos && len <= window.size() && at - window_pos <= window.size() - len;
+    if (!inside) {
+      window_pos = at;
+      window.resize(std::max<uint64_t>(kWindowBytes, len));
+      Status s = co_await read_zero_padded(file, window_pos, window);
+      if (!s) co_return fail(s.error());
+    }
+    co_return window.data() + (at - window_pos);
+  };
   uint64_t pos = header.snapshots_offset;
   for (uint32_t n = 0; n < header.nb_snapshots; ++n) {
-    std::vector<uint8_t> fixed(kEntryHeaderBytes);
-    Status s = co_await read_zero_padded(file, pos, fixed);
-    if (!s) co_return fail(s.error());
+    Result<const uint8_t*> fixed = co_await view(pos, kEntryHeaderBytes);
+    if (!fixed) co_return fail(fixed.error());
+    const uint8_t* f = *fixed;
     Snapshot snap;
-    snap.l1_table_offset = load_be64(&fixed[0]);
-    snap.l1_size = load_be32(&fixed[8]);
-    const uint16_t id_len = load_be16(&fixed[12]);
-    const uint16_t name_len = load_be16(&fixed[14]);
-    snap.date_sec = load_be32(&fixed[16]);
-    snap.date_nsec = load_be32(&fixed[20]);
-    snap.vm_clock_nsec = load_be64(&fixed[24]);
-    snap.vm_state_size = load_be32(&fixed[32]);
-    const uint32_t extra_len = load_be32(&fixed[36]);
+    snap.l1_table_offset = load_be64(&f[0]);
+    snap.l1_size = load_be32(&f[8]);
+    const uint16_t id_len = load_be16(&f[12]);
+    const uint16_t name_len = load_be16(&f[14]);
+    snap.date_sec = load_be32(&f[16]);
+    snap.date_nsec = load_be32(&f[20]);
+    snap.vm_clock_nsec = load_be64(&f[24]);
+    snap.vm_state_size = load_be32(&f[32]);
+    const uint32_t extra_len = load_be32(&f[36]);
     uint32_t kept = extra_len;
     if (extra_len > kMaxSnapshotExtraDataBytes) {
       if (repair == SnapshotRepair::kNo) {
@@ -60,20 +79,20 @@ Task<Result<SnapshotTable>> read_snapshot_table(BlockNode& file, const Header& h
       kept = kMaxSnapshotExtraDataBytes;
       table.extra_data_cut.emplace_back(n, extra_len);
     }
-    snap.extra_data.resize(kept);
-    s = co_await read_zero_padded(file, pos + kEntryHeaderBytes, snap.extra_data);
-    if (!s) co_return fail(s.error());
-    std::vector<uint8_t> names(std::size_t{id_len} + name_len);
+    Result<const uint8_t*> extra = co_await view(pos + kEntryHeaderBytes, kept);
+    if (!extra) co_return fail(extra.error());
+    snap.extra_data.assign(*extra, *extra + kept);
     const uint64_t names_pos = pos + kEntryHeaderBytes + extra_len;
-    s = co_await read_zero_padded(file, names_pos, names);
-    if (!s) co_return fail(s.error());
+    const uint64_t names_len = uint64_t{id_len} + name_len;
+    Result<const uint8_t*> names = co_await view(names_pos, names_len);
+    if (!names) co_return fail(names.error());
+    snap.id = c_string(*names, id_len);
+    snap.name = c_string(*names + id_len, name_len);
     if (kept >= 8) snap.vm_state_size = load_be64(&snap.extra_data[0]);
     if (kept >= kKnownExtraDataBytes && load_be64(&snap.extra_data[16]) != ~uint64_t{0}) {
       snap.icount = load_be64(&snap.extra_data[16]);
     }
-    snap.id = c_string(names.data(), id_len);
-    snap.name = c_string(names.data() + id_len, name_len);
-    const uint64_t end = names_pos + names.size();
+    const uint64_t end = names_pos + names_len;
     if (end - header.snapshots_offset > kMaxSnapshotTableBytes) {
       if (repair == SnapshotRepair::kNo) {
         co_return fail(too_big(
