@@ -1,6 +1,6 @@
 // The snapshot table codec (qcow2-format.md §8.1): what read_snapshot_table() makes of QEMU's
 // limits with and without the repair mode, and the bytes encode_snapshot_table() writes for
-// `check -r all` (checked against qemu-img 7.2 in tests/iotests/img/022-repair-snapshots).
+// `check -r all` (checked against qemu-img 7.2 in tests/iotests/img/024-repair-snapshots).
 #include "block/formats/qcow2/snapshot.h"
 
 #include <gtest/gtest.h>
