@@ -20,6 +20,20 @@ namespace qblock {
 
 // ---- Creating images ----
 
+// What QEMU's file protocol does to a file it creates (qemu-img create's protocol options
+// `extent_size_hint` and `nocow`).
+struct FileCreateOptions {
+  // The file system's extent size hint (FS_IOC_FSSETXATTR), bytes; nullopt: QEMU's default of
+  // 1 MiB. 0 clears it. A file system without the ioctl keeps the file as it is; a message
+  // "Failed to set extent size hint: ..." (kWarning) says so when the hint was given and is
+  // not 0. REQUIRES: <= UINT32_MAX (validate_file_create_options).
+  std::optional<uint64_t> extent_size_hint;
+  bool nocow = false;  // FS_NOCOW_FL (btrfs); ignored where unsupported, as QEMU does
+};
+
+// Errors: EINVAL "Extent size hint is too large" (over UINT32_MAX), as qemu-img 7.2.
+[[nodiscard]] Status validate_file_create_options(const FileCreateOptions& options);
+
 // The creation options of qemu-img's qcow2 driver (qemu-compat.md §3.1).
 struct Qcow2CreateOptions {
   std::string filename;          // the image file to create (truncated if it exists)
@@ -35,6 +49,7 @@ struct Qcow2CreateOptions {
   bool unsafe_backing = false;
   uint8_t compression_type = 0;  // 0 zlib, 1 zstd
   bool extended_l2 = false;
+  FileCreateOptions file;  // for the image file itself
 };
 
 // Checks the options as qemu-img 7.2 does, in its order, with its messages, e.g. "Cluster
@@ -52,7 +67,8 @@ struct Qcow2CreateOptions {
 // Errors: ENOTSUP "Unsupported preallocation mode: metadata" (as QEMU's file driver), and
 // open, truncate and fallocate errors.
 [[nodiscard]] Task<Status> create_raw_image(EventLoop& loop, std::string filename, uint64_t size,
-                                            PreallocMode preallocation);
+                                            PreallocMode preallocation,
+                                            FileCreateOptions file = {});
 
 // ---- Describing images ----
 

@@ -32,6 +32,7 @@ qcow2::Qcow2CreateOptions to_internal(Qcow2CreateOptions o) {
   r.unsafe_backing = o.unsafe_backing;
   r.compression_type = o.compression_type;
   r.extended_l2 = o.extended_l2;
+  r.file = o.file;
   return r;
 }
 
@@ -98,8 +99,12 @@ Task<Status> create_qcow2_image(EventLoop& loop, Qcow2CreateOptions options) {
 }
 
 Task<Status> create_raw_image(EventLoop& loop, std::string filename, uint64_t size,
-                              PreallocMode preallocation) {
-  co_return co_await qcow2::create_raw(loop, std::move(filename), size, preallocation);
+                              PreallocMode preallocation, FileCreateOptions file) {
+  co_return co_await qcow2::create_raw(loop, std::move(filename), size, preallocation, file);
+}
+
+Status validate_file_create_options(const FileCreateOptions& options) {
+  return qcow2::validate_file_options(options);
 }
 
 Task<Result<ImageInfo>> read_image_info(BlockNode& file, std::string format) {

@@ -63,12 +63,31 @@ const std::vector<OptDesc>& qcow2_opts() {
   return kOpts;
 }
 
+// The file protocol's create options, which both formats accept for their image file.
+const OptDesc kNocowOpt{"nocow", OptType::kBool, "Turn off copy-on-write (valid only on btrfs)"};
+const OptDesc kExtentSizeHintOpt{"extent_size_hint", OptType::kSize,
+                                 "Extent size hint for the image file, 0 to disable"};
+
 const std::vector<OptDesc>& raw_opts() {
   static const std::vector<OptDesc> kOpts = {
       {"size", OptType::kSize, "Virtual disk size"},
       {"preallocation", OptType::kStr, "Preallocation mode (allowed values: off, falloc, full)"},
   };
   return kOpts;
+}
+
+// Every option `create -f fmt` accepts, in the order qemu-img 7.2 prints them in its
+// "Formatting" line: the format's options merged with the file protocol's.
+const std::vector<OptDesc>& accepted_opts(std::string_view fmt) {
+  static const std::vector<OptDesc> kQcow2 = [] {
+    std::vector<OptDesc> list = qcow2_opts();
+    list.push_back(kNocowOpt);
+    list.push_back(kExtentSizeHintOpt);
+    return list;
+  }();
+  static const std::vector<OptDesc> kRaw = {raw_opts()[0], kNocowOpt, raw_opts()[1],
+                                            kExtentSizeHintOpt};
+  return fmt == "qcow2" ? kQcow2 : kRaw;
 }
 
 // Defaults printed in the "Formatting" line even when not given (the starred options).
@@ -95,9 +114,8 @@ const char* type_text(OptType t) {
 void print_option_help(std::string_view fmt, bool with_protocol) {
   std::vector<OptDesc> list = fmt == "qcow2" ? qcow2_opts() : raw_opts();
   if (with_protocol) {
-    list.push_back(
-        {"extent_size_hint", OptType::kSize, "Extent size hint for the image file, 0 to disable"});
-    list.push_back({"nocow", OptType::kBool, "Turn off copy-on-write (valid only on btrfs)"});
+    list.push_back(kExtentSizeHintOpt);
+    list.push_back(kNocowOpt);
   }
   std::sort(list.begin(), list.end(),
             [](const OptDesc& a, const OptDesc& b) { return std::strcmp(a.name, b.name) < 0; });
@@ -174,8 +192,7 @@ Status check_opts(const std::vector<OptDesc>& descs, const OptionList& list, Par
 std::string formatting_line(const std::string& filename, std::string_view fmt,
                             const ParsedOpts& opts) {
   std::string line = "Formatting '" + filename + "', fmt=" + std::string(fmt);
-  const std::vector<OptDesc>& descs = fmt == "qcow2" ? qcow2_opts() : raw_opts();
-  for (const OptDesc& d : descs) {
+  for (const OptDesc& d : accepted_opts(fmt)) {
     const std::string* v = opts.get(d.name);
     const char* def = default_value(fmt, d.name);
     if (v) {
@@ -289,7 +306,7 @@ int run_create(int argc, char** argv) {
     return 1;
   }
   ParsedOpts parsed;
-  if (Status s = check_opts(fmt == "qcow2" ? qcow2_opts() : raw_opts(), list, parsed); !s) {
+  if (Status s = check_opts(accepted_opts(fmt), list, parsed); !s) {
     return fail_with(filename, s.error());
   }
   if (!base_filename.empty()) parsed.set("backing_file", base_filename);
@@ -345,6 +362,11 @@ int run_create(int argc, char** argv) {
     std::printf("%s\n", formatting_line(filename, fmt, parsed).c_str());
     std::fflush(stdout);
   }
+  FileCreateOptions file;
+  if (const std::string* v = parsed.get("extent_size_hint"))
+    file.extent_size_hint = std::stoull(*v);
+  if (const std::string* v = parsed.get("nocow")) file.nocow = *parse_bool(*v);
+  const ImgWarnings warnings;
   Status created;
   if (fmt == "raw") {
     PreallocMode mode = PreallocMode::kOff;
@@ -355,13 +377,14 @@ int run_create(int argc, char** argv) {
         return fail_with(filename, Error::with_message(EINVAL, "invalid parameter value: " + *v));
       mode = *m;
     }
-    created = run_sync(**loop,
-                       create_raw_image(**loop, filename, std::stoull(*parsed.get("size")), mode));
+    created = run_sync(
+        **loop, create_raw_image(**loop, filename, std::stoull(*parsed.get("size")), mode, file));
   } else {
     Result<Qcow2CreateOptions> o = to_qcow2_options(parsed);
     if (!o) return fail_with(filename, o.error());
     o->filename = filename;
     o->unsafe_backing = true;  // the backing file was checked above
+    o->file = file;
     created = run_sync(**loop, create_qcow2_image(**loop, std::move(*o)));
   }
   if (!created && created.error().errnum() == EFBIG) {

@@ -32,6 +32,17 @@ void img_error(std::string_view text) {
   std::fprintf(stderr, "qemu-img: %.*s\n", static_cast<int>(text.size()), text.data());
 }
 
+ImgWarnings::ImgWarnings()
+    : previous_(set_message_sink([](MessageLevel level, std::string_view text) {
+        if (level == MessageLevel::kWarning) {
+          img_error("warning: " + std::string(text));
+        } else {
+          print_message(level, text);
+        }
+      })) {}
+
+ImgWarnings::~ImgWarnings() { set_message_sink(std::move(previous_)); }
+
 void img_usage_error(std::string_view text) {
   img_error(text);
   std::fprintf(stderr, "Try 'qemu-img --help' for more information\n");

@@ -15,6 +15,7 @@
 #include "qblock/error.h"
 #include "qblock/event_loop.h"
 #include "qblock/image.h"
+#include "qblock/messages.h"
 #include "qblock/task.h"
 
 namespace qblock::qcow2 {
@@ -28,6 +29,19 @@ std::string size_to_str(uint64_t value);
 
 // Prints "qemu-img: <text>\n" on stderr (after flushing stdout, so merged output keeps order).
 void img_error(std::string_view text);
+
+// While alive, the library's warnings (MessageLevel::kWarning) print as qemu-img's
+// warn_report lines ("qemu-img: warning: TEXT"); the previous sink comes back afterwards.
+class ImgWarnings {
+ public:
+  ImgWarnings();
+  ~ImgWarnings();
+  ImgWarnings(const ImgWarnings&) = delete;
+  ImgWarnings& operator=(const ImgWarnings&) = delete;
+
+ private:
+  MessageSink previous_;
+};
 
 // Prints the getopt failure line and "Try 'qemu-img --help' for more information".
 void img_usage_error(std::string_view text);

@@ -5,26 +5,62 @@
 #include "block/formats/qcow2/create.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <map>
+#include <optional>
 
 #include "base/byte_order.h"
 #include "block/driver.h"
 #include "block/formats/qcow2/header.h"
 #include "qblock/block_backend.h"
+#include "qblock/messages.h"
 
 namespace qblock::qcow2 {
 
 namespace {
 
 constexpr uint64_t kOffsetCopied = 1ULL << 63;
+// QEMU's file driver sets this extent size hint on every file it creates unless told otherwise.
+constexpr uint64_t kDefaultExtentSizeHint = 1 << 20;
 
 Error create_error(std::string text) { return Error::with_message(EINVAL, std::move(text)); }
 
 uint64_t div_round_up(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+
+// qcow2_refcount_metadata_size: the refcount blocks needed to cover `clusters` clusters plus
+// the refcount structures themselves (the fixed point of blocks and table clusters). A
+// generous increase (used when the table grows on demand) first adds room for half as many
+// table clusters again.
+enum class Generous : bool { kNo = false, kYes = true };
+uint64_t refblocks_needed(uint64_t clusters, uint64_t cs, uint64_t refcounts_per_block,
+                          Generous generous = Generous::kNo) {
+  const uint64_t blocks_per_table_cluster = cs / 8;
+  uint64_t table = 0, blocks = 0, n = 0, last = 0;
+  bool increase = generous == Generous::kYes;
+  do {
+    last = n;
+    blocks = div_round_up(clusters + table + blocks, refcounts_per_block);
+    table = div_round_up(blocks, blocks_per_table_cluster);
+    n = clusters + blocks + table;
+    if (n == last && increase) {
+      clusters += div_round_up(table, 2);
+      n = 0;
+      increase = false;
+    }
+  } while (n != last);
+  return blocks;
+}
+
+// QEMU's limit on the L1 table (32 MiB of entries).
+constexpr uint64_t kMaxL1Entries = (uint64_t{32} << 20) / 8;
+// QEMU's limit on the refcount table (8 MiB of entries).
+constexpr uint64_t kMaxReftableEntries = (uint64_t{8} << 20) / 8;
 
 // Replays QEMU's cluster allocation on an empty image (qcow2-format.md §15.3: first fit from
 // a moving free-cluster cursor, refcount blocks allocated when a cluster needs one).
@@ -38,7 +74,21 @@ class Allocator {
 
   uint64_t cs() const { return cs_; }
   uint64_t refcounts_per_block() const { return refcounts_per_block_; }
-  std::vector<uint64_t>& reftable() { return reftable_; }
+  const std::vector<uint64_t>& reftable() const { return reftable_; }
+  uint64_t reftable_offset() const { return reftable_offset_; }
+  // Clusters that hold what an abandoned structure left there (a refcount table that was
+  // replaced by a larger one): written before everything else, which may overwrite them.
+  const std::map<uint64_t, std::vector<uint8_t>>& stale() const { return stale_; }
+
+  // qcow2-format.md §15.1: header at cluster 0, the reftable at cluster 1 describing the
+  // first refblock at cluster 2.
+  void start_image() {
+    set_refcount(0, 1);
+    set_refcount(1, 1);
+    set_refcount(2, 1);
+    reftable_[0] = 2 * cs_;
+    reftable_offset_ = cs_;
+  }
 
   uint64_t refcount(uint64_t cluster) const {
     return cluster < refcounts_.size() ? refcounts_[cluster] : 0;
@@ -55,21 +105,67 @@ class Allocator {
   }
   void set_free_index(uint64_t index) { free_index_ = std::min(free_index_, index); }
 
-  // qcow2_alloc_clusters: a free run of n clusters, then its refcounts.
+  // qcow2_alloc_clusters: a free run of n clusters, then its refcounts; searched again
+  // whenever counting them had to place a new refcount block (which may have landed there).
   Result<uint64_t> alloc(uint64_t n) {
-    uint64_t start = alloc_noref(n);
-    for (uint64_t c = start; c < start + n; ++c) {
-      if (Status s = increment(c); !s) return fail(s.error());
+    for (;;) {
+      const uint64_t start = alloc_noref(n);
+      Result<Counted> r = count(start, n);
+      if (!r) return fail(r.error());
+      if (*r == Counted::kAll) return start;
     }
-    return start;
   }
 
-  // Marks clusters [start, start + n) used; their refblocks must exist.
+  // qcow2_alloc_clusters_at: marks clusters [start, start + n) used.
+  // REQUIRES: they are free.
   Status alloc_at(uint64_t start, uint64_t n) {
-    for (uint64_t c = start; c < start + n; ++c) {
-      if (Status s = increment(c); !s) return s;
+    for (;;) {
+      Result<Counted> r = count(start, n);
+      if (!r) return fail(r.error());
+      if (*r == Counted::kAll) return ok();
     }
-    return ok();
+  }
+
+  // qcow2_refcount_area: new refcount structures at cluster `start` covering everything up to
+  // `start + additional` clusters and themselves: a refblock for every index from start's
+  // onwards that has none, then a new reftable (just large enough when `exact`, else half as
+  // large again), all counted; `hook` puts a block the caller allocated into the new table.
+  // The old table is freed and its contents stay on disk. Returns the cluster after the table.
+  // Errors: EFBIG when the table would exceed QEMU's limit.
+  Result<uint64_t> refcount_area(uint64_t start, uint64_t additional, bool exact,
+                                 std::optional<std::pair<uint64_t, uint64_t>> hook) {
+    const uint64_t total = refblocks_needed(start + additional, cs_, refcounts_per_block_,
+                                            exact ? Generous::kNo : Generous::kYes);
+    if (total > kMaxReftableEntries) return fail(Error::with_message(EFBIG, "File too large"));
+    const uint64_t per_cluster = cs_ / 8;
+    const uint64_t wanted = exact ? total : total + div_round_up(total, 2);
+    const uint64_t entries = div_round_up(wanted, per_cluster) * per_cluster;
+    if (entries > kMaxReftableEntries) return fail(Error::with_message(EFBIG, "File too large"));
+    std::vector<uint64_t> table = reftable_;
+    table.resize(entries, 0);
+    if (hook) table[hook->first] = hook->second * cs_;
+    const uint64_t area_index = start / refcounts_per_block_;
+    uint64_t block = start;
+    for (uint64_t i = area_index; i < total; ++i) block += table[i] == 0;
+    const uint64_t table_cluster = block;
+    const uint64_t end = table_cluster + entries / per_cluster;
+    block = start;
+    for (uint64_t i = area_index; i < total; ++i) {
+      if (!table[i]) table[i] = (block++) * cs_;
+    }
+    for (uint64_t c = start; c < end; ++c) set_refcount(c, 1);
+    // The old table's entries as they were last written; its clusters become free.
+    std::vector<uint8_t> old(reftable_.size() * 8, 0);
+    for (std::size_t i = 0; i < reftable_.size(); ++i) store_be64(&old[i * 8], reftable_[i]);
+    const uint64_t old_cluster = reftable_offset_ / cs_;
+    for (uint64_t c = old_cluster; c < old_cluster + reftable_.size() / per_cluster; ++c) {
+      set_refcount(c, 0);
+    }
+    set_free_index(old_cluster);
+    stale_[old_cluster] = std::move(old);
+    reftable_ = std::move(table);
+    reftable_offset_ = table_cluster * cs_;
+    return end;
   }
 
   // The refcount block clusters, serialised from the final refcounts.
@@ -109,30 +205,53 @@ class Allocator {
     }
   }
 
-  Status increment(uint64_t cluster) {
-    uint64_t index = cluster / refcounts_per_block_;
-    if (index >= reftable_.size()) {
-      return fail(Error::with_message(
-          ENOTSUP, "Image creation would need a larger refcount table (not supported)"));
+  // QEMU's update_refcount (+1) and alloc_refcount_block: a cluster whose refcount block
+  // does not exist yet gets one, and then the whole update stops and is undone (QEMU's
+  // -EAGAIN), because the new block may sit where the caller meant to put its clusters; the
+  // caller searches again. Reproducing this is what puts every structure where qemu-img puts it.
+  enum class Counted : bool { kAll, kStartOver };
+  Result<Counted> count(uint64_t start, uint64_t n) {
+    for (uint64_t c = start; c < start + n; ++c) {
+      const uint64_t index = c / refcounts_per_block_;
+      if (index < reftable_.size() && reftable_[index]) {
+        set_refcount(c, refcount(c) + 1);
+        continue;
+      }
+      if (Status s = alloc_refcount_block(c); !s) return fail(s.error());
+      for (uint64_t u = start; u < c; ++u) {
+        set_refcount(u, refcount(u) - 1);
+        if (refcount(u) == 0) set_free_index(u);
+      }
+      // The search starts again at the same clusters: they may still be free.
+      set_free_index(start);
+      return Counted::kStartOver;
     }
-    if (!reftable_[index]) {
-      if (Status s = alloc_refcount_block(index); !s) return s;
-    }
-    set_refcount(cluster, refcount(cluster) + 1);
-    return ok();
+    return Counted::kAll;
   }
 
-  // alloc_refcount_block: the new block is described by itself when it falls in the range it
-  // covers; otherwise its own refcount goes through the normal path first.
-  Status alloc_refcount_block(uint64_t index) {
-    uint64_t block = alloc_noref(1);
+  // The new block describes itself when it falls in the range it covers; otherwise its own
+  // refcount is counted first, which may itself have to start over (the block then stays
+  // unused). A table too small for the block is replaced by a larger one placed past
+  // everything counted so far, at the start of the first range no block covers (§5.3).
+  Status alloc_refcount_block(uint64_t cluster) {
+    const uint64_t index = cluster / refcounts_per_block_;
+    const uint64_t block = alloc_noref(1);
     if (block / refcounts_per_block_ == index) {
-      reftable_[index] = block * cs_;
       set_refcount(block, 1);
+    } else {
+      Result<Counted> r = count(block, 1);
+      if (!r) return fail(r.error());
+      if (*r == Counted::kStartOver) return ok();
+    }
+    if (index < reftable_.size()) {
+      reftable_[index] = block * cs_;
       return ok();
     }
-    if (Status s = increment(block); !s) return s;
-    reftable_[index] = block * cs_;
+    const uint64_t blocks_used =
+        div_round_up(std::max(cluster + 1, block + 1), refcounts_per_block_);
+    Result<uint64_t> end =
+        refcount_area(blocks_used * refcounts_per_block_, 0, false, std::pair{index, block});
+    if (!end) return fail(end.error());
     return ok();
   }
 
@@ -140,23 +259,11 @@ class Allocator {
   uint32_t refcount_order_;
   uint64_t refcounts_per_block_;
   std::vector<uint64_t> reftable_;  // byte offsets of refcount blocks
+  uint64_t reftable_offset_ = 0;
+  std::map<uint64_t, std::vector<uint8_t>> stale_;
   std::vector<uint64_t> refcounts_;
   uint64_t free_index_ = 0;
 };
-
-// qcow2_refcount_metadata_size with exact sizing: refblocks needed to cover `clusters`
-// clusters plus the refcount structures themselves.
-uint64_t refblocks_needed(uint64_t clusters, uint64_t cs, uint64_t refcounts_per_block) {
-  const uint64_t blocks_per_table_cluster = cs / 8;
-  uint64_t table = 0, blocks = 0, n = 0, last = 0;
-  do {
-    last = n;
-    blocks = div_round_up(clusters + table + blocks, refcounts_per_block);
-    table = div_round_up(blocks, blocks_per_table_cluster);
-    n = clusters + blocks + table;
-  } while (n != last);
-  return blocks;
-}
 
 unsigned log2_exact(uint64_t v) {
   unsigned bits = 0;
@@ -167,6 +274,13 @@ unsigned log2_exact(uint64_t v) {
 bool is_power_of_two(uint64_t v) { return v && !(v & (v - 1)); }
 
 }  // namespace
+
+Status validate_file_options(const FileCreateOptions& file) {
+  if (file.extent_size_hint && *file.extent_size_hint > UINT32_MAX) {
+    return fail(create_error("Extent size hint is too large"));
+  }
+  return ok();
+}
 
 Status validate_create_options(const Qcow2CreateOptions& o) {
   if (!is_power_of_two(o.cluster_size) || o.cluster_size < 512 || o.cluster_size > (2 << 20)) {
@@ -219,17 +333,14 @@ Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& o, uint64_t size
   const uint64_t l2_entries = cs / entry_size;
   Allocator alloc(cs, refcount_order);
 
-  // qcow2-format.md §15.1: header, reftable and first refblock are written directly.
-  alloc.set_refcount(0, 1);
-  alloc.set_refcount(1, 1);
-  alloc.set_refcount(2, 1);
-  alloc.reftable()[0] = 2 * cs;
-  uint64_t reftable_offset = cs;
+  alloc.start_image();
 
   // Growing the L1 table to the virtual size (§3.1: exactly the minimum number of entries).
   const uint64_t l1_size = div_round_up(size, l2_entries * cs);
   uint64_t l1_offset = 0;
-  if (l1_size > INT32_MAX / 8) return fail(create_error("Image size is too large"));
+  // QEMU's limit on the L1 table (32 MiB); EFBIG is worded by the tools ("The image size is
+  // too large for file format 'qcow2' ...").
+  if (l1_size > kMaxL1Entries) return fail(Error::with_message(EFBIG, "File too large"));
   if (l1_size) {
     Result<uint64_t> c = alloc.alloc(div_round_up(l1_size * 8, cs));
     if (!c) return fail(c.error());
@@ -279,33 +390,10 @@ Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& o, uint64_t size
     // freed, the data area follows, and L2 tables take the lowest free clusters (§16).
     const uint64_t start = alloc.last_used_cluster() + 1;
     const uint64_t new_l2 = div_round_up(data_clusters, l2_entries) + 1;
-    const uint64_t total_blocks =
-        refblocks_needed(start + data_clusters + new_l2, cs, alloc.refcounts_per_block());
-    const uint64_t table_entries = div_round_up(total_blocks, cs / 8) * (cs / 8);
-    std::vector<uint64_t> table = alloc.reftable();
-    table.resize(std::max<uint64_t>(table_entries, table.size()), 0);
-    const uint64_t area_index = start / alloc.refcounts_per_block();
-    uint64_t additional = 0;
-    for (uint64_t i = area_index; i < total_blocks; ++i) additional += table[i] == 0;
-    const uint64_t table_cluster = start + additional;
-    const uint64_t table_clusters = table_entries * 8 / cs;
-    const uint64_t end = table_cluster + table_clusters;
-    uint64_t block = start;
-    for (uint64_t i = area_index; i < total_blocks; ++i) {
-      if (!table[i]) table[i] = (block++) * cs;
-    }
-    alloc.reftable() = table;
-    for (uint64_t c = start; c < end; ++c) alloc.set_refcount(c, 1);
-    if (table.size() * 8 > cs) {
-      return fail(Error::with_message(ENOTSUP,
-                                      "Preallocation needing a multi-cluster refcount "
-                                      "table is not supported"));
-    }
-    const uint64_t old_table = reftable_offset / cs;
-    reftable_offset = table_cluster * cs;
+    Result<uint64_t> area = alloc.refcount_area(start, data_clusters + new_l2, true, std::nullopt);
+    if (!area) return fail(area.error());
+    const uint64_t end = *area;
     if (Status s = alloc.alloc_at(end, data_clusters); !s) return fail(s.error());
-    alloc.set_refcount(old_table, 0);
-    alloc.set_free_index(old_table);
     data_start = end * cs;
     data_end = (end + data_clusters) * cs;
     for (uint64_t guest = 0; guest < data_clusters; ++guest) {
@@ -329,7 +417,7 @@ Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& o, uint64_t size
   h.size = size;
   h.l1_size = static_cast<uint32_t>(l1_size);
   h.l1_table_offset = l1_offset;
-  h.refcount_table_offset = reftable_offset;
+  h.refcount_table_offset = alloc.reftable_offset();
   h.refcount_table_clusters = static_cast<uint32_t>(alloc.reftable().size() * 8 / cs);
   h.backing_file = o.backing_file;
   h.backing_format = o.backing_fmt;
@@ -352,13 +440,14 @@ Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& o, uint64_t size
 
   Qcow2Layout layout;
   std::map<uint64_t, std::vector<uint8_t>> clusters = alloc.refblocks();
+  for (const auto& [c, bytes] : alloc.stale()) clusters.emplace(c, bytes);
   std::vector<uint8_t> reftable(alloc.reftable().size() * 8, 0);
   for (std::size_t i = 0; i < alloc.reftable().size(); ++i) {
     store_be64(&reftable[i * 8], alloc.reftable()[i]);
   }
   header->resize(cs, 0);
   clusters[0] = std::move(*header);
-  clusters[reftable_offset / cs] = std::move(reftable);
+  clusters[alloc.reftable_offset() / cs] = std::move(reftable);
   for (auto& [c, table] : l2_tables) clusters[c] = std::move(table);
   if (l1_size) clusters[l1_offset / cs] = std::move(l1);  // may span several clusters
   for (auto& [c, bytes] : clusters) {
@@ -367,6 +456,7 @@ Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& o, uint64_t size
   }
   layout.file_size = std::max(layout.file_size, data_end);
   layout.data_start = data_start;
+  layout.data_end = data_start ? data_end : 0;
   return layout;
 }
 
@@ -389,7 +479,35 @@ Task<Result<uint64_t>> backing_length(EventLoop& loop, std::string filename, std
 // that order: its write lock is taken before anything is truncated, so an image another
 // process (or this one, e.g. convert's source) holds stays as it is, as with qemu-img. A file
 // this call created is removed again if it cannot be opened.
-Task<Result<NodePtr>> open_emptied_file(EventLoop& loop, std::string filename) {
+// What QEMU's file driver does to a file it has just created (emptied): the extent size
+// hint and the no-COW flag, both best effort.
+void apply_file_options(const std::string& filename, const FileCreateOptions& file) {
+  const int fd = ::open(filename.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  if (file.nocow) {
+    int flags = 0;
+    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0) {
+      flags |= FS_NOCOW_FL;
+      (void)ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    }
+  }
+  const uint64_t hint = file.extent_size_hint.value_or(kDefaultExtentSizeHint);
+  fsxattr attr{};
+  int r = ioctl(fd, FS_IOC_FSGETXATTR, &attr);
+  if (r == 0) {
+    attr.fsx_xflags |= FS_XFLAG_EXTSIZE;
+    attr.fsx_extsize = static_cast<uint32_t>(hint);
+    r = ioctl(fd, FS_IOC_FSSETXATTR, &attr);
+  }
+  if (r < 0 && file.extent_size_hint && hint) {
+    emit_message(MessageLevel::kWarning,
+                 std::string("Failed to set extent size hint: ") + std::strerror(errno));
+  }
+  ::close(fd);
+}
+
+Task<Result<NodePtr>> open_emptied_file(EventLoop& loop, std::string filename,
+                                        FileCreateOptions file) {
   int fd = ::open(filename.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   const bool created = fd >= 0;
   if (!created && errno == EEXIST) fd = ::open(filename.c_str(), O_WRONLY | O_CLOEXEC);
@@ -408,22 +526,25 @@ Task<Result<NodePtr>> open_emptied_file(EventLoop& loop, std::string filename) {
     (void)co_await (*node)->close();
     co_return fail(emptied.error());
   }
+  apply_file_options(filename, file);
   co_return std::move(*node);
 }
 
 Task<Status> write_layout(BlockNode& node, Qcow2Layout layout, PreallocMode mode) {
+  if (layout.data_start) {
+    // falloc/full: the file node allocates the data area as asked (§16) before the metadata
+    // goes around it: L2 tables may follow the data area, as QEMU allocates them after it.
+    Status s = co_await node.truncate(layout.data_start, PreallocMode::kOff);
+    if (!s) co_return s;
+    Status grown = co_await node.truncate(layout.data_end, mode);
+    if (!grown) co_return grown;
+  }
   for (PlannedWrite& w : layout.writes) {
     IoVec qiov(w.data.data(), w.data.size());
     Status s = co_await node.write(w.offset, std::move(qiov));
     if (!s) co_return s;
   }
-  if (layout.data_start) {
-    // falloc/full: the file node allocates [current end, file_size) as asked (§16).
-    Status s = co_await node.truncate(layout.data_start, PreallocMode::kOff);
-    if (!s) co_return s;
-    Status grown = co_await node.truncate(layout.file_size, mode);
-    if (!grown) co_return grown;
-  } else if (node.length() < layout.file_size) {
+  if (node.length() < layout.file_size) {
     Status s = co_await node.truncate(layout.file_size, PreallocMode::kOff);
     if (!s) co_return s;
   }
@@ -434,6 +555,7 @@ Task<Status> write_layout(BlockNode& node, Qcow2Layout layout, PreallocMode mode
 
 Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts) {
   if (Status s = validate_create_options(opts); !s) co_return s;
+  if (Status s = validate_file_options(opts.file); !s) co_return s;
   uint64_t size = 0;
   if (opts.size) {
     size = *opts.size;
@@ -449,7 +571,7 @@ Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts) {
   }
   Result<Qcow2Layout> layout = plan_qcow2_layout(opts, size);
   if (!layout) co_return fail(layout.error());
-  Result<NodePtr> node = co_await open_emptied_file(loop, opts.filename);
+  Result<NodePtr> node = co_await open_emptied_file(loop, opts.filename, opts.file);
   if (!node) co_return fail(node.error());
   Status written = co_await write_layout(**node, std::move(*layout), opts.preallocation);
   Status closed = co_await (*node)->close();
@@ -462,11 +584,12 @@ Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts) {
 }
 
 Task<Status> create_raw(EventLoop& loop, std::string filename, uint64_t size,
-                        PreallocMode preallocation) {
+                        PreallocMode preallocation, FileCreateOptions file) {
+  if (Status s = validate_file_options(file); !s) co_return s;
   if (preallocation == PreallocMode::kMetadata) {
     co_return fail(Error::with_message(ENOTSUP, "Unsupported preallocation mode: metadata"));
   }
-  Result<NodePtr> node = co_await open_emptied_file(loop, filename);
+  Result<NodePtr> node = co_await open_emptied_file(loop, filename, file);
   if (!node) co_return fail(node.error());
   // Whole sectors, as QEMU's file driver creates them (`create -f raw x 100` makes 512 bytes).
   size = (size + 511) / 512 * 512;

@@ -11,6 +11,7 @@
 #include "qblock/block_node.h"
 #include "qblock/error.h"
 #include "qblock/event_loop.h"
+#include "qblock/image.h"
 #include "qblock/task.h"
 
 namespace qblock::qcow2 {
@@ -30,6 +31,7 @@ struct Qcow2CreateOptions {
   bool unsafe_backing = false;
   uint8_t compression_type = 0;  // 0 zlib, 1 zstd
   bool extended_l2 = false;
+  FileCreateOptions file;  // for the image file itself
 };
 
 // Checks the options as qemu-img 7.2 does, in its order, with its messages
@@ -49,11 +51,12 @@ struct Qcow2Layout {
   std::vector<PlannedWrite> writes;
   uint64_t file_size = 0;
   uint64_t data_start = 0;  // 0: no data area to preallocate
+  uint64_t data_end = 0;    // with data_start: the area is [data_start, data_end)
 };
 
 // Plans the image for a virtual size of `size` bytes. Pure: no I/O.
 // REQUIRES: validate_create_options(opts) succeeded.
-// Errors: ENOTSUP for sizes that would need the refcount table to grow during creation.
+// Errors: EFBIG for sizes whose refcount table would exceed QEMU's limit.
 Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& opts, uint64_t size);
 
 // Creates (or truncates) opts.filename and writes a fresh qcow2 image into it through a file
@@ -65,6 +68,9 @@ Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts);
 // Creates (or truncates) a raw image file of `size` bytes with the given preallocation
 // (metadata behaves as off, as for QEMU's file driver... except it is refused like QEMU).
 Task<Status> create_raw(EventLoop& loop, std::string filename, uint64_t size,
-                        PreallocMode preallocation);
+                        PreallocMode preallocation, FileCreateOptions file);
+
+// "Extent size hint is too large" (EINVAL) for a hint over UINT32_MAX.
+Status validate_file_options(const FileCreateOptions& file);
 
 }  // namespace qblock::qcow2
