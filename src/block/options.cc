@@ -93,10 +93,43 @@ Result<Options> unflatten_options(const Options& options) {
   return out;
 }
 
+namespace {
+
+// True if `text` stops inside a string or with an object or array still open: QEMU's JSON
+// parser calls that "premature EOI".
+bool ends_prematurely(std::string_view text) {
+  int depth = 0;
+  bool in_string = false;
+  char quote = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == quote) {
+        in_string = false;
+      }
+    } else if (c == '"' || c == '\'') {
+      in_string = true;
+      quote = c;
+    } else if (c == '{' || c == '[') {
+      ++depth;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return in_string || depth > 0;
+}
+
+}  // namespace
+
 Result<Options> parse_json_options(std::string_view json_text) {
   Options parsed = Options::parse(single_to_double_quotes(json_text), nullptr, false);
   if (parsed.is_discarded()) {
-    return fail(Error::with_message(EINVAL, "Could not parse the JSON options"));
+    return fail(Error::with_message(
+        EINVAL, ends_prematurely(json_text)
+                    ? "Could not parse the JSON options: JSON parse error, premature EOI"
+                    : "Could not parse the JSON options"));
   }
   if (!parsed.is_object()) {
     return fail(Error::with_message(EINVAL, "Invalid JSON object given"));
