@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -148,6 +149,44 @@ struct CopyOptions {
 // flight finish first).
 [[nodiscard]] Task<Status> copy_image(EventLoop& loop, BlockBackend& source, BlockBackend& target,
                                       CopyOptions options = {});
+
+// ---- Amending images ----
+
+// What qemu-img amend may change in a qcow2 image (qemu-compat.md §3.8); unset fields stay
+// as they are. The values are already parsed; their ranges are checked by amend_image.
+struct Qcow2AmendOptions {
+  std::optional<std::string> compat;  // "0.10" or "v2", "1.1" or "v3"
+  std::optional<bool> lazy_refcounts;
+  std::optional<uint64_t> refcount_bits;  // a power of two from 1 to 64
+  std::optional<std::string> backing_file;
+  std::optional<std::string> backing_fmt;
+  std::optional<std::string> data_file;
+  std::optional<bool> data_file_raw;
+  std::optional<uint64_t> size;  // virtual size; 0 (as in QEMU) changes nothing
+  bool encryption = false;       // an encrypt.* option was given
+};
+
+// Called with the percentage done of the steps that report progress (upgrade, zero-cluster
+// expansion); may be empty.
+using AmendProgress = std::function<void(double percent)>;
+
+// Changes the qcow2 image open at `root` as qemu-img 7.2's amend does, in its order: upgrade
+// (compat=1.1), encryption, backing file (only the current one is accepted), lazy refcounts,
+// refcount width (new refcount structures written and flushed before the header switches to
+// them), a header rewrite, the size, and last the downgrade (compat=0.10: zero clusters
+// become data clusters, in snapshots too). A step that fails leaves the earlier ones done.
+// REQUIRES: `root` opened writable. Errors carry QEMU's messages: ENOTSUP "Format driver
+// 'raw' does not support option amendment" for other formats; EINVAL "Unknown compatibility
+// level X", "Cannot amend the
+// backing file\nYou can use 'qemu-img rebase' instead.", "Lazy refcounts only supported with
+// compatibility level 1.1 and above (use compat=1.1 or greater)", "Refcount width must be a
+// power of two and may not exceed 64 bits", "Cannot decrease refcount entry width to N bits:
+// Cluster at offset 0x... has a refcount of R", "compat=0.10 requires refcount_bits=16",
+// "Cannot downgrade an image with incompatible features 0x.. set", "Can't amend encryption
+// options - encryption not present"; "Failed to turn zero into data clusters: <strerror>";
+// the truncate errors of the size change; I/O errors.
+[[nodiscard]] Task<Status> amend_image(BlockNode& root, Qcow2AmendOptions options,
+                                       AmendProgress progress = {});
 
 // ---- Checking and repairing ----
 

@@ -186,4 +186,8 @@ Task<Result<CheckResult>> check_image(BlockNode& root, unsigned repair) {
   co_return out;
 }
 
+Task<Status> amend_image(BlockNode& root, Qcow2AmendOptions options, AmendProgress progress) {
+  co_return co_await qcow2::amend_qcow2_node(root, std::move(options), std::move(progress));
+}
+
 }  // namespace qblock

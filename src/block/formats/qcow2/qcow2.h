@@ -7,6 +7,7 @@
 
 #include "block/driver.h"
 #include "block/formats/qcow2/check.h"
+#include "qblock/image.h"
 
 namespace qblock::qcow2 {
 
@@ -18,6 +19,11 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options);
 // qemu-img check on an image opened as qcow2 with OpenFlags::check (read-only, or read-write
 // for a `fix`). Errors: ENOTSUP if `node` is not such a qcow2 node; see check_image().
 Task<Result<CheckResult>> check_qcow2_node(BlockNode& node, unsigned fix);
+
+// qemu-img amend on an image opened as qcow2, writable (see amend_image() in qblock/image.h).
+// Errors: ENOTSUP "Format driver 'F' does not support option amendment" if `node` is not a
+// qcow2 node; the amend errors otherwise.
+Task<Status> amend_qcow2_node(BlockNode& node, Qcow2AmendOptions options, AmendProgress progress);
 
 // Format probe: 100 for a qcow2 header (magic and version 2 or 3), else 0.
 int probe_qcow2(const uint8_t* header, std::size_t len);

@@ -24,6 +24,7 @@
 #include "block/formats/qcow2/refcount.h"
 #include "block/formats/qcow2/snapshot.h"
 #include "block/formats/qcow2/write_plan.h"
+#include "qblock/image.h"
 #include "runtime/sync.h"
 
 namespace qblock::qcow2 {
@@ -62,6 +63,8 @@ class Qcow2Node : public BlockNode {
   }
   // Reads the L1 table and the refcount table.
   Task<Status> load_tables();
+  // qemu-img amend (amend.cc): see amend_image() in qblock/image.h. REQUIRES: writable.
+  Task<Status> amend(Qcow2AmendOptions options, AmendProgress progress);
 
   // Whole sectors only, as QEMU sees the disk: a header size that is not a multiple of 512
   // (only a damaged header has one) is rounded down.
@@ -239,6 +242,21 @@ class Qcow2Node : public BlockNode {
   Task<Status> grow(uint64_t size, AsyncMutex::Guard guard);
   // Grows the L1 table to `needed` entries; the virtual size stays. REQUIRES: lock_ held.
   Task<Status> grow_l1_table(uint64_t needed);
+
+  // ---- amend.cc, zero_expand.cc, refcount_rewrite.cc (all REQUIRE lock_ held) ----
+  // compat=1.1: version 3 with QEMU's feature name table; reports 0%, 50% and 100%.
+  Task<Status> upgrade_to_v3(const AmendProgress& progress);
+  // compat=0.10 after QEMU's refusals: zero clusters expanded, then the 72-byte header.
+  Task<Status> downgrade_to_v2(const AmendProgress& progress);
+  // Turns every zero cluster of the active and the snapshots' L2 tables into a data cluster
+  // that reads as zeros (a preallocated one loses its flag; a plain one gets a new, zeroed
+  // cluster, or becomes unallocated when there is no backing file). Per table: clusters
+  // allocated and zeroed and stable before the table is rewritten.
+  Task<Status> expand_zero_clusters();
+  // The refcount table and blocks rebuilt at 2^order bits: the new structures are written
+  // past every allocated cluster and flushed, the header switches to them, then the old ones
+  // are freed. A cut before the switch leaves the old image; after it, at most leaks.
+  Task<Status> change_refcount_order(uint32_t order);
 
   AsyncMutex lock_;  // guards every metadata structure below
   Header header_;
