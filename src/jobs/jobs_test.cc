@@ -157,13 +157,19 @@ TEST_F(JobsTest, ChangeBackingFileToNoneAndBack) {
   std::unique_ptr<BlockBackend> t = open(top);
   ASSERT_NE(t, nullptr);
   ASSERT_OK(run_sync(*loop_, change_backing_file(t->root(), "", "")));
+  ASSERT_OK(run_sync(*loop_, t->close()));
   EXPECT_EQ(backing_of(top), "");
+  t = open(top);
+  ASSERT_NE(t, nullptr);
   ASSERT_OK(run_sync(*loop_, change_backing_file(t->root(), "base.qcow2", "qcow2")));
-  EXPECT_EQ(backing_of(top), "base.qcow2");
   EXPECT_ERRNO(run_sync(*loop_, change_backing_file(t->root(), std::string(1024, 'x'), "qcow2")),
                EINVAL);
   ASSERT_OK(run_sync(*loop_, t->close()));
+  EXPECT_EQ(backing_of(top), "base.qcow2");
   expect_clean(top);
+  Result<ImageInfo> info = run_sync(*loop_, read_image_info(*loop_, top, "qcow2"));
+  ASSERT_OK(info);
+  EXPECT_EQ(info->qcow2->backing_format, "qcow2");
 }
 }  // namespace
 }  // namespace qblock
