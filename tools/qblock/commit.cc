@@ -118,6 +118,7 @@ int run_commit(int argc, char** argv) {
       open_image(**loop, args.filename, args.image, flags);
   if (!opened) return 1;
   std::unique_ptr<BlockBackend> top = std::move(*opened);
+  if (top->probed_raw()) warn_probed_raw(args.filename);
   auto finish = [&](int status) {
     Status closed = run_sync(**loop, close_task(top.get()));
     if (!closed && status == 0) {

@@ -9,6 +9,7 @@
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
+#include "qblock/image.h"
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
 #include "qblock/img_progress.h"
@@ -127,6 +128,19 @@ Task<Status> change_task(BlockBackend* image, std::string file, std::string form
 
 Task<Status> close_task(BlockBackend* backend) { co_return co_await backend->close(); }
 
+Task<Result<ImageInfo>> info_task(EventLoop* loop, std::string filename) {
+  co_return co_await read_image_info(*loop, std::move(filename), "");
+}
+
+// Whether the image's format takes a "backing" option (qcow2: the only format with a backing
+// file), from -f, the driver of --image-opts, or the file's magic.
+bool has_backing_option(EventLoop& loop, const RebaseArgs& args) {
+  if (args.image.format) return *args.image.format == "qcow2";
+  if (args.image.image_opts) return args.filename.find("driver=qcow2") != std::string::npos;
+  Result<ImageInfo> info = run_sync(loop, info_task(&loop, args.filename));
+  return !info || info->format == "qcow2";
+}
+
 // Everything after the image is open; returns the exit status.
 int rebase(EventLoop& loop, BlockBackend& image, const RebaseArgs& args, const OpenFlags& src,
            ImgProgress& progress) {
@@ -207,7 +221,7 @@ int run_rebase(int argc, char** argv) {
   }
   // -u: the old backing file is not opened (it may be gone).
   Options extra = Options::object();
-  if (args.unsafe) extra["backing"] = nullptr;
+  if (args.unsafe && has_backing_option(**loop, args)) extra["backing"] = nullptr;
   Result<std::unique_ptr<BlockBackend>> opened =
       open_image(**loop, args.filename, args.image, flags, OpenMessage::kQemuImg, extra);
   if (!opened) {
@@ -215,6 +229,7 @@ int run_rebase(int argc, char** argv) {
     return 1;
   }
   std::unique_ptr<BlockBackend> image = std::move(*opened);
+  if (image->probed_raw()) warn_probed_raw(args.filename);
   int status = rebase(**loop, *image, args, src, progress);
   Status closed = run_sync(**loop, close_task(image.get()));
   if (!closed && status == 0) {

@@ -17,7 +17,19 @@ _commit() {
 # Where the committed data lands in the base depends on the order of the job's writes, so
 # host offsets and fragmentation are left out: the maps show the allocation, check consistency.
 _check() { echo "--- check $1"; qemu-img check -q "$1" 2>&1; echo "check status: $?"; }
-_map() { echo "--- map $*"; qemu-img map --output=json "$@" 2>&1 | sed 's/, "offset": [0-9]*//'; }
+# Without the offsets, neighbouring extents that differed only in them are merged again.
+_map() {
+    echo "--- map $*"
+    qemu-img map --output=json "$@" 2>&1 | sed -e 's/, "offset": [0-9]*//' -e 's/^\[//' -e 's/[],]$//' |
+        awk -F', "length": ' '
+            { split($1, a, ": "); start = a[2]; n = index($2, ","); len = substr($2, 1, n - 1)
+              rest = substr($2, n) }
+            NR > 1 && rest == prest && start == pstart + plen { plen += len; next }
+            NR > 1 { out[k++] = "{ \"start\": " pstart ", \"length\": " plen prest }
+            { pstart = start; plen = len; prest = rest }
+            END { out[k++] = "{ \"start\": " pstart ", \"length\": " plen prest
+                  for (i = 0; i < k; i++) printf "%s%s%s\n", (i ? "" : "["), out[i], (i < k - 1 ? "," : "]") }'
+}
 _read() { echo "--- read $*"; $QEMU_IO -r "$@" | grep -v '^[0-9.]* [A-Za-z]*, [0-9]* ops; \|^read [0-9]'; }
 
 # base (4M): 1 in [0, 1M), 0x0b at 3M; mid: 2 in [512k, 1.5M); top: 3 in [1M, 1.5M) and
@@ -154,3 +166,18 @@ _commit -f raw top.qcow2
 _commit -x top.qcow2
 _commit --image-opts -f qcow2 top.qcow2
 _map top.qcow2
+qemu-img create -q -f raw plain.raw 1M
+_commit plain.raw
+_commit -f raw plain.raw
+
+_section "-b relative to the image's directory"
+mkdir -p sub
+qemu-img create -q -f qcow2 sub/base.qcow2 4M
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 sub/mid.qcow2
+qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 sub/top.qcow2
+_io -c 'write -P 3 0 64k' sub/top.qcow2
+_commit -b sub/base.qcow2 sub/top.qcow2
+_commit -b base.qcow2 sub/top.qcow2
+_read -c 'read -P 3 0 64k' sub/base.qcow2
+_commit -b ./mid.qcow2 sub/top.qcow2
+_commit --image-opts -b base.qcow2 driver=qcow2,file.filename=sub/top.qcow2

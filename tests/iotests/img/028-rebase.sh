@@ -149,3 +149,19 @@ _rebase --image-opts -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
 _rebase -b top.qcow2 -F qcow2 top.qcow2
 _backing top.qcow2
 _content top.qcow2
+
+_section "images without a backing file"
+qemu-img create -q -f raw plain.raw 1M
+_rebase -f raw -b base.qcow2 -F qcow2 plain.raw
+_rebase -u -f raw -b base.qcow2 -F qcow2 plain.raw
+_rebase -u -b base.qcow2 -F qcow2 plain.raw
+qemu-img create -q -f qcow2 alone.qcow2 4M
+_rebase -u -b "" alone.qcow2
+_rebase -b "" alone.qcow2
+_sum alone.qcow2
+_rebase -b base.qcow2 -F qcow2 alone.qcow2
+_backing alone.qcow2
+_read -c 'read -P 0 0 4M' alone.qcow2
+_map alone.qcow2
+_rebase --image-opts -b other.qcow2 -F qcow2 driver=qcow2,file.filename=top.qcow2
+_backing top.qcow2
