@@ -98,22 +98,34 @@ Task<Status> Qcow2Node::rebuild_empty(uint64_t l1_clusters) {
   Status s = co_await flush_metadata();
   if (!s) co_return s;
   // §2.3 dirty bit: until it is cleared the refcounts need not be right, and an open repairs
-  // them. Each step below leaves an image that reads as empty or as before, never as garbage:
-  // the L1 table is zeroed before any structure it led to is overwritten.
+  // them. The header's L1 pointer only ever leads to zeros or to the old, intact table: the
+  // old table is zeroed in place, then the new one is zeroed before the header points at it,
+  // and only then are clusters 1 and 2 (which the old tables may still occupy) rewritten.
   const uint64_t old_incompatible = header_.incompatible_features;
   header_.incompatible_features |= kIncompatDirty;
   s = co_await write_header();
   if (!s) co_return s;
-  std::vector<uint8_t> zeros(uint64_t{header_.l1_size} * 8, 0);
-  if (!zeros.empty()) {
-    s = co_await file_->write(header_.l1_table_offset, IoVec(zeros.data(), zeros.size()));
+  std::vector<uint8_t> zeros(std::max<uint64_t>(uint64_t{header_.l1_size} * 8, l1_clusters * cs_),
+                             0);
+  if (header_.l1_size) {
+    s = co_await file_->write(header_.l1_table_offset,
+                              IoVec(zeros.data(), uint64_t{header_.l1_size} * 8));
+    if (!s) co_return s;
+    s = co_await file_->flush();
     if (!s) co_return s;
   }
-  s = co_await file_->flush();
+  if (l1_clusters) {
+    s = co_await file_->write(3 * cs_, IoVec(zeros.data(), l1_clusters * cs_));
+    if (!s) co_return s;
+    s = co_await file_->flush();
+    if (!s) co_return s;
+  }
+  header_.l1_table_offset = 3 * cs_;
+  s = co_await write_header();
   if (!s) co_return s;
-  // Clusters 1 (refcount table), 2 (its one refcount block) and 3.. (the L1 table), as a new
-  // image has them (§5): the block counts clusters 0 to 3 + l1_clusters - 1 once each.
-  std::vector<uint8_t> tables((2 + l1_clusters) * cs_, 0);
+  // Cluster 1: the refcount table, whose one entry names cluster 2: the refcount block that
+  // counts clusters 0 to 3 + l1_clusters - 1 once each (§5), as a new image has them.
+  std::vector<uint8_t> tables(2 * cs_, 0);
   store_be64(tables.data(), 2 * cs_);
   for (uint64_t i = 0; i < 3 + l1_clusters; ++i) {
     write_refcount_entry(tables.data() + cs_, header_.refcount_bits(), i, 1);
@@ -124,7 +136,6 @@ Task<Status> Qcow2Node::rebuild_empty(uint64_t l1_clusters) {
   if (!s) co_return s;
   header_.refcount_table_offset = cs_;
   header_.refcount_table_clusters = 1;
-  header_.l1_table_offset = 3 * cs_;
   s = co_await write_header();
   if (!s) co_return s;
   s = co_await file_->truncate((3 + l1_clusters) * cs_, PreallocMode::kOff, Exact::kNo);
