@@ -166,7 +166,7 @@ bool apply_source_cache(const ImageArgs& args, OpenFlags& flags) {
 
 Result<std::unique_ptr<BlockBackend>> open_image(EventLoop& loop, const std::string& filename,
                                                  const ImageArgs& args, const OpenFlags& flags,
-                                                 OpenMessage message) {
+                                                 OpenMessage message, const Options& extra) {
   if (!check_image_opts_exclusive(args)) {
     return fail(Error::invalid("--image-opts and --format are mutually exclusive"));
   }
@@ -183,6 +183,7 @@ Result<std::unique_ptr<BlockBackend>> open_image(EventLoop& loop, const std::str
   } else {
     options.filename = filename;
   }
+  for (auto it = extra.begin(); it != extra.end(); ++it) options.tree[it.key()] = it.value();
   Result<std::unique_ptr<BlockBackend>> opened =
       run_sync(loop, open_backend(&loop, std::move(options)));
   if (!opened) {

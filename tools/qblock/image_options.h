@@ -142,11 +142,13 @@ enum class OpenMessage {
 // Opens `filename` as the image subcommands do: checks check_image_opts_exclusive(), parses
 // the name as a key=value list with --image-opts (else it is a path, "json:{...}" or
 // "blkdebug:..." for BlockBackend), opens it with `flags` and args.format_name(), and prints
-// qemu-img's message on every failure. Returns the open backend, or the error (already
+// qemu-img's message on every failure. `extra` is merged over the options (e.g. "backing":
+// null to open without the backing file). Returns the open backend, or the error (already
 // reported).
 Result<std::unique_ptr<BlockBackend>> open_image(EventLoop& loop, const std::string& filename,
                                                  const ImageArgs& args, const OpenFlags& flags,
-                                                 OpenMessage message = OpenMessage::kQemuImg);
+                                                 OpenMessage message = OpenMessage::kQemuImg,
+                                                 const Options& extra = Options::object());
 
 // qemu-img's warning (on stderr) for an image whose format was probed as raw, given before a
 // command that may write to it.

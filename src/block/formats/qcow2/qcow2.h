@@ -24,6 +24,11 @@ Task<Result<CheckResult>> check_qcow2_node(BlockNode& node, unsigned fix);
 // Errors: ENOTSUP "Format driver 'F' does not support option amendment" if `node` is not a
 // qcow2 node; the amend errors otherwise.
 Task<Status> amend_qcow2_node(BlockNode& node, Qcow2AmendOptions options, AmendProgress progress);
+// The header rewrite and the emptying behind qblock/jobs.h on a qcow2 node (see
+// Qcow2Node::change_backing_file and make_empty). Errors: ENOTSUP if `node` is not qcow2.
+Task<Status> change_qcow2_backing_file(BlockNode& node, std::string backing_file,
+                                       std::string backing_format);
+Task<Status> make_qcow2_empty(BlockNode& node);
 
 // Format probe: 100 for a qcow2 header (magic and version 2 or 3), else 0.
 int probe_qcow2(const uint8_t* header, std::size_t len);

@@ -66,6 +66,20 @@ class Qcow2Node : public BlockNode {
   // qemu-img amend (amend.cc): see amend_image() in qblock/image.h. REQUIRES: writable.
   Task<Status> amend(Qcow2AmendOptions options, AmendProgress progress);
 
+  // ---- backing_change.cc (qblock/jobs.h) ----
+  // Records `backing_file` and `backing_format` (both empty: none) in the header, after
+  // everything written so far is stable; one write of cluster 0 (qcow2-format.md §4.4), as
+  // QEMU's change_backing_file. The backing node this node reads from is not replaced.
+  // Errors: EPERM read-only; EINVAL a name over 1023 bytes, a format without a name, or a
+  // header that no longer fits in cluster 0; write errors.
+  Task<Status> change_backing_file(std::string backing_file, std::string backing_format);
+  // Makes every cluster unallocated, so that the image reads from its backing file again
+  // (qemu-img commit's emptying of the top image). As qemu-img 7.2: a v3 image without
+  // snapshots, bitmaps, encryption or data file is rebuilt as a fresh one (rebuild_empty);
+  // any other has every L2 entry cleared and the clusters freed (not flushed).
+  // Errors: EPERM read-only, ENOTSUP extended L2 in the second case; write errors.
+  Task<Status> make_empty();
+
   // Whole sectors only, as QEMU sees the disk: a header size that is not a multiple of 512
   // (only a damaged header has one) is rounded down.
   uint64_t length() const override { return header_.size / 512 * 512; }
@@ -231,6 +245,11 @@ class Qcow2Node : public BlockNode {
   // Byte allocation for compressed data (§5.4: several compressed clusters may share a host
   // cluster; each user holds one reference). REQUIRES: lock_ held.
   Task<Result<uint64_t>> allocate_compressed(uint64_t bytes);
+
+  // ---- backing_change.cc ----
+  // make_empty's fresh layout: header, refcount table, one refcount block, the zeroed L1
+  // table (`l1_clusters` clusters), the file cut after it. REQUIRES: lock_ held, v3.
+  Task<Status> rebuild_empty(uint64_t l1_clusters);
 
   // ---- resize.cc ----
   // do_truncate's shrinking half. REQUIRES: lock_ held, size < header_.size.

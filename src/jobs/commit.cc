@@ -1,0 +1,148 @@
+// commit_image (qblock/jobs.h): the streaming copy of qemu-img commit. The extents the layers
+// above the base allocate are copied from the top into the base, opened read-write for it;
+// the top is emptied afterwards if asked.
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "base/check.h"
+#include "qblock/chain_status.h"
+#include "qblock/iovec.h"
+#include "qblock/jobs.h"
+
+namespace qblock {
+
+namespace {
+
+// Whether a prefix of [offset, offset + bytes) is allocated in one of `layers` (the top and
+// the images between it and the base), and how long that prefix is.
+struct Allocation {
+  bool allocated = false;
+  uint64_t bytes = 0;
+};
+
+Task<Result<Allocation>> allocated_above_base(std::vector<BlockNode*> layers, uint64_t offset,
+                                              uint64_t bytes) {
+  Allocation a{false, bytes};
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    BlockNode* layer = layers[i];
+    if (offset >= layer->length()) {
+      // An image between top and base that ends before the top reads as zeros past its end,
+      // hiding what the base has there: that counts as allocated (so zeros are committed).
+      if (i > 0) co_return Allocation{true, a.bytes};
+      continue;
+    }
+    const uint64_t ask = std::min(a.bytes, layer->length() - offset);
+    Task<Result<std::pair<bool, uint64_t>>> query = layer->is_allocated(offset, ask);
+    Result<std::pair<bool, uint64_t>> r = co_await std::move(query);
+    if (!r) co_return fail(r.error());
+    if (r->first) co_return Allocation{true, r->second};
+    // Unallocated here for r->second bytes: the next layer decides about that much.
+    a.bytes = std::min(a.bytes, r->second);
+  }
+  co_return a;
+}
+
+struct Throttle {
+  uint64_t rate = 0;  // bytes per second, 0: none
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  uint64_t written = 0;
+};
+
+Task<void> throttle(EventLoop& loop, Throttle& t, uint64_t bytes) {
+  t.written += bytes;
+  if (t.rate == 0) co_return;
+  const auto due = t.start + std::chrono::nanoseconds(static_cast<int64_t>(
+                                 static_cast<long double>(t.written) * 1e9L / t.rate));
+  const auto now = std::chrono::steady_clock::now();
+  if (due <= now) co_return;
+  Task<void> wait = loop.sleep_for(due - now);
+  co_await std::move(wait);
+}
+
+// Opens the base read-write with the options the chain opened it with.
+Task<Result<std::unique_ptr<BlockBackend>>> open_base_writable(EventLoop& loop, BlockNode& base) {
+  BackendOptions options;
+  options.tree = base.options();
+  options.flags = base.open_flags();
+  options.flags.read_only = false;
+  options.flags.backing_chain = nullptr;
+  // The chain's read-only open of this image holds its locks and shares no write with anyone
+  // else; locking again from this process would conflict with that open.
+  options.flags.force_share = true;
+  Task<Result<std::unique_ptr<BlockBackend>>> open = BlockBackend::open(loop, std::move(options));
+  co_return co_await std::move(open);
+}
+
+Task<Status> copy_above_base(EventLoop& loop, BlockBackend& top, BlockBackend& base,
+                             std::vector<BlockNode*> layers, const CommitOptions& options) {
+  const uint64_t length = top.length();
+  AlignedBuffer buffer(static_cast<std::size_t>(options.chunk_bytes));
+  Throttle limit;
+  limit.rate = options.rate_limit;
+  for (uint64_t offset = 0; offset < length;) {
+    const uint64_t want = std::min(length - offset, options.chunk_bytes);
+    Task<Result<Allocation>> ask = allocated_above_base(layers, offset, want);
+    Result<Allocation> a = co_await std::move(ask);
+    if (!a) co_return fail(a.error());
+    uint64_t n = std::max<uint64_t>(std::min(a->bytes, want), 1);
+    if (a->allocated) {
+      Task<Result<ChainStatus>> status = chain_status(&top.root(), offset, n, {});
+      Result<ChainStatus> st = co_await std::move(status);
+      if (!st) co_return fail(st.error());
+      n = std::min(n, st->status.bytes);
+      const bool zero = (st->status.flags & kStatusZero) && !(st->status.flags & kStatusData);
+      Status done = ok();
+      if (zero) {
+        done = co_await base.write_zeroes(offset, n, RequestFlag::kMayUnmap);
+      } else {
+        const std::size_t len = static_cast<std::size_t>(n);
+        done = co_await top.read(offset, IoVec(buffer.data(), len));
+        if (done) done = co_await base.write(offset, IoVec(buffer.data(), len));
+      }
+      if (!done) co_return done;
+      co_await throttle(loop, limit, n);
+    }
+    offset += n;
+    if (options.progress) options.progress(offset, length);
+  }
+  co_return ok();
+}
+
+}  // namespace
+
+Task<Status> commit_image(EventLoop& loop, BlockBackend& top, CommitOptions options) {
+  CHECK(options.base_depth >= 1 && options.chunk_bytes >= 512);
+  std::vector<BlockNode*> layers{&top.root()};
+  BlockNode* base = &top.root();
+  for (uint32_t i = 0; i < options.base_depth; ++i) {
+    base = base->child(ChildRole::kBacking);
+    if (!base) {
+      co_return fail(Error::with_message(EINVAL, "Image does not have a backing file"));
+    }
+    if (i + 1 < options.base_depth) layers.push_back(base);
+  }
+  Task<Result<std::unique_ptr<BlockBackend>>> open = open_base_writable(loop, *base);
+  Result<std::unique_ptr<BlockBackend>> writable = co_await std::move(open);
+  if (!writable) co_return fail(writable.error());
+  BlockBackend& target = **writable;
+  Status s = ok();
+  if (target.length() < top.length()) s = co_await target.truncate(top.length());
+  if (s) {
+    Task<Status> copy = copy_above_base(loop, top, target, layers, options);
+    s = co_await std::move(copy);
+  }
+  Status closed = co_await target.close();
+  if (!s) co_return s;
+  if (!closed) co_return closed;
+  if (options.empty_top) {
+    s = co_await make_image_empty(top.root());
+    if (!s) co_return s;
+    s = co_await top.flush();
+  }
+  co_return s;
+}
+
+}  // namespace qblock
