@@ -7,6 +7,7 @@
 
 #include "block/driver.h"
 #include "block/formats/qcow2/check.h"
+#include "block/formats/qcow2/snapshot.h"
 
 namespace qblock::qcow2 {
 
@@ -18,6 +19,12 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options);
 // qemu-img check on an image opened as qcow2 with OpenFlags::check (read-only, or read-write
 // for a `fix`). Errors: ENOTSUP if `node` is not such a qcow2 node; see check_image().
 Task<Result<CheckResult>> check_qcow2_node(BlockNode& node, unsigned fix);
+
+// Internal snapshots of an image opened as qcow2 (snapshot_ops.cc; see Qcow2Node's
+// snapshot operations for the semantics). Errors: ENOTSUP if `node` is not a qcow2 node.
+enum class SnapshotOp : unsigned char { kCreate, kApply, kDelete };
+Task<Result<std::vector<Snapshot>>> qcow2_snapshots(BlockNode& node);
+Task<Status> qcow2_snapshot_op(BlockNode& node, SnapshotOp op, std::string name);
 
 // Format probe: 100 for a qcow2 header (magic and version 2 or 3), else 0.
 int probe_qcow2(const uint8_t* header, std::size_t len);
