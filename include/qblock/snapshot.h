@@ -29,7 +29,8 @@ namespace qblock {
 // file or directory"; I/O.
 [[nodiscard]] Task<Status> apply_snapshot(BlockNode& root, std::string name);
 
-// Deletes snapshot `name` (matched as for apply_snapshot), releasing the clusters only it
+// Deletes snapshot `name` (matched as qemu-img 7.2's -d does: against the names first, then
+// the ids; the first match in table order wins), releasing the clusters only it
 // used (qemu-img snapshot -d). REQUIRES: as create_snapshot. Errors: ENOTSUP; ENOENT
 // "snapshot not found"; I/O.
 [[nodiscard]] Task<Status> delete_snapshot(BlockNode& root, std::string name);

@@ -68,8 +68,9 @@ class Qcow2Node : public BlockNode {
   // ---- internal snapshots (qcow2-format.md §8), snapshot_*.cc ----
   // Each operation takes the metadata lock, writes back the caches, works on the tables in
   // the file in §17's order (a power cut leaks clusters at worst) and ends with a flush.
-  // `name` is matched as QEMU matches it: against the ids first, then the names; the first
-  // entry in the table wins. REQUIRES: no other request in flight on this node.
+  // `name` is matched as qemu-img 7.2 matches it: apply looks at the ids first, then the
+  // names; delete at the names first, then the ids; the first entry in the table wins.
+  // REQUIRES: no other request in flight on this node.
   //
   // The snapshot table as the file holds it. Errors: I/O, the table's open errors.
   Task<Result<std::vector<Snapshot>>> snapshots();
@@ -199,8 +200,11 @@ class Qcow2Node : public BlockNode {
   // Writes `snapshots` as the new snapshot table into new clusters, switches the header to
   // it in one write, then frees the old table (§17 R1, R7, R5). Returns the table written.
   Task<Result<SnapshotTable>> write_snapshot_table(std::vector<Snapshot> snapshots);
-  // The index of the snapshot `name` names (id first, then name), or -1.
-  static int64_t find_snapshot(const std::vector<Snapshot>& snapshots, const std::string& name);
+  // The index of the snapshot `name` names, or -1: the first entry whose id (kIdFirst) or
+  // name (kNameFirst) is `name`, else the first whose name (or id) is.
+  enum class Match : bool { kIdFirst, kNameFirst };
+  static int64_t find_snapshot(const std::vector<Snapshot>& snapshots, const std::string& name,
+                               Match match);
 
   // ---- corruption.cc ----
   // qcow2-format.md §13: the metadata structure [offset, offset + bytes) would overwrite,

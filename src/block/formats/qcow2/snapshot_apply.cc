@@ -26,7 +26,7 @@ Task<Status> Qcow2Node::apply_snapshot(std::string name) {
   Task<Result<SnapshotTable>> read = read_snapshot_table(*file_, header_);
   Result<SnapshotTable> table = co_await std::move(read);
   if (!table) co_return fail(table.error());
-  const int64_t index = find_snapshot(table->snapshots, name);
+  const int64_t index = find_snapshot(table->snapshots, name, Match::kIdFirst);
   if (index < 0) {
     co_return fail(
         Error::with_message(ENOENT, "Failed to load snapshot: No such file or directory"));

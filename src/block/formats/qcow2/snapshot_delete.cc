@@ -14,7 +14,7 @@ Task<Status> Qcow2Node::delete_snapshot(std::string name) {
   Task<Result<SnapshotTable>> read = read_snapshot_table(*file_, header_);
   Result<SnapshotTable> table = co_await std::move(read);
   if (!table) co_return fail(table.error());
-  const int64_t index = find_snapshot(table->snapshots, name);
+  const int64_t index = find_snapshot(table->snapshots, name, Match::kNameFirst);
   if (index < 0) co_return fail(Error::with_message(ENOENT, "snapshot not found"));
   std::vector<Snapshot> snapshots = std::move(table->snapshots);
   const Snapshot snap = snapshots[static_cast<std::size_t>(index)];

@@ -22,13 +22,15 @@ uint64_t clusters_for(uint64_t bytes, uint64_t cs) { return (bytes + cs - 1) / c
 
 }  // namespace
 
-int64_t Qcow2Node::find_snapshot(const std::vector<Snapshot>& snapshots, const std::string& name) {
-  // QEMU looks the argument up as an id first, then as a name.
-  for (std::size_t i = 0; i < snapshots.size(); ++i) {
-    if (snapshots[i].id == name) return static_cast<int64_t>(i);
-  }
-  for (std::size_t i = 0; i < snapshots.size(); ++i) {
-    if (snapshots[i].name == name) return static_cast<int64_t>(i);
+int64_t Qcow2Node::find_snapshot(const std::vector<Snapshot>& snapshots, const std::string& name,
+                                 Match match) {
+  // qemu-img 7.2: snapshot -a asks the driver, which looks for an id first; snapshot -d
+  // looks the argument up in the list by name first.
+  for (int pass = 0; pass < 2; ++pass) {
+    const bool by_id = (pass == 0) == (match == Match::kIdFirst);
+    for (std::size_t i = 0; i < snapshots.size(); ++i) {
+      if ((by_id ? snapshots[i].id : snapshots[i].name) == name) return static_cast<int64_t>(i);
+    }
   }
   return -1;
 }
