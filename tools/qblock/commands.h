@@ -25,6 +25,8 @@ int run_dd(int argc, char** argv);
 int run_measure(int argc, char** argv);
 // `qblock resize`: qemu-img resize (qemu-compat.md §3.9).
 int run_resize(int argc, char** argv);
+// `qblock snapshot`: qemu-img snapshot (qemu-compat.md §3.12).
+int run_snapshot(int argc, char** argv);
 // `qblock nbd`: qemu-nbd's server (issue #5).
 int run_nbd(int argc, char** argv);
 

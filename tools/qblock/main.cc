@@ -29,6 +29,7 @@ constexpr Command kCommands[] = {
     {"convert", qblock::tools::run_convert,
      "copy one or more images into a new one (qemu-img convert)"},
     {"resize", qblock::tools::run_resize, "change the virtual size of an image (qemu-img resize)"},
+    {"snapshot", qblock::tools::run_snapshot, "manage internal snapshots (qemu-img snapshot)"},
     {"dd", qblock::tools::run_dd, "copy blocks of an image into a new one (qemu-img dd)"},
     {"measure", qblock::tools::run_measure,
      "compute the size a new image needs (qemu-img measure)"},
