@@ -92,6 +92,10 @@ Task<Result<std::vector<uint64_t>>> Qcow2Node::read_l2(uint64_t offset) {
 Task<Status> Qcow2Node::update_tree_refcounts(const std::vector<uint64_t>& l1, int64_t delta) {
   const uint64_t stride = l2_stride(header_);
   std::vector<uint64_t> clusters;
+  // Contiguous clusters are updated as one run: a table of consecutive data clusters (the
+  // common case) costs one call per run rather than one per cluster.
+  uint64_t run_start = 0;
+  uint64_t run_len = 0;
   for (uint64_t l1_entry : l1) {
     const uint64_t l2_offset = l1_entry & kOffsetMask;
     if (!l2_offset) continue;
@@ -101,11 +105,23 @@ Task<Status> Qcow2Node::update_tree_refcounts(const std::vector<uint64_t>& l1, i
       clusters.clear();
       host_clusters((*l2)[j], clusters);
       for (uint64_t c : clusters) {
-        Status s = co_await refcounts_->update(c, 1, delta);
-        if (!s) co_return s;
+        if (run_len && c == run_start + run_len) {
+          ++run_len;
+          continue;
+        }
+        if (run_len) {
+          Status s = co_await refcounts_->update(run_start, run_len, delta);
+          if (!s) co_return s;
+        }
+        run_start = c;
+        run_len = 1;
       }
     }
     Status s = co_await refcounts_->update(l2_offset / cs_, 1, delta);
+    if (!s) co_return s;
+  }
+  if (run_len) {
+    Status s = co_await refcounts_->update(run_start, run_len, delta);
     if (!s) co_return s;
   }
   co_return ok();
