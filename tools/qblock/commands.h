@@ -30,6 +30,8 @@ int run_amend(int argc, char** argv);
 int run_commit(int argc, char** argv);
 // `qblock rebase`: qemu-img rebase (qemu-compat.md §3.11).
 int run_rebase(int argc, char** argv);
+// `qblock snapshot`: qemu-img snapshot (qemu-compat.md §3.12).
+int run_snapshot(int argc, char** argv);
 // `qblock nbd`: qemu-nbd's server (issue #5).
 int run_nbd(int argc, char** argv);
 

@@ -8,6 +8,7 @@
 #include "block/driver.h"
 #include "block/formats/qcow2/check.h"
 #include "qblock/image.h"
+#include "block/formats/qcow2/snapshot.h"
 
 namespace qblock::qcow2 {
 
@@ -29,6 +30,11 @@ Task<Status> amend_qcow2_node(BlockNode& node, Qcow2AmendOptions options, AmendP
 Task<Status> change_qcow2_backing_file(BlockNode& node, std::string backing_file,
                                        std::string backing_format);
 Task<Status> make_qcow2_empty(BlockNode& node);
+// Internal snapshots of an image opened as qcow2 (snapshot_ops.cc; see Qcow2Node's
+// snapshot operations for the semantics). Errors: ENOTSUP if `node` is not a qcow2 node.
+enum class SnapshotOp : unsigned char { kCreate, kApply, kDelete };
+Task<Result<std::vector<Snapshot>>> qcow2_snapshots(BlockNode& node);
+Task<Status> qcow2_snapshot_op(BlockNode& node, SnapshotOp op, std::string name);
 
 // Format probe: 100 for a qcow2 header (magic and version 2 or 3), else 0.
 int probe_qcow2(const uint8_t* header, std::size_t len);

@@ -7,6 +7,8 @@
 //   read_path.cc      mapping, reads, zero tests, block status
 //   write_path.cc     the executor of write_plan.h's steps
 //   compressed_write.cc, zero_discard.cc, resize.cc, open.cc
+//   snapshot_refs.cc, snapshot_create.cc, snapshot_apply.cc, snapshot_delete.cc
+//                     internal snapshots (qcow2-format.md §8)
 #pragma once
 
 #include <cstdint>
@@ -79,6 +81,26 @@ class Qcow2Node : public BlockNode {
   // any other has every L2 entry cleared and the clusters freed (not flushed).
   // Errors: EPERM read-only, ENOTSUP extended L2 in the second case; write errors.
   Task<Status> make_empty();
+
+  // ---- internal snapshots (qcow2-format.md §8), snapshot_*.cc ----
+  // Each operation takes the metadata lock, writes back the caches, works on the tables in
+  // the file in §17's order (a power cut leaks clusters at worst) and ends with a flush.
+  // `name` is matched as qemu-img 7.2 matches it: apply looks at the ids first, then the
+  // names; delete at the names first, then the ids; the first entry in the table wins.
+  // REQUIRES: no other request in flight on this node.
+  //
+  // The snapshot table as the file holds it. Errors: I/O, the table's open errors.
+  Task<Result<std::vector<Snapshot>>> snapshots();
+  // Takes snapshot `name` of the active tables: id = largest numeric id + 1, date = now,
+  // no VM state, disk_size = the virtual size. Errors: EINVAL when a refcount would
+  // overflow (1-bit refcounts and anything allocated), EROFS on a read-only node, I/O.
+  Task<Status> create_snapshot(std::string name);
+  // Makes snapshot `name`'s tables the active ones, and its disk_size the virtual size.
+  // Errors: ENOENT "Failed to load snapshot: No such file or directory", EROFS, I/O.
+  Task<Status> apply_snapshot(std::string name);
+  // Removes snapshot `name` and releases what only it referenced.
+  // Errors: ENOENT "snapshot not found", EROFS, I/O.
+  Task<Status> delete_snapshot(std::string name);
 
   // Whole sectors only, as QEMU sees the disk: a header size that is not a multiple of 512
   // (only a damaged header has one) is rounded down.
@@ -173,6 +195,33 @@ class Qcow2Node : public BlockNode {
   void clean_idle_caches();
   // A fresh Refcounts over the header's refcount table, sized and wired to the L2 cache.
   void replace_refcounts();
+
+  // ---- snapshot_refs.cc (all REQUIRE lock_ held) ----
+  // Writes back every cached change and empties the L2 cache, so that the tables in the
+  // file are the whole truth while a snapshot operation rewrites them.
+  Task<Status> begin_snapshot_op();
+  // Refreshes what the node derives from the tables (L2 offsets, compressed packing, the
+  // snapshot table's place) after a snapshot operation, and flushes.
+  Task<Status> end_snapshot_op(const SnapshotTable& table);
+  // Reads the `entries` L1 entries at `offset`.
+  Task<Result<std::vector<uint64_t>>> read_l1(uint64_t offset, uint64_t entries);
+  // Reads the whole L2 table at `offset` (a corruption event if it is unaligned).
+  Task<Result<std::vector<uint64_t>>> read_l2(uint64_t offset);
+  // Adds `delta` to the refcount of every L2 table `l1` references and of every cluster
+  // those tables reference (each host cluster of a compressed span), in memory. Costs one
+  // read per allocated L2 table, whatever the virtual size.
+  Task<Status> update_tree_refcounts(const std::vector<uint64_t>& l1, int64_t delta);
+  // §3.6: sets COPIED in the active L1 and L2 entries whose cluster's refcount is 1 and
+  // clears it elsewhere, writing the changed tables. REQUIRES: the refcounts are on disk.
+  Task<Status> recompute_copied();
+  // Writes `snapshots` as the new snapshot table into new clusters, switches the header to
+  // it in one write, then frees the old table (§17 R1, R7, R5). Returns the table written.
+  Task<Result<SnapshotTable>> write_snapshot_table(std::vector<Snapshot> snapshots);
+  // The index of the snapshot `name` names, or -1: the first entry whose id (kIdFirst) or
+  // name (kNameFirst) is `name`, else the first whose name (or id) is.
+  enum class Match : bool { kIdFirst, kNameFirst };
+  static int64_t find_snapshot(const std::vector<Snapshot>& snapshots, const std::string& name,
+                               Match match);
 
   // ---- corruption.cc ----
   // qcow2-format.md §13: the metadata structure [offset, offset + bytes) would overwrite,
