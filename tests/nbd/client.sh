@@ -75,8 +75,8 @@ IO_CMDS=(
   'write -z -n 8M 64k'
   'write -P 0x66 10M 3M'
   'aio_write -P 0x77 14M 64k'
-  'aio_write -P 0x78 15M 64k'
   'aio_flush'
+  'write -P 0x78 15M 64k'
   'read -P 0x11 0 64k'
   'read -P 0x22 1M 128k'
   'read -P 0x33 2M 4k'
@@ -249,7 +249,8 @@ c_errors() {
 }
 
 c_read_only_export() {
-  start_server ro -t -e 8 -r -x exp -f raw "$WORK/b.raw" || return 1
+  cp --sparse=always "$WORK/b.raw" "$WORK/ro.raw"
+  start_server ro -t -e 8 -r -x exp -f raw "$WORK/ro.raw" || return 1
   io_same "write to a read-only export" -f raw -c 'write 0 4k' "$(uri ro exp)" || return 1
   io_same "read from a read-only export" -f raw -r -c 'read -P 0x11 0 64k' "$(uri ro exp)" ||
     return 1
