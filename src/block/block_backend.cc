@@ -7,13 +7,14 @@
 
 #include "base/check.h"
 #include "block/driver.h"
+#include "block/protocols/nbd_address.h"
 #include "qblock/options.h"
 
 namespace qblock {
 
 namespace {
 
-// "blkdebug:CONFIG:IMAGE" / "blkdebug::IMAGE" (qemu-compat.md §5.2).
+// "blkdebug:CONFIG:IMAGE" / "blkdebug::IMAGE" (qemu-compat.md §5.2), nbd URIs, or a path.
 Options options_for_filename(const std::string& filename) {
   Options file = Options::object();
   const std::string prefix = "blkdebug:";
@@ -30,6 +31,9 @@ Options options_for_filename(const std::string& filename) {
     }
     return file;
   }
+  // QEMU's protocol prefixes: "nbd://...", "nbd+unix://...", "nbd:HOST:PORT" name the nbd
+  // driver, which parses the rest.
+  if (nbd_client::has_nbd_prefix(filename)) file["driver"] = "nbd";
   file["filename"] = filename;
   return file;
 }

@@ -13,6 +13,7 @@
 #include "block/formats/qcow2/header.h"
 #include "block/formats/qcow2/qcow2.h"
 #include "block/formats/qcow2/snapshot.h"
+#include "block/protocols/nbd_address.h"
 
 namespace qblock {
 
@@ -41,7 +42,8 @@ constexpr uint64_t kKnownIncompatible = 0x1f;
 
 Task<Result<NodePtr>> open_file_read_only(EventLoop& loop, std::string filename) {
   Options options = Options::object();
-  options["driver"] = "file";
+  // An nbd URI names the nbd protocol, as in BlockBackend.
+  options["driver"] = nbd_client::has_nbd_prefix(filename) ? "nbd" : "file";
   options["filename"] = std::move(filename);
   OpenFlags flags;
   flags.read_only = true;

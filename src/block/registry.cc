@@ -12,6 +12,7 @@
 #include "block/formats/raw.h"
 #include "block/protocols/file.h"
 #include "block/protocols/memory.h"
+#include "block/protocols/nbd.h"
 #include "block/protocols/null.h"
 #include "qblock/options.h"
 
@@ -25,6 +26,7 @@ std::vector<DriverEntry>& registry() {
       {"file", NodeKind::kProtocol, &open_file_node, nullptr, true},
       {"host_device", NodeKind::kProtocol, &open_file_node, nullptr, true},
       {"memory", NodeKind::kProtocol, &open_memory_node, nullptr, true},
+      {"nbd", NodeKind::kProtocol, &open_nbd_node, nullptr, true},
       {"null-co", NodeKind::kProtocol, &open_null_node, nullptr, true},
       {"null-aio", NodeKind::kProtocol, &open_null_node, nullptr, true},
       // Formats.

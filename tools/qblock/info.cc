@@ -32,6 +32,9 @@ using Json = nlohmann::ordered_json;
 struct ChainImage {
   std::string filename;
   uint64_t actual_size = 0;  // bytes allocated on disk
+  // An NBD export: QEMU knows neither its disk size ("unavailable", no "actual-size") nor,
+  // without a format above it, its dirty flag (no "dirty-flag").
+  bool remote = false;
   ImageInfo info;
   std::string full_backing;  // resolved backing path
 };
@@ -43,6 +46,7 @@ Result<ChainImage> describe(EventLoop& loop, const std::string& filename, std::s
   image.filename = filename;
   struct stat st;
   if (::stat(filename.c_str(), &st) == 0) image.actual_size = uint64_t(st.st_blocks) * 512;
+  image.remote = filename.rfind("nbd:", 0) == 0 || filename.rfind("nbd+", 0) == 0;
   if (info->qcow2 && !info->qcow2->backing_file.empty()) {
     image.full_backing = combine_path(filename, info->qcow2->backing_file);
   }
@@ -114,7 +118,7 @@ Json to_json(const ChainImage& i) {
   j["filename"] = i.filename;
   if (h) j["cluster-size"] = h->cluster_size;
   j["format"] = i.info.format;
-  j["actual-size"] = i.actual_size;
+  if (!i.remote) j["actual-size"] = i.actual_size;
   if (h) {
     Json data = Json::object();
     data["compat"] = h->version >= 3 ? "1.1" : "0.10";
@@ -144,7 +148,7 @@ Json to_json(const ChainImage& i) {
     }
     if (h->encrypted) j["encrypted"] = true;
   }
-  j["dirty-flag"] = h && h->dirty;
+  if (h || !i.remote) j["dirty-flag"] = h && h->dirty;
   return j;
 }
 
@@ -154,7 +158,7 @@ void print_human(const ChainImage& i) {
   std::printf("file format: %s\n", i.info.format.c_str());
   std::printf("virtual size: %s (%llu bytes)\n", size_to_str(i.info.virtual_size).c_str(),
               static_cast<unsigned long long>(i.info.virtual_size));
-  std::printf("disk size: %s\n", size_to_str(i.actual_size).c_str());
+  std::printf("disk size: %s\n", i.remote ? "unavailable" : size_to_str(i.actual_size).c_str());
   if (!h) return;
   if (h->encrypted) std::printf("encrypted: yes\n");
   std::printf("cluster_size: %llu\n", static_cast<unsigned long long>(h->cluster_size));
