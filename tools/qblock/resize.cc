@@ -107,6 +107,18 @@ Result<std::unique_ptr<BlockBackend>> open_writable(EventLoop& loop, const Resiz
   Result<std::unique_ptr<BlockBackend>> opened =
       open_image(loop, args.filename, args.image, OpenFlags{});
   if (opened && (*opened)->probed_raw()) warn_probed_raw(args.filename);
+  if (opened && args.prealloc != PreallocMode::kOff && (*opened)->root().driver_name() == "qcow2") {
+    // A preallocating resize lays the file out as qemu-img's does (which has no preallocate
+    // filter) only without the filter that would allocate ahead of the end of the file.
+    Status closed = run_sync(loop, close_image(opened->get()));
+    if (!closed) {
+      img_error(closed.error().message());
+      return fail(closed.error());
+    }
+    Options extra = Options::object();
+    extra["prealloc"] = "off";
+    opened = open_image(loop, args.filename, args.image, OpenFlags{}, OpenMessage::kQemuImg, extra);
+  }
   return opened;
 }
 
@@ -154,7 +166,7 @@ int run_resize(int argc, char** argv) {
   if (total <= 0) {
     img_error("New image size must be positive");
     status = 1;
-  } else if (total < current && args.prealloc != PreallocMode::kOff) {
+  } else if (total <= current && args.prealloc != PreallocMode::kOff) {
     img_error("Preallocation can only be used for growing images");
     status = 1;
   } else if (total < current && !args.shrink) {

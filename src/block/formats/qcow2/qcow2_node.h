@@ -306,8 +306,9 @@ class Qcow2Node : public BlockNode {
   // Part of shrink: drops refcount blocks that count nothing but themselves; returns the
   // host cluster indexes of the dropped blocks.
   Task<Result<std::vector<uint64_t>>> drop_unused_refblocks();
-  // do_truncate's growing half. REQUIRES: `guard` holds lock_, size > header_.size.
-  Task<Status> grow(uint64_t size, AsyncMutex::Guard guard);
+  // do_truncate's growing half, the new area preallocated as `mode` says. REQUIRES: `guard`
+  // holds lock_, size > header_.size.
+  Task<Status> grow(uint64_t size, PreallocMode mode, AsyncMutex::Guard guard);
   // Grows the L1 table to `needed` entries; the virtual size stays. REQUIRES: lock_ held.
   Task<Status> grow_l1_table(uint64_t needed);
 
@@ -325,6 +326,24 @@ class Qcow2Node : public BlockNode {
   // past every allocated cluster and flushed, the header switches to them, then the old ones
   // are freed. A cut before the switch leaves the old image; after it, at most leaks.
   Task<Status> change_refcount_order(uint32_t order);
+
+  // ---- resize_prealloc.cc (all REQUIRE lock_ held, the L1 table grown to cover `end`) ----
+  // resize --preallocation=metadata: host clusters for [start, end) from the first-fit
+  // allocator, sparse in the file.
+  Task<Status> preallocate_metadata(uint64_t start, uint64_t end);
+  // resize --preallocation=falloc|full: refcount structures moved past the used area, then one
+  // data area for [start, end) allocated in the file by `mode`.
+  Task<Status> preallocate_data(uint64_t start, uint64_t end, PreallocMode mode);
+  // Points `count` entries of `slice` from index `first` at the clusters from `host` (the
+  // first one's head before `start` copied over where it holds data) and frees what they
+  // pointed at. With WriteZeros::kYes a head that reads as zeros is written too.
+  enum class WriteZeros : bool { kNo = false, kYes = true };
+  Task<Status> link_preallocated(L2Slice& slice, uint64_t first, uint64_t count, uint64_t host,
+                                 uint64_t start, WriteZeros zeros);
+  // Copies the first `bytes` of the guest cluster at `guest_cluster` (L2 entry `old_entry`)
+  // to `host`; with WriteZeros::kNo not if they read as zeros.
+  Task<Status> copy_cluster_head(uint64_t guest_cluster, uint64_t old_entry, uint64_t bytes,
+                                 uint64_t host, WriteZeros zeros);
 
   AsyncMutex lock_;  // guards every metadata structure below
   Header header_;

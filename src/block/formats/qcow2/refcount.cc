@@ -327,7 +327,11 @@ Task<Status> Refcounts::grow_table(uint64_t needed_entries) {
   if (free_hint_ < next) free_hint_ = next;
   Status s = co_await update(start, next - start, +1);
   if (!s) co_return s;
-  s = co_await write_dirty();
+  co_return co_await switch_table(old_offset, old_clusters);
+}
+
+Task<Status> Refcounts::switch_table(uint64_t old_offset, uint64_t old_clusters) {
+  Status s = co_await write_dirty();
   if (!s) co_return s;
   // The header now points at the new table; the caller's next header write must persist
   // it, so write the two fields at once (offset 48..59 of the header).
@@ -340,6 +344,68 @@ Task<Status> Refcounts::grow_table(uint64_t needed_entries) {
   if (!s) co_return s;
   // §17 R5: the old table is released only after nothing points at it.
   co_return co_await update(old_offset / cluster_size_, old_clusters, -1);
+}
+
+Task<Result<uint64_t>> Refcounts::place_area(uint64_t start, uint64_t additional) {
+  const uint64_t per_cluster = cluster_size_ / 8;
+  // The blocks that cover everything up to the area's end, the area's own structures
+  // included: the fixed point of blocks and table clusters (qcow2_refcount_metadata_size).
+  const uint64_t covered = start + additional;
+  uint64_t blocks = 0, table_clusters = 0, n = 0, last = 0;
+  do {
+    last = n;
+    blocks = (covered + table_clusters + blocks + entries_per_block_ - 1) / entries_per_block_;
+    table_clusters = (blocks + per_cluster - 1) / per_cluster;
+    n = covered + blocks + table_clusters;
+  } while (n != last);
+  if (table_clusters * cluster_size_ > (8ULL << 20)) {
+    co_return fail(Error::no_space("Reference count table too large"));
+  }
+  // Entries past the old table's last block may be dropped (nothing lies past `start`), but
+  // never one that points at a block.
+  uint64_t entries = table_clusters * per_cluster;
+  for (uint64_t t = entries; t < table_.size(); ++t) {
+    if (table_[t]) entries = (t / per_cluster + 1) * per_cluster;
+  }
+  std::vector<uint64_t> new_table = table_;
+  new_table.resize(entries, 0);
+  uint64_t next = start;
+  for (uint64_t t = start / entries_per_block_; t < blocks; ++t) {
+    if (new_table[t] != 0 || blocks_.count(t)) continue;
+    Block fresh;
+    fresh.data.assign(cluster_size_, 0);
+    fresh.dirty = true;  // written even if it counts nothing yet: the cluster may hold garbage
+    blocks_.emplace(t, std::move(fresh));
+    new_table[t] = next * cluster_size_;
+    ++next;
+  }
+  const uint64_t table_start = next;
+  const uint64_t end = table_start + entries / per_cluster;
+  const uint64_t old_offset = header_.refcount_table_offset;
+  const uint64_t old_clusters = header_.refcount_table_clusters;
+  table_ = std::move(new_table);
+  for (uint64_t off : table_) {
+    if (off) block_offsets_.insert(off);
+  }
+  table_dirty_ = true;
+  header_.refcount_table_offset = table_start * cluster_size_;
+  header_.refcount_table_clusters = static_cast<uint32_t>(entries / per_cluster);
+  end_index_ = std::max(end_index_, end);
+  if (free_hint_ < end && free_hint_ >= start) free_hint_ = end;
+  Status s = co_await update(start, end - start, +1);
+  if (!s) co_return fail(s.error());
+  s = co_await switch_table(old_offset, old_clusters);
+  if (!s) co_return fail(s.error());
+  co_return end;
+}
+
+Task<Result<uint64_t>> Refcounts::last_used_cluster(uint64_t below) {
+  for (uint64_t i = below; i > 0; --i) {
+    Result<uint64_t> r = co_await get(i - 1);
+    if (!r) co_return fail(r.error());
+    if (*r) co_return i - 1;
+  }
+  co_return uint64_t{0};
 }
 
 bool Refcounts::dirty() const {

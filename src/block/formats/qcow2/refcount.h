@@ -43,6 +43,17 @@ class Refcounts {
   // Like allocate(), but settles for the first free run of at least `min_count` clusters,
   // taking up to `max_count`. Returns its host offset and length in clusters.
   Task<Result<std::pair<uint64_t, uint64_t>>> allocate_run(uint64_t min_count, uint64_t max_count);
+  // qcow2_refcount_area as QEMU 7.2 lays it out (what its preallocating resize does first):
+  // refcount blocks at clusters `start`, `start` + 1, ... for every refcount-table index from
+  // start's up to what covers start + `additional` clusters and the new structures themselves
+  // that has no block yet, then a new refcount table just large enough for them, right
+  // after; all counted, written and flushed, the header's table fields switched (written to
+  // the file), the old table freed. Returns the index of the first cluster after the new
+  // table. REQUIRES: no cluster at or past `start` is in use. Errors: I/O, ENOSPC
+  // "Reference count table too large".
+  Task<Result<uint64_t>> place_area(uint64_t start, uint64_t additional);
+  // The index of the last cluster below `below` with a non-zero refcount (0 if none).
+  Task<Result<uint64_t>> last_used_cluster(uint64_t below);
   // True if refcount changes are waiting to be written.
   bool dirty() const;
   // Writes every changed refcount block and the table if it changed, then flushes the file.
@@ -68,6 +79,8 @@ class Refcounts {
   uint64_t read_entry(const Block& b, uint64_t index) const;
   void write_entry(Block& b, uint64_t index, uint64_t value);
   Task<Status> grow_table(uint64_t needed_entries);
+  // Writes the header's refcount-table fields and flushes, then frees the old table.
+  Task<Status> switch_table(uint64_t old_offset, uint64_t old_clusters);
   Task<Status> describe(uint64_t table_index);
   bool reserved(uint64_t cluster_index) const;
   Task<Status> place_pending_blocks();

@@ -11,10 +11,6 @@ Task<Status> Qcow2Node::do_truncate(uint64_t size, PreallocMode mode, Exact) {
   if (size % 512) {
     co_return fail(Error::with_message(EINVAL, "The new size must be a multiple of 512"));
   }
-  if (mode != PreallocMode::kOff) {
-    co_return fail(
-        Error::with_message(ENOTSUP, "Preallocation is not supported by qcow2 resize yet"));
-  }
   if (Status u = check_usable(); !u) co_return u;
   AsyncMutex::Guard guard = co_await lock_.lock();
   if (size < header_.size && header_.nb_snapshots) {
@@ -24,7 +20,7 @@ Task<Status> Qcow2Node::do_truncate(uint64_t size, PreallocMode mode, Exact) {
   }
   if (size < header_.size) co_return co_await shrink(size);
   if (size == header_.size) co_return ok();
-  co_return co_await grow(size, std::move(guard));
+  co_return co_await grow(size, mode, std::move(guard));
 }
 
 // Growing. Over a backing file that reaches past the old end, the new area must read as
@@ -33,7 +29,7 @@ Task<Status> Qcow2Node::do_truncate(uint64_t size, PreallocMode mode, Exact) {
 // the backing data before the old end). v2 images have no zero clusters, so 7.2 refuses to
 // grow them then, changing nothing. All of it lies past the old end and is on disk before
 // the header gets the new size, so a crash on the way leaves the old size.
-Task<Status> Qcow2Node::grow(uint64_t size, AsyncMutex::Guard guard) {
+Task<Status> Qcow2Node::grow(uint64_t size, PreallocMode mode, AsyncMutex::Guard guard) {
   const uint64_t old_size = header_.size;
   const bool zero_new_area = backing_ && backing_->length() > old_size;
   if (zero_new_area && header_.version < 3) {
@@ -45,9 +41,22 @@ Task<Status> Qcow2Node::grow(uint64_t size, AsyncMutex::Guard guard) {
     Status s = co_await grow_l1_table(needed);
     if (!s) co_return s;
   }
+  if (mode != PreallocMode::kOff) {
+    Status s = ok();
+    if (mode == PreallocMode::kMetadata) {
+      s = co_await preallocate_metadata(old_size, size);
+    } else {
+      s = co_await preallocate_data(old_size, size, mode);
+    }
+    if (!s) co_return s;
+    // qcow2-format.md §17: everything the new area needs is stable before the size says so.
+    s = co_await flush_metadata();
+    if (!s) co_return s;
+  }
   if (zero_new_area) {
     const uint64_t zero_start = (old_size + cs_ - 1) / cs_ * cs_;
-    if (zero_start < size) {
+    // Preallocated clusters read as zeros already and stay data clusters (qemu-img 7.2).
+    if (zero_start < size && mode == PreallocMode::kOff) {
       Status s = co_await zero_clusters(zero_start, size, RequestFlags{});
       if (!s) co_return s;
     }
