@@ -7,8 +7,8 @@
 
 #include "block/driver.h"
 #include "block/formats/qcow2/check.h"
-#include "qblock/image.h"
 #include "block/formats/qcow2/snapshot.h"
+#include "qblock/image.h"
 
 namespace qblock::qcow2 {
 
