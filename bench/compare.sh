@@ -201,11 +201,18 @@ declare -A med=()    # "W1:qemu" -> median seconds
 checked=()
 
 # Rotates the engine order with the repetition, so no engine always runs first (after the
-# other engines' writeback) or last.
+# other engines' writeback) or last, and reverses it every other repetition, so no engine
+# always runs right after the same other one (whose deleted or copied image may still be
+# costing the disk: with QBLOCK_BASELINE, qblock would otherwise always follow raw's 1 GiB
+# copy in W4 and baseline always follow qblock).
 engine_order() {  # engine_order REPETITION
   local i n=${#engines[@]}
   order=()
-  for ((i = 0; i < n; i++)); do order+=("${engines[(i + $1) % n]}"); done
+  if (($1 % 2)); then
+    for ((i = 0; i < n; i++)); do order+=("${engines[(i + $1) % n]}"); done
+  else
+    for ((i = n - 1; i >= 0; i--)); do order+=("${engines[(i + $1) % n]}"); done
+  fi
 }
 
 run_write_workload() {  # run_write_workload TAG
