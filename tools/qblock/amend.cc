@@ -100,8 +100,9 @@ bool parse_amend_options(const std::string& text, Qcow2AmendOptions& out) {
     }
     if (!desc) {
       std::string message = "Invalid parameter '" + key + "'";
+      const std::string& unknown = key;  // clang 14 cannot capture a structured binding
       const bool create_only = std::any_of(std::begin(kCreateOnly), std::end(kCreateOnly),
-                                           [&key](const char* n) { return key == n; });
+                                           [&unknown](const char* n) { return unknown == n; });
       if (create_only) message += "\nThis option is only supported for image creation";
       img_error(message);
       return false;
