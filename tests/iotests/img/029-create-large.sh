@@ -16,7 +16,7 @@ _mk 64M -o cluster_size=512,preallocation=metadata
 _mk 16M -o cluster_size=512,preallocation=falloc
 _mk 16M -o cluster_size=512,preallocation=full
 _mk 4M -o cluster_size=512,refcount_bits=64,preallocation=falloc
-_mk 1G -o cluster_size=4k,refcount_bits=64,preallocation=metadata
+_mk 256M -o cluster_size=4k,refcount_bits=64,preallocation=metadata
 _section "extent_size_hint and nocow"
 _mk 1M -o extent_size_hint=1M
 _mk 1M -o extent_size_hint=0

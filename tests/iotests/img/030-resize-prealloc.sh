@@ -40,9 +40,9 @@ for m in metadata falloc; do _grow $m 100k 300k -- 'write -P 2 70k 4k' 'discard 
 for m in metadata falloc; do _grow $m 100k 300k -o compat=0.10 -- 'write -P 2 70k 4k'; done
 
 _section "new L2 tables, a larger L1 table"
-for m in metadata falloc; do _grow $m 512M 1536M -- 'write -P 3 511M 1M'; done
-_read t.qcow2 'read -P 3 511M 1M'
-_read t.qcow2 'read -P 0 512M 1M'
+for m in metadata falloc; do _grow $m 32M 96M -o cluster_size=16k -- 'write -P 3 31M 1M'; done
+_read t.qcow2 'read -P 3 31M 1M'
+_read t.qcow2 'read -P 0 32M 1M'
 for m in falloc full; do _grow $m 64k 4M -o cluster_size=4k -- 'write -P 4 0 64k'; done
 
 _section "refcount table growth"
