@@ -328,6 +328,14 @@ class Qcow2Node : public BlockNode {
   Task<Status> change_refcount_order(uint32_t order);
 
   // ---- resize_prealloc.cc (all REQUIRE lock_ held, the L1 table grown to cover `end`) ----
+  // The private L2 slice `guest` (cluster-aligned) lies in, allocated if absent, from the
+  // index of `guest`'s cluster, and how many clusters of [guest, end) it covers.
+  struct SliceRun {
+    L2SliceRef slice;
+    uint64_t first = 0;
+    uint64_t count = 0;
+  };
+  Task<Result<SliceRun>> private_slice_run(uint64_t guest, uint64_t end);
   // resize --preallocation=metadata: host clusters for [start, end) from the first-fit
   // allocator, sparse in the file.
   Task<Status> preallocate_metadata(uint64_t start, uint64_t end);

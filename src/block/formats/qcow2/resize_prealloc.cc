@@ -25,6 +25,13 @@ bool private_data_cluster(uint64_t entry) {
 
 }  // namespace
 
+Task<Result<Qcow2Node::SliceRun>> Qcow2Node::private_slice_run(uint64_t guest, uint64_t end) {
+  Result<L2SliceRef> found = co_await get_l2_slice(guest, ForWrite::kYes);
+  if (!found) co_return fail(found.error());
+  const uint64_t slice_end = std::min(end, guest - guest % slice_span() + slice_span());
+  co_return SliceRun{std::move(*found), index_in_slice(guest), (slice_end - guest + cs_ - 1) / cs_};
+}
+
 Task<Status> Qcow2Node::copy_cluster_head(uint64_t guest_cluster, uint64_t old_entry,
                                           uint64_t bytes, uint64_t host, WriteZeros zeros) {
   if (bytes == 0) co_return ok();
@@ -71,12 +78,11 @@ Task<Status> Qcow2Node::preallocate_metadata(uint64_t start, uint64_t end) {
   uint64_t host_end = 0;
   uint64_t guest = start - start % cs_;
   while (guest < end) {
-    Result<L2SliceRef> found = co_await get_l2_slice(guest, ForWrite::kYes);
-    if (!found) co_return fail(found.error());
-    L2SliceRef slice = std::move(*found);
-    const uint64_t first = index_in_slice(guest);
-    const uint64_t slice_end = std::min(end, guest - guest % slice_span() + slice_span());
-    const uint64_t count = (slice_end - guest + cs_ - 1) / cs_;
+    Result<SliceRun> run = co_await private_slice_run(guest, end);
+    if (!run) co_return fail(run.error());
+    L2SliceRef slice = std::move(run->slice);
+    const uint64_t first = run->first;
+    const uint64_t count = run->count;
     uint64_t i = 0;
     while (i < count) {
       if (private_data_cluster(slice->entries[first + i])) {
@@ -147,13 +153,10 @@ Task<Status> Qcow2Node::preallocate_data(uint64_t start, uint64_t end, PreallocM
   uint64_t guest = first_cluster * cs_;
   uint64_t host = data_start;
   while (guest < end) {
-    Result<L2SliceRef> found = co_await get_l2_slice(guest, ForWrite::kYes);
-    if (!found) co_return fail(found.error());
-    L2SliceRef slice = std::move(*found);
-    const uint64_t first = index_in_slice(guest);
-    const uint64_t slice_end = std::min(end, guest - guest % slice_span() + slice_span());
-    const uint64_t count = (slice_end - guest + cs_ - 1) / cs_;
-    s = co_await link_preallocated(*slice, first, count, host, start, WriteZeros::kNo);
+    Result<SliceRun> run = co_await private_slice_run(guest, end);
+    if (!run) co_return fail(run.error());
+    const uint64_t count = run->count;
+    s = co_await link_preallocated(*run->slice, run->first, count, host, start, WriteZeros::kNo);
     if (!s) co_return s;
     guest += count * cs_;
     host += count * cs_;
