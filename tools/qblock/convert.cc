@@ -442,8 +442,10 @@ class Converter {
       Task<Status> sector = source->read(offset, IoVec(buf + pos, n));
       Status r = co_await std::move(sector);
       if (!r) {
-        img_error("warning: error while reading offset " + std::to_string(offset) + ": " +
-                  std::strerror(r.error().errnum()));
+        // -q silences these warnings too, as in 7.2.
+        if (!args_.quiet)
+          img_error("warning: error while reading offset " + std::to_string(offset) + ": " +
+                    std::strerror(r.error().errnum()));
         std::memset(buf + pos, 0, n);
       }
       pos += n;
