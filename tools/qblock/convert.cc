@@ -4,7 +4,11 @@
 // extents that read as zeros are skipped on a target known to read as zeros (else written as
 // efficient zeroes), data is copied in chunks of at most 2 MiB by -m concurrent coroutines,
 // and runs of zeros inside data of at least -S bytes are left unwritten so the target stays
-// sparse. Writes are issued in ascending order unless -W.
+// sparse. Writes are issued in ascending order unless -W. -B/-F (or -o backing_file) leave
+// what the source's top layer does not allocate to the target's backing file; -l reads the
+// source's internal snapshot; -C copies data without zero detection (plain reads and writes:
+// the target's contents and allocation are what qemu-img's copy offloading gives); --salvage
+// turns sectors that cannot be read into zeros with a warning each.
 #include <unistd.h>
 
 #include <algorithm>
@@ -163,10 +167,10 @@ int parse_args(int argc, char** argv, ConvertArgs& args) {
   OptionParser parser;
   parser.help([] {
     std::printf(
-        "qblock convert [--image-opts] [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] "
-        "[-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] "
-        "[-o options] [-S sparse_size] [-m num_coroutines] [-W] filename [filename2 [...]] "
-        "output_filename\n");
+        "qblock convert [--image-opts] [--target-image-opts] [--target-is-zero] [-U] [-C] [-c] "
+        "[-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "
+        "[-B backing_file [-F backing_fmt]] [-o options] [-l snapshot_param] [-S sparse_size] "
+        "[-m num_coroutines] [-W] [--salvage] filename [filename2 [...]] output_filename\n");
   });
   add_image_options(parser,
                     ImageOption::kFormat | ImageOption::kImageOpts | ImageOption::kObject |
