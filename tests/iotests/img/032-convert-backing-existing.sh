@@ -208,3 +208,19 @@ _conv -n --target-image-opts top.qcow2 driver=qcow2,file.filename=t1.qcow2,foo=b
 _conv -n --target-image-opts -o cluster_size=4k top.qcow2 driver=qcow2,file.filename=t1.qcow2
 $REF create -q -f qcow2 t4.qcow2 1M
 _conv -n --target-image-opts top.qcow2 driver=qcow2,file.filename=t4.qcow2
+
+_section "interop: the same command run by qemu-img gives the same image"
+# $1: the target name; the rest: convert's arguments without it. qemu-img makes ref-$1 from
+# the same arguments; both must read the same and map the same (host offsets included).
+_same() {
+    local out=$1; shift
+    _conv "$@" "$out"
+    $REF convert "$@" "ref-$out" 2>/dev/null
+    $REF compare "ref-$out" "$out"
+    if diff <(_map "ref-$out") <(_map "$out") >/dev/null; then echo "map: same"; else echo "map: differs"; fi
+}
+_same i1.qcow2 -O qcow2 -B base.qcow2 -F qcow2 top.qcow2
+_same i2.qcow2 -O qcow2 -B base.qcow2 -F qcow2 lone.qcow2
+_same i3.qcow2 -O qcow2 -B short.qcow2 -F qcow2 -o cluster_size=4k long.qcow2
+_same i4.qcow2 -O qcow2 -o backing_file=base.qcow2,backing_fmt=qcow2 -S 0 top.qcow2
+_same i5.qcow2 -O qcow2 -B base.qcow2 -F qcow2 -f raw lone.raw

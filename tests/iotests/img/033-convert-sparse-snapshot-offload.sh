@@ -158,3 +158,18 @@ _conv -S 4k --salvage -C nofile e.raw
 _conv -C -S 4k --target-image-opts nofile e.raw
 _conv -C -S 4k nofile
 ls e.qcow2 e.raw 2>&1
+
+_section "interop: the same command run by qemu-img gives the same image"
+_same() {
+    local out=$1; shift
+    _conv "$@" "$out"
+    $REF convert "$@" "ref-$out" 2>/dev/null
+    $REF compare "ref-$out" "$out"
+    if diff <(_map "ref-$out") <(_map "$out") >/dev/null; then echo "map: same"; else echo "map: differs"; fi
+}
+_same i1.qcow2 -l s2 -O qcow2 snap.qcow2
+_same i2.qcow2 -l snapshot.id=3 -O qcow2 -o cluster_size=4k snap.qcow2
+_same i3.qcow2 -C -O qcow2 a.qcow2
+_same i4.qcow2 -C -f raw -O qcow2 -o cluster_size=512 s.raw
+_same i5.qcow2 -S 1k -f raw -O qcow2 -o cluster_size=512 s.raw
+_same i6.qcow2 -S 64k -f raw -O qcow2 -o cluster_size=4k s.raw

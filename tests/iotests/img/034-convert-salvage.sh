@@ -96,3 +96,14 @@ _map s12.qcow2
 _conv --salvage -O raw r.raw s13.raw
 $REF compare -f raw -F raw r.raw s13.raw
 _conv --salvage -O raw nofile.raw s14.raw
+
+_section "interop: the same command run by qemu-img gives the same image"
+_same() {
+    local out=$1; shift
+    _conv "$@" "$out"
+    $REF convert "$@" "ref-$out" 2>/dev/null
+    $REF compare "ref-$out" "$out"
+    if diff <(_map "ref-$out") <(_map "$out") >/dev/null; then echo "map: same"; else echo "map: differs"; fi
+}
+_same i1.qcow2 --salvage -m 1 -O qcow2 "$(_bad raw r.raw "$TWO")"
+_same i2.qcow2 --salvage -m 1 -O qcow2 -o cluster_size=512 "$(_bad qcow2 q.qcow2 "$ONE")"
