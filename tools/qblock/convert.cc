@@ -688,6 +688,7 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
       open_image(loop, args.target, target_args, dst_flags);
   if (!opened) return 1;
   target = std::move(*opened);
+  if (target->probed_raw()) warn_probed_raw(target->root().filename());
   if (args.no_create && args.compress &&
       !compression_supported(std::string(target->root().driver_name()))) {
     return 1;

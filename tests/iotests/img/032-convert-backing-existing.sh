@@ -200,6 +200,10 @@ _conv -n --image-opts --target-image-opts driver=qcow2,file.filename=top.qcow2 \
     driver=qcow2,file.filename=t1.qcow2
 _judge top.qcow2 t1.qcow2
 _conv -n --target-image-opts driver=qcow2,file.filename=t1.qcow2 t2.raw
+_conv -n --target-image-opts top.qcow2 file.filename=t1.qcow2
+_judge top.qcow2 t1.qcow2
+_conv -n --target-image-opts top.qcow2 file.filename=t2.raw
+_judge top.qcow2 t2.raw
 _conv --target-image-opts top.qcow2 driver=qcow2,file.filename=t1.qcow2
 _conv -n --target-image-opts -O qcow2 top.qcow2 driver=qcow2,file.filename=t1.qcow2
 _conv -n --target-image-opts top.qcow2 t2.raw
