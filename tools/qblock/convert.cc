@@ -30,6 +30,7 @@
 #include "qblock/img_common.h"
 #include "qblock/options.h"
 #include "qblock/snapshot.h"
+#include "qblock/snapshot_param.h"
 #include "qblock/sync.h"
 
 namespace qblock::tools {
@@ -66,66 +67,26 @@ struct ConvertArgs {
   uint64_t sparse = 4096;
   bool sparse_given = false;  // -S (clashes with -C)
   int coroutines = 8;
-  // -l: "snapshot.id=I,snapshot.name=N" sets either or both; any other text is an id or a
-  // name (tried as an id first).
-  std::optional<std::string> snapshot_id;
-  std::optional<std::string> snapshot_name;
-  std::optional<std::string> snapshot_id_or_name;
+  SnapshotParam snapshot;  // -l
 };
 
-// Parses a -l value as qemu-img 7.2 does. Prints its messages and returns false on a bad
-// "snapshot.*" list.
-bool parse_snapshot_param(const char* value, ConvertArgs& args) {
-  const std::string text = value;
-  if (text.rfind("snapshot.", 0) != 0) {
-    args.snapshot_id_or_name = text;
-    return true;
+// Parses a -l value into args as qemu-img 7.2 does (snapshot_param.h), printing its
+// warnings; prints its error and returns false on a bad "snapshot.*" list.
+bool parse_snapshot_arg(const char* value, ConvertArgs& args) {
+  SnapshotParamParse parsed = parse_snapshot_param(value);
+  for (const std::string& key : parsed.bare_keys) {
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "qemu-img: warning: short-form boolean option '%s' deprecated\n"
+                 "Please use %s=on instead\n",
+                 key.c_str(), key.c_str());
   }
-  // A QemuOpts list: "k=v" pairs, ",," a literal comma, a bare key a (deprecated) boolean.
-  std::vector<std::pair<std::string, std::optional<std::string>>> items;
-  std::string key;
-  std::string val;
-  bool in_value = false;
-  for (std::size_t i = 0; i <= text.size(); ++i) {
-    if (i == text.size() || text[i] == ',') {
-      if (i + 1 < text.size() && text[i] == ',' && text[i + 1] == ',' && in_value) {
-        val += ',';
-        ++i;
-        continue;
-      }
-      if (in_value) {
-        items.emplace_back(key, val);
-      } else {
-        items.emplace_back(key, std::nullopt);
-      }
-      key.clear();
-      val.clear();
-      in_value = false;
-      continue;
-    }
-    if (!in_value && text[i] == '=') {
-      in_value = true;
-    } else if (in_value) {
-      val += text[i];
-    } else {
-      key += text[i];
-    }
+  if (parsed.invalid_key) {
+    img_error("Invalid parameter '" + *parsed.invalid_key + "'");
+    img_error(std::string("Failed in parsing snapshot param '") + value + "'");
+    return false;
   }
-  for (const auto& [k, v] : items) {
-    if (!v) {
-      std::fflush(stdout);
-      std::fprintf(stderr,
-                   "qemu-img: warning: short-form boolean option '%s' deprecated\n"
-                   "Please use %s=on instead\n",
-                   k.c_str(), k.c_str());
-    }
-    if (k != "snapshot.id" && k != "snapshot.name") {
-      img_error("Invalid parameter '" + k + "'");
-      img_error("Failed in parsing snapshot param '" + text + "'");
-      return false;
-    }
-    (k == "snapshot.id" ? args.snapshot_id : args.snapshot_name) = v.value_or("on");
-  }
+  args.snapshot = std::move(parsed.param);
   return true;
 }
 
@@ -188,9 +149,8 @@ int parse_args(int argc, char** argv, ConvertArgs& args) {
     args.options += value;
     return kContinue;
   });
-  parser.with_value('l', [&args](const char* value) {
-    return parse_snapshot_param(value, args) ? kContinue : 1;
-  });
+  parser.with_value(
+      'l', [&args](const char* value) { return parse_snapshot_arg(value, args) ? kContinue : 1; });
   parser.with_value('S', [&args](const char* value) {
     Result<uint64_t> s = parse_size(value);
     if (!s) {
@@ -589,13 +549,13 @@ bool create_target(EventLoop& loop, const ConvertArgs& args, const TargetOptions
 // "snapshot.name", or a bare text tried as an id, then as a name. Prints qemu-img's message.
 bool load_snapshot(EventLoop& loop, const ConvertArgs& args, BlockNode& root) {
   Status loaded = ok();
-  if (args.snapshot_id_or_name) {
-    loaded = run_sync(loop, load_snapshot_tmp(root, *args.snapshot_id_or_name, std::nullopt));
+  if (args.snapshot.id_or_name) {
+    loaded = run_sync(loop, load_snapshot_tmp(root, *args.snapshot.id_or_name, std::nullopt));
     if (!loaded && loaded.error().errnum() == ENOENT) {
-      loaded = run_sync(loop, load_snapshot_tmp(root, std::nullopt, *args.snapshot_id_or_name));
+      loaded = run_sync(loop, load_snapshot_tmp(root, std::nullopt, *args.snapshot.id_or_name));
     }
   } else {
-    loaded = run_sync(loop, load_snapshot_tmp(root, args.snapshot_id, args.snapshot_name));
+    loaded = run_sync(loop, load_snapshot_tmp(root, args.snapshot.id, args.snapshot.name));
   }
   if (!loaded) {
     img_error("Failed to load snapshot: " + loaded.error().message());
@@ -626,7 +586,7 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
     total += (*opened)->length();
     sources.push_back(Source{std::move(*opened), name});
   }
-  if (args.snapshot_id || args.snapshot_name || args.snapshot_id_or_name) {
+  if (args.snapshot.id || args.snapshot.name || args.snapshot.id_or_name) {
     if (sources.size() > 1) {
       img_error("No support for concatenating multiple snapshot");
       return 1;
