@@ -407,9 +407,10 @@ class Converter {
       Status r = co_await std::move(sector);
       if (!r) {
         // -q silences these warnings too, as in 7.2.
-        if (!args_.quiet)
+        if (!args_.quiet) {
           img_error("warning: error while reading offset " + std::to_string(offset) + ": " +
                     std::strerror(r.error().errnum()));
+        }
         std::memset(buf + pos, 0, n);
       }
       pos += n;
@@ -564,11 +565,11 @@ bool load_snapshot(EventLoop& loop, const ConvertArgs& args, BlockNode& root) {
   return true;
 }
 
-// qblock's qcow2 driver has no compressed write path yet (a later item of issue 14).
-bool compression_supported(const std::string& format) {
+// Prints why -c cannot be done for a target of `format`: qblock's qcow2 driver has no
+// compressed write path yet (a later item of issue 14).
+void refuse_compression(const std::string& format) {
   img_error(format == "qcow2" ? "Compression not supported by qblock's qcow2 driver yet"
                               : "Compression not supported for this file format");
-  return false;
 }
 
 // Converts. `half_made` tells the caller that a failure from here on leaves a target of this
@@ -610,7 +611,10 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
       img_error(opts.error().message());
       return 1;
     }
-    if (args.compress && !compression_supported(args.out_format)) return 1;
+    if (args.compress) {
+      refuse_compression(args.out_format);
+      return 1;
+    }
     // -B and -F are set over -o's backing_file and backing_fmt, which a raw target lacks.
     if (!args.backing.empty() && args.out_format != "qcow2") {
       img_error("Backing file not supported for file format '" + args.out_format + "'");
@@ -649,8 +653,8 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
   if (!opened) return 1;
   target = std::move(*opened);
   if (target->probed_raw()) warn_probed_raw(target->root().filename());
-  if (args.no_create && args.compress &&
-      !compression_supported(std::string(target->root().driver_name()))) {
+  if (args.no_create && args.compress) {
+    refuse_compression(target->root().driver_name());
     return 1;
   }
   if (args.no_create && target->length() < total) {
