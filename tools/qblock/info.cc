@@ -47,6 +47,8 @@ Result<ChainImage> describe(EventLoop& loop, const std::string& filename, std::s
   struct stat st;
   if (::stat(filename.c_str(), &st) == 0) image.actual_size = uint64_t(st.st_blocks) * 512;
   image.remote = filename.rfind("nbd:", 0) == 0 || filename.rfind("nbd+", 0) == 0;
+  image.remote = image.remote || info->remote;
+  if (!info->display_filename.empty()) image.filename = info->display_filename;
   if (info->qcow2 && !info->qcow2->backing_file.empty()) {
     image.full_backing = combine_path(filename, info->qcow2->backing_file);
   }
@@ -117,6 +119,7 @@ Json to_json(const ChainImage& i) {
   j["virtual-size"] = i.info.virtual_size;
   j["filename"] = i.filename;
   if (h) j["cluster-size"] = h->cluster_size;
+  if (!h && i.info.file_cluster_size) j["cluster-size"] = i.info.file_cluster_size;
   j["format"] = i.info.format;
   if (!i.remote) j["actual-size"] = i.actual_size;
   if (h) {
@@ -148,7 +151,7 @@ Json to_json(const ChainImage& i) {
     }
     if (h->encrypted) j["encrypted"] = true;
   }
-  if (h || !i.remote) j["dirty-flag"] = h && h->dirty;
+  if (h || !i.remote || !i.info.display_filename.empty()) j["dirty-flag"] = h && h->dirty;
   return j;
 }
 
@@ -159,6 +162,9 @@ void print_human(const ChainImage& i) {
   std::printf("virtual size: %s (%llu bytes)\n", size_to_str(i.info.virtual_size).c_str(),
               static_cast<unsigned long long>(i.info.virtual_size));
   std::printf("disk size: %s\n", i.remote ? "unavailable" : size_to_str(i.actual_size).c_str());
+  if (!h && i.info.file_cluster_size) {
+    std::printf("cluster_size: %llu\n", static_cast<unsigned long long>(i.info.file_cluster_size));
+  }
   if (!h) return;
   if (h->encrypted) std::printf("encrypted: yes\n");
   std::printf("cluster_size: %llu\n", static_cast<unsigned long long>(h->cluster_size));
