@@ -119,6 +119,8 @@ struct ImageInfo {
   std::string display_filename;
   bool remote = false;
   uint64_t file_cluster_size = 0;
+  // The storage's own snapshots, which qemu-img lists for raw images on RBD.
+  std::vector<SnapshotInfo> file_snapshots;
   std::optional<Qcow2Info> qcow2;
 };
 

@@ -131,7 +131,11 @@ Task<Result<ImageInfo>> read_image_info(BlockNode& file, std::string format) {
   info.display_filename = rbd_display_filename(file, format);
   info.remote = !info.display_filename.empty();
   if (format == "raw") {
-    if (info.remote) info.file_cluster_size = file.info().cluster_size;
+    if (info.remote) {
+      info.file_cluster_size = file.info().cluster_size;
+      Task<std::vector<SnapshotInfo>> list = list_rbd_snapshots(file);
+      info.file_snapshots = co_await std::move(list);
+    }
     // QEMU reports the raw length rounded up to whole sectors (observed with qemu-img 7.2).
     info.virtual_size = (info.file_length + 511) / 512 * 512;
     co_return info;

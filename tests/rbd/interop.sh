@@ -148,6 +148,12 @@ rbd snap create rbd/raw2@s1 >/dev/null 2>&1
 same "write to a snapshot refused" "$QBLOCK" io -f raw -c "write 0 4k" rbd:rbd/raw2@s1 -- \
   qemu-io -f raw -c "write 0 4k" rbd:rbd/raw2@s1
 "$QBLOCK" io -f raw -c "write -P 0x66 0 1M" rbd:rbd/raw2 >/dev/null
+rbd snap create rbd/raw2@s2 >/dev/null 2>&1
+for name in raw2 raw2@s1; do
+  same "info lists the RBD snapshots of $name" "$QBLOCK" info "rbd:rbd/$name" -- qemu-img info "rbd:rbd/$name"
+  same "info --output=json lists the RBD snapshots of $name" "$QBLOCK" info --output=json "rbd:rbd/$name" -- \
+    qemu-img info --output=json "rbd:rbd/$name"
+done
 same "snapshot keeps the old data" "$QBLOCK" io -f raw -r -c "read -P 0x11 0 1M" rbd:rbd/raw2@s1 -- \
   qemu-io -f raw -r -c "read -P 0x11 0 1M" rbd:rbd/raw2@s1
 

@@ -99,9 +99,10 @@ Result<ChainImage> describe_opened(EventLoop& loop, const std::string& filename,
 Json to_json(const ChainImage& i) {
   Json j = Json::object();
   const Qcow2Info* h = i.info.qcow2 ? &*i.info.qcow2 : nullptr;
-  if (h && !h->snapshots.empty()) {
+  const std::vector<SnapshotInfo>& snapshots = h ? h->snapshots : i.info.file_snapshots;
+  if (!snapshots.empty()) {
     Json list = Json::array();
-    for (const SnapshotInfo& snap : h->snapshots) {
+    for (const SnapshotInfo& snap : snapshots) {
       Json e = Json::object();
       if (snap.icount) e["icount"] = *snap.icount;
       e["vm-clock-nsec"] = snap.vm_clock_nsec % 1000000000;
@@ -164,6 +165,10 @@ void print_human(const ChainImage& i) {
   std::printf("disk size: %s\n", i.remote ? "unavailable" : size_to_str(i.actual_size).c_str());
   if (!h && i.info.file_cluster_size) {
     std::printf("cluster_size: %llu\n", static_cast<unsigned long long>(i.info.file_cluster_size));
+  }
+  if (!h && !i.info.file_snapshots.empty()) {
+    std::printf("Snapshot list:\n");
+    print_snapshot_table(i.info.file_snapshots);
   }
   if (!h) return;
   if (h->encrypted) std::printf("encrypted: yes\n");

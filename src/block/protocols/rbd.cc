@@ -187,6 +187,7 @@ class RbdNode : public BlockNode {
     return i;
   }
   const RbdAddress& address() const { return address_; }
+  rbd_image_t image() const { return handles_.image; }
 
  protected:
   Task<Status> do_read(uint64_t offset, IoVec qiov, RequestFlags flags) override;
@@ -488,6 +489,32 @@ Task<void> remove_rbd_image(EventLoop& loop, std::string filename) {
     return r;
   });
   (void)co_await op;
+}
+
+Task<std::vector<SnapshotInfo>> list_rbd_snapshots(BlockNode& file) {
+  std::vector<SnapshotInfo> out;
+  auto* rbd = dynamic_cast<RbdNode*>(&file);
+  if (!rbd) co_return out;
+  rbd_image_t image = rbd->image();
+  WorkerOp op = uring::run_in_worker(file.loop(), [image, &out] {
+    std::vector<rbd_snap_info_t> snaps(16);
+    int max = static_cast<int>(snaps.size());
+    int n = 0;
+    while ((n = rbd_snap_list(image, snaps.data(), &max)) == -ERANGE) snaps.resize(max);
+    if (n < 0) return n;
+    for (int i = 0; i < n; ++i) {
+      SnapshotInfo s;
+      s.id = snaps[i].name;
+      s.name = snaps[i].name;
+      s.vm_state_size = snaps[i].size;
+      s.icount = 0;
+      out.push_back(std::move(s));
+    }
+    rbd_snap_list_end(snaps.data());
+    return 0;
+  });
+  (void)co_await op;
+  co_return out;
 }
 
 std::string rbd_display_filename(const BlockNode& file, const std::string& format) {

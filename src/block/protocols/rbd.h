@@ -9,6 +9,7 @@
 #include <string>
 
 #include "block/driver.h"
+#include "qblock/image.h"
 
 namespace qblock {
 
@@ -28,6 +29,11 @@ Task<Status> create_rbd_image(EventLoop& loop, std::string filename, uint64_t si
 
 // Removes the RBD image `filename` (undoing a failed creation); errors are ignored.
 Task<void> remove_rbd_image(EventLoop& loop, std::string filename);
+
+// The RBD snapshots of the image on the rbd node `file`, as qemu-img 7.2 lists them for a raw
+// image there: id and name the snapshot's name, vm_state_size its image size, no date or clock,
+// icount 0. Empty when `file` is not an rbd node or the listing fails.
+Task<std::vector<SnapshotInfo>> list_rbd_snapshots(BlockNode& file);
 
 // The name qemu-img 7.2 shows for an image on the rbd node `file` under format `format`:
 // json:{"driver": "FORMAT", "file": {"pool": ..., "driver": "rbd", ...}}. Empty if `file` is
