@@ -44,6 +44,7 @@ class RbdAio {
 
  private:
   friend class RbdCompletions;
+  friend class RbdCompletionsTest;  // completes requests from its own threads, without librbd
   static void on_complete(rbd_completion_t c, void* arg);
   int create(rbd_completion_t* c);
   void abandon(rbd_completion_t c);
@@ -72,6 +73,7 @@ class RbdCompletions {
 
  private:
   friend class RbdAio;
+  friend class RbdCompletionsTest;
   RbdCompletions(EventLoop& loop, int fd);
   // Loop thread: a request was issued.
   void issued();
