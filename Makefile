@@ -1,5 +1,5 @@
 # qblock top-level targets. Each target installs what it needs first.
-.PHONY: all deps build debug asan test unit-tests iotests format-check format demo bench bench-compare bench-nbd bench-l2-cache fuzz clean
+.PHONY: all deps build debug asan test unit-tests iotests format-check format demo bench bench-compare bench-nbd bench-rbd bench-l2-cache fuzz clean
 
 JOBS ?= $(shell nproc)
 
@@ -46,6 +46,11 @@ bench-compare: build
 # DEPTHS, QUICK=1, BENCH_DIR, OUT).
 bench-nbd: build
 	bash bench/nbd.sh
+
+# Ceph RBD: W1/W2 on qcow2-on-RBD against QEMU's rbd driver, 4 KiB writes to raw RBD against
+# fio's rbd engine, on a throw-away cluster (RUNS, WORKLOADS, OBJECTSTORE, SCALE, QUICK=1).
+bench-rbd: build
+	bash bench/rbd.sh
 
 # qcow2 L2 cache: random-like 4 KiB reads over a 64 GiB fully mapped image with
 # l2-cache-size=1M, qblock bench against qemu-img bench (RUNS, COUNT, DEPTHS, L2_CACHE, QUICK=1).

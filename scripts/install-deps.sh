@@ -11,6 +11,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   qemu-utils util-linux
   libnbd-bin fio gnutls-bin python3
+  # The rbd protocol driver (librbd) and its tests: a throw-away Ceph cluster, QEMU's rbd driver.
+  librbd-dev ceph-mon ceph-osd ceph-common qemu-block-extra
 )
 
 missing=()

@@ -113,6 +113,14 @@ struct ImageInfo {
   std::string format;         // "raw" or "qcow2"
   uint64_t virtual_size = 0;  // as QEMU reports it: whole 512-byte sectors
   uint64_t file_length = 0;   // length of the image file in bytes
+  // Images on remote storage (RBD): the name qemu-img shows instead of the one given (empty:
+  // the given one), whether the disk size is unknown, and the storage's own cluster size
+  // that qemu-img shows for raw images there (0: none).
+  std::string display_filename;
+  bool remote = false;
+  uint64_t file_cluster_size = 0;
+  // The storage's own snapshots, which qemu-img lists for raw images on RBD.
+  std::vector<SnapshotInfo> file_snapshots;
   std::optional<Qcow2Info> qcow2;
 };
 

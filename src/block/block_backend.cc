@@ -8,6 +8,7 @@
 #include "base/check.h"
 #include "block/driver.h"
 #include "block/protocols/nbd_address.h"
+#include "block/protocols/rbd_address.h"
 #include "qblock/options.h"
 
 namespace qblock {
@@ -34,6 +35,7 @@ Options options_for_filename(const std::string& filename) {
   // QEMU's protocol prefixes: "nbd://...", "nbd+unix://...", "nbd:HOST:PORT" name the nbd
   // driver, which parses the rest.
   if (nbd_client::has_nbd_prefix(filename)) file["driver"] = "nbd";
+  if (rbd_client::has_rbd_prefix(filename)) file["driver"] = "rbd";
   file["filename"] = filename;
   return file;
 }

@@ -14,6 +14,8 @@
 #include "block/formats/qcow2/qcow2.h"
 #include "block/formats/qcow2/snapshot.h"
 #include "block/protocols/nbd_address.h"
+#include "block/protocols/rbd.h"
+#include "block/protocols/rbd_address.h"
 
 namespace qblock {
 
@@ -43,7 +45,9 @@ constexpr uint64_t kKnownIncompatible = 0x1f;
 Task<Result<NodePtr>> open_file_read_only(EventLoop& loop, std::string filename) {
   Options options = Options::object();
   // An nbd URI names the nbd protocol, as in BlockBackend.
-  options["driver"] = nbd_client::has_nbd_prefix(filename) ? "nbd" : "file";
+  options["driver"] = nbd_client::has_nbd_prefix(filename)   ? "nbd"
+                      : rbd_client::has_rbd_prefix(filename) ? "rbd"
+                                                             : "file";
   options["filename"] = std::move(filename);
   OpenFlags flags;
   flags.read_only = true;
@@ -122,7 +126,16 @@ Task<Result<ImageInfo>> read_image_info(BlockNode& file, std::string format) {
                  : "raw";
   }
   info.format = format;
+  // An image on RBD: qemu-img shows its node tree as the name, knows no disk size and, for
+  // raw, gives the object size as the cluster size.
+  info.display_filename = rbd_display_filename(file, format);
+  info.remote = !info.display_filename.empty();
   if (format == "raw") {
+    if (info.remote) {
+      info.file_cluster_size = file.info().cluster_size;
+      Task<std::vector<SnapshotInfo>> list = list_rbd_snapshots(file);
+      info.file_snapshots = co_await std::move(list);
+    }
     // QEMU reports the raw length rounded up to whole sectors (observed with qemu-img 7.2).
     info.virtual_size = (info.file_length + 511) / 512 * 512;
     co_return info;

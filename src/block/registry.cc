@@ -14,6 +14,7 @@
 #include "block/protocols/memory.h"
 #include "block/protocols/nbd.h"
 #include "block/protocols/null.h"
+#include "block/protocols/rbd.h"
 #include "qblock/options.h"
 
 namespace qblock {
@@ -29,6 +30,7 @@ std::vector<DriverEntry>& registry() {
       {"nbd", NodeKind::kProtocol, &open_nbd_node, nullptr, true},
       {"null-co", NodeKind::kProtocol, &open_null_node, nullptr, true},
       {"null-aio", NodeKind::kProtocol, &open_null_node, nullptr, true},
+      {"rbd", NodeKind::kProtocol, &open_rbd_node, nullptr, true},
       // Formats.
       {"raw", NodeKind::kFormat, &open_raw_node, nullptr},
       {"qcow2", NodeKind::kFormat, &qcow2::open_qcow2_node, &qcow2::probe_qcow2},

@@ -47,6 +47,8 @@ Result<ChainImage> describe(EventLoop& loop, const std::string& filename, std::s
   struct stat st;
   if (::stat(filename.c_str(), &st) == 0) image.actual_size = uint64_t(st.st_blocks) * 512;
   image.remote = filename.rfind("nbd:", 0) == 0 || filename.rfind("nbd+", 0) == 0;
+  image.remote = image.remote || info->remote;
+  if (!info->display_filename.empty()) image.filename = info->display_filename;
   if (info->qcow2 && !info->qcow2->backing_file.empty()) {
     image.full_backing = combine_path(filename, info->qcow2->backing_file);
   }
@@ -97,9 +99,10 @@ Result<ChainImage> describe_opened(EventLoop& loop, const std::string& filename,
 Json to_json(const ChainImage& i) {
   Json j = Json::object();
   const Qcow2Info* h = i.info.qcow2 ? &*i.info.qcow2 : nullptr;
-  if (h && !h->snapshots.empty()) {
+  const std::vector<SnapshotInfo>& snapshots = h ? h->snapshots : i.info.file_snapshots;
+  if (!snapshots.empty()) {
     Json list = Json::array();
-    for (const SnapshotInfo& snap : h->snapshots) {
+    for (const SnapshotInfo& snap : snapshots) {
       Json e = Json::object();
       if (snap.icount) e["icount"] = *snap.icount;
       e["vm-clock-nsec"] = snap.vm_clock_nsec % 1000000000;
@@ -117,6 +120,7 @@ Json to_json(const ChainImage& i) {
   j["virtual-size"] = i.info.virtual_size;
   j["filename"] = i.filename;
   if (h) j["cluster-size"] = h->cluster_size;
+  if (!h && i.info.file_cluster_size) j["cluster-size"] = i.info.file_cluster_size;
   j["format"] = i.info.format;
   if (!i.remote) j["actual-size"] = i.actual_size;
   if (h) {
@@ -148,7 +152,7 @@ Json to_json(const ChainImage& i) {
     }
     if (h->encrypted) j["encrypted"] = true;
   }
-  if (h || !i.remote) j["dirty-flag"] = h && h->dirty;
+  if (h || !i.remote || !i.info.display_filename.empty()) j["dirty-flag"] = h && h->dirty;
   return j;
 }
 
@@ -159,6 +163,13 @@ void print_human(const ChainImage& i) {
   std::printf("virtual size: %s (%llu bytes)\n", size_to_str(i.info.virtual_size).c_str(),
               static_cast<unsigned long long>(i.info.virtual_size));
   std::printf("disk size: %s\n", i.remote ? "unavailable" : size_to_str(i.actual_size).c_str());
+  if (!h && i.info.file_cluster_size) {
+    std::printf("cluster_size: %llu\n", static_cast<unsigned long long>(i.info.file_cluster_size));
+  }
+  if (!h && !i.info.file_snapshots.empty()) {
+    std::printf("Snapshot list:\n");
+    print_snapshot_table(i.info.file_snapshots);
+  }
   if (!h) return;
   if (h->encrypted) std::printf("encrypted: yes\n");
   std::printf("cluster_size: %llu\n", static_cast<unsigned long long>(h->cluster_size));

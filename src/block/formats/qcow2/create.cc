@@ -18,6 +18,8 @@
 #include "base/byte_order.h"
 #include "block/driver.h"
 #include "block/formats/qcow2/header.h"
+#include "block/protocols/rbd.h"
+#include "block/protocols/rbd_address.h"
 #include "qblock/block_backend.h"
 #include "qblock/messages.h"
 
@@ -508,6 +510,18 @@ void apply_file_options(const std::string& filename, const FileCreateOptions& fi
 
 Task<Result<NodePtr>> open_emptied_file(EventLoop& loop, std::string filename,
                                         FileCreateOptions file) {
+  if (rbd_client::has_rbd_prefix(filename)) {
+    // An RBD image: created empty (it grows with the writes), as qemu-img does; an existing
+    // one is an error ("error rbd create: File exists").
+    Status created = co_await create_rbd_image(loop, filename, 0);
+    if (!created) co_return fail(created.error());
+    Options options = Options::object();
+    options["driver"] = "rbd";
+    options["filename"] = filename;
+    Result<NodePtr> node = co_await open_node(loop, std::move(options), OpenFlags{}, "rbd");
+    if (!node) co_await remove_rbd_image(loop, filename);
+    co_return node;
+  }
   int fd = ::open(filename.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   const bool created = fd >= 0;
   if (!created && errno == EEXIST) fd = ::open(filename.c_str(), O_WRONLY | O_CLOEXEC);
@@ -577,7 +591,11 @@ Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts) {
   Status closed = co_await (*node)->close();
   if (!written || !closed) {
     // A half-written image is no image: it goes, as qemu-img's qcow2 creation removes it.
-    ::unlink(opts.filename.c_str());
+    if (rbd_client::has_rbd_prefix(opts.filename)) {
+      co_await remove_rbd_image(loop, opts.filename);
+    } else {
+      ::unlink(opts.filename.c_str());
+    }
     co_return written ? closed : written;
   }
   co_return ok();
@@ -588,6 +606,13 @@ Task<Status> create_raw(EventLoop& loop, std::string filename, uint64_t size,
   if (Status s = validate_file_options(file); !s) co_return s;
   if (preallocation == PreallocMode::kMetadata) {
     co_return fail(Error::with_message(ENOTSUP, "Unsupported preallocation mode: metadata"));
+  }
+  if (rbd_client::has_rbd_prefix(filename)) {
+    // QEMU's rbd driver creates the image at its size, unrounded.
+    if (preallocation != PreallocMode::kOff) {
+      co_return fail(Error::with_message(ENOTSUP, "Unsupported preallocation mode"));
+    }
+    co_return co_await create_rbd_image(loop, filename, size);
   }
   Result<NodePtr> node = co_await open_emptied_file(loop, filename, file);
   if (!node) co_return fail(node.error());

@@ -387,6 +387,19 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
     PreallocateFilter::Settings settings;
     settings.refill_ahead = true;
     file_node = std::make_unique<PreallocateFilter>(ctx.loop, std::move(file_node), settings);
+  } else if (prealloc && !ctx.flags.read_only && !ctx.flags.check &&
+             file_node->driver_name() == "rbd") {
+    // On RBD every growth of the image is an rbd_resize (a metadata update on the cluster)
+    // and writes past the end would pay it one cluster at a time: grow in steps of whole
+    // RADOS objects instead, far ahead (growing is free: new space reads as zeros).
+    PreallocateFilter::Settings settings;
+    settings.refill_ahead = true;
+    const uint64_t object = file_node->info().cluster_size;
+    if (object >= 4096 && object % 512 == 0) {
+      settings.prealloc_align = object;
+      settings.prealloc_size = std::max<uint64_t>(settings.prealloc_size, 32 * object);
+    }
+    file_node = std::make_unique<PreallocateFilter>(ctx.loop, std::move(file_node), settings);
   }
   const std::string image_name = file_node->filename();
   // The backing chain must not come back to this image: it would be opened for ever. (Images
