@@ -215,17 +215,23 @@ engine_order() {  # engine_order REPETITION
   fi
 }
 
+# Every timed run writes a fresh image at one path, and the image is deleted after the run, so
+# each engine starts from the same free space: where ext4 places a new file on the disk (and so
+# how far its writes are from the backing file's reads under the disk's elevator) is then not a
+# property of the engine's slot. The last repetition keeps each image (renamed, its blocks stay
+# where they are) for verify_workload.
 run_write_workload() {  # run_write_workload TAG
   local tag=$1 i engine img t line
+  img=$tmp/$tag.timed
   for ((i = 1; i <= runs; i++)); do
     engine_order "$i"
     line=""
     for engine in "${order[@]}"; do
-      img=$(image_path "$engine" "$tag")
       fresh_image "$engine" "$img"
       t=$(run_bench "$engine" "$img")
       times[$tag:$engine]+="$t "
       line+=$(printf '  %s %7.3f s' "$engine" "$t")
+      if ((i == runs)); then mv "$img" "$(image_path "$engine" "$tag")"; else rm -f "$img"; fi
     done
     echo "$tag run $i:$line"
   done
