@@ -10,8 +10,8 @@ namespace qblock {
 namespace {
 
 using qmp::CommandResult;
-using qmp::QmpError;
 using qmp::qmp_fail;
+using qmp::QmpError;
 
 // Generic boolean options of every node whose JSON type QMP checks before opening.
 std::optional<QmpError> check_generic_types(const Options& args, const std::string& prefix) {
@@ -35,7 +35,8 @@ std::optional<QmpError> check_generic_types(const Options& args, const std::stri
 std::optional<QmpError> check_blockdev(const Options& args, const std::string& prefix,
                                        bool strict) {
   auto driver_it = args.find("driver");
-  if (driver_it == args.end()) return QmpError::generic("Parameter '" + prefix + "driver' is missing");
+  if (driver_it == args.end())
+    return QmpError::generic("Parameter '" + prefix + "driver' is missing");
   if (!driver_it->is_string()) {
     return QmpError::generic("Invalid parameter type for '" + prefix + "driver', expected: string");
   }
@@ -118,7 +119,8 @@ Options node_info(const BlockNode& node, int backing_depth) {
   image["format"] = node.driver_name();
   image["actual-size"] = actual_size(filename);
   if (!info.format_specific.empty()) {
-    image["format-specific"] = Options{{"type", node.driver_name()}, {"data", format_specific(node)}};
+    image["format-specific"] =
+        Options{{"type", node.driver_name()}, {"data", format_specific(node)}};
   }
   image["dirty-flag"] = false;
   const OpenFlags& flags = node.open_flags();
@@ -223,8 +225,8 @@ Task<CommandResult> StorageDaemon::Impl::block_resize(Options args) {
   // qemu-storage-daemon has no named devices: only node names are found.
   BlockBackend* backend = device.empty() ? find_node(node_name) : nullptr;
   if (backend == nullptr) {
-    co_return qmp_fail(QmpError::generic("Cannot find device='" + device + "' nor node-name='" +
-                                         node_name + "'"));
+    co_return qmp_fail(
+        QmpError::generic("Cannot find device='" + device + "' nor node-name='" + node_name + "'"));
   }
   if (size < 0) co_return qmp_fail(QmpError::generic("Parameter 'size' expects a >0 size"));
   if (size % 512 != 0) {

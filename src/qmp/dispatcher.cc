@@ -92,8 +92,8 @@ Task<Options> Dispatcher::dispatch(Result<Options> input, Session& session) {
     reply = error_reply(
         QmpError::command_not_found("Expecting capabilities negotiation with 'qmp_capabilities'"));
   } else if (auto it = commands_.find(execute); it == commands_.end()) {
-    reply = error_reply(
-        QmpError::command_not_found("The command " + execute + " has not been found"));
+    reply =
+        error_reply(QmpError::command_not_found("The command " + execute + " has not been found"));
   } else {
     const CommandSpec& command = it->second;
     std::optional<QmpError> e;

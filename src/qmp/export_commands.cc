@@ -19,8 +19,8 @@ namespace {
 using qmp::ArgType;
 using qmp::CommandResult;
 using qmp::optional;
-using qmp::QmpError;
 using qmp::qmp_fail;
+using qmp::QmpError;
 using qmp::required;
 
 const std::vector<std::string> kAddressTypes = {"inet", "unix", "vsock", "fd"};
@@ -31,9 +31,9 @@ std::vector<qmp::ArgSpec> address_members(const std::string& type) {
             optional("tight", ArgType::kBool)};
   }
   if (type == "inet") {
-    return {required("host", ArgType::kString), required("port", ArgType::kString),
-            optional("numeric", ArgType::kBool), optional("to", ArgType::kUint),
-            optional("ipv4", ArgType::kBool),    optional("ipv6", ArgType::kBool),
+    return {required("host", ArgType::kString),    required("port", ArgType::kString),
+            optional("numeric", ArgType::kBool),   optional("to", ArgType::kUint),
+            optional("ipv4", ArgType::kBool),      optional("ipv6", ArgType::kBool),
             optional("keep-alive", ArgType::kBool)};
   }
   return {};
@@ -58,8 +58,8 @@ Result<int> bind_listener(const NbdAddress& a) {
         ::listen(fd, SOMAXCONN) != 0) {
       const int e = errno;
       ::close(fd);
-      return fail(Error::with_message(
-          e, "Failed to bind socket to " + a.path + ": " + std::strerror(e)));
+      return fail(
+          Error::with_message(e, "Failed to bind socket to " + a.path + ": " + std::strerror(e)));
     }
     return fd;
   }
@@ -89,8 +89,8 @@ Result<int> bind_listener(const NbdAddress& a) {
     ::close(fd);
   }
   ::freeaddrinfo(found);
-  return fail(Error::with_message(last_errno, "Failed to bind socket to " + a.host + ":" +
-                                                  a.port + ": " + std::strerror(last_errno)));
+  return fail(Error::with_message(last_errno, "Failed to bind socket to " + a.host + ":" + a.port +
+                                                  ": " + std::strerror(last_errno)));
 }
 
 }  // namespace
@@ -132,24 +132,27 @@ CommandResult StorageDaemon::Impl::nbd_server_start(const Options& args, bool le
   }
   if (nbd_running_) return qmp_fail(QmpError::generic("NBD server already running"));
   if (args.contains("tls-creds")) {
-    return qmp_fail(QmpError::generic("No TLS credentials with id '" +
-                                      text_of(args["tls-creds"]) + "'"));
+    return qmp_fail(
+        QmpError::generic("No TLS credentials with id '" + text_of(args["tls-creds"]) + "'"));
   }
   const Options& addr = args["addr"];
   const Options& data = legacy ? addr["data"] : addr;
   const std::string type = text_of(addr["type"]);
   NbdAddress address;
   if (type == "unix") {
-    if (!data.contains("path")) return qmp_fail(QmpError::generic("Parameter 'addr.path' is missing"));
+    if (!data.contains("path"))
+      return qmp_fail(QmpError::generic("Parameter 'addr.path' is missing"));
     address.path = text_of(data["path"]);
   } else if (type == "inet") {
-    if (!data.contains("host")) return qmp_fail(QmpError::generic("Parameter 'addr.host' is missing"));
-    if (!data.contains("port")) return qmp_fail(QmpError::generic("Parameter 'addr.port' is missing"));
+    if (!data.contains("host"))
+      return qmp_fail(QmpError::generic("Parameter 'addr.host' is missing"));
+    if (!data.contains("port"))
+      return qmp_fail(QmpError::generic("Parameter 'addr.port' is missing"));
     address.unix_socket = false;
     address.host = text_of(data["host"]);
     address.port = text_of(data["port"]);
   } else {
-    return qmp_fail(QmpError::generic("Parameter 'addr.type' does not accept value '" + type + "'"));
+    return qmp_fail(QmpError::generic("Parameter 'type' does not accept value '" + type + "'"));
   }
   uint32_t max_connections = 0;
   if (args.contains("max-connections")) {
@@ -221,8 +224,7 @@ CommandResult StorageDaemon::Impl::block_export_add(const Options& args, bool fr
   const std::string node_name = checked["node-name"].get<std::string>();
   BlockBackend* backend = find_node(node_name);
   if (backend == nullptr) {
-    return qmp_fail(
-        QmpError::generic("Cannot find device='' nor node-name='" + node_name + "'"));
+    return qmp_fail(QmpError::generic("Cannot find device='' nor node-name='" + node_name + "'"));
   }
   if (!nbd_running_) return qmp_fail(QmpError::generic("NBD server not running"));
   const std::string name = checked.value("name", node_name);
@@ -230,9 +232,9 @@ CommandResult StorageDaemon::Impl::block_export_add(const Options& args, bool fr
     if (exports_.begin()->second->name == name) {
       return qmp_fail(QmpError::generic("NBD server already has export named '" + name + "'"));
     }
-    return qmp_fail(QmpError::generic(
-        "qblock's NBD server serves one export at a time; delete export '" +
-        exports_.begin()->first + "' first"));
+    return qmp_fail(
+        QmpError::generic("qblock's NBD server serves one export at a time; delete export '" +
+                          exports_.begin()->first + "' first"));
   }
   if (Status s = open_nbd_listener(); !s) return qmp_fail(QmpError::from(s.error()));
   nbd::ExportOptions options;
@@ -283,7 +285,8 @@ Task<void> StorageDaemon::Impl::delete_all_exports() {
 Task<CommandResult> StorageDaemon::Impl::block_export_del(Options args) {
   const std::string id = args["id"].get<std::string>();
   auto it = exports_.find(id);
-  if (it == exports_.end()) co_return qmp_fail(QmpError::generic("Export '" + id + "' is not found"));
+  if (it == exports_.end())
+    co_return qmp_fail(QmpError::generic("Export '" + id + "' is not found"));
   const bool hard = args.value("mode", std::string("safe")) == "hard";
   if (!hard && it->second->server->connection_count() > 0) {
     co_return qmp_fail(QmpError::generic("export '" + id + "' still in use"));

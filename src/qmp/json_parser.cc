@@ -193,8 +193,7 @@ class Parser {
           append_utf8(out, cp);
           break;
         }
-        default:
-          return fail(parse_error("invalid escape sequence in string"));
+        default: return fail(parse_error("invalid escape sequence in string"));
       }
     }
     return fail(parse_error("expecting value"));  // unterminated: framing never passes this

@@ -35,12 +35,12 @@ class JsonStream {
   void append(char c);
 
   std::size_t max_bytes_;
-  std::string buffer_;     // the message so far
-  std::size_t depth_ = 0;  // open '{' and '['
-  char quote_ = 0;         // inside a string opened by this quote character
-  bool escape_ = false;    // the previous character was a backslash inside a string
-  bool in_word_ = false;   // a top-level number or keyword is being collected
-  bool oversized_ = false; // the current message passed the limit; its bytes are dropped
+  std::string buffer_;      // the message so far
+  std::size_t depth_ = 0;   // open '{' and '['
+  char quote_ = 0;          // inside a string opened by this quote character
+  bool escape_ = false;     // the previous character was a backslash inside a string
+  bool in_word_ = false;    // a top-level number or keyword is being collected
+  bool oversized_ = false;  // the current message passed the limit; its bytes are dropped
 };
 
 }  // namespace qblock::qmp

@@ -13,6 +13,7 @@
 #include "nbd/stream.h"
 #include "qblock/driver/uring.h"
 #include "qmp/json_stream.h"
+#include "qmp/json_writer.h"
 
 namespace qblock::qmp {
 
@@ -23,7 +24,7 @@ class MonitorServer::Connection {
 
   // Sends one JSON value followed by CRLF (QEMU's line ending). Messages go out in call order.
   Task<void> send(Options message) {
-    std::string text = message.dump() + "\r\n";
+    std::string text = to_qmp_text(message) + "\r\n";
     AsyncMutex::Guard guard = co_await write_lock_.lock();
     if (broken_) co_return;
     iovec iov{text.data(), text.size()};
@@ -67,8 +68,8 @@ Status MonitorServer::listen_unix(const std::string& path) {
       ::listen(fd, SOMAXCONN) != 0) {
     const int e = errno;
     ::close(fd);
-    return fail(Error::with_message(
-        e, "Failed to bind socket to " + path + ": " + std::strerror(e)));
+    return fail(
+        Error::with_message(e, "Failed to bind socket to " + path + ": " + std::strerror(e)));
   }
   listen_fd_ = fd;
   path_ = path;
@@ -110,9 +111,7 @@ Task<void> MonitorServer::serve(int fd) {
     }
   }
   // Let queued events and replies go out before the descriptor closes.
-  {
-    AsyncMutex::Guard drained = co_await connection.write_lock_.lock();
-  }
+  { AsyncMutex::Guard drained = co_await connection.write_lock_.lock(); }
   std::erase(connections_, &connection);
   changed_.wake_all();
 }

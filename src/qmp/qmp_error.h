@@ -19,9 +19,7 @@ struct QmpError {
   static QmpError command_not_found(std::string desc) {
     return {"CommandNotFound", std::move(desc)};
   }
-  static QmpError device_not_found(std::string desc) {
-    return {"DeviceNotFound", std::move(desc)};
-  }
+  static QmpError device_not_found(std::string desc) { return {"DeviceNotFound", std::move(desc)}; }
   // A library error as QEMU reports it: GenericError with the error's message.
   static QmpError from(const Error& e) { return generic(e.message()); }
 };

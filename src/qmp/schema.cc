@@ -35,8 +35,8 @@ std::optional<QmpError> check_value(const Options& v, const ArgSpec& spec,
       if (!v.is_number_integer()) return wrong_type(name, "integer");
       break;
     case ArgType::kUint:
-      if (!v.is_number_integer() || (v.is_number_integer() && !v.is_number_unsigned() &&
-                                     v.get<int64_t>() < 0)) {
+      if (!v.is_number_integer() ||
+          (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() < 0)) {
         return QmpError::generic("Parameter '" + name + "' expects uint64");
       }
       break;
@@ -53,7 +53,8 @@ std::optional<QmpError> check_value(const Options& v, const ArgSpec& spec,
       if (!v.is_string()) return wrong_type(name, "string");
       const std::string s = v.get<std::string>();
       if (std::find(spec.values.begin(), spec.values.end(), s) == spec.values.end()) {
-        return QmpError::generic("Parameter '" + name + "' does not accept value '" + s + "'");
+        // QEMU names the member without its path in this one message.
+        return QmpError::generic("Parameter '" + spec.name + "' does not accept value '" + s + "'");
       }
       break;
     }

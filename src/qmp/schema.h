@@ -16,12 +16,12 @@ namespace qblock::qmp {
 
 enum class ArgType {
   kString,
-  kInt,      // a JSON integer (signed 64 bits)
-  kUint,     // a JSON integer >= 0 ("expects uint64" otherwise)
+  kInt,   // a JSON integer (signed 64 bits)
+  kUint,  // a JSON integer >= 0 ("expects uint64" otherwise)
   kBool,
-  kObject,   // checked against `members` (strict: other keys are unexpected)
+  kObject,     // checked against `members` (strict: other keys are unexpected)
   kAnyObject,  // any object, not looked into (checked by the command itself)
-  kEnum,     // a string out of `values`
+  kEnum,       // a string out of `values`
   kStringList,
 };
 

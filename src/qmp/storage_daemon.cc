@@ -40,9 +40,10 @@ void StorageDaemon::Impl::register_commands() {
   dispatcher_.add({"query-commands", no_args, bind(&Impl::query_commands)});
   dispatcher_.add({"quit", no_args, bind(&Impl::quit_command)});
   dispatcher_.add({"blockdev-add", {}, bind(&Impl::blockdev_add), true});
-  dispatcher_.add({"blockdev-del", {required("node-name", ArgType::kString)},
-                   bind(&Impl::blockdev_del)});
-  dispatcher_.add({"query-named-block-nodes", {optional("flat", ArgType::kBool)},
+  dispatcher_.add(
+      {"blockdev-del", {required("node-name", ArgType::kString)}, bind(&Impl::blockdev_del)});
+  dispatcher_.add({"query-named-block-nodes",
+                   {optional("flat", ArgType::kBool)},
                    bind(&Impl::query_named_block_nodes)});
   dispatcher_.add({"block_resize",
                    {optional("device", ArgType::kString), optional("node-name", ArgType::kString),
@@ -51,9 +52,10 @@ void StorageDaemon::Impl::register_commands() {
   dispatcher_.add({"nbd-server-start", {}, bind(&Impl::qmp_nbd_server_start), true});
   dispatcher_.add({"nbd-server-stop", no_args, bind(&Impl::nbd_server_stop)});
   dispatcher_.add({"block-export-add", {}, bind(&Impl::qmp_block_export_add), true});
-  dispatcher_.add({"block-export-del",
-                   {required("id", ArgType::kString), qmp::enum_arg("mode", {"safe", "hard"}, false)},
-                   bind(&Impl::block_export_del)});
+  dispatcher_.add(
+      {"block-export-del",
+       {required("id", ArgType::kString), qmp::enum_arg("mode", {"safe", "hard"}, false)},
+       bind(&Impl::block_export_del)});
   dispatcher_.add({"query-block-exports", no_args, bind(&Impl::query_block_exports)});
 }
 
