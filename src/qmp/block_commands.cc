@@ -62,10 +62,19 @@ std::optional<QmpError> check_blockdev(const Options& args, const std::string& p
   return std::nullopt;
 }
 
+// The preallocate filter qcow2 inserts above its file by itself (prealloc=on) is implicit: QEMU
+// has no such node, and like QEMU's implicit filters it is not listed.
+bool is_implicit(const BlockNode& node) {
+  return node.driver_name() == "preallocate" && node.node_name().empty();
+}
+
 // Names every unnamed node of the graph as QEMU does ("#block" + a number).
-void name_anonymous_nodes(BlockNode& node, uint64_t& counter) {
-  if (node.node_name().empty()) node.set_node_name("#block" + std::to_string(counter++));
-  for (const Child& c : node.children()) name_anonymous_nodes(*c.node, counter);
+void name_anonymous_nodes(BlockNode& node, uint64_t& counter, const BlockNode* parent) {
+  const bool implicit = is_implicit(node) && parent != nullptr && parent->driver_name() == "qcow2";
+  if (node.node_name().empty() && !implicit) {
+    node.set_node_name("#block" + std::to_string(counter++));
+  }
+  for (const Child& c : node.children()) name_anonymous_nodes(*c.node, counter, &node);
 }
 
 BlockNode* find_in_graph(BlockNode& node, const std::string& name) {
@@ -112,7 +121,8 @@ Options format_specific(const BlockNode& node) {
 Options node_info(const BlockNode& node, int backing_depth) {
   const std::string filename = bottom(node).filename();
   Options image = Options::object();
-  image["virtual-size"] = node.length();
+  // QEMU reports lengths in whole sectors (bdrv_getlength), also for a protocol node.
+  image["virtual-size"] = (node.length() + 511) / 512 * 512;
   image["filename"] = filename;
   const NodeInfo info = node.info();
   if (info.cluster_size != 0) image["cluster-size"] = info.cluster_size;
@@ -158,7 +168,7 @@ int backing_depth(const BlockNode& node) {
 }
 
 void collect_nodes(const BlockNode& node, Options& out) {
-  out.push_back(node_info(node, backing_depth(node)));
+  if (!is_implicit(node)) out.push_back(node_info(node, backing_depth(node)));
   for (const Child& c : node.children()) collect_nodes(*c.node, out);
 }
 
@@ -190,7 +200,7 @@ Task<CommandResult> StorageDaemon::Impl::add_graph(Options args, bool strict) {
   Task<Result<std::unique_ptr<BlockBackend>>> open = BlockBackend::open(loop_, std::move(options));
   Result<std::unique_ptr<BlockBackend>> opened = co_await std::move(open);
   if (!opened) co_return qmp_fail(QmpError::from(opened.error()));
-  name_anonymous_nodes((*opened)->root(), next_auto_name_);
+  name_anonymous_nodes((*opened)->root(), next_auto_name_, nullptr);
   nodes_.emplace(name, std::move(*opened));
   co_return Options::object();
 }

@@ -116,7 +116,7 @@ CommandResult StorageDaemon::Impl::nbd_server_start(const Options& args, bool le
                             {qmp::enum_arg("type", kAddressTypes),
                              required("data", ArgType::kAnyObject)}),
                    optional("tls-creds", ArgType::kString), optional("tls-authz", ArgType::kString),
-                   optional("max-connections", ArgType::kUint)})) {
+                   optional("max-connections", ArgType::kUint32)})) {
       return qmp_fail(*e);
     }
     const std::string type = args["addr"]["type"].get<std::string>();
@@ -160,7 +160,7 @@ CommandResult StorageDaemon::Impl::nbd_server_start(const Options& args, bool le
     char* end = nullptr;
     const unsigned long long n = std::strtoull(text.c_str(), &end, 10);
     if (text.empty() || *end != '\0' || n > UINT32_MAX) {
-      return qmp_fail(QmpError::generic("Parameter 'max-connections' expects uint32"));
+      return qmp_fail(QmpError::generic("Parameter 'max-connections' expects uint32_t"));
     }
     max_connections = static_cast<uint32_t>(n);
   }

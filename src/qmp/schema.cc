@@ -40,6 +40,13 @@ std::optional<QmpError> check_value(const Options& v, const ArgSpec& spec,
         return QmpError::generic("Parameter '" + name + "' expects uint64");
       }
       break;
+    case ArgType::kUint32:
+      if (!v.is_number_integer())
+        return QmpError::generic("Parameter '" + name + "' expects uint64");
+      if ((!v.is_number_unsigned() && v.get<int64_t>() < 0) || v.get<uint64_t>() > UINT32_MAX) {
+        return QmpError::generic("Parameter '" + name + "' expects uint32_t");
+      }
+      break;
     case ArgType::kBool:
       if (!v.is_boolean()) return wrong_type(name, "boolean");
       break;

@@ -16,8 +16,9 @@ namespace qblock::qmp {
 
 enum class ArgType {
   kString,
-  kInt,   // a JSON integer (signed 64 bits)
-  kUint,  // a JSON integer >= 0 ("expects uint64" otherwise)
+  kInt,     // a JSON integer (signed 64 bits)
+  kUint,    // a JSON integer >= 0 ("expects uint64" otherwise)
+  kUint32,  // a JSON integer in [0, 2^32) ("expects uint32_t" outside)
   kBool,
   kObject,     // checked against `members` (strict: other keys are unexpected)
   kAnyObject,  // any object, not looked into (checked by the command itself)
