@@ -9,7 +9,7 @@ packages=(
   liburing-dev libexpected-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   zlib1g-dev libzstd-dev libssl-dev libgnutls28-dev libnbd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  qemu-utils util-linux
+  qemu-utils util-linux qemu-system-x86
   libnbd-bin fio gnutls-bin python3
   # The rbd protocol driver (librbd) and its tests: a throw-away Ceph cluster, QEMU's rbd driver.
   librbd-dev ceph-mon ceph-osd ceph-common qemu-block-extra

@@ -34,5 +34,7 @@ int run_rebase(int argc, char** argv);
 int run_snapshot(int argc, char** argv);
 // `qblock nbd`: qemu-nbd's server (issue #5).
 int run_nbd(int argc, char** argv);
+// `qblock storage-daemon`: qemu-storage-daemon with a QMP monitor (issue 16).
+int run_storage_daemon(int argc, char** argv);
 
 }  // namespace qblock::tools

@@ -39,11 +39,16 @@ constexpr Command kCommands[] = {
      "compute the size a new image needs (qemu-img measure)"},
     {"bench", qblock::tools::run_bench, "run a simple I/O benchmark on an image (qemu-img bench)"},
     {"nbd", qblock::tools::run_nbd, "serve an image over NBD (qemu-nbd)"},
+    {"storage-daemon", qblock::tools::run_storage_daemon,
+     "serve images, NBD exports and QMP (qemu-storage-daemon)"},
 };
 
 void print_usage(FILE* out) {
   std::fprintf(out, "Usage: qblock COMMAND [options]\n\nCommands:\n");
-  for (const Command& c : kCommands) std::fprintf(out, "  %-10s%s\n", c.name, c.summary);
+  for (const Command& c : kCommands) {
+    // Names longer than the column get one space before their summary.
+    std::fprintf(out, "  %-10s%s%s\n", c.name, std::strlen(c.name) >= 10 ? " " : "", c.summary);
+  }
   std::fprintf(out, "\nRun 'qblock COMMAND --help' for a command's options.\n");
 }
 

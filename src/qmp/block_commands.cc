@@ -1,0 +1,251 @@
+// The storage daemon's graph commands: blockdev-add, blockdev-del, query-named-block-nodes,
+// block_resize (QEMU 7.2's replies and messages; see qmp/storage_daemon.h).
+#include <sys/stat.h>
+
+#include "qblock/driver/driver.h"
+#include "qmp/storage_daemon.h"
+
+namespace qblock {
+
+namespace {
+
+using qmp::CommandResult;
+using qmp::qmp_fail;
+using qmp::QmpError;
+
+// Generic boolean options of every node whose JSON type QMP checks before opening.
+std::optional<QmpError> check_generic_types(const Options& args, const std::string& prefix) {
+  for (const char* key : {"read-only", "auto-read-only", "force-share"}) {
+    auto it = args.find(key);
+    if (it != args.end() && !it->is_boolean()) {
+      return QmpError::generic("Invalid parameter type for '" + prefix + key +
+                               "', expected: boolean");
+    }
+  }
+  auto name = args.find("node-name");
+  if (name != args.end() && !name->is_string()) {
+    return QmpError::generic("Invalid parameter type for '" + prefix +
+                             "node-name', expected: string");
+  }
+  return std::nullopt;
+}
+
+// blockdev-add's flat union: 'driver' picks the members; the ones QEMU requires before
+// opening anything are checked here, for this node and its inline children.
+std::optional<QmpError> check_blockdev(const Options& args, const std::string& prefix,
+                                       bool strict) {
+  auto driver_it = args.find("driver");
+  if (driver_it == args.end())
+    return QmpError::generic("Parameter '" + prefix + "driver' is missing");
+  if (!driver_it->is_string()) {
+    return QmpError::generic("Invalid parameter type for '" + prefix + "driver', expected: string");
+  }
+  const std::string driver = driver_it->get<std::string>();
+  const DriverEntry* entry = find_driver(driver);
+  if (entry == nullptr) {
+    return QmpError::generic("Parameter '" + prefix + "driver' does not accept value '" + driver +
+                             "'");
+  }
+  if (strict) {
+    if (std::optional<QmpError> e = check_generic_types(args, prefix)) return e;
+  }
+  if (entry->kind == NodeKind::kProtocol && (driver == "file" || driver == "host_device") &&
+      !args.contains("filename")) {
+    return QmpError::generic("Parameter '" + prefix + "filename' is missing");
+  }
+  if (entry->kind != NodeKind::kProtocol) {
+    const char* child = driver == "blkdebug" ? "image" : "file";
+    auto it = args.find(child);
+    if (it == args.end()) return QmpError::generic("Parameter '" + prefix + child + "' is missing");
+    if (it->is_object()) return check_blockdev(*it, prefix + child + ".", strict);
+  }
+  return std::nullopt;
+}
+
+// The preallocate filter qcow2 inserts above its file by itself (prealloc=on) is implicit: QEMU
+// has no such node, and like QEMU's implicit filters it is not listed.
+bool is_implicit(const BlockNode& node) {
+  return node.driver_name() == "preallocate" && node.node_name().empty();
+}
+
+// Names every unnamed node of the graph as QEMU does ("#block" + a number).
+void name_anonymous_nodes(BlockNode& node, uint64_t& counter, const BlockNode* parent) {
+  const bool implicit = is_implicit(node) && parent != nullptr && parent->driver_name() == "qcow2";
+  if (node.node_name().empty() && !implicit) {
+    node.set_node_name("#block" + std::to_string(counter++));
+  }
+  for (const Child& c : node.children()) name_anonymous_nodes(*c.node, counter, &node);
+}
+
+BlockNode* find_in_graph(BlockNode& node, const std::string& name) {
+  if (node.node_name() == name) return &node;
+  for (const Child& c : node.children()) {
+    if (BlockNode* found = find_in_graph(*c.node, name)) return found;
+  }
+  return nullptr;
+}
+
+// The protocol node at the bottom of the primary chain (its filename is the image's).
+const BlockNode& bottom(const BlockNode& node) {
+  const BlockNode* n = &node;
+  while (n->primary_child() != nullptr) n = n->primary_child();
+  return *n;
+}
+
+int64_t actual_size(const std::string& filename) {
+  struct stat st;
+  if (::stat(filename.c_str(), &st) != 0) return 0;
+  return static_cast<int64_t>(st.st_blocks) * 512;
+}
+
+// NodeInfo's "Format specific information" lines ("refcount bits: 16") as QMP members
+// ("refcount-bits": 16).
+Options format_specific(const BlockNode& node) {
+  Options data = Options::object();
+  for (const auto& [key, value] : node.info().format_specific) {
+    std::string name = key;
+    for (char& c : name) {
+      if (c == ' ') c = '-';
+    }
+    if (value == "true" || value == "false") {
+      data[name] = value == "true";
+    } else if (!value.empty() && value.find_first_not_of("0123456789") == std::string::npos) {
+      data[name] = std::stoll(value);
+    } else {
+      data[name] = value;
+    }
+  }
+  return data;
+}
+
+Options node_info(const BlockNode& node, int backing_depth) {
+  const std::string filename = bottom(node).filename();
+  Options image = Options::object();
+  // QEMU reports lengths in whole sectors (bdrv_getlength), also for a protocol node.
+  image["virtual-size"] = (node.length() + 511) / 512 * 512;
+  image["filename"] = filename;
+  const NodeInfo info = node.info();
+  if (info.cluster_size != 0) image["cluster-size"] = info.cluster_size;
+  image["format"] = node.driver_name();
+  image["actual-size"] = actual_size(filename);
+  if (!info.format_specific.empty()) {
+    image["format-specific"] =
+        Options{{"type", node.driver_name()}, {"data", format_specific(node)}};
+  }
+  image["dirty-flag"] = false;
+  const OpenFlags& flags = node.open_flags();
+  Options cache = Options::object();
+  cache["no-flush"] = flags.no_flush;
+  cache["direct"] = flags.direct;
+  cache["writeback"] = true;
+  Options n = Options::object();
+  n["iops_rd"] = 0;
+  n["detect_zeroes"] = "off";
+  n["image"] = image;
+  n["iops_wr"] = 0;
+  n["ro"] = node.read_only();
+  n["node-name"] = node.node_name();
+  n["backing_file_depth"] = backing_depth;
+  n["drv"] = node.driver_name();
+  n["iops"] = 0;
+  n["bps_wr"] = 0;
+  n["write_threshold"] = 0;
+  n["encrypted"] = false;
+  n["bps"] = 0;
+  n["bps_rd"] = 0;
+  n["cache"] = cache;
+  n["file"] = filename;
+  return n;
+}
+
+int backing_depth(const BlockNode& node) {
+  int depth = 0;
+  for (const BlockNode* n = node.child(ChildRole::kBacking); n != nullptr;
+       n = n->child(ChildRole::kBacking)) {
+    ++depth;
+  }
+  return depth;
+}
+
+void collect_nodes(const BlockNode& node, Options& out) {
+  if (!is_implicit(node)) out.push_back(node_info(node, backing_depth(node)));
+  for (const Child& c : node.children()) collect_nodes(*c.node, out);
+}
+
+}  // namespace
+
+BlockBackend* StorageDaemon::Impl::find_node(const std::string& name) {
+  auto it = nodes_.find(name);
+  return it == nodes_.end() ? nullptr : it->second.get();
+}
+
+Task<CommandResult> StorageDaemon::Impl::blockdev_add(Options args) {
+  return add_graph(std::move(args), true);
+}
+
+Task<CommandResult> StorageDaemon::Impl::add_graph(Options args, bool strict) {
+  if (std::optional<QmpError> e = check_blockdev(args, "", strict)) co_return qmp_fail(*e);
+  auto name_it = args.find("node-name");
+  if (name_it == args.end()) {
+    co_return qmp_fail(QmpError::generic("'node-name' must be specified for the root node"));
+  }
+  const std::string name = name_it->get<std::string>();
+  for (auto& [root_name, backend] : nodes_) {
+    if (find_in_graph(backend->root(), name) != nullptr) {
+      co_return qmp_fail(QmpError::generic("Duplicate nodes with node-name='" + name + "'"));
+    }
+  }
+  BackendOptions options;
+  options.tree = std::move(args);
+  Task<Result<std::unique_ptr<BlockBackend>>> open = BlockBackend::open(loop_, std::move(options));
+  Result<std::unique_ptr<BlockBackend>> opened = co_await std::move(open);
+  if (!opened) co_return qmp_fail(QmpError::from(opened.error()));
+  name_anonymous_nodes((*opened)->root(), next_auto_name_, nullptr);
+  nodes_.emplace(name, std::move(*opened));
+  co_return Options::object();
+}
+
+Task<CommandResult> StorageDaemon::Impl::blockdev_del(Options args) {
+  const std::string name = args["node-name"].get<std::string>();
+  auto it = nodes_.find(name);
+  if (it == nodes_.end()) {
+    co_return qmp_fail(QmpError::generic("Failed to find node with node-name='" + name + "'"));
+  }
+  for (const auto& [id, e] : exports_) {
+    if (e->node_name == name) co_return qmp_fail(QmpError::generic("Node " + name + " is in use"));
+  }
+  std::unique_ptr<BlockBackend> backend = std::move(it->second);
+  nodes_.erase(it);
+  Task<Status> close = backend->close();
+  Status closed = co_await std::move(close);
+  if (!closed) co_return qmp_fail(QmpError::from(closed.error()));
+  co_return Options::object();
+}
+
+Task<CommandResult> StorageDaemon::Impl::query_named_block_nodes(Options) {
+  Options list = Options::array();
+  for (const auto& [name, backend] : nodes_) collect_nodes(backend->root(), list);
+  co_return list;
+}
+
+Task<CommandResult> StorageDaemon::Impl::block_resize(Options args) {
+  const std::string device = args.value("device", std::string());
+  const std::string node_name = args.value("node-name", std::string());
+  const int64_t size = args["size"].get<int64_t>();
+  // qemu-storage-daemon has no named devices: only node names are found.
+  BlockBackend* backend = device.empty() ? find_node(node_name) : nullptr;
+  if (backend == nullptr) {
+    co_return qmp_fail(
+        QmpError::generic("Cannot find device='" + device + "' nor node-name='" + node_name + "'"));
+  }
+  if (size < 0) co_return qmp_fail(QmpError::generic("Parameter 'size' expects a >0 size"));
+  if (size % 512 != 0) {
+    co_return qmp_fail(QmpError::generic("The new size must be a multiple of 512"));
+  }
+  Task<Status> truncate = backend->root().truncate(static_cast<uint64_t>(size));
+  Status s = co_await std::move(truncate);
+  if (!s) co_return qmp_fail(QmpError::from(s.error()));
+  co_return Options::object();
+}
+
+}  // namespace qblock

@@ -1,0 +1,312 @@
+// The storage daemon's NBD commands: nbd-server-start/stop, block-export-add/del,
+// query-block-exports, and BLOCK_EXPORT_DELETED (QEMU 7.2's replies; see qmp/storage_daemon.h).
+// First step: nbd::Server serves one export, so the daemon's NBD server has at most one export
+// at a time; a second block-export-add is refused with a clear message.
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "qmp/storage_daemon.h"
+
+namespace qblock {
+
+namespace {
+
+using qmp::ArgType;
+using qmp::CommandResult;
+using qmp::optional;
+using qmp::qmp_fail;
+using qmp::QmpError;
+using qmp::required;
+
+const std::vector<std::string> kAddressTypes = {"inet", "unix", "vsock", "fd"};
+
+std::vector<qmp::ArgSpec> address_members(const std::string& type) {
+  if (type == "unix") {
+    return {required("path", ArgType::kString), optional("abstract", ArgType::kBool),
+            optional("tight", ArgType::kBool)};
+  }
+  if (type == "inet") {
+    return {required("host", ArgType::kString),    required("port", ArgType::kString),
+            optional("numeric", ArgType::kBool),   optional("to", ArgType::kUint),
+            optional("ipv4", ArgType::kBool),      optional("ipv6", ArgType::kBool),
+            optional("keep-alive", ArgType::kBool)};
+  }
+  return {};
+}
+
+// A string member of a command-line value: dotted keys give every value as text.
+std::string text_of(const Options& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+
+Result<int> bind_listener(const NbdAddress& a) {
+  if (a.unix_socket) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (a.path.size() >= sizeof addr.sun_path) {
+      return fail(Error::with_message(EINVAL, "UNIX socket path '" + a.path + "' is too long"));
+    }
+    std::memcpy(addr.sun_path, a.path.c_str(), a.path.size() + 1);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return fail(Error::from_errno(errno, "socket"));
+    struct stat st;
+    if (::lstat(a.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(a.path.c_str());
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(fd, SOMAXCONN) != 0) {
+      const int e = errno;
+      ::close(fd);
+      return fail(
+          Error::with_message(e, "Failed to bind socket to " + a.path + ": " + std::strerror(e)));
+    }
+    return fd;
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (const int rc = ::getaddrinfo(a.host.c_str(), a.port.c_str(), &hints, &found); rc != 0) {
+    return fail(Error::with_message(EINVAL, "address resolution failed for " + a.host + ":" +
+                                                a.port + ": " + ::gai_strerror(rc)));
+  }
+  int last_errno = EADDRNOTAVAIL;
+  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+    const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      last_errno = errno;
+      continue;
+    }
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, SOMAXCONN) == 0) {
+      ::freeaddrinfo(found);
+      return fd;
+    }
+    last_errno = errno;
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return fail(Error::with_message(last_errno, "Failed to bind socket to " + a.host + ":" + a.port +
+                                                  ": " + std::strerror(last_errno)));
+}
+
+}  // namespace
+
+Status StorageDaemon::Impl::open_nbd_listener() {
+  if (nbd_listen_fd_ >= 0) return ok();
+  Result<int> fd = bind_listener(nbd_address_);
+  if (!fd) return fail(fd.error());
+  nbd_listen_fd_ = *fd;
+  return ok();
+}
+
+Task<CommandResult> StorageDaemon::Impl::qmp_nbd_server_start(Options args) {
+  co_return nbd_server_start(args, true);
+}
+
+CommandResult StorageDaemon::Impl::nbd_server_start(const Options& args, bool legacy) {
+  // QMP: addr is a SocketAddressLegacy {"type", "data": {...}}; the command line's
+  // --nbd-server takes the flat SocketAddress {"type", "path" | "host", "port"}.
+  if (legacy) {
+    if (std::optional<QmpError> e = qmp::check_arguments(
+            args, {required("addr", ArgType::kObject,
+                            {qmp::enum_arg("type", kAddressTypes),
+                             required("data", ArgType::kAnyObject)}),
+                   optional("tls-creds", ArgType::kString), optional("tls-authz", ArgType::kString),
+                   optional("max-connections", ArgType::kUint32)})) {
+      return qmp_fail(*e);
+    }
+    const std::string type = args["addr"]["type"].get<std::string>();
+    if (std::optional<QmpError> e =
+            qmp::check_arguments(args["addr"]["data"], address_members(type), "addr.data.")) {
+      return qmp_fail(*e);
+    }
+  } else {
+    auto addr = args.find("addr");
+    if (addr == args.end() || !addr->is_object() || !addr->contains("type")) {
+      return qmp_fail(QmpError::generic("Parameter 'addr.type' is missing"));
+    }
+  }
+  if (nbd_running_) return qmp_fail(QmpError::generic("NBD server already running"));
+  if (args.contains("tls-creds")) {
+    return qmp_fail(
+        QmpError::generic("No TLS credentials with id '" + text_of(args["tls-creds"]) + "'"));
+  }
+  const Options& addr = args["addr"];
+  const Options& data = legacy ? addr["data"] : addr;
+  const std::string type = text_of(addr["type"]);
+  NbdAddress address;
+  if (type == "unix") {
+    if (!data.contains("path"))
+      return qmp_fail(QmpError::generic("Parameter 'addr.path' is missing"));
+    address.path = text_of(data["path"]);
+  } else if (type == "inet") {
+    if (!data.contains("host"))
+      return qmp_fail(QmpError::generic("Parameter 'addr.host' is missing"));
+    if (!data.contains("port"))
+      return qmp_fail(QmpError::generic("Parameter 'addr.port' is missing"));
+    address.unix_socket = false;
+    address.host = text_of(data["host"]);
+    address.port = text_of(data["port"]);
+  } else {
+    return qmp_fail(QmpError::generic("Parameter 'type' does not accept value '" + type + "'"));
+  }
+  uint32_t max_connections = 0;
+  if (args.contains("max-connections")) {
+    const std::string text = text_of(args["max-connections"]);
+    char* end = nullptr;
+    const unsigned long long n = std::strtoull(text.c_str(), &end, 10);
+    if (text.empty() || *end != '\0' || n > UINT32_MAX) {
+      return qmp_fail(QmpError::generic("Parameter 'max-connections' expects uint32_t"));
+    }
+    max_connections = static_cast<uint32_t>(n);
+  }
+  nbd_address_ = address;
+  nbd_max_connections_ = max_connections;
+  if (Status s = open_nbd_listener(); !s) return qmp_fail(QmpError::from(s.error()));
+  nbd_running_ = true;
+  return Options::object();
+}
+
+Task<CommandResult> StorageDaemon::Impl::nbd_server_stop(Options) {
+  if (!nbd_running_) co_return qmp_fail(QmpError::generic("NBD server not running"));
+  Task<void> gone = delete_all_exports();
+  co_await std::move(gone);
+  if (nbd_listen_fd_ >= 0) ::close(nbd_listen_fd_);
+  nbd_listen_fd_ = -1;
+  if (nbd_address_.unix_socket) ::unlink(nbd_address_.path.c_str());
+  nbd_running_ = false;
+  co_return Options::object();
+}
+
+Task<CommandResult> StorageDaemon::Impl::qmp_block_export_add(Options args) {
+  co_return block_export_add(args, false);
+}
+
+CommandResult StorageDaemon::Impl::block_export_add(const Options& args, bool from_cmdline) {
+  const std::vector<qmp::ArgSpec> spec = {
+      qmp::enum_arg("type", {"nbd", "vhost-user-blk", "fuse", "vduse-blk"}),
+      required("id", ArgType::kString),
+      optional("fixed-iothread", ArgType::kBool),
+      optional("iothread", ArgType::kString),
+      required("node-name", ArgType::kString),
+      optional("writable", ArgType::kBool),
+      optional("writethrough", ArgType::kBool),
+      optional("name", ArgType::kString),
+      optional("description", ArgType::kString),
+      optional("bitmaps", ArgType::kStringList),
+      optional("allocation-depth", ArgType::kBool),
+  };
+  // Command-line values are text ("writable=on"); turn the booleans into JSON first.
+  Options checked = args;
+  for (const char* key : {"writable", "writethrough", "allocation-depth", "fixed-iothread"}) {
+    auto it = checked.find(key);
+    if (it != checked.end() && it->is_string() && from_cmdline) {
+      if (*it == "on" || *it == "true") {
+        *it = true;
+      } else if (*it == "off" || *it == "false") {
+        *it = false;
+      }
+    }
+  }
+  if (std::optional<QmpError> e = qmp::check_arguments(checked, spec)) return qmp_fail(*e);
+  const std::string type = checked["type"].get<std::string>();
+  if (type != "nbd") {
+    return qmp_fail(QmpError::generic("Export type '" + type + "' is not supported by qblock"));
+  }
+  const std::string id = checked["id"].get<std::string>();
+  if (exports_.contains(id)) {
+    return qmp_fail(QmpError::generic("Block export id '" + id + "' is already in use"));
+  }
+  const std::string node_name = checked["node-name"].get<std::string>();
+  BlockBackend* backend = find_node(node_name);
+  if (backend == nullptr) {
+    return qmp_fail(QmpError::generic("Cannot find device='' nor node-name='" + node_name + "'"));
+  }
+  if (!nbd_running_) return qmp_fail(QmpError::generic("NBD server not running"));
+  const std::string name = checked.value("name", node_name);
+  if (!exports_.empty()) {
+    if (exports_.begin()->second->name == name) {
+      return qmp_fail(QmpError::generic("NBD server already has export named '" + name + "'"));
+    }
+    return qmp_fail(
+        QmpError::generic("qblock's NBD server serves one export at a time; delete export '" +
+                          exports_.begin()->first + "' first"));
+  }
+  if (Status s = open_nbd_listener(); !s) return qmp_fail(QmpError::from(s.error()));
+  nbd::ExportOptions options;
+  options.name = name;
+  options.description = checked.value("description", std::string());
+  options.read_only = !checked.value("writable", false);
+  auto e = std::make_unique<BlockExport>();
+  e->id = id;
+  e->node_name = node_name;
+  e->name = name;
+  e->server = std::make_unique<nbd::Server>(*backend, std::move(options));
+  BlockExport* raw = e.get();
+  exports_.emplace(id, std::move(e));
+  spawn(run_export(raw, nbd_listen_fd_));
+  return Options::object();
+}
+
+Task<void> StorageDaemon::Impl::run_export(BlockExport* e, int listen_fd) {
+  Task<Status> listen = e->server->listen(listen_fd, nbd_max_connections_, true);
+  Status s = co_await std::move(listen);
+  (void)s;  // accept errors end the export; its deletion reports it gone
+  e->finished = true;
+  changed_.wake_all();
+}
+
+Task<void> StorageDaemon::Impl::delete_export(std::string id) {
+  auto it = exports_.find(id);
+  if (it == exports_.end()) co_return;
+  BlockExport* e = it->second.get();
+  e->server->stop();
+  while (!e->finished) co_await changed_.wait();
+  // stop() shut the listening socket down; the next export binds a fresh one.
+  if (nbd_listen_fd_ >= 0) ::close(nbd_listen_fd_);
+  nbd_listen_fd_ = -1;
+  exports_.erase(id);
+  emit_event("BLOCK_EXPORT_DELETED", Options{{"id", id}});
+}
+
+Task<void> StorageDaemon::Impl::delete_all_exports() {
+  std::vector<std::string> ids;
+  for (const auto& [id, e] : exports_) ids.push_back(id);
+  for (const std::string& id : ids) {
+    Task<void> del = delete_export(id);
+    co_await std::move(del);
+  }
+}
+
+Task<CommandResult> StorageDaemon::Impl::block_export_del(Options args) {
+  const std::string id = args["id"].get<std::string>();
+  auto it = exports_.find(id);
+  if (it == exports_.end())
+    co_return qmp_fail(QmpError::generic("Export '" + id + "' is not found"));
+  const bool hard = args.value("mode", std::string("safe")) == "hard";
+  if (!hard && it->second->server->connection_count() > 0) {
+    co_return qmp_fail(QmpError::generic("export '" + id + "' still in use"));
+  }
+  Task<void> del = delete_export(id);
+  co_await std::move(del);
+  co_return Options::object();
+}
+
+Task<CommandResult> StorageDaemon::Impl::query_block_exports(Options) {
+  Options list = Options::array();
+  for (const auto& [id, e] : exports_) {
+    Options x = Options::object();
+    x["node-name"] = e->node_name;
+    x["shutting-down"] = false;
+    x["type"] = "nbd";
+    x["id"] = id;
+    list.push_back(x);
+  }
+  co_return list;
+}
+
+}  // namespace qblock

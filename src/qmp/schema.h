@@ -1,0 +1,50 @@
+// Argument checking for QMP commands: a small description of a command's parameters (names,
+// JSON types, required or optional, enum values, nested objects) and the check that QEMU's
+// input visitor does before a command runs, with its messages ("Parameter 'x' is missing",
+// "Invalid parameter type for 'x', expected: integer", "Parameter 'x' is unexpected",
+// "Parameter 'type' does not accept value 'y'").
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qblock/block_node.h"
+#include "qmp/qmp_error.h"
+
+namespace qblock::qmp {
+
+enum class ArgType {
+  kString,
+  kInt,     // a JSON integer (signed 64 bits)
+  kUint,    // a JSON integer >= 0 ("expects uint64" otherwise)
+  kUint32,  // a JSON integer in [0, 2^32) ("expects uint32_t" outside)
+  kBool,
+  kObject,     // checked against `members` (strict: other keys are unexpected)
+  kAnyObject,  // any object, not looked into (checked by the command itself)
+  kEnum,       // a string out of `values`
+  kStringList,
+};
+
+struct ArgSpec {
+  std::string name;
+  ArgType type = ArgType::kString;
+  bool required = true;
+  std::vector<ArgSpec> members;     // kObject
+  std::vector<std::string> values;  // kEnum
+};
+
+// Required and optional constructors, for compact tables.
+ArgSpec required(std::string name, ArgType type, std::vector<ArgSpec> members = {},
+                 std::vector<std::string> values = {});
+ArgSpec optional(std::string name, ArgType type, std::vector<ArgSpec> members = {},
+                 std::vector<std::string> values = {});
+ArgSpec enum_arg(std::string name, std::vector<std::string> values, bool is_required = true);
+
+// Checks `args` (an object) against `spec` in the spec's order, then reports the first key that
+// the spec does not name, unless `allow_extra`. Names in messages are prefixed with `prefix`
+// ("addr." for members of addr), as QEMU does. Returns the first problem, or nullopt.
+std::optional<QmpError> check_arguments(const Options& args, const std::vector<ArgSpec>& spec,
+                                        const std::string& prefix = "", bool allow_extra = false);
+
+}  // namespace qblock::qmp

@@ -1,0 +1,96 @@
+// StorageDaemon::Impl: the daemon's state (named graphs, the NBD server and its exports, the
+// monitors) and the QMP command table over it. The public face is qblock/storage_daemon.h;
+// the commands are split by subject: block_commands.cc (graphs), export_commands.cc (NBD),
+// storage_daemon.cc (lifecycle, query-version, query-commands, quit).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nbd/server.h"
+#include "qblock/block_backend.h"
+#include "qblock/nbd_server.h"
+#include "qblock/storage_daemon.h"
+#include "qblock/sync.h"
+#include "qmp/dispatcher.h"
+#include "qmp/monitor.h"
+
+namespace qblock {
+
+// Where the NBD server listens.
+struct NbdAddress {
+  bool unix_socket = true;
+  std::string path;  // unix
+  std::string host;  // inet
+  std::string port;  // inet
+};
+
+struct BlockExport {
+  std::string id;
+  std::string node_name;
+  std::string name;  // the NBD export name
+  std::unique_ptr<nbd::Server> server;
+  bool finished = false;  // the server's listen() returned
+};
+
+class StorageDaemon::Impl {
+ public:
+  explicit Impl(EventLoop& loop);
+
+  EventLoop& loop() { return loop_; }
+  qmp::Dispatcher& dispatcher() { return dispatcher_; }
+
+  // ---- lifecycle (storage_daemon.cc) ----
+  Status add_monitor(const std::string& path);
+  Task<Status> run();
+  void quit();
+  void emit_event(const std::string& name, Options data);
+
+  // ---- graphs (block_commands.cc) ----
+  Task<qmp::CommandResult> blockdev_add(Options args);
+  // blockdev-add's work; `strict`: QMP's JSON types (the command line gives text).
+  Task<qmp::CommandResult> add_graph(Options args, bool strict);
+  Task<qmp::CommandResult> blockdev_del(Options args);
+  Task<qmp::CommandResult> query_named_block_nodes(Options args);
+  Task<qmp::CommandResult> block_resize(Options args);
+  // The graph whose root has `name`, or nullptr.
+  BlockBackend* find_node(const std::string& name);
+
+  // ---- NBD (export_commands.cc) ----
+  // `legacy`: QMP's SocketAddressLegacy ({"type", "data": {...}}); else the flat form.
+  qmp::CommandResult nbd_server_start(const Options& args, bool legacy);
+  Task<qmp::CommandResult> nbd_server_stop(Options args);
+  qmp::CommandResult block_export_add(const Options& args, bool from_cmdline);
+  Task<qmp::CommandResult> block_export_del(Options args);
+  Task<qmp::CommandResult> query_block_exports(Options args);
+  // Ends every export (NBD server stop, daemon shutdown), emitting BLOCK_EXPORT_DELETED.
+  Task<void> delete_all_exports();
+
+ private:
+  void register_commands();
+  Task<qmp::CommandResult> query_version(Options args);
+  Task<qmp::CommandResult> query_commands(Options args);
+  Task<qmp::CommandResult> quit_command(Options args);
+  Task<qmp::CommandResult> qmp_nbd_server_start(Options args);
+  Task<qmp::CommandResult> qmp_block_export_add(Options args);
+  Task<void> run_export(BlockExport* e, int listen_fd);
+  Task<void> delete_export(std::string id);
+  Status open_nbd_listener();
+
+  EventLoop& loop_;
+  qmp::Dispatcher dispatcher_;
+  std::vector<std::unique_ptr<qmp::MonitorServer>> monitors_;
+  std::map<std::string, std::unique_ptr<BlockBackend>> nodes_;
+  uint64_t next_auto_name_ = 0;
+  bool nbd_running_ = false;
+  NbdAddress nbd_address_;
+  uint32_t nbd_max_connections_ = 0;
+  int nbd_listen_fd_ = -1;
+  std::map<std::string, std::unique_ptr<BlockExport>> exports_;
+  WaitQueue changed_;  // an export finished, or quit was requested
+  bool quitting_ = false;
+};
+
+}  // namespace qblock

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""A small QMP client for the tests: runs a script of QMP inputs against a monitor socket and
+prints every input and every reply and event, normalised so that the transcripts of
+qemu-storage-daemon and `qblock storage-daemon` can be compared (keys sorted; timestamps,
+versions, auto-generated node names and allocated sizes replaced).
+
+Script lines (blank lines and lines starting with '#' are skipped):
+  {json...}            sent as is; waits for its reply (events before it are printed too)
+  raw N <bytes>        sends a Python bytes literal; waits for N replies (0: none)
+  shell <command>      runs a shell command ($DIR is the test directory) and prints its output
+  reconnect            closes the connection and opens a new one (greeting printed)
+  close                closes the connection without waiting (a client that goes away)
+
+Usage: qmp_client.py SOCKET SCRIPT
+"""
+import ast
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+
+def normalise(msg):
+    def walk(v, key=None):
+        if isinstance(v, dict):
+            out = {}
+            for k, x in v.items():
+                if k == "timestamp":
+                    out[k] = "TIMESTAMP"
+                elif k in ("actual-size",):
+                    out[k] = "SIZE"
+                else:
+                    out[k] = walk(x, k)
+            return out
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if isinstance(v, str):
+            if os.environ.get("DIR"):
+                v = v.replace(os.environ["DIR"], "$DIR")
+            return re.sub(r"#block[0-9]+", "#blockN", v)
+        return v
+
+    msg = walk(msg)
+    if "QMP" in msg:
+        msg["QMP"]["version"] = "VERSION"
+    ret = msg.get("return")
+    if isinstance(ret, dict) and "qemu" in ret and "package" in ret:
+        msg["return"] = "VERSION"
+    return json.dumps(msg, sort_keys=True)
+
+
+class Client:
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(20)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def read_message(self):
+        while b"\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("connection closed")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line.decode())
+
+    def replies(self, count):
+        """Prints messages until `count` replies (return or error) have arrived."""
+        seen = 0
+        while seen < count:
+            msg = self.read_message()
+            print("<<< " + normalise(msg))
+            if "return" in msg or "error" in msg:
+                seen += 1
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+
+def main():
+    path, script = sys.argv[1], sys.argv[2]
+    client = Client(path)
+    client.replies(0)
+    print("<<< " + normalise(client.read_message()))
+    for line in open(script):
+        line = line.rstrip("\n").replace("$DIR", os.environ.get("DIR", ""))
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith("raw "):
+            _, count, literal = line.split(" ", 2)
+            data = ast.literal_eval(literal)
+            print(">>> raw " + (literal if len(literal) < 100 else literal[:60] + "...") )
+            client.send(data)
+            client.replies(int(count))
+        elif line.startswith("shell "):
+            command = line[len("shell "):]
+            print("$ " + command.replace(os.environ.get("DIR") or "//none", "$DIR"))
+            res = subprocess.run(command, shell=True, capture_output=True, text=True)
+            out = res.stdout + res.stderr
+            if os.environ.get("DIR"):
+                out = out.replace(os.environ["DIR"], "$DIR")
+            sys.stdout.write(out)
+            print("[exit %d]" % res.returncode)
+        elif line == "reconnect":
+            if client is not None:
+                client.sock.close()
+            print("--- reconnect")
+            client = Client(path)
+            print("<<< " + normalise(client.read_message()))
+        elif line == "close":
+            client.sock.close()
+            print("--- close")
+            client = None
+        else:
+            print(">>> " + line.replace(os.environ.get("DIR") or "//none", "$DIR"))
+            client.send(line.encode() + b"\n")
+            client.replies(1)
+        sys.stdout.flush()
+    if client is not None:
+        # After "quit" the daemon closes the connection.
+        try:
+            while True:
+                msg = client.read_message()
+                print("<<< " + normalise(msg))
+        except (EOFError, OSError):
+            pass
+
+
+if __name__ == "__main__":
+    main()
