@@ -4,7 +4,10 @@
 // extents that read as zeros are skipped on a target known to read as zeros (else written as
 // efficient zeroes), data is copied in chunks of at most 2 MiB by -m concurrent coroutines,
 // and runs of zeros inside data of at least -S bytes are left unwritten so the target stays
-// sparse. Writes are issued in ascending order unless -W.
+// sparse. Writes are issued in ascending order unless -W. With -c the copy goes by whole
+// target clusters: every cluster that holds data is read, skipped when all zero, and written
+// with RequestFlag::kWriteCompressed (the qcow2 driver compresses the clusters of a request on
+// the loop's worker threads and stores a cluster that does not shrink uncompressed).
 #include <unistd.h>
 
 #include <algorithm>
@@ -186,10 +189,13 @@ enum class ChunkKind {
   kBacking,  // left to the target's backing file
 };
 
+// Chunk::source of a chunk read by its target offset, across the sources (compressed mode).
+constexpr std::size_t kAnySource = static_cast<std::size_t>(-1);
+
 struct Chunk {
   uint64_t offset;  // in the target
   uint64_t bytes;
-  std::size_t source;      // index into the sources
+  std::size_t source;      // index into the sources, or kAnySource
   uint64_t source_offset;  // offset in that source
   ChunkKind kind;
 };
@@ -212,15 +218,17 @@ bool all_zero(const uint8_t* p, uint64_t n) {
 // images and the loop.
 class Converter {
  public:
+  // `compress_cluster`: the target's cluster size with -c, else 0.
   Converter(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sources,
             BlockBackend& target, bool zero_init, bool target_has_backing, uint64_t align,
-            Progress& progress)
+            uint64_t compress_cluster, Progress& progress)
       : args_(args),
         sources_(sources),
         target_(target),
         zero_init_(zero_init),
         target_has_backing_(target_has_backing),
         align_(align),
+        compress_cluster_(compress_cluster),
         progress_(progress),
         turn_(loop) {}
 
@@ -270,6 +278,78 @@ class Converter {
       }
       target_offset += size;
     }
+    if (compress_cluster_) to_clusters(target_offset);
+    co_return ok();
+  }
+
+  // Compressed mode: the plan in whole target clusters. A cluster lying entirely in one zero
+  // or backing extent keeps that kind; every other cluster is data (compressed writes are of
+  // whole clusters), read by its target offset across the sources.
+  void to_clusters(uint64_t total) {
+    const uint64_t cs = compress_cluster_;
+    std::vector<Chunk> planned = std::move(chunks_);
+    chunks_.clear();
+    data_bytes_ = 0;
+    std::size_t e = 0;
+    uint64_t pos = 0;
+    while (pos < total) {
+      while (planned[e].offset + planned[e].bytes <= pos) ++e;
+      const Chunk& ext = planned[e];
+      const uint64_t ext_end = ext.offset + ext.bytes;
+      const uint64_t cluster_end = std::min(total, pos + cs);
+      ChunkKind kind = ChunkKind::kData;
+      uint64_t end = cluster_end;
+      if (ext_end >= cluster_end) {
+        // The extent covers the whole cluster, and the clusters after it it fully covers.
+        kind = ext.kind;
+        end = ext_end == total ? total : std::max(cluster_end, ext_end / cs * cs);
+      }
+      if (kind == ChunkKind::kData) {
+        // Merge with the data chunk before, up to the chunk size.
+        while (pos < end) {
+          if (!chunks_.empty() && chunks_.back().kind == ChunkKind::kData &&
+              chunks_.back().offset + chunks_.back().bytes == pos &&
+              chunks_.back().bytes < chunk_limit()) {
+            const uint64_t take = std::min(end - pos, chunk_limit() - chunks_.back().bytes);
+            chunks_.back().bytes += take;
+            pos += take;
+          } else {
+            const uint64_t take = std::min(end - pos, chunk_limit());
+            chunks_.push_back(Chunk{pos, take, kAnySource, pos, kind});
+            pos += take;
+          }
+        }
+        continue;
+      }
+      chunks_.push_back(Chunk{pos, end - pos, kAnySource, pos, kind});
+      pos = end;
+    }
+    data_bytes_ = 0;
+    for (const Chunk& c : chunks_) {
+      if (c.kind == ChunkKind::kData) data_bytes_ += c.bytes;
+    }
+  }
+
+  // Reads [offset, offset + bytes) of the concatenated sources into `buf`.
+  Task<Status> read_target(uint64_t offset, uint8_t* buf, uint64_t bytes) {
+    uint64_t base = 0;
+    for (Source& source : sources_) {
+      const uint64_t size = source.backend->length();
+      if (bytes > 0 && offset < base + size) {
+        const uint64_t take = std::min(bytes, base + size - offset);
+        Task<Status> read = source.backend->read(offset - base, IoVec(buf, take));
+        Status s = co_await std::move(read);
+        if (!s) {
+          img_error("error while reading at byte " + std::to_string(offset - base) + ": " +
+                    std::strerror(s.error().errnum()));
+          co_return s;
+        }
+        offset += take;
+        buf += take;
+        bytes -= take;
+      }
+      base += size;
+    }
     co_return ok();
   }
 
@@ -310,7 +390,10 @@ class Converter {
       const std::size_t index = next_chunk_++;
       const Chunk chunk = chunks_[index];
       Status s = ok();
-      if (chunk.kind == ChunkKind::kData) {
+      if (chunk.kind == ChunkKind::kData && chunk.source == kAnySource) {
+        Task<Status> read = read_target(chunk.offset, buf.data(), chunk.bytes);
+        s = co_await std::move(read);
+      } else if (chunk.kind == ChunkKind::kData) {
         BlockBackend* source = sources_[chunk.source].backend.get();
         Task<Status> read = source->read(chunk.source_offset, IoVec(buf.data(), chunk.bytes));
         s = co_await std::move(read);
@@ -345,6 +428,10 @@ class Converter {
         co_return co_await std::move(zero);
       }
       case ChunkKind::kData: break;
+    }
+    if (compress_cluster_) {
+      Task<Status> write = write_compressed(chunk, buf);
+      co_return co_await std::move(write);
     }
     if (args_.sparse == 0 || chunk.bytes < args_.sparse) {
       Task<Status> write = write_data(chunk.offset, buf, chunk.bytes);
@@ -391,6 +478,38 @@ class Converter {
     co_return ok();
   }
 
+  // Compressed mode: the chunk's clusters that are not all zero (all of them with -S 0) go
+  // out compressed, a run of them in one request; all-zero clusters are left to a zeroed
+  // target, else written as zeroes.
+  Task<Status> write_compressed(Chunk chunk, const uint8_t* buf) {
+    const uint64_t cs = compress_cluster_;
+    uint64_t pos = 0;
+    while (pos < chunk.bytes) {
+      const uint64_t len = std::min(cs, chunk.bytes - pos);
+      const bool zero = args_.sparse != 0 && all_zero(buf + pos, len);
+      uint64_t end = pos + len;
+      while (end < chunk.bytes) {
+        const uint64_t next = std::min(cs, chunk.bytes - end);
+        if ((args_.sparse != 0 && all_zero(buf + end, next)) != zero) break;
+        end += next;
+      }
+      Status s = ok();
+      if (!zero) {
+        Task<Status> write =
+            target_.write(chunk.offset + pos, IoVec(const_cast<uint8_t*>(buf + pos), end - pos),
+                          RequestFlag::kWriteCompressed);
+        s = co_await std::move(write);
+        if (!s) write_failed(chunk.offset + pos, s.error());
+      } else if (!zero_init_) {
+        Task<Status> zero_write = write_zeroes(chunk.offset + pos, end - pos);
+        s = co_await std::move(zero_write);
+      }
+      if (!s) co_return s;
+      pos = end;
+    }
+    co_return ok();
+  }
+
   Task<Status> write_data(uint64_t offset, const uint8_t* buf, uint64_t bytes) {
     Task<Status> write = target_.write(offset, IoVec(const_cast<uint8_t*>(buf), bytes));
     Status s = co_await std::move(write);
@@ -416,6 +535,7 @@ class Converter {
   const bool zero_init_;
   const bool target_has_backing_;
   const uint64_t align_;
+  const uint64_t compress_cluster_;
   Progress& progress_;
   std::vector<Chunk> chunks_;
   uint64_t data_bytes_ = 0;  // bytes of data chunks: the 100% of the progress
@@ -496,15 +616,20 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
     img_error(opts.error().message());
     return 1;
   }
-  if (args.compress) {
-    // qblock's qcow2 driver has no compressed write path yet.
-    img_error(args.out_format == "raw" ? "Compression not supported for this file format"
-                                       : "Compression not supported by qblock's qcow2 driver yet");
-    return 1;
-  }
   if (!args.backing.empty() && args.out_format != "qcow2") {
     img_error("Backing file not supported for file format '" + args.out_format + "'");
     return 1;
+  }
+  if (args.compress && args.out_format != "qcow2") {
+    img_error("Compression not supported for this file format");
+    return 1;
+  }
+  if (args.compress) {
+    const std::string* prealloc = opts->get("preallocation");
+    if (prealloc && *prealloc != "off") {
+      img_error("Compression and preallocation not supported at the same time");
+      return 1;
+    }
   }
   if (args.no_create && !args.options.empty()) {
     img_error("-o has no effect when skipping image creation");
@@ -546,7 +671,9 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
   const uint64_t cluster = target->root().info().cluster_size;
   if (target->root().driver_name() == "qcow2" && cluster > align) align = cluster;
 
-  Converter converter(loop, args, sources, *target, zero_init, target_has_backing, align, progress);
+  const uint64_t compress_cluster = args.compress ? cluster : 0;
+  Converter converter(loop, args, sources, *target, zero_init, target_has_backing, align,
+                      compress_cluster, progress);
   Status copied = run_sync(loop, converter.run());
   if (!copied) return 1;
   progress.finish();

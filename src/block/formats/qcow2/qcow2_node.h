@@ -288,9 +288,16 @@ class Qcow2Node : public BlockNode {
   Task<Status> zero_clusters(uint64_t start, uint64_t end, RequestFlags flags);
 
   // ---- compressed_write.cc ----
-  // §6: whole clusters (or the image's last, partial one) compressed one by one into
-  // unallocated clusters; a cluster that does not shrink is written normally.
+  // §6: whole clusters (or the image's last, partial one) compressed into unallocated
+  // clusters; a cluster that does not shrink is written normally. The clusters of one request
+  // are compressed at once on the loop's worker threads; the allocation, the writes (host
+  // ranges that follow each other in one write) and the L2 links stay on the loop, in guest
+  // order.
   Task<Status> write_compressed(uint64_t offset, IoVec qiov);
+  // The compressed part of write_compressed: clusters [first, last) of the request starting
+  // at guest offset `base`, each with its compressed stream in packed[i] (none empty).
+  Task<Status> write_compressed_run(uint64_t base, const std::vector<std::vector<uint8_t>>& packed,
+                                    std::size_t first, std::size_t last);
   // Byte allocation for compressed data (§5.4: several compressed clusters may share a host
   // cluster; each user holds one reference). REQUIRES: lock_ held.
   Task<Result<uint64_t>> allocate_compressed(uint64_t bytes);

@@ -4,6 +4,7 @@
 
 #include "block/formats/qcow2/compress.h"
 #include "block/formats/qcow2/qcow2_node.h"
+#include "qblock/driver/uring.h"
 
 namespace qblock::qcow2 {
 
@@ -64,11 +65,19 @@ Task<Status> Qcow2Node::read_mapping(uint64_t guest, IoVec qiov, const Mapping& 
       std::vector<uint8_t> in(in_len);
       Status s = co_await file_->read(d.host, IoVec(in.data(), in_len));
       if (!s) co_return s;
-      std::vector<uint8_t> out(cs_);
-      s = decompress_cluster(static_cast<CompressionType>(header_.compression_type), in.data(),
-                             in_len, out.data(), cs_);
+      // A whole cluster into one buffer is inflated in place, anything else through a copy.
+      const bool direct = guest % cs_ == 0 && qiov.size() == cs_ && qiov.count() == 1;
+      std::vector<uint8_t> out(direct ? 0 : cs_);
+      uint8_t* dst = direct ? static_cast<uint8_t*>(qiov.data()[0].iov_base) : out.data();
+      const auto type = static_cast<CompressionType>(header_.compression_type);
+      // On a worker thread: the clusters of one request (read_mapping runs for each at once)
+      // are inflated in parallel while the loop goes on.
+      co_await uring::run_in_worker(*loop_, [&]() {
+        s = decompress_cluster(type, in.data(), in_len, dst, cs_);
+        return 0;
+      });
       if (!s) co_return s;
-      qiov.copy_from(0, out.data() + guest % cs_, qiov.size());
+      if (!direct) qiov.copy_from(0, out.data() + guest % cs_, qiov.size());
       co_return ok();
     }
   }
