@@ -33,17 +33,19 @@ Task<Status> compress_in_worker(EventLoop& loop, CompressionType type, const uin
 
 Task<Result<uint64_t>> Qcow2Node::allocate_compressed(uint64_t bytes) {
   const uint64_t used = compressed_end_ % cs_;
-  if (compressed_end_ && used && used + bytes <= cs_) {
-    // Share the cluster the previous compressed data went into, if it still holds it and
-    // the refcount width allows one more user.
+  // The cluster the previous compressed data ended in, if it still holds it and the refcount
+  // width allows one more user (a failed increment leaves the refcount as it was).
+  bool shareable = false;
+  if (compressed_end_ && used) {
     Result<uint64_t> rc = co_await refcounts_->get(compressed_end_ / cs_);
-    if (rc && *rc > 0) {
-      Status more = co_await refcounts_->update(compressed_end_ / cs_, 1, +1);
-      if (more) {
-        const uint64_t host = compressed_end_;
-        compressed_end_ += bytes;
-        co_return host;
-      }
+    shareable = rc && *rc > 0;
+  }
+  if (shareable && used + bytes <= cs_) {
+    Status more = co_await refcounts_->update(compressed_end_ / cs_, 1, +1);
+    if (more) {
+      const uint64_t host = compressed_end_;
+      compressed_end_ += bytes;
+      co_return host;
     }
   }
   Result<uint64_t> fresh = co_await refcounts_->allocate(1);
@@ -52,6 +54,17 @@ Task<Result<uint64_t>> Qcow2Node::allocate_compressed(uint64_t bytes) {
     Error e =
         co_await corruption("Preventing invalid allocation of compressed cluster at offset 0");
     co_return fail(e);
+  }
+  if (shareable && used + bytes > cs_ && *fresh == (compressed_end_ / cs_ + 1) * cs_) {
+    // The next free cluster directly follows: the data continues into it (§6 allows a
+    // compressed stream to span host clusters; each holds one reference for it), as QEMU
+    // packs it.
+    Status more = co_await refcounts_->update(compressed_end_ / cs_, 1, +1);
+    if (more) {
+      const uint64_t host = compressed_end_;
+      compressed_end_ += bytes;
+      co_return host;
+    }
   }
   compressed_end_ = *fresh + bytes;
   co_return *fresh;
