@@ -414,7 +414,12 @@ class Converter {
       turn_.wake_all();
       if (!s) co_return s;
       if (chunk.kind == ChunkKind::kData && data_bytes_ > 0) {
-        progress_.add(static_cast<float>(chunk.bytes) / static_cast<float>(data_bytes_) * 100);
+        // With -c qemu-img copies (and reports) one cluster at a time.
+        const uint64_t step = compress_cluster_ ? compress_cluster_ : chunk.bytes;
+        for (uint64_t done = 0; done < chunk.bytes; done += step) {
+          const uint64_t n = std::min(step, chunk.bytes - done);
+          progress_.add(static_cast<float>(n) / static_cast<float>(data_bytes_) * 100);
+        }
       }
     }
   }
