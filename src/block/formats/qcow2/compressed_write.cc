@@ -55,11 +55,15 @@ Task<Result<uint64_t>> Qcow2Node::allocate_compressed(uint64_t bytes) {
         co_await corruption("Preventing invalid allocation of compressed cluster at offset 0");
     co_return fail(e);
   }
-  if (shareable && used + bytes > cs_ && *fresh == (compressed_end_ / cs_ + 1) * cs_) {
+  const uint64_t per_block = refcounts_->entries_per_block();
+  const uint64_t current = compressed_end_ / cs_;
+  if (shareable && used + bytes > cs_ && *fresh == (current + 1) * cs_ &&
+      (current + 1) / per_block == current / per_block) {
     // The next free cluster directly follows: the data continues into it (§6 allows a
     // compressed stream to span host clusters; each holds one reference for it), as QEMU
-    // packs it.
-    Status more = co_await refcounts_->update(compressed_end_ / cs_, 1, +1);
+    // packs it. Not into the first cluster of the next refcount block: QEMU (observed with
+    // 7.2) starts afresh there.
+    Status more = co_await refcounts_->update(current, 1, +1);
     if (more) {
       const uint64_t host = compressed_end_;
       compressed_end_ += bytes;
