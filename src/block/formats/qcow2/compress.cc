@@ -7,6 +7,10 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#ifdef QBLOCK_HAVE_LIBDEFLATE
+#include <libdeflate.h>
+#endif
+
 namespace qblock::qcow2 {
 
 namespace {
@@ -45,11 +49,30 @@ struct ZstdContexts {
   }
 };
 
+#ifdef QBLOCK_HAVE_LIBDEFLATE
+struct FastInflater {
+  libdeflate_decompressor* d = libdeflate_alloc_decompressor();
+  ~FastInflater() {
+    if (d) libdeflate_free_decompressor(d);
+  }
+};
+thread_local FastInflater t_fast_inflater;
+#endif
+
 thread_local Deflater t_deflater;
 thread_local Inflater t_inflater;
 thread_local ZstdContexts t_zstd;
 
 Status inflate_raw(const uint8_t* src, std::size_t src_len, uint8_t* out, std::size_t out_len) {
+#ifdef QBLOCK_HAVE_LIBDEFLATE
+  // The common case, a whole stream ending in its final block that yields exactly the
+  // cluster, through libdeflate; anything else (a stream zlib accepts because it filled the
+  // cluster before its end) falls back to zlib below.
+  if (t_fast_inflater.d && libdeflate_deflate_decompress(t_fast_inflater.d, src, src_len, out,
+                                                         out_len, nullptr) == LIBDEFLATE_SUCCESS) {
+    return ok();
+  }
+#endif
   z_stream& z = t_inflater.z;
   if (!t_inflater.ready || inflateReset(&z) != Z_OK) return fail(Error::io("inflateInit2 failed"));
   z.next_in = const_cast<Bytef*>(src);
