@@ -252,6 +252,15 @@ class Qcow2Node : public BlockNode {
   // share that treatment (RunRule::kSameMapping). REQUIRES: lock_ held.
   Task<Result<Mapping>> map(uint64_t guest, uint64_t bytes);
   Task<Status> read_mapping(uint64_t guest, IoVec qiov, const Mapping& m);
+  // One compressed cluster (or part of one) of a request: where it goes and its L2 entry.
+  struct CompressedPiece {
+    uint64_t guest;
+    IoVec qiov;
+    uint64_t entry;
+  };
+  // Reads the compressed clusters of one request at once, then inflates them in a few jobs on
+  // the worker threads (one job per cluster would cost a thread wake-up per cluster).
+  Task<Status> read_compressed(std::vector<CompressedPiece> pieces);
   Task<Status> read_backing(uint64_t guest, IoVec qiov);
   // True if the cluster at guest offset `guest_cluster` with L2 entry `entry` reads as zeros
   // (asking the backing chain for metadata only).
