@@ -3,6 +3,7 @@
 // the table without opening a driver is read_image_info (qblock/image.h).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,5 +35,14 @@ namespace qblock {
 // used (qemu-img snapshot -d). REQUIRES: as create_snapshot. Errors: ENOTSUP; ENOENT
 // "snapshot not found"; I/O.
 [[nodiscard]] Task<Status> delete_snapshot(BlockNode& root, std::string name);
+
+// Makes the image whose format node is `root` read snapshot `id`/`name` instead of its
+// current contents, until it is closed (qemu-img convert -l): each of `id` and `name` is
+// compared only when given, the first entry in table order that matches wins; the virtual
+// size stays. REQUIRES: `root` read-only, at least one of `id` and `name`. Errors: ENOTSUP
+// "Block format 'F' used by device '' does not support temporarily loading internal
+// snapshots" when `root` is not a qcow2 node; ENOENT "Can't find snapshot"; I/O.
+[[nodiscard]] Task<Status> load_snapshot_tmp(BlockNode& root, std::optional<std::string> id,
+                                             std::optional<std::string> name);
 
 }  // namespace qblock

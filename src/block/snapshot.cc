@@ -37,4 +37,16 @@ Task<Status> delete_snapshot(BlockNode& root, std::string name) {
   co_return co_await qcow2::qcow2_snapshot_op(root, qcow2::SnapshotOp::kDelete, std::move(name));
 }
 
+Task<Status> load_snapshot_tmp(BlockNode& root, std::optional<std::string> id,
+                               std::optional<std::string> name) {
+  Status loaded = co_await qcow2::qcow2_load_snapshot_tmp(root, std::move(id), std::move(name));
+  if (!loaded && loaded.error().errnum() == ENOTSUP) {
+    co_return fail(Error::with_message(
+        ENOTSUP, "Block format '" + std::string(root.driver_name()) +
+                     "' used by device '' does not support temporarily loading internal "
+                     "snapshots"));
+  }
+  co_return loaded;
+}
+
 }  // namespace qblock

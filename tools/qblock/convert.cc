@@ -4,7 +4,11 @@
 // extents that read as zeros are skipped on a target known to read as zeros (else written as
 // efficient zeroes), data is copied in chunks of at most 2 MiB by -m concurrent coroutines,
 // and runs of zeros inside data of at least -S bytes are left unwritten so the target stays
-// sparse. Writes are issued in ascending order unless -W. With -c the copy goes by whole
+// sparse. Writes are issued in ascending order unless -W. -B/-F (or -o backing_file) leave
+// what the source's top layer does not allocate to the target's backing file; -l reads the
+// source's internal snapshot; -C copies data without zero detection (plain reads and writes:
+// the target's contents and allocation are what qemu-img's copy offloading gives); --salvage
+// turns sectors that cannot be read into zeros with a warning each. With -c the copy goes by whole
 // target clusters: every cluster that holds data is read, skipped when all zero, and written
 // with RequestFlag::kWriteCompressed (the qcow2 driver compresses the clusters of a request on
 // the loop's worker threads and stores a cluster that does not shrink uncompressed).
@@ -17,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +32,8 @@
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"
+#include "qblock/snapshot.h"
+#include "qblock/snapshot_param.h"
 #include "qblock/sync.h"
 
 namespace qblock::tools {
@@ -38,6 +45,8 @@ constexpr uint64_t kChunkBytes = 2 << 20;
 // -S: multiples of 512 up to 16 MiB; 0 disables zero detection.
 constexpr uint64_t kMaxSparse = 16 << 20;
 constexpr int kMaxCoroutines = 16;
+// --salvage retries a failed read in units of this size.
+constexpr uint64_t kSectorBytes = 512;
 
 struct ConvertArgs {
   std::vector<std::string> sources;
@@ -55,9 +64,34 @@ struct ConvertArgs {
   bool target_is_zero = false;
   bool target_image_opts = false;
   bool out_of_order = false;
+  bool copy_offload = false;  // -C
+  bool salvage = false;
+  bool out_format_given = false;  // -O (clashes with --target-image-opts)
   uint64_t sparse = 4096;
+  bool sparse_given = false;  // -S (clashes with -C)
   int coroutines = 8;
+  SnapshotParam snapshot;  // -l
 };
+
+// Parses a -l value into args as qemu-img 7.2 does (snapshot_param.h), printing its
+// warnings; prints its error and returns false on a bad "snapshot.*" list.
+bool parse_snapshot_arg(const char* value, ConvertArgs& args) {
+  SnapshotParamParse parsed = parse_snapshot_param(value);
+  for (const std::string& key : parsed.bare_keys) {
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "qemu-img: warning: short-form boolean option '%s' deprecated\n"
+                 "Please use %s=on instead\n",
+                 key.c_str(), key.c_str());
+  }
+  if (parsed.invalid_key) {
+    img_error("Invalid parameter '" + *parsed.invalid_key + "'");
+    img_error(std::string("Failed in parsing snapshot param '") + value + "'");
+    return false;
+  }
+  args.snapshot = std::move(parsed.param);
+  return true;
+}
 
 // qemu-img's progress lines (qemu-compat.md §1.5): printed when the value moved by more than
 // one point, or is 0 or 100. Single precision, as 7.2 accumulates it.
@@ -97,26 +131,29 @@ int parse_args(int argc, char** argv, ConvertArgs& args) {
   OptionParser parser;
   parser.help([] {
     std::printf(
-        "qblock convert [--image-opts] [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] "
-        "[-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] "
-        "[-o options] [-S sparse_size] [-m num_coroutines] [-W] filename [filename2 [...]] "
-        "output_filename\n");
+        "qblock convert [--image-opts] [--target-image-opts] [--target-is-zero] [-U] [-C] [-c] "
+        "[-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "
+        "[-B backing_file [-F backing_fmt]] [-o options] [-l snapshot_param] [-S sparse_size] "
+        "[-m num_coroutines] [-W] [--salvage] filename [filename2 [...]] output_filename\n");
   });
   add_image_options(parser,
                     ImageOption::kFormat | ImageOption::kImageOpts | ImageOption::kObject |
                         ImageOption::kForceShare | ImageOption::kSourceCache,
                     &args.image);
-  parser.value('O', &args.out_format).value('B', &args.backing).value('F', &args.backing_fmt);
+  parser.with_value('O', [&args](const char* value) {
+    args.out_format = value;
+    args.out_format_given = true;
+    return kContinue;
+  });
+  parser.value('B', &args.backing).value('F', &args.backing_fmt);
   parser.flag('c', &args.compress);
   parser.with_value('o', [&args](const char* value) {
     if (!args.options.empty()) args.options += ",";
     args.options += value;
     return kContinue;
   });
-  parser.with_value('l', [](const char*) {
-    img_error("Internal snapshots are not supported by qblock convert");
-    return 1;
-  });
+  parser.with_value(
+      'l', [&args](const char* value) { return parse_snapshot_arg(value, args) ? kContinue : 1; });
   parser.with_value('S', [&args](const char* value) {
     Result<uint64_t> s = parse_size(value);
     if (!s) {
@@ -134,6 +171,7 @@ int parse_args(int argc, char** argv, ConvertArgs& args) {
       return 1;
     }
     args.sparse = *s;
+    args.sparse_given = true;
     return kContinue;
   });
   parser.flag('p', &args.progress).value('t', &args.cache).flag('q', &args.quiet);
@@ -152,20 +190,38 @@ int parse_args(int argc, char** argv, ConvertArgs& args) {
   parser.flag('W', &args.out_of_order);
   parser.flag("target-image-opts", &args.target_image_opts);
   parser.flag("target-is-zero", &args.target_is_zero);
-  parser.without_value("salvage", [](const char*) {
-    img_error("--salvage is not supported by qblock convert");
-    return 1;
-  });
+  parser.flag("salvage", &args.salvage);
   parser.without_value("bitmaps", [](const char*) {
     img_error("--bitmaps is not supported by qblock convert");
     return 1;
   });
-  // -C (copy offloading) and -r (rate limit) have no effect here.
-  parser.ignored('C', false).ignored('r', true);
+  parser.flag('C', &args.copy_offload);
+  // -r (rate limit) has no effect here.
+  parser.ignored('r', true);
   if (int r = parser.parse(argc, argv); r != kContinue) return r;
   if (args.quiet) args.progress = false;
+  if (args.copy_offload && args.compress) {
+    img_error("Cannot enable copy offloading when -c is used");
+    return 1;
+  }
+  if (args.copy_offload && args.sparse_given) {
+    img_error("Cannot enable copy offloading when -S is used");
+    return 1;
+  }
+  if (args.copy_offload && args.salvage) {
+    img_error("Cannot use copy offloading in salvaging mode");
+    return 1;
+  }
+  if (args.target_image_opts && !args.no_create) {
+    img_error("--target-image-opts requires use of -n flag");
+    return 1;
+  }
   if (args.target_is_zero && !args.no_create) {
     img_error("--target-is-zero requires use of -n flag");
+    return 1;
+  }
+  if (args.no_create && !args.options.empty()) {
+    img_error("-o has no effect when skipping image creation");
     return 1;
   }
   const std::vector<std::string>& operands = parser.operands();
@@ -175,10 +231,6 @@ int parse_args(int argc, char** argv, ConvertArgs& args) {
   }
   args.sources.assign(operands.begin(), operands.end() - 1);
   args.target = operands.back();
-  if (args.target_image_opts) {
-    img_error("--target-image-opts is not supported by qblock convert");
-    return 1;
-  }
   return -1;
 }
 
@@ -253,6 +305,9 @@ class Converter {
     for (std::size_t i = 0; i < sources_.size(); ++i) {
       BlockNode* node = &sources_[i].backend->root();
       const uint64_t size = sources_[i].backend->length();
+      // What a source without a backing file leaves unallocated reads as zeros: the target's
+      // backing file must not show through there.
+      const bool source_has_backing = node->child(ChildRole::kBacking) != nullptr;
       uint64_t offset = 0;
       while (offset < size) {
         Task<Result<BlockStatus>> query =
@@ -268,7 +323,7 @@ class Converter {
           kind = ChunkKind::kZero;
         } else if (!(st->flags & kStatusData)) {
           // Only possible with target_has_backing: unallocated in the top layer.
-          kind = ChunkKind::kBacking;
+          kind = source_has_backing ? ChunkKind::kBacking : ChunkKind::kZero;
         }
         // -S 0: the target is fully allocated, zeros are copied as data.
         if (args_.sparse == 0 && kind == ChunkKind::kZero) kind = ChunkKind::kData;
@@ -396,17 +451,18 @@ class Converter {
       const std::size_t index = next_chunk_++;
       const Chunk chunk = chunks_[index];
       Status s = ok();
-      if (chunk.kind == ChunkKind::kData && chunk.source == kAnySource) {
-        Task<Status> read = read_target(chunk.offset, buf.data(), chunk.bytes);
-        s = co_await std::move(read);
-      } else if (chunk.kind == ChunkKind::kData) {
-        BlockBackend* source = sources_[chunk.source].backend.get();
-        Task<Status> read = source->read(chunk.source_offset, IoVec(buf.data(), chunk.bytes));
-        s = co_await std::move(read);
-        if (!s) {
-          img_error("error while reading at byte " + std::to_string(chunk.source_offset) + ": " +
-                    std::strerror(s.error().errnum()));
+      if (chunk.kind == ChunkKind::kData) {
+        // As 7.2: the progress moves when a chunk is taken, before it is read; with -c
+        // qemu-img copies (and reports) one cluster at a time.
+        if (data_bytes_ > 0) {
+          const uint64_t step = compress_cluster_ ? compress_cluster_ : chunk.bytes;
+          for (uint64_t done = 0; done < chunk.bytes; done += step) {
+            const uint64_t n = std::min(step, chunk.bytes - done);
+            progress_.add(static_cast<float>(n) / static_cast<float>(data_bytes_) * 100);
+          }
         }
+        Task<Status> read = read_chunk(chunk, buf.data());
+        s = co_await std::move(read);
       }
       if (!args_.out_of_order) {
         while (!failed_ && next_write_ != index) co_await turn_.wait();
@@ -419,15 +475,42 @@ class Converter {
       ++next_write_;
       turn_.wake_all();
       if (!s) co_return s;
-      if (chunk.kind == ChunkKind::kData && data_bytes_ > 0) {
-        // With -c qemu-img copies (and reports) one cluster at a time.
-        const uint64_t step = compress_cluster_ ? compress_cluster_ : chunk.bytes;
-        for (uint64_t done = 0; done < chunk.bytes; done += step) {
-          const uint64_t n = std::min(step, chunk.bytes - done);
-          progress_.add(static_cast<float>(n) / static_cast<float>(data_bytes_) * 100);
-        }
-      }
     }
+  }
+
+  // Reads a data chunk. With --salvage a failed read is retried sector by sector, and each
+  // sector that still fails reads as zeros, with qemu-img's warning.
+  Task<Status> read_chunk(const Chunk& chunk, uint8_t* buf) {
+    if (chunk.source == kAnySource) {
+      Task<Status> read = read_target(chunk.offset, buf, chunk.bytes);
+      co_return co_await std::move(read);
+    }
+    BlockBackend* source = sources_[chunk.source].backend.get();
+    Task<Status> read = source->read(chunk.source_offset, IoVec(buf, chunk.bytes));
+    Status s = co_await std::move(read);
+    if (s) co_return s;
+    if (!args_.salvage) {
+      img_error("error while reading at byte " + std::to_string(chunk.source_offset) + ": " +
+                std::strerror(s.error().errnum()));
+      co_return s;
+    }
+    for (uint64_t pos = 0; pos < chunk.bytes;) {
+      const uint64_t offset = chunk.source_offset + pos;
+      const uint64_t n =
+          std::min<uint64_t>(chunk.bytes - pos, kSectorBytes - offset % kSectorBytes);
+      Task<Status> sector = source->read(offset, IoVec(buf + pos, n));
+      Status r = co_await std::move(sector);
+      if (!r) {
+        // -q silences these warnings too, as in 7.2.
+        if (!args_.quiet) {
+          img_error("warning: error while reading offset " + std::to_string(offset) + ": " +
+                    std::strerror(r.error().errnum()));
+        }
+        std::memset(buf + pos, 0, n);
+      }
+      pos += n;
+    }
+    co_return ok();
   }
 
   Task<Status> write_chunk(Chunk chunk, const uint8_t* buf) {
@@ -444,7 +527,8 @@ class Converter {
       Task<Status> write = write_compressed(chunk, buf);
       co_return co_await std::move(write);
     }
-    if (args_.sparse == 0 || chunk.bytes < args_.sparse) {
+    // -C copies data as it is, without looking for zeros.
+    if (args_.sparse == 0 || args_.copy_offload || chunk.bytes < args_.sparse) {
       Task<Status> write = write_data(chunk.offset, buf, chunk.bytes);
       co_return co_await std::move(write);
     }
@@ -581,9 +665,9 @@ bool create_target(EventLoop& loop, const ConvertArgs& args, const TargetOptions
   }
   Result<Qcow2CreateOptions> o = to_create_options(opts);
   if (!o) return failed(o.error());
-  if (!args.backing.empty()) {
-    o->backing_file = args.backing;
-    o->backing_fmt = args.backing_fmt;
+  if (o->backing_file.empty() && !o->backing_fmt.empty()) {
+    return failed(
+        Error::with_message(EINVAL, "Backing format cannot be used without backing file"));
   }
   o->filename = args.target;
   o->size = size;
@@ -592,6 +676,33 @@ bool create_target(EventLoop& loop, const ConvertArgs& args, const TargetOptions
   if (Status v = validate_qcow2_create_options(*o); !v) return failed(v.error());
   Status created = run_sync(loop, create_qcow2_image(loop, std::move(*o)));
   return created ? true : failed(created.error());
+}
+
+// Points the (only) source at the snapshot -l names, as 7.2 loads it: by "snapshot.id" and
+// "snapshot.name", or a bare text tried as an id, then as a name. Prints qemu-img's message.
+bool load_snapshot(EventLoop& loop, const ConvertArgs& args, BlockNode& root) {
+  Status loaded = ok();
+  if (args.snapshot.id_or_name) {
+    loaded = run_sync(loop, load_snapshot_tmp(root, *args.snapshot.id_or_name, std::nullopt));
+    if (!loaded && loaded.error().errnum() == ENOENT) {
+      loaded = run_sync(loop, load_snapshot_tmp(root, std::nullopt, *args.snapshot.id_or_name));
+    }
+  } else {
+    loaded = run_sync(loop, load_snapshot_tmp(root, args.snapshot.id, args.snapshot.name));
+  }
+  if (!loaded) {
+    img_error("Failed to load snapshot: " + loaded.error().message());
+    return false;
+  }
+  return true;
+}
+
+// Prints why -c cannot be done for a target of `format` (only qcow2 writes compressed
+// clusters). Returns true when it refused.
+bool refuse_compression(const std::string& format) {
+  if (format == "qcow2") return false;
+  img_error("Compression not supported for this file format");
+  return true;
 }
 
 // Converts. `half_made` tells the caller that a failure from here on leaves a target of this
@@ -609,49 +720,58 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
     total += (*opened)->length();
     sources.push_back(Source{std::move(*opened), name});
   }
-  if (!is_target_format(args.out_format)) {
-    img_error("Unknown file format '" + args.out_format + "'");
-    return 1;
-  }
-  // After the sources are open and the format is known, as 7.2 checks them.
-  if (!args.backing_fmt.empty() && args.backing.empty()) {
-    img_error("-F requires -B");
-    return 1;
-  }
-  if (!args.backing.empty() && args.backing_fmt.empty()) {
-    img_error("Use of backing file requires explicit backing format");
-    return 1;
-  }
-  Result<TargetOptions> opts = check_target_options(args.out_format, args.options);
-  if (!opts) {
-    img_error(opts.error().message());
-    return 1;
-  }
-  if (!args.backing.empty() && args.out_format != "qcow2") {
-    img_error("Backing file not supported for file format '" + args.out_format + "'");
-    return 1;
-  }
-  if (args.compress && args.out_format != "qcow2") {
-    img_error("Compression not supported for this file format");
-    return 1;
-  }
-  if (args.compress) {
-    const std::string* prealloc = opts->get("preallocation");
-    if (prealloc && *prealloc != "off") {
-      img_error("Compression and preallocation not supported at the same time");
+  if (args.snapshot.id || args.snapshot.name || args.snapshot.id_or_name) {
+    if (sources.size() > 1) {
+      img_error("No support for concatenating multiple snapshot");
       return 1;
     }
+    if (!load_snapshot(loop, args, sources[0].backend->root())) return 1;
   }
-  if (args.no_create && !args.options.empty()) {
-    img_error("-o has no effect when skipping image creation");
-    return 1;
+  // 7.2 reports this and then ends with exit status 0, the target untouched.
+  if (args.no_create && args.target_is_zero && !args.backing.empty()) {
+    img_error("Cannot use --target-is-zero when the destination image has a backing file");
+    return 0;
   }
-  if (args.no_create && !args.backing.empty()) {
-    img_error("-B has no effect when skipping image creation");
-    return 1;
+  // With -n the target is what it is: the checks that concern its creation are skipped.
+  bool target_has_backing = !args.backing.empty();
+  if (!args.no_create) {
+    if (!is_target_format(args.out_format)) {
+      img_error("Unknown file format '" + args.out_format + "'");
+      return 1;
+    }
+    Result<TargetOptions> opts = check_target_options(args.out_format, args.options);
+    if (!opts) {
+      img_error(opts.error().message());
+      return 1;
+    }
+    // -B and -F are set over -o's backing_file and backing_fmt, which a raw target lacks.
+    if (!args.backing.empty() && args.out_format != "qcow2") {
+      img_error("Backing file not supported for file format '" + args.out_format + "'");
+      return 1;
+    }
+    if (args.compress && refuse_compression(args.out_format)) return 1;
+    if (args.compress) {
+      const std::string* prealloc = opts->get("preallocation");
+      if (prealloc && *prealloc != "off") {
+        img_error("Compression and preallocation not supported at the same time");
+        return 1;
+      }
+    }
+    if (!args.backing_fmt.empty() && args.out_format != "qcow2") {
+      img_error("Backing file format not supported for file format '" + args.out_format + "'");
+      return 1;
+    }
+    if (!args.backing.empty()) opts->values.emplace_back("backing_file", args.backing);
+    if (!args.backing_fmt.empty()) opts->values.emplace_back("backing_fmt", args.backing_fmt);
+    const std::string* backing_file = opts->get("backing_file");
+    const std::string* backing_fmt = opts->get("backing_fmt");
+    if (backing_file && !backing_fmt) {
+      img_error("Use of backing file requires explicit backing format");
+      return 1;
+    }
+    if (backing_file) target_has_backing = true;
+    if (!create_target(loop, args, *opts, total)) return 1;
   }
-  bool target_has_backing = !args.backing.empty() || opts->get("backing_file");
-  if (!args.no_create && !create_target(loop, args, *opts, total)) return 1;
   // 7.2 looks at the target's cache mode only once the target exists.
   OpenFlags dst_flags;
   if (!apply_cache_mode(args.cache, dst_flags)) {
@@ -662,18 +782,20 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
   // Up to here a created target is a valid empty image, which qemu-img leaves as well.
   half_made = !args.no_create;
   ImageArgs target_args;
-  target_args.format = args.out_format;
+  target_args.image_opts = args.target_image_opts;
+  // --target-image-opts names the driver in the options; -O with it is refused on opening.
+  if (!args.target_image_opts || args.out_format_given) target_args.format = args.out_format;
   Result<std::unique_ptr<BlockBackend>> opened =
       open_image(loop, args.target, target_args, dst_flags);
   if (!opened) return 1;
   target = std::move(*opened);
+  if (target->probed_raw()) warn_probed_raw(target->root().filename());
+  if (args.no_create && args.compress && refuse_compression(target->root().driver_name())) {
+    return 1;
+  }
   if (args.no_create && target->length() < total) {
     img_error("output file is smaller than input file");
     return 1;
-  }
-  if (args.no_create && target->root().driver_name() == "qcow2" &&
-      target->root().child(ChildRole::kBacking)) {
-    target_has_backing = false;  // -n: the whole content is written, zeros included
   }
   // A fresh target without a backing file reads as zeros, so zeros need not be written.
   const bool zero_init = (!args.no_create && !target_has_backing) || args.target_is_zero;

@@ -5,6 +5,9 @@
 // corrupt the image.
 #pragma once
 
+#include <optional>
+#include <string>
+
 #include "block/driver.h"
 #include "block/formats/qcow2/check.h"
 #include "block/formats/qcow2/snapshot.h"
@@ -35,6 +38,9 @@ Task<Status> make_qcow2_empty(BlockNode& node);
 enum class SnapshotOp : unsigned char { kCreate, kApply, kDelete };
 Task<Result<std::vector<Snapshot>>> qcow2_snapshots(BlockNode& node);
 Task<Status> qcow2_snapshot_op(BlockNode& node, SnapshotOp op, std::string name);
+// Qcow2Node::load_snapshot_tmp on `node`. Errors: ENOTSUP if `node` is not a qcow2 node.
+Task<Status> qcow2_load_snapshot_tmp(BlockNode& node, std::optional<std::string> id,
+                                     std::optional<std::string> name);
 
 // Format probe: 100 for a qcow2 header (magic and version 2 or 3), else 0.
 int probe_qcow2(const uint8_t* header, std::size_t len);

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -101,6 +102,11 @@ class Qcow2Node : public BlockNode {
   // Removes snapshot `name` and releases what only it referenced.
   // Errors: ENOENT "snapshot not found", EROFS, I/O.
   Task<Status> delete_snapshot(std::string name);
+  // snapshot_load_tmp.cc: reads go to the snapshot with id `id` and name `name` (each only
+  // compared when given; the first entry in the table that matches) from now on, as QEMU's
+  // temporary snapshot load. REQUIRES: at least one of them given. Errors: EPERM on a writable
+  // node, ENOENT "Can't find snapshot", I/O.
+  Task<Status> load_snapshot_tmp(std::optional<std::string> id, std::optional<std::string> name);
 
   // Whole sectors only, as QEMU sees the disk: a header size that is not a multiple of 512
   // (only a damaged header has one) is rounded down.

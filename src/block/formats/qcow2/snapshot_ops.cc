@@ -22,4 +22,11 @@ Task<Status> qcow2_snapshot_op(BlockNode& node, SnapshotOp op, std::string name)
   co_return fail(Error::invalid());
 }
 
+Task<Status> qcow2_load_snapshot_tmp(BlockNode& node, std::optional<std::string> id,
+                                     std::optional<std::string> name) {
+  auto* qcow2 = dynamic_cast<Qcow2Node*>(&node);
+  if (!qcow2) co_return fail(Error::unsupported());
+  co_return co_await qcow2->load_snapshot_tmp(std::move(id), std::move(name));
+}
+
 }  // namespace qblock::qcow2
