@@ -1,5 +1,5 @@
 # qblock top-level targets. Each target installs what it needs first.
-.PHONY: all deps build debug asan test unit-tests iotests format-check format demo bench bench-compare bench-nbd bench-rbd bench-l2-cache fuzz clean
+.PHONY: all deps build debug asan test unit-tests iotests format-check format demo bench bench-compare bench-nbd bench-rbd bench-l2-cache bench-convert fuzz clean
 
 JOBS ?= $(shell nproc)
 
@@ -56,6 +56,11 @@ bench-rbd: build
 # l2-cache-size=1M, qblock bench against qemu-img bench (RUNS, COUNT, DEPTHS, L2_CACHE, QUICK=1).
 bench-l2-cache: build
 	bash bench/l2_cache.sh
+
+# Compressed convert: convert -c of a semi-compressible raw image and the compressed qcow2 back
+# to raw, qblock against qemu-img -m 8 -W (SIZE, RUNS, CTYPE, CONVERT_ARGS, QUICK=1, BENCH_DIR).
+bench-convert: build
+	bash bench/convert.sh
 
 # libFuzzer on every fuzz target (fuzz/*_fuzz.cc), one after the other: FUZZ_SECONDS each
 # (default 60), or FUZZ_RUNS executions each (passed as -runs=; then no time limit unless

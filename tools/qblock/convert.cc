@@ -8,7 +8,10 @@
 // what the source's top layer does not allocate to the target's backing file; -l reads the
 // source's internal snapshot; -C copies data without zero detection (plain reads and writes:
 // the target's contents and allocation are what qemu-img's copy offloading gives); --salvage
-// turns sectors that cannot be read into zeros with a warning each.
+// turns sectors that cannot be read into zeros with a warning each. With -c the copy goes by whole
+// target clusters: every cluster that holds data is read, skipped when all zero, and written
+// with RequestFlag::kWriteCompressed (the qcow2 driver compresses the clusters of a request on
+// the loop's worker threads and stores a cluster that does not shrink uncompressed).
 #include <unistd.h>
 
 #include <algorithm>
@@ -238,10 +241,13 @@ enum class ChunkKind {
   kBacking,  // left to the target's backing file
 };
 
+// Chunk::source of a chunk read by its target offset, across the sources (compressed mode).
+constexpr std::size_t kAnySource = static_cast<std::size_t>(-1);
+
 struct Chunk {
   uint64_t offset;  // in the target
   uint64_t bytes;
-  std::size_t source;      // index into the sources
+  std::size_t source;      // index into the sources, or kAnySource
   uint64_t source_offset;  // offset in that source
   ChunkKind kind;
 };
@@ -253,26 +259,27 @@ struct Source {
 
 Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
 
+// The buffer compared with itself shifted by one byte: libc's memcmp does the scanning, fast
+// in every build type (the zero test runs on the loop thread over every byte copied).
 bool all_zero(const uint8_t* p, uint64_t n) {
-  for (uint64_t i = 0; i < n; ++i) {
-    if (p[i]) return false;
-  }
-  return true;
+  return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
 }
 
 // The copy: plans chunks from block status, then runs the coroutines. The caller owns the
 // images and the loop.
 class Converter {
  public:
+  // `compress_cluster`: the target's cluster size with -c, else 0.
   Converter(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sources,
             BlockBackend& target, bool zero_init, bool target_has_backing, uint64_t align,
-            Progress& progress)
+            uint64_t compress_cluster, Progress& progress)
       : args_(args),
         sources_(sources),
         target_(target),
         zero_init_(zero_init),
         target_has_backing_(target_has_backing),
         align_(align),
+        compress_cluster_(compress_cluster),
         progress_(progress),
         turn_(loop) {}
 
@@ -325,6 +332,85 @@ class Converter {
       }
       target_offset += size;
     }
+    if (compress_cluster_) to_clusters(target_offset);
+    co_return ok();
+  }
+
+  // Compressed mode: the plan in whole target clusters. A cluster lying entirely in one zero
+  // or backing extent keeps that kind; every other cluster is data (compressed writes are of
+  // whole clusters), read by its target offset across the sources.
+  void to_clusters(uint64_t total) {
+    const uint64_t cs = compress_cluster_;
+    std::vector<Chunk> planned = std::move(chunks_);
+    chunks_.clear();
+    data_bytes_ = 0;
+    std::size_t e = 0;
+    uint64_t pos = 0;
+    while (pos < total) {
+      while (planned[e].offset + planned[e].bytes <= pos) ++e;
+      const Chunk& ext = planned[e];
+      const uint64_t ext_end = ext.offset + ext.bytes;
+      const uint64_t cluster_end = std::min(total, pos + cs);
+      ChunkKind kind = ChunkKind::kData;
+      uint64_t end = cluster_end;
+      if (ext_end >= cluster_end) {
+        // The extent covers the whole cluster, and the clusters after it it fully covers.
+        kind = ext.kind;
+        end = ext_end == total ? total : std::max(cluster_end, ext_end / cs * cs);
+      }
+      if (kind == ChunkKind::kData) {
+        // Merge with the data chunk before, up to the chunk size.
+        while (pos < end) {
+          if (!chunks_.empty() && chunks_.back().kind == ChunkKind::kData &&
+              chunks_.back().offset + chunks_.back().bytes == pos &&
+              chunks_.back().bytes < chunk_limit()) {
+            const uint64_t take = std::min(end - pos, chunk_limit() - chunks_.back().bytes);
+            chunks_.back().bytes += take;
+            pos += take;
+          } else {
+            const uint64_t take = std::min(end - pos, chunk_limit());
+            chunks_.push_back(Chunk{pos, take, kAnySource, pos, kind});
+            pos += take;
+          }
+        }
+        continue;
+      }
+      chunks_.push_back(Chunk{pos, end - pos, kAnySource, pos, kind});
+      pos = end;
+    }
+    // The target's size is a multiple of 512: a last partial cluster is written up to it
+    // (read_target pads with zeros).
+    if (!chunks_.empty() && target_.length() > total && target_.length() - total < 512) {
+      chunks_.back().bytes += target_.length() - total;
+    }
+    data_bytes_ = 0;
+    for (const Chunk& c : chunks_) {
+      if (c.kind == ChunkKind::kData) data_bytes_ += c.bytes;
+    }
+  }
+
+  // Reads [offset, offset + bytes) of the concatenated sources into `buf`; beyond their end
+  // it reads zeros.
+  Task<Status> read_target(uint64_t offset, uint8_t* buf, uint64_t bytes) {
+    uint64_t base = 0;
+    for (Source& source : sources_) {
+      const uint64_t size = source.backend->length();
+      if (bytes > 0 && offset < base + size) {
+        const uint64_t take = std::min(bytes, base + size - offset);
+        Task<Status> read = source.backend->read(offset - base, IoVec(buf, take));
+        Status s = co_await std::move(read);
+        if (!s) {
+          img_error("error while reading at byte " + std::to_string(offset - base) + ": " +
+                    std::strerror(s.error().errnum()));
+          co_return s;
+        }
+        offset += take;
+        buf += take;
+        bytes -= take;
+      }
+      base += size;
+    }
+    std::memset(buf, 0, bytes);
     co_return ok();
   }
 
@@ -366,9 +452,14 @@ class Converter {
       const Chunk chunk = chunks_[index];
       Status s = ok();
       if (chunk.kind == ChunkKind::kData) {
-        // As 7.2: the progress moves when a chunk is taken, before it is read.
+        // As 7.2: the progress moves when a chunk is taken, before it is read; with -c
+        // qemu-img copies (and reports) one cluster at a time.
         if (data_bytes_ > 0) {
-          progress_.add(static_cast<float>(chunk.bytes) / static_cast<float>(data_bytes_) * 100);
+          const uint64_t step = compress_cluster_ ? compress_cluster_ : chunk.bytes;
+          for (uint64_t done = 0; done < chunk.bytes; done += step) {
+            const uint64_t n = std::min(step, chunk.bytes - done);
+            progress_.add(static_cast<float>(n) / static_cast<float>(data_bytes_) * 100);
+          }
         }
         Task<Status> read = read_chunk(chunk, buf.data());
         s = co_await std::move(read);
@@ -390,6 +481,10 @@ class Converter {
   // Reads a data chunk. With --salvage a failed read is retried sector by sector, and each
   // sector that still fails reads as zeros, with qemu-img's warning.
   Task<Status> read_chunk(const Chunk& chunk, uint8_t* buf) {
+    if (chunk.source == kAnySource) {
+      Task<Status> read = read_target(chunk.offset, buf, chunk.bytes);
+      co_return co_await std::move(read);
+    }
     BlockBackend* source = sources_[chunk.source].backend.get();
     Task<Status> read = source->read(chunk.source_offset, IoVec(buf, chunk.bytes));
     Status s = co_await std::move(read);
@@ -427,6 +522,10 @@ class Converter {
         co_return co_await std::move(zero);
       }
       case ChunkKind::kData: break;
+    }
+    if (compress_cluster_) {
+      Task<Status> write = write_compressed(chunk, buf);
+      co_return co_await std::move(write);
     }
     // -C copies data as it is, without looking for zeros.
     if (args_.sparse == 0 || args_.copy_offload || chunk.bytes < args_.sparse) {
@@ -474,6 +573,38 @@ class Converter {
     co_return ok();
   }
 
+  // Compressed mode: the chunk's clusters that are not all zero (all of them with -S 0) go
+  // out compressed, a run of them in one request; all-zero clusters are left to a zeroed
+  // target, else written as zeroes.
+  Task<Status> write_compressed(Chunk chunk, const uint8_t* buf) {
+    const uint64_t cs = compress_cluster_;
+    uint64_t pos = 0;
+    while (pos < chunk.bytes) {
+      const uint64_t len = std::min(cs, chunk.bytes - pos);
+      const bool zero = args_.sparse != 0 && all_zero(buf + pos, len);
+      uint64_t end = pos + len;
+      while (end < chunk.bytes) {
+        const uint64_t next = std::min(cs, chunk.bytes - end);
+        if ((args_.sparse != 0 && all_zero(buf + end, next)) != zero) break;
+        end += next;
+      }
+      Status s = ok();
+      if (!zero) {
+        Task<Status> write =
+            target_.write(chunk.offset + pos, IoVec(const_cast<uint8_t*>(buf + pos), end - pos),
+                          RequestFlag::kWriteCompressed);
+        s = co_await std::move(write);
+        if (!s) write_failed(chunk.offset + pos, s.error());
+      } else if (!zero_init_) {
+        Task<Status> zero_write = write_zeroes(chunk.offset + pos, end - pos);
+        s = co_await std::move(zero_write);
+      }
+      if (!s) co_return s;
+      pos = end;
+    }
+    co_return ok();
+  }
+
   Task<Status> write_data(uint64_t offset, const uint8_t* buf, uint64_t bytes) {
     Task<Status> write = target_.write(offset, IoVec(const_cast<uint8_t*>(buf), bytes));
     Status s = co_await std::move(write);
@@ -499,6 +630,7 @@ class Converter {
   const bool zero_init_;
   const bool target_has_backing_;
   const uint64_t align_;
+  const uint64_t compress_cluster_;
   Progress& progress_;
   std::vector<Chunk> chunks_;
   uint64_t data_bytes_ = 0;  // bytes of data chunks: the 100% of the progress
@@ -565,11 +697,12 @@ bool load_snapshot(EventLoop& loop, const ConvertArgs& args, BlockNode& root) {
   return true;
 }
 
-// Prints why -c cannot be done for a target of `format`: qblock's qcow2 driver has no
-// compressed write path yet (a later item of issue 14).
-void refuse_compression(const std::string& format) {
-  img_error(format == "qcow2" ? "Compression not supported by qblock's qcow2 driver yet"
-                              : "Compression not supported for this file format");
+// Prints why -c cannot be done for a target of `format` (only qcow2 writes compressed
+// clusters). Returns true when it refused.
+bool refuse_compression(const std::string& format) {
+  if (format == "qcow2") return false;
+  img_error("Compression not supported for this file format");
+  return true;
 }
 
 // Converts. `half_made` tells the caller that a failure from here on leaves a target of this
@@ -611,14 +744,18 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
       img_error(opts.error().message());
       return 1;
     }
-    if (args.compress) {
-      refuse_compression(args.out_format);
-      return 1;
-    }
     // -B and -F are set over -o's backing_file and backing_fmt, which a raw target lacks.
     if (!args.backing.empty() && args.out_format != "qcow2") {
       img_error("Backing file not supported for file format '" + args.out_format + "'");
       return 1;
+    }
+    if (args.compress && refuse_compression(args.out_format)) return 1;
+    if (args.compress) {
+      const std::string* prealloc = opts->get("preallocation");
+      if (prealloc && *prealloc != "off") {
+        img_error("Compression and preallocation not supported at the same time");
+        return 1;
+      }
     }
     if (!args.backing_fmt.empty() && args.out_format != "qcow2") {
       img_error("Backing file format not supported for file format '" + args.out_format + "'");
@@ -653,8 +790,7 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
   if (!opened) return 1;
   target = std::move(*opened);
   if (target->probed_raw()) warn_probed_raw(target->root().filename());
-  if (args.no_create && args.compress) {
-    refuse_compression(target->root().driver_name());
+  if (args.no_create && args.compress && refuse_compression(target->root().driver_name())) {
     return 1;
   }
   if (args.no_create && target->length() < total) {
@@ -668,7 +804,9 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
   const uint64_t cluster = target->root().info().cluster_size;
   if (target->root().driver_name() == "qcow2" && cluster > align) align = cluster;
 
-  Converter converter(loop, args, sources, *target, zero_init, target_has_backing, align, progress);
+  const uint64_t compress_cluster = args.compress ? cluster : 0;
+  Converter converter(loop, args, sources, *target, zero_init, target_has_backing, align,
+                      compress_cluster, progress);
   Status copied = run_sync(loop, converter.run());
   if (!copied) return 1;
   progress.finish();

@@ -1,5 +1,6 @@
 // Compressed clusters (qcow2-format.md §6): compression and decompression of one cluster for
-// zlib (raw deflate, window bits -12) and zstd.
+// zlib (raw deflate, window bits -12) and zstd. Both functions are pure and may run on any
+// thread at once (each thread keeps its own library contexts).
 #pragma once
 
 #include <cstddef>

@@ -1,27 +1,51 @@
-// Compressed writes (qcow2-format.md §6): whole clusters compressed one by one and packed
-// byte-wise into shared host clusters.
+// Compressed writes (qcow2-format.md §6): whole clusters compressed on the loop's worker
+// threads and packed byte-wise into shared host clusters.
 #include <fmt/format.h>
 
 #include <algorithm>
 
 #include "block/formats/qcow2/compress.h"
 #include "block/formats/qcow2/qcow2_node.h"
+#include "qblock/driver/uring.h"
 
 namespace qblock::qcow2 {
 
+namespace {
+
+// Compresses one cluster on a worker thread into `out` (left empty when the cluster does not
+// shrink below a cluster, §6: compressed data ends before the cluster it starts in does).
+Task<Status> compress_in_worker(EventLoop& loop, CompressionType type, const uint8_t* src,
+                                std::size_t cluster, std::vector<uint8_t>& out) {
+  Status result = ok();
+  co_await uring::run_in_worker(loop, [&]() {
+    Result<std::vector<uint8_t>> packed = compress_cluster(type, src, cluster, cluster - 1);
+    if (packed) {
+      out = std::move(*packed);
+    } else {
+      result = fail(packed.error());
+    }
+    return 0;
+  });
+  co_return result;
+}
+
+}  // namespace
+
 Task<Result<uint64_t>> Qcow2Node::allocate_compressed(uint64_t bytes) {
   const uint64_t used = compressed_end_ % cs_;
-  if (compressed_end_ && used && used + bytes <= cs_) {
-    // Share the cluster the previous compressed data went into, if it still holds it and
-    // the refcount width allows one more user.
+  // The cluster the previous compressed data ended in, if it still holds it and the refcount
+  // width allows one more user (a failed increment leaves the refcount as it was).
+  bool shareable = false;
+  if (compressed_end_ && used) {
     Result<uint64_t> rc = co_await refcounts_->get(compressed_end_ / cs_);
-    if (rc && *rc > 0) {
-      Status more = co_await refcounts_->update(compressed_end_ / cs_, 1, +1);
-      if (more) {
-        const uint64_t host = compressed_end_;
-        compressed_end_ += bytes;
-        co_return host;
-      }
+    shareable = rc && *rc > 0;
+  }
+  if (shareable && used + bytes <= cs_) {
+    Status more = co_await refcounts_->update(compressed_end_ / cs_, 1, +1);
+    if (more) {
+      const uint64_t host = compressed_end_;
+      compressed_end_ += bytes;
+      co_return host;
     }
   }
   Result<uint64_t> fresh = co_await refcounts_->allocate(1);
@@ -30,6 +54,21 @@ Task<Result<uint64_t>> Qcow2Node::allocate_compressed(uint64_t bytes) {
     Error e =
         co_await corruption("Preventing invalid allocation of compressed cluster at offset 0");
     co_return fail(e);
+  }
+  const uint64_t per_block = refcounts_->entries_per_block();
+  const uint64_t current = compressed_end_ / cs_;
+  if (shareable && used + bytes > cs_ && *fresh == (current + 1) * cs_ &&
+      (current + 1) / per_block == current / per_block) {
+    // The next free cluster directly follows: the data continues into it (§6 allows a
+    // compressed stream to span host clusters; each holds one reference for it), as QEMU
+    // packs it. Not into the first cluster of the next refcount block: QEMU (observed with
+    // 7.2) starts afresh there.
+    Status more = co_await refcounts_->update(current, 1, +1);
+    if (more) {
+      const uint64_t host = compressed_end_;
+      compressed_end_ += bytes;
+      co_return host;
+    }
   }
   compressed_end_ = *fresh + bytes;
   co_return *fresh;
@@ -41,23 +80,60 @@ Task<Status> Qcow2Node::write_compressed(uint64_t offset, IoVec qiov) {
   if (offset % cs_ || (qiov.size() % cs_ && offset + qiov.size() != header_.size)) {
     co_return fail(Error::invalid());
   }
-  std::vector<uint8_t> plain(cs_);
-  for (uint64_t pos = 0; pos < qiov.size(); pos += cs_) {
-    const uint64_t guest = offset + pos;
-    const uint64_t len = std::min<uint64_t>(cs_, qiov.size() - pos);
-    std::fill(plain.begin(), plain.end(), 0);
-    qiov.copy_to(pos, plain.data(), len);
-    // Compressed data must end before the cluster it starts in does (one host cluster).
-    Result<std::vector<uint8_t>> packed = compress_cluster(
-        static_cast<CompressionType>(header_.compression_type), plain.data(), cs_, cs_ - 1);
-    if (!packed) co_return fail(packed.error());
-    if (packed->empty()) {
-      Status s = co_await do_write(guest, qiov.slice(pos, len), {});
+  const std::size_t n = (qiov.size() + cs_ - 1) / cs_;
+  // The clusters as one contiguous buffer: the caller's when it is one (whole clusters),
+  // else a zero-padded copy.
+  std::vector<uint8_t> copy;
+  const uint8_t* plain = nullptr;
+  if (qiov.count() == 1 && qiov.size() % cs_ == 0) {
+    plain = static_cast<const uint8_t*>(qiov.data()[0].iov_base);
+  } else {
+    copy.assign(n * cs_, 0);
+    qiov.copy_to(0, copy.data(), qiov.size());
+    plain = copy.data();
+  }
+  const auto type = static_cast<CompressionType>(header_.compression_type);
+  std::vector<std::vector<uint8_t>> packed(n);
+  {
+    std::vector<Task<Status>> jobs;
+    jobs.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      jobs.push_back(compress_in_worker(*loop_, type, plain + i * cs_, cs_, packed[i]));
+    }
+    std::vector<Status> done = co_await when_all(std::move(jobs));
+    for (Status& s : done) {
       if (!s) co_return s;
+    }
+  }
+  // In guest order: runs of compressed clusters, and the clusters that did not shrink
+  // written normally between them.
+  for (std::size_t i = 0; i < n;) {
+    if (packed[i].empty()) {
+      const uint64_t len = std::min<uint64_t>(cs_, qiov.size() - i * cs_);
+      Status s = co_await do_write(offset + i * cs_, qiov.slice(i * cs_, len), {});
+      if (!s) co_return s;
+      ++i;
       continue;
     }
-    AsyncMutex::Guard guard = co_await lock_.lock();
-    co_await wait_inflight(guest, guest + cs_, guard);
+    std::size_t j = i + 1;
+    while (j < n && !packed[j].empty()) ++j;
+    Status s = co_await write_compressed_run(offset, packed, i, j);
+    if (!s) co_return s;
+    i = j;
+  }
+  co_return ok();
+}
+
+Task<Status> Qcow2Node::write_compressed_run(uint64_t base,
+                                             const std::vector<std::vector<uint8_t>>& packed,
+                                             std::size_t first, std::size_t last) {
+  const uint64_t start = base + first * cs_;
+  const uint64_t end = base + last * cs_;
+  AsyncMutex::Guard guard = co_await lock_.lock();
+  co_await wait_inflight(start, end, guard);
+  std::vector<uint64_t> hosts(last - first);
+  for (std::size_t i = first; i < last; ++i) {
+    const uint64_t guest = base + i * cs_;
     Result<L2SliceRef> slice = co_await get_l2_slice(guest, ForWrite::kYes);
     if (!slice) co_return fail(slice.error());
     if (entry_references_host((*slice)->entries[index_in_slice(guest)])) {
@@ -65,23 +141,37 @@ Task<Status> Qcow2Node::write_compressed(uint64_t offset, IoVec qiov) {
     }
     slice->reset();
     co_await file_->debug_event(DebugEvent::kClusterAllocBytes);
-    Result<uint64_t> host = co_await allocate_compressed(packed->size());
+    Result<uint64_t> host = co_await allocate_compressed(packed[i].size());
     if (!host) co_return fail(host.error());
-    if (Status g = co_await refuse_metadata_overlap(*host, packed->size()); !g) co_return g;
-    Status s = ok();
-    {
-      FenceRegistration fence(inflight_,
-                              std::make_shared<AllocationFence>(*loop_, guest, guest + cs_));
-      guard.unlock();
+    if (Status g = co_await refuse_metadata_overlap(*host, packed[i].size()); !g) co_return g;
+    hosts[i - first] = *host;
+  }
+  Status s = ok();
+  {
+    FenceRegistration fence(inflight_, std::make_shared<AllocationFence>(*loop_, start, end));
+    guard.unlock();
+    // Streams that follow each other in the file go out in one write.
+    for (std::size_t i = first; i < last && s;) {
+      IoVec v(const_cast<uint8_t*>(packed[i].data()), packed[i].size());
+      std::size_t j = i + 1;
+      while (j < last && hosts[j - first] == hosts[j - 1 - first] + packed[j - 1].size()) {
+        v.append(const_cast<uint8_t*>(packed[j].data()), packed[j].size());
+        ++j;
+      }
       co_await file_->debug_event(DebugEvent::kWriteCompressed);
-      s = co_await file_->write(*host, IoVec(packed->data(), packed->size()));
-      guard = co_await lock_.lock();
+      s = co_await file_->write(hosts[i - first], std::move(v));
+      i = j;
     }
-    if (!s) co_return s;
+    guard = co_await lock_.lock();
+  }
+  if (!s) co_return s;
+  for (std::size_t i = first; i < last; ++i) {
+    const uint64_t guest = base + i * cs_;
     Result<L2SliceRef> linked = co_await get_l2_slice(guest, ForWrite::kYes);
     if (!linked) co_return fail(linked.error());
     const uint64_t index = index_in_slice(guest);
-    (*linked)->entries[index] = encode_compressed(*host, packed->size(), header_.cluster_bits);
+    (*linked)->entries[index] =
+        encode_compressed(hosts[i - first], packed[i].size(), header_.cluster_bits);
     s = co_await update_l2_entries(**linked, index, 1);
     if (!s) co_return s;
   }

@@ -258,6 +258,15 @@ class Qcow2Node : public BlockNode {
   // share that treatment (RunRule::kSameMapping). REQUIRES: lock_ held.
   Task<Result<Mapping>> map(uint64_t guest, uint64_t bytes);
   Task<Status> read_mapping(uint64_t guest, IoVec qiov, const Mapping& m);
+  // One compressed cluster (or part of one) of a request: where it goes and its L2 entry.
+  struct CompressedPiece {
+    uint64_t guest;
+    IoVec qiov;
+    uint64_t entry;
+  };
+  // Reads the compressed clusters of one request at once, then inflates them in a few jobs on
+  // the worker threads (one job per cluster would cost a thread wake-up per cluster).
+  Task<Status> read_compressed(std::vector<CompressedPiece> pieces);
   Task<Status> read_backing(uint64_t guest, IoVec qiov);
   // True if the cluster at guest offset `guest_cluster` with L2 entry `entry` reads as zeros
   // (asking the backing chain for metadata only).
@@ -294,9 +303,16 @@ class Qcow2Node : public BlockNode {
   Task<Status> zero_clusters(uint64_t start, uint64_t end, RequestFlags flags);
 
   // ---- compressed_write.cc ----
-  // §6: whole clusters (or the image's last, partial one) compressed one by one into
-  // unallocated clusters; a cluster that does not shrink is written normally.
+  // §6: whole clusters (or the image's last, partial one) compressed into unallocated
+  // clusters; a cluster that does not shrink is written normally. The clusters of one request
+  // are compressed at once on the loop's worker threads; the allocation, the writes (host
+  // ranges that follow each other in one write) and the L2 links stay on the loop, in guest
+  // order.
   Task<Status> write_compressed(uint64_t offset, IoVec qiov);
+  // The compressed part of write_compressed: clusters [first, last) of the request starting
+  // at guest offset `base`, each with its compressed stream in packed[i] (none empty).
+  Task<Status> write_compressed_run(uint64_t base, const std::vector<std::vector<uint8_t>>& packed,
+                                    std::size_t first, std::size_t last);
   // Byte allocation for compressed data (§5.4: several compressed clusters may share a host
   // cluster; each user holds one reference). REQUIRES: lock_ held.
   Task<Result<uint64_t>> allocate_compressed(uint64_t bytes);

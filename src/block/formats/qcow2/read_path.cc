@@ -4,6 +4,7 @@
 
 #include "block/formats/qcow2/compress.h"
 #include "block/formats/qcow2/qcow2_node.h"
+#include "qblock/driver/uring.h"
 
 namespace qblock::qcow2 {
 
@@ -64,13 +65,78 @@ Task<Status> Qcow2Node::read_mapping(uint64_t guest, IoVec qiov, const Mapping& 
       std::vector<uint8_t> in(in_len);
       Status s = co_await file_->read(d.host, IoVec(in.data(), in_len));
       if (!s) co_return s;
-      std::vector<uint8_t> out(cs_);
-      s = decompress_cluster(static_cast<CompressionType>(header_.compression_type), in.data(),
-                             in_len, out.data(), cs_);
+      // A whole cluster into one buffer is inflated in place, anything else through a copy.
+      const bool direct = guest % cs_ == 0 && qiov.size() == cs_ && qiov.count() == 1;
+      std::vector<uint8_t> out(direct ? 0 : cs_);
+      uint8_t* dst = direct ? static_cast<uint8_t*>(qiov.data()[0].iov_base) : out.data();
+      const auto type = static_cast<CompressionType>(header_.compression_type);
+      // On a worker thread: the clusters of one request (read_mapping runs for each at once)
+      // are inflated in parallel while the loop goes on.
+      co_await uring::run_in_worker(*loop_, [&]() {
+        s = decompress_cluster(type, in.data(), in_len, dst, cs_);
+        return 0;
+      });
       if (!s) co_return s;
-      qiov.copy_from(0, out.data() + guest % cs_, qiov.size());
+      if (!direct) qiov.copy_from(0, out.data() + guest % cs_, qiov.size());
       co_return ok();
     }
+  }
+  co_return ok();
+}
+
+Task<Status> Qcow2Node::read_compressed(std::vector<CompressedPiece> pieces) {
+  co_await file_->debug_event(DebugEvent::kReadCompressed);
+  const uint64_t file_len = file_->length();
+  const std::size_t n = pieces.size();
+  std::vector<std::vector<uint8_t>> in(n);
+  {
+    std::vector<Task<Status>> reads;
+    reads.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const CompressedDescriptor d = decode_compressed(pieces[i].entry, header_.cluster_bits);
+      if (d.host >= file_len) co_return fail(Error::io("compressed cluster beyond end of file"));
+      in[i].resize(std::min(d.max_bytes(), file_len - d.host));
+      reads.push_back(file_->read(d.host, IoVec(in[i].data(), in[i].size())));
+    }
+    std::vector<Status> done = co_await when_all(std::move(reads));
+    for (Status& s : done) {
+      if (!s) co_return s;
+    }
+  }
+  // As many jobs as the loop has worker threads at most, each inflating a run of the pieces.
+  constexpr std::size_t kJobs = 4;
+  const std::size_t per_job = (n + kJobs - 1) / kJobs;
+  const auto type = static_cast<CompressionType>(header_.compression_type);
+  const uint64_t cs = cs_;
+  std::vector<Task<Status>> jobs;
+  for (std::size_t first = 0; first < n; first += per_job) {
+    const std::size_t last = std::min(n, first + per_job);
+    jobs.push_back([](EventLoop& loop, CompressionType type, uint64_t cs,
+                      std::vector<CompressedPiece>& pieces, std::vector<std::vector<uint8_t>>& in,
+                      std::size_t first, std::size_t last) -> Task<Status> {
+      Status result = ok();
+      co_await uring::run_in_worker(loop, [&]() {
+        std::vector<uint8_t> out;
+        for (std::size_t i = first; i < last && result; ++i) {
+          IoVec& q = pieces[i].qiov;
+          const uint64_t within = pieces[i].guest % cs;
+          if (within == 0 && q.size() == cs && q.count() == 1) {
+            result = decompress_cluster(type, in[i].data(), in[i].size(),
+                                        static_cast<uint8_t*>(q.data()[0].iov_base), cs);
+            continue;
+          }
+          out.resize(cs);
+          result = decompress_cluster(type, in[i].data(), in[i].size(), out.data(), cs);
+          if (result) q.copy_from(0, out.data() + within, q.size());
+        }
+        return 0;
+      });
+      co_return result;
+    }(*loop_, type, cs, pieces, in, first, last));
+  }
+  std::vector<Status> done = co_await when_all(std::move(jobs));
+  for (Status& s : done) {
+    if (!s) co_return s;
   }
   co_return ok();
 }
@@ -116,8 +182,21 @@ Task<Status> Qcow2Node::do_read(uint64_t offset, IoVec qiov, RequestFlags) {
   }
   std::vector<Task<Status>> reads;
   reads.reserve(extents.size());
+  std::vector<CompressedPiece> compressed;
   for (const Extent& e : extents) {
+    if (e.m.type == ClusterType::kCompressed) {
+      compressed.push_back(
+          CompressedPiece{offset + e.pos, qiov.slice(e.pos, e.m.bytes), e.m.entry});
+      continue;
+    }
     reads.push_back(read_mapping(offset + e.pos, qiov.slice(e.pos, e.m.bytes), e.m));
+  }
+  if (compressed.size() == 1) {
+    const CompressedPiece& p = compressed[0];
+    reads.push_back(
+        read_mapping(p.guest, p.qiov, Mapping{ClusterType::kCompressed, p.entry, p.qiov.size()}));
+  } else if (!compressed.empty()) {
+    reads.push_back(read_compressed(std::move(compressed)));
   }
   std::vector<Status> results = co_await when_all(std::move(reads));
   for (Status& r : results) {
