@@ -43,54 +43,7 @@ std::vector<qmp::ArgSpec> address_members(const std::string& type) {
 std::string text_of(const Options& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
 
 Result<int> bind_listener(const NbdAddress& a) {
-  if (a.unix_socket) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (a.path.size() >= sizeof addr.sun_path) {
-      return fail(Error::with_message(EINVAL, "UNIX socket path '" + a.path + "' is too long"));
-    }
-    std::memcpy(addr.sun_path, a.path.c_str(), a.path.size() + 1);
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return fail(Error::from_errno(errno, "socket"));
-    struct stat st;
-    if (::lstat(a.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(a.path.c_str());
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::listen(fd, SOMAXCONN) != 0) {
-      const int e = errno;
-      ::close(fd);
-      return fail(
-          Error::with_message(e, "Failed to bind socket to " + a.path + ": " + std::strerror(e)));
-    }
-    return fd;
-  }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  addrinfo* found = nullptr;
-  if (const int rc = ::getaddrinfo(a.host.c_str(), a.port.c_str(), &hints, &found); rc != 0) {
-    return fail(Error::with_message(EINVAL, "address resolution failed for " + a.host + ":" +
-                                                a.port + ": " + ::gai_strerror(rc)));
-  }
-  int last_errno = EADDRNOTAVAIL;
-  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
-    const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-      last_errno = errno;
-      continue;
-    }
-    const int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, SOMAXCONN) == 0) {
-      ::freeaddrinfo(found);
-      return fd;
-    }
-    last_errno = errno;
-    ::close(fd);
-  }
-  ::freeaddrinfo(found);
-  return fail(Error::with_message(last_errno, "Failed to bind socket to " + a.host + ":" + a.port +
-                                                  ": " + std::strerror(last_errno)));
+  return a.unix_socket ? nbd::listen_unix(a.path) : nbd::listen_tcp(a.host, a.port);
 }
 
 }  // namespace

@@ -219,60 +219,9 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
 
 // A listening socket for the arguments: Unix (-k) or TCP (-b/-p, default 127.0.0.1:10809).
 Result<int> open_listener(const Args& args) {
-  if (!args.socket_path.empty()) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (args.socket_path.size() >= sizeof addr.sun_path) {
-      return tl::unexpected(
-          Error::invalid("UNIX socket path '" + args.socket_path + "' is too long"));
-    }
-    std::memcpy(addr.sun_path, args.socket_path.c_str(), args.socket_path.size() + 1);
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return tl::unexpected(Error::from_errno(errno, "socket"));
-    // A stale socket left by a killed server is replaced, as QEMU does; anything else stays.
-    struct stat st;
-    if (::lstat(args.socket_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
-      ::unlink(args.socket_path.c_str());
-    }
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::listen(fd, SOMAXCONN) != 0) {
-      const int e = errno;
-      ::close(fd);
-      return tl::unexpected(Error::from_errno(
-          e, "Failed to bind socket to " + args.socket_path + ": " + std::strerror(e)));
-    }
-    return fd;
-  }
-  const std::string host = args.bind.empty() ? kDefaultBind : args.bind;
-  const std::string port = args.port.empty() ? kDefaultPort : args.port;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  addrinfo* found = nullptr;
-  if (const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0) {
-    return tl::unexpected(Error::invalid("address resolution failed for " + host + ":" + port +
-                                         ": " + ::gai_strerror(rc)));
-  }
-  int last_errno = EADDRNOTAVAIL;
-  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
-    const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-      last_errno = errno;
-      continue;
-    }
-    const int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, SOMAXCONN) == 0) {
-      ::freeaddrinfo(found);
-      return fd;
-    }
-    last_errno = errno;
-    ::close(fd);
-  }
-  ::freeaddrinfo(found);
-  return tl::unexpected(Error::from_errno(last_errno, "Failed to bind socket to " + host + ":" +
-                                                          port + ": " + std::strerror(last_errno)));
+  if (!args.socket_path.empty()) return nbd::listen_unix(args.socket_path);
+  return nbd::listen_tcp(args.bind.empty() ? kDefaultBind : args.bind,
+                         args.port.empty() ? kDefaultPort : args.port);
 }
 
 Result<std::unique_ptr<BlockBackend>> open_image(EventLoop& loop, const Args& args) {
