@@ -10,6 +10,7 @@
 
 #include <cstring>
 
+#include "qblock/listen_socket.h"
 #include "qmp/storage_daemon.h"
 
 namespace qblock {
@@ -43,7 +44,7 @@ std::vector<qmp::ArgSpec> address_members(const std::string& type) {
 std::string text_of(const Options& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
 
 Result<int> bind_listener(const NbdAddress& a) {
-  return a.unix_socket ? nbd::listen_unix(a.path) : nbd::listen_tcp(a.host, a.port);
+  return a.unix_socket ? listen_unix(a.path) : listen_tcp(a.host, a.port);
 }
 
 }  // namespace

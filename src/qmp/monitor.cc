@@ -12,6 +12,7 @@
 
 #include "nbd/stream.h"
 #include "qblock/driver/uring.h"
+#include "qblock/listen_socket.h"
 #include "qmp/json_stream.h"
 #include "qmp/json_writer.h"
 
@@ -54,24 +55,9 @@ MonitorServer::~MonitorServer() {
 }
 
 Status MonitorServer::listen_unix(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) {
-    return fail(Error::with_message(EINVAL, "UNIX socket path '" + path + "' is too long"));
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return fail(Error::from_errno(errno, "socket"));
-  struct stat st;
-  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(fd, SOMAXCONN) != 0) {
-    const int e = errno;
-    ::close(fd);
-    return fail(
-        Error::with_message(e, "Failed to bind socket to " + path + ": " + std::strerror(e)));
-  }
-  listen_fd_ = fd;
+  Result<int> fd = qblock::listen_unix(path);
+  if (!fd) return fail(fd.error());
+  listen_fd_ = *fd;
   path_ = path;
   return ok();
 }

@@ -22,6 +22,7 @@
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
 #include "qblock/image_options.h"
+#include "qblock/listen_socket.h"
 #include "qblock/nbd_server.h"
 #include "qblock/options.h"
 #include "qblock/sync.h"
@@ -219,9 +220,9 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
 
 // A listening socket for the arguments: Unix (-k) or TCP (-b/-p, default 127.0.0.1:10809).
 Result<int> open_listener(const Args& args) {
-  if (!args.socket_path.empty()) return nbd::listen_unix(args.socket_path);
-  return nbd::listen_tcp(args.bind.empty() ? kDefaultBind : args.bind,
-                         args.port.empty() ? kDefaultPort : args.port);
+  if (!args.socket_path.empty()) return listen_unix(args.socket_path);
+  return listen_tcp(args.bind.empty() ? kDefaultBind : args.bind,
+                    args.port.empty() ? kDefaultPort : args.port);
 }
 
 Result<std::unique_ptr<BlockBackend>> open_image(EventLoop& loop, const Args& args) {

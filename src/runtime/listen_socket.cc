@@ -1,5 +1,6 @@
-// listen_unix / listen_tcp (qblock/nbd_server.h): the listening sockets of `qblock nbd` and of
-// the storage daemon's NBD server.
+// listen_unix / listen_tcp (qblock/listen_socket.h).
+#include "qblock/listen_socket.h"
+
 #include <netdb.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,9 +11,7 @@
 #include <cstring>
 #include <string>
 
-#include "qblock/nbd_server.h"
-
-namespace qblock::nbd {
+namespace qblock {
 
 Result<int> listen_unix(const std::string& path) {
   sockaddr_un addr{};
@@ -67,4 +66,4 @@ Result<int> listen_tcp(const std::string& host, const std::string& port) {
       last_errno, std::string("Failed to find an available port: ") + std::strerror(last_errno)));
 }
 
-}  // namespace qblock::nbd
+}  // namespace qblock

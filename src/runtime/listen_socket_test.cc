@@ -1,5 +1,7 @@
 // listen_unix / listen_tcp: QEMU's messages, each sentence once (the strerror text was doubled
 // when the message went through Error::from_errno).
+#include "qblock/listen_socket.h"
+
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -7,9 +9,7 @@
 
 #include <string>
 
-#include "qblock/nbd_server.h"
-
-namespace qblock::nbd {
+namespace qblock {
 namespace {
 
 int bound_port(int fd) {
@@ -20,7 +20,7 @@ int bound_port(int fd) {
   return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
 }
 
-TEST(NbdListenerTest, BusyTcpPortGivesQemusSentence) {
+TEST(ListenSocketTest, BusyTcpPortGivesQemusSentence) {
   Result<int> first = listen_tcp("127.0.0.1", "0");
   ASSERT_TRUE(first) << first.error().message();
   const std::string port = std::to_string(bound_port(*first));
@@ -30,7 +30,7 @@ TEST(NbdListenerTest, BusyTcpPortGivesQemusSentence) {
   ::close(*first);
 }
 
-TEST(NbdListenerTest, UnixSocketErrorsNameThePathOnce) {
+TEST(ListenSocketTest, UnixSocketErrorsNameThePathOnce) {
   Result<int> missing = listen_unix("/nonexistent-dir/sock");
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().message(),
@@ -41,7 +41,7 @@ TEST(NbdListenerTest, UnixSocketErrorsNameThePathOnce) {
             "UNIX socket path '" + std::string(200, 'x') + "' is too long");
 }
 
-TEST(NbdListenerTest, StaleUnixSocketIsReplaced) {
+TEST(ListenSocketTest, StaleUnixSocketIsReplaced) {
   char dir[] = "/tmp/qblock-listener-XXXXXX";
   ASSERT_NE(::mkdtemp(dir), nullptr);
   const std::string path = std::string(dir) + "/sock";
@@ -56,4 +56,4 @@ TEST(NbdListenerTest, StaleUnixSocketIsReplaced) {
 }
 
 }  // namespace
-}  // namespace qblock::nbd
+}  // namespace qblock
