@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "qblock/background.h"
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
@@ -279,17 +280,6 @@ Task<Status> serve(EventLoop& loop, nbd::Server& server, BlockBackend& backend, 
   co_return closed;
 }
 
-// --fork: the parent waits for the child's "ready" byte on `ready_fd` and exits with 0 when it
-// came, 1 when the child failed first (its error is already on stderr).
-[[noreturn]] void wait_for_child(int ready_fd) {
-  char byte = 0;
-  ssize_t got;
-  do {
-    got = ::read(ready_fd, &byte, 1);
-  } while (got < 0 && errno == EINTR);
-  std::_Exit(got == 1 && byte == 'r' ? EXIT_SUCCESS : EXIT_FAILURE);
-}
-
 }  // namespace
 
 int run_nbd(int argc, char** argv) {
@@ -298,18 +288,9 @@ int run_nbd(int argc, char** argv) {
 
   int ready_fd = -1;
   if (args.fork) {
-    int pipe_fds[2];
-    if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
-      return fail(std::string("pipe: ") + std::strerror(errno));
-    const pid_t child = ::fork();
-    if (child < 0) return fail(std::string("fork: ") + std::strerror(errno));
-    if (child > 0) {
-      ::close(pipe_fds[1]);
-      wait_for_child(pipe_fds[0]);
-    }
-    ::close(pipe_fds[0]);
-    ready_fd = pipe_fds[1];
-    ::setsid();
+    std::string error;
+    ready_fd = fork_into_background(error);
+    if (ready_fd < 0) return fail(error);
   }
 
   // Signals are taken through a signalfd on the loop; a client gone mid-reply is an error
@@ -359,19 +340,8 @@ int run_nbd(int argc, char** argv) {
       return fail("Failed to write pid file '" + args.pid_file + "': " + std::strerror(errno));
     }
   }
-  if (ready_fd >= 0) {
-    // Ready: release the parent, and stop writing to the terminal it returns to.
-    const char ready = 'r';
-    if (::write(ready_fd, &ready, 1) != 1) return EXIT_FAILURE;
-    ::close(ready_fd);
-    const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (null_fd >= 0) {
-      ::dup2(null_fd, STDIN_FILENO);
-      ::dup2(null_fd, STDOUT_FILENO);
-      ::dup2(null_fd, STDERR_FILENO);
-      ::close(null_fd);
-    }
-  }
+  // Ready: release the parent, and stop writing to the terminal it returns to.
+  if (ready_fd >= 0 && !report_ready(ready_fd)) return EXIT_FAILURE;
 
   nbd::Server server(**backend, args.export_options, tls.get(), args.limits);
   Status served = run_sync(**loop, serve(**loop, server, **backend, *listener, args, watch));

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "qblock/background.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
 #include "qblock/image_options.h"
@@ -228,24 +229,9 @@ int run_storage_daemon(int argc, char** argv) {
 
   int ready_fd = -1;
   if (args.daemonize) {
-    // The parent exits once the child has set everything up (0) or failed (1).
-    int pipe_fds[2];
-    if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
-      return fail(std::string("pipe: ") + std::strerror(errno));
-    const pid_t child = ::fork();
-    if (child < 0) return fail(std::string("fork: ") + std::strerror(errno));
-    if (child > 0) {
-      ::close(pipe_fds[1]);
-      char byte = 0;
-      ssize_t got;
-      do {
-        got = ::read(pipe_fds[0], &byte, 1);
-      } while (got < 0 && errno == EINTR);
-      std::_Exit(got == 1 && byte == 'r' ? EXIT_SUCCESS : EXIT_FAILURE);
-    }
-    ::close(pipe_fds[0]);
-    ready_fd = pipe_fds[1];
-    ::setsid();
+    std::string error;
+    ready_fd = fork_into_background(error);
+    if (ready_fd < 0) return fail(error);
   }
 
   ::signal(SIGPIPE, SIG_IGN);
@@ -276,18 +262,7 @@ int run_storage_daemon(int argc, char** argv) {
       return fail("Cannot open pid file: " + std::string(std::strerror(e)));
     }
   }
-  if (ready_fd >= 0) {
-    const char ready = 'r';
-    if (::write(ready_fd, &ready, 1) != 1) return EXIT_FAILURE;
-    ::close(ready_fd);
-    const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (null_fd >= 0) {
-      ::dup2(null_fd, STDIN_FILENO);
-      ::dup2(null_fd, STDOUT_FILENO);
-      ::dup2(null_fd, STDERR_FILENO);
-      ::close(null_fd);
-    }
-  }
+  if (ready_fd >= 0 && !report_ready(ready_fd)) return EXIT_FAILURE;
   Status served = run_sync(**loop, serve(**loop, *daemon, watch));
   ::close(watch.fd);
   if (!args.pidfile.empty()) ::unlink(args.pidfile.c_str());
