@@ -2,6 +2,8 @@
 #include "qblock/background.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -53,6 +55,44 @@ bool report_ready(int ready_fd) {
     ::close(null_fd);
   }
   return true;
+}
+
+bool ShutdownSignals::open(std::string& error) {
+  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&mask, sig);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  fd_ = ::signalfd(-1, &mask, SFD_CLOEXEC);
+  if (fd_ < 0) error = std::string("signalfd: ") + std::strerror(errno);
+  return fd_ >= 0;
+}
+
+ShutdownSignals::~ShutdownSignals() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Task<void> ShutdownSignals::watch(EventLoop& loop, std::function<void()> shut_down) {
+  for (;;) {
+    signalfd_siginfo info;
+    Task<Result<std::size_t>> read = loop.read_fd(fd_, &info, sizeof info);
+    const Result<std::size_t> got = co_await std::move(read);
+    if (done_) break;
+    if (got && *got == sizeof info && info.ssi_signo != SIGUSR1) shut_down();
+    if (!got && got.error().errnum() != EINTR && got.error().errnum() != EAGAIN) break;
+  }
+  finished_ = true;
+}
+
+Task<Status> ShutdownSignals::serve(EventLoop& loop, Task<Status> server,
+                                    std::function<void()> shut_down) {
+  spawn(watch(loop, std::move(shut_down)));
+  Status result = co_await std::move(server);
+  // Wake the signal reader so that it can finish before the loop goes away.
+  done_ = true;
+  ::kill(::getpid(), SIGUSR1);
+  while (!finished_) co_await loop.yield();
+  co_return result;
 }
 
 }  // namespace qblock::tools

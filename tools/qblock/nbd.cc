@@ -249,33 +249,11 @@ Result<std::unique_ptr<BlockBackend>> open_image(EventLoop& loop, const Args& ar
 }
 
 // Turns SIGTERM/SIGINT/SIGHUP into server.stop(); SIGUSR1 only wakes it to finish.
-struct SignalWatch {
-  int fd = -1;
-  bool done = false;
-  bool finished = false;
-};
-
-Task<void> watch_signals(EventLoop& loop, nbd::Server& server, SignalWatch& watch) {
-  for (;;) {
-    signalfd_siginfo info;
-    Task<Result<std::size_t>> read = loop.read_fd(watch.fd, &info, sizeof info);
-    const Result<std::size_t> got = co_await std::move(read);
-    if (watch.done) break;
-    if (got && *got == sizeof info && info.ssi_signo != SIGUSR1) server.stop();
-    if (!got && got.error().errnum() != EINTR && got.error().errnum() != EAGAIN) break;
-  }
-  watch.finished = true;
-}
-
-Task<Status> serve(EventLoop& loop, nbd::Server& server, BlockBackend& backend, int listen_fd,
-                   const Args& args, SignalWatch& watch) {
-  spawn(watch_signals(loop, server, watch));
+// Serves until the server stops (the last client left, or a shutdown signal), then closes the
+// image.
+Task<Status> serve(nbd::Server& server, BlockBackend& backend, int listen_fd, const Args& args) {
   Status served = co_await server.listen(listen_fd, args.shared, args.persistent);
   Status closed = co_await backend.close();
-  // Wake the signal watcher so that it can finish before the loop goes away.
-  watch.done = true;
-  ::kill(::getpid(), SIGUSR1);
-  while (!watch.finished) co_await loop.yield();
   if (!served) co_return served;
   co_return closed;
 }
@@ -293,16 +271,8 @@ int run_nbd(int argc, char** argv) {
     if (ready_fd < 0) return fail(error);
   }
 
-  // Signals are taken through a signalfd on the loop; a client gone mid-reply is an error
-  // result, not a SIGPIPE.
-  ::signal(SIGPIPE, SIG_IGN);
-  sigset_t mask;
-  sigemptyset(&mask);
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&mask, sig);
-  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
-  SignalWatch watch;
-  watch.fd = ::signalfd(-1, &mask, SFD_CLOEXEC);
-  if (watch.fd < 0) return fail(std::string("signalfd: ") + std::strerror(errno));
+  ShutdownSignals signals;
+  if (std::string error; !signals.open(error)) return fail(error);
 
   std::unique_ptr<nbd::TlsCredentials> tls;
   if (!args.tls_creds.empty() || !args.tls_psk.empty()) {
@@ -344,9 +314,9 @@ int run_nbd(int argc, char** argv) {
   if (ready_fd >= 0 && !report_ready(ready_fd)) return EXIT_FAILURE;
 
   nbd::Server server(**backend, args.export_options, tls.get(), args.limits);
-  Status served = run_sync(**loop, serve(**loop, server, **backend, *listener, args, watch));
+  Status served = run_sync(**loop, signals.serve(**loop, serve(server, **backend, *listener, args),
+                                                 [&server] { server.stop(); }));
   ::close(*listener);
-  ::close(watch.fd);
   if (!args.socket_path.empty()) ::unlink(args.socket_path.c_str());
   if (!args.pid_file.empty()) ::unlink(args.pid_file.c_str());
   if (!served) return fail(served.error().message());

@@ -193,34 +193,6 @@ int setup(EventLoop& loop, StorageDaemon& daemon, const Args& args) {
   return kContinue;
 }
 
-struct SignalWatch {
-  int fd = -1;
-  bool done = false;
-  bool finished = false;
-};
-
-Task<void> watch_signals(EventLoop& loop, StorageDaemon& daemon, SignalWatch& watch) {
-  for (;;) {
-    signalfd_siginfo info;
-    Task<Result<std::size_t>> read = loop.read_fd(watch.fd, &info, sizeof info);
-    const Result<std::size_t> got = co_await std::move(read);
-    if (watch.done) break;
-    if (got && *got == sizeof info && info.ssi_signo != SIGUSR1) daemon.quit();
-    if (!got && got.error().errnum() != EINTR && got.error().errnum() != EAGAIN) break;
-  }
-  watch.finished = true;
-}
-
-Task<Status> serve(EventLoop& loop, StorageDaemon& daemon, SignalWatch& watch) {
-  spawn(watch_signals(loop, daemon, watch));
-  Task<Status> run = daemon.run();
-  Status result = co_await std::move(run);
-  watch.done = true;
-  ::kill(::getpid(), SIGUSR1);
-  while (!watch.finished) co_await loop.yield();
-  co_return result;
-}
-
 }  // namespace
 
 int run_storage_daemon(int argc, char** argv) {
@@ -234,14 +206,8 @@ int run_storage_daemon(int argc, char** argv) {
     if (ready_fd < 0) return fail(error);
   }
 
-  ::signal(SIGPIPE, SIG_IGN);
-  sigset_t mask;
-  sigemptyset(&mask);
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&mask, sig);
-  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
-  SignalWatch watch;
-  watch.fd = ::signalfd(-1, &mask, SFD_CLOEXEC);
-  if (watch.fd < 0) return fail(std::string("signalfd: ") + std::strerror(errno));
+  ShutdownSignals signals;
+  if (std::string error; !signals.open(error)) return fail(error);
 
   Result<std::unique_ptr<EventLoop>> loop = EventLoop::create();
   if (!loop) return fail(loop.error().message());
@@ -263,8 +229,8 @@ int run_storage_daemon(int argc, char** argv) {
     }
   }
   if (ready_fd >= 0 && !report_ready(ready_fd)) return EXIT_FAILURE;
-  Status served = run_sync(**loop, serve(**loop, *daemon, watch));
-  ::close(watch.fd);
+  Status served =
+      run_sync(**loop, signals.serve(**loop, daemon->run(), [&daemon] { daemon->quit(); }));
   if (!args.pidfile.empty()) ::unlink(args.pidfile.c_str());
   if (!served) return fail(served.error().message());
   return EXIT_SUCCESS;
