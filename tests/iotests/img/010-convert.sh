@@ -1,22 +1,8 @@
 # qemu-img convert: qcow2 and raw sources and targets, creation options, sparse detection (-S),
 # progress (-p), existing targets (-n), backing files (-B), several sources, -m/-W, errors
 # (qemu-compat.md §3.5). The results are judged by qemu-img itself: check, compare and map.
+. ./convert.rc
 . ./common.rc
-QEMU_IO=${QEMU_IO:-qemu-io}
-REF=qemu-img
-_io() { $QEMU_IO "$@" >/dev/null; }
-_conv() {
-    echo "--- convert $*"
-    stdbuf -oL $QEMU_IMG convert "$@" 2>&1 | tr '\r' '~'
-    echo "exit status: ${PIPESTATUS[0]}"
-}
-# The judge: the target must be a consistent image with the source's content.
-_judge() {
-    local src=$1 dst=$2; shift 2
-    if [ "${dst##*.}" = qcow2 ]; then $REF check -q "$dst" && echo "check: ok"; fi
-    $REF compare "$@" "$src" "$dst"
-}
-_map() { $REF map --output=json "$@"; }
 
 $REF create -q -f qcow2 a.qcow2 64M
 _io -c 'write -P 1 0 64k' -c 'write -P 2 1M 64k' -c 'write -z 2M 64k' -c 'write -P 3 10M 100k' \

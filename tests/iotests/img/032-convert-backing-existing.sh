@@ -1,21 +1,8 @@
 # qemu-img convert onto a backing file (-B/-F, -o backing_file), into existing targets (-n,
 # --target-image-opts) and onto targets known to be zero (--target-is-zero), with qemu-img's
 # refusals. Results are judged by qemu-img: check, compare, map, and reads with qemu-io.
+. ./convert.rc
 . ./common.rc
-QEMU_IO=${QEMU_IO:-qemu-io}
-REF=qemu-img
-_io() { $QEMU_IO "$@" >/dev/null; }
-_conv() {
-    echo "--- convert $*"
-    stdbuf -oL $QEMU_IMG convert "$@" 2>&1 | tr '\r' '~'
-    echo "exit status: ${PIPESTATUS[0]}"
-}
-_judge() {
-    local src=$1 dst=$2; shift 2
-    if [ "${dst##*.}" = qcow2 ]; then $REF check -q "$dst" && echo "check: ok"; fi
-    $REF compare "$@" "$src" "$dst"
-}
-_map() { $REF map --output=json "$@"; }
 # What qemu-io reads at each range, pattern by pattern ("ok" or "differs").
 _reads() {
     local img=$1; shift
@@ -214,15 +201,6 @@ $REF create -q -f qcow2 t4.qcow2 1M
 _conv -n --target-image-opts top.qcow2 driver=qcow2,file.filename=t4.qcow2
 
 _section "interop: the same command run by qemu-img gives the same image"
-# $1: the target name; the rest: convert's arguments without it. qemu-img makes ref-$1 from
-# the same arguments; both must read the same and map the same (host offsets included).
-_same() {
-    local out=$1; shift
-    _conv "$@" "$out"
-    $REF convert "$@" "ref-$out" 2>/dev/null
-    $REF compare "ref-$out" "$out"
-    if diff <(_map "ref-$out") <(_map "$out") >/dev/null; then echo "map: same"; else echo "map: differs"; fi
-}
 _same i1.qcow2 -O qcow2 -B base.qcow2 -F qcow2 top.qcow2
 _same i2.qcow2 -O qcow2 -B base.qcow2 -F qcow2 lone.qcow2
 _same i3.qcow2 -O qcow2 -B short.qcow2 -F qcow2 -o cluster_size=4k long.qcow2

@@ -1,21 +1,8 @@
 # qemu-img convert: sparse detection (-S: the default 4k, 0, sizes against the target's cluster
 # size, validation), from an internal snapshot (-l; 7.2 has no -s), and copy offloading (-C
 # and its refusals). Judged by qemu-img check, compare and map of the targets.
+. ./convert.rc
 . ./common.rc
-QEMU_IO=${QEMU_IO:-qemu-io}
-REF=qemu-img
-_io() { $QEMU_IO "$@" >/dev/null; }
-_conv() {
-    echo "--- convert $*"
-    stdbuf -oL $QEMU_IMG convert "$@" 2>&1 | tr '\r' '~'
-    echo "exit status: ${PIPESTATUS[0]}"
-}
-_judge() {
-    local src=$1 dst=$2; shift 2
-    if [ "${dst##*.}" = qcow2 ]; then $REF check -q "$dst" && echo "check: ok"; fi
-    $REF compare "$@" "$src" "$dst"
-}
-_map() { $REF map --output=json "$@"; }
 
 # A raw file with zero runs of many lengths inside data, and a qcow2 image holding the same.
 truncate -s 4M s.raw
@@ -160,13 +147,6 @@ _conv -C -S 4k nofile
 ls e.qcow2 e.raw 2>&1
 
 _section "interop: the same command run by qemu-img gives the same image"
-_same() {
-    local out=$1; shift
-    _conv "$@" "$out"
-    $REF convert "$@" "ref-$out" 2>/dev/null
-    $REF compare "ref-$out" "$out"
-    if diff <(_map "ref-$out") <(_map "$out") >/dev/null; then echo "map: same"; else echo "map: differs"; fi
-}
 _same i1.qcow2 -l s2 -O qcow2 snap.qcow2
 _same i2.qcow2 -l snapshot.id=3 -O qcow2 -o cluster_size=4k snap.qcow2
 _same i3.qcow2 -C -O qcow2 a.qcow2

@@ -1,22 +1,14 @@
 # qemu-img convert --salvage: source read errors injected with blkdebug (as QEMU's iotest 251
 # does) become zeros in the target, sector by sector, with qemu-img's warnings; without
 # --salvage the copy stops with qemu-img's error. Judged with qemu-io reads and qemu-img map.
+. ./convert.rc
 . ./common.rc
-QEMU_IO=${QEMU_IO:-qemu-io}
-REF=qemu-img
-_io() { $QEMU_IO "$@" >/dev/null; }
-_conv() {
-    echo "--- convert $*"
-    stdbuf -oL $QEMU_IMG convert "$@" 2>&1 | tr '\r' '~'
-    echo "exit status: ${PIPESTATUS[0]}"
-}
 # The warnings of several coroutines interleave in an order neither tool promises: sorted.
 _conv_sorted() {
     echo "--- convert $* (output sorted)"
     stdbuf -oL $QEMU_IMG convert "$@" 2>&1 | sort -t' ' -k7n
     echo "exit status: ${PIPESTATUS[0]}"
 }
-_map() { $REF map --output=json "$@"; }
 _reads() {
     local img=$1; shift
     while [ $# -gt 0 ]; do
@@ -98,12 +90,5 @@ $REF compare -f raw -F raw r.raw s13.raw
 _conv --salvage -O raw nofile.raw s14.raw
 
 _section "interop: the same command run by qemu-img gives the same image"
-_same() {
-    local out=$1; shift
-    _conv "$@" "$out"
-    $REF convert "$@" "ref-$out" 2>/dev/null
-    $REF compare "ref-$out" "$out"
-    if diff <(_map "ref-$out") <(_map "$out") >/dev/null; then echo "map: same"; else echo "map: differs"; fi
-}
 _same i1.qcow2 --salvage -m 1 -O qcow2 "$(_bad raw r.raw "$TWO")"
 _same i2.qcow2 --salvage -m 1 -O qcow2 -o cluster_size=512 "$(_bad qcow2 q.qcow2 "$ONE")"

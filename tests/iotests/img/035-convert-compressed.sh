@@ -2,15 +2,8 @@
 # clusters left unallocated (compressed too with -S 0), clusters that do not shrink stored
 # uncompressed, the image's last partial cluster, and the refusals (qemu-compat.md §3.5).
 # Judged by qemu-img: check (with its compressed-cluster figures), compare and qemu-io's map.
+. ./convert.rc
 . ./common.rc
-QEMU_IO=${QEMU_IO:-qemu-io}
-REF=qemu-img
-_io() { $QEMU_IO "$@" >/dev/null; }
-_conv() {
-    echo "--- convert $*"
-    stdbuf -oL $QEMU_IMG convert "$@" 2>&1 | tr '\r' '~'
-    echo "exit status: ${PIPESTATUS[0]}"
-}
 # The judge: a consistent image (its allocation and compression figures and end offset), the
 # source's content, and where the data is.
 _judge() {
@@ -21,8 +14,6 @@ _judge() {
     fi
     $REF compare "$@" "$src" "$dst"
 }
-# Semi-compressible data: text-like lines (compress), random bytes (do not).
-_text() { local i; for ((i = 0; i < $2; i++)); do printf 'line %06d of %s: the quick brown fox\n' $i "$1"; done; }
 # $1 bytes of reproducible noise.
 _noise() {
     head -c "$1" /dev/zero | openssl enc -aes-128-ctr -K 000102030405060708090a0b0c0d0e0f \

@@ -1,15 +1,8 @@
 # qemu-img convert -c with the copy options: -m and -W (in-order and out-of-order writes),
 # several sources (the last one's size not a cluster multiple), a backing file for the target (-B),
 # an existing target (-n), -p, compressed sources, and -m's range (qemu-compat.md §3.5).
+. ./convert.rc
 . ./common.rc
-QEMU_IO=${QEMU_IO:-qemu-io}
-REF=qemu-img
-_io() { $QEMU_IO "$@" >/dev/null; }
-_conv() {
-    echo "--- convert $*"
-    stdbuf -oL $QEMU_IMG convert "$@" 2>&1 | tr '\r' '~'
-    echo "exit status: ${PIPESTATUS[0]}"
-}
 # Full judge (in-order writes: the layout is qemu-img's): check with its figures, map, compare.
 _judge() {
     local src=$1 dst=$2; shift 2
@@ -24,7 +17,6 @@ _judge_w() {
     $REF check "$dst" | grep -o '[0-9.]*% compressed clusters'
     $REF compare "$@" "$src" "$dst"
 }
-_text() { local i; for ((i = 0; i < $2; i++)); do printf 'line %06d of %s: the quick brown fox\n' $i "$1"; done; }
 
 truncate -s 6M s.raw
 _text alpha 60000 | dd of=s.raw conv=notrunc status=none
