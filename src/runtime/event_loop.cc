@@ -221,6 +221,12 @@ void EventLoop::adapt_busy_poll(std::chrono::nanoseconds blocked) {
 void EventLoop::submit_if_stale() {
   if (io_uring_sq_ready(&Ring::of(*this)) == 0) return;
   const auto now = std::chrono::steady_clock::now();
+  if (submit_promptly_) {
+    submit_promptly_ = false;
+    (void)submit_now();
+    sq_pending_since_ = {};
+    return;
+  }
   if (sq_pending_since_ == std::chrono::steady_clock::time_point{}) {
     sq_pending_since_ = now;
     return;
@@ -262,6 +268,7 @@ bool EventLoop::run_once(bool block) {
   if (wait && busy_poll_max_.count() > 0 && busy_poll_wait()) wait = false;
   const auto wait_start = std::chrono::steady_clock::now();
   sq_pending_since_ = {};
+  submit_promptly_ = false;
   int r = wait ? io_uring_submit_and_wait(&Ring::of(*this), 1) : submit_now();
   if (wait && busy_poll_max_.count() > 0) {
     adapt_busy_poll(std::chrono::steady_clock::now() - wait_start);

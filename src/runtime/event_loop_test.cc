@@ -146,5 +146,37 @@ TEST(EventLoop, QueuedOperationIsSubmittedWhileLaterCoroutinesRunLong) {
   close(fds[1]);
 }
 
+// Two coroutines resumed in one iteration: the first asks for a prompt submission and queues a
+// send, the second looks for the sent byte straight away. Held back for the batch, the send
+// could not arrive while the second coroutine blocks the loop.
+Task<void> send_promptly(StaleSubmission& t) {
+  co_await t.loop.yield();
+  const char byte = 'x';
+  t.loop.submit_promptly();
+  t.sent = co_await uring::send(t.loop, t.sender, &byte, 1);
+}
+
+Task<void> look_second(StaleSubmission& t) {
+  co_await t.loop.yield();
+  pollfd p{t.receiver, POLLIN, 0};
+  t.seen_by_third = ::poll(&p, 1, 500) == 1;
+}
+
+TEST(EventLoop, PromptSubmissionGoesOutBeforeTheNextCoroutineRuns) {
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop);
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  StaleSubmission t{**loop, fds[0], fds[1]};
+  spawn(send_promptly(t));
+  spawn(look_second(t));
+  while ((*loop)->run_once(true)) {
+  }
+  EXPECT_EQ(t.sent, 1);
+  EXPECT_TRUE(t.seen_by_third);
+  close(fds[0]);
+  close(fds[1]);
+}
+
 }  // namespace
 }  // namespace qblock

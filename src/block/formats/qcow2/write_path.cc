@@ -271,6 +271,9 @@ Task<Status> Qcow2Node::fill_new_clusters(const Allocate& step, const Allocation
     merged.append(payload);
     if (layout.tail) merged.append(tail_buf.data(), layout.tail);
     co_await file_->debug_event(DebugEvent::kCowWrite);
+    // The request has waited for its COW read already; holding its write for the loop's batch
+    // would add to that latency (W4: a write into a new cluster over a backing file).
+    if (layout.head || layout.tail) loop().submit_promptly();
     s = co_await file_->write(merge_prefix ? prefix->host : host, std::move(merged));
   }
   if (prefix) prefix->token.release();
