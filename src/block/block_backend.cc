@@ -88,14 +88,10 @@ Task<Result<std::unique_ptr<BlockBackend>>> BlockBackend::open(EventLoop& loop,
   Result<Options> unflat = unflatten_options(tree);
   if (!unflat) co_return fail(unflat.error());
   tree = std::move(*unflat);
-  if (!options.format.empty()) {
-    if (tree.contains("driver") && tree["driver"] != options.format) {
-      co_return fail(Error::with_message(EINVAL, "Cannot use format '" + options.format +
-                                                     "' together with driver '" +
-                                                     tree["driver"].get<std::string>() + "'"));
-    }
-    tree["driver"] = options.format;
-  }
+  // -f wins over a json: filename's "driver", as in QEMU 7.2 (`qemu-img info -f raw
+  // 'json:{"driver":"qcow2",...}'` shows the qcow2 file as raw): explicit options take
+  // precedence over the filename's.
+  if (!options.format.empty()) tree["driver"] = options.format;
   bool probed_raw = false;
   if (!tree.contains("driver")) {
     if (!tree.contains("file")) {

@@ -467,13 +467,13 @@ class Converter {
       if (!args_.out_of_order) {
         while (!failed_ && next_write_ != index) co_await turn_.wait();
       }
+      bool passed = false;  // the turn went to the next chunk before the write finished
       if (s && !failed_) {
-        Task<Status> write = write_chunk(chunk, buf.data());
+        Task<Status> write = write_chunk(chunk, buf.data(), &passed);
         s = co_await std::move(write);
       }
       if (!s) failed_ = true;
-      ++next_write_;
-      turn_.wake_all();
+      if (!passed) pass_turn();
       if (!s) co_return s;
     }
   }
@@ -513,7 +513,22 @@ class Converter {
     co_return ok();
   }
 
-  Task<Status> write_chunk(Chunk chunk, const uint8_t* buf) {
+  // Lets the next chunk (in order) write.
+  void pass_turn() {
+    ++next_write_;
+    turn_.wake_all();
+  }
+
+  // The last of a chunk's concurrent compressed writes: once the others have entered the
+  // target (and taken their place in its allocation order), the next chunk may start its own.
+  Task<Status> pass_turn_early(bool* passed) {
+    pass_turn();
+    *passed = true;
+    co_return ok();
+  }
+
+  // Writes a chunk. In-order compressed mode may pass the turn on early (setting *passed).
+  Task<Status> write_chunk(Chunk chunk, const uint8_t* buf, bool* passed) {
     switch (chunk.kind) {
       case ChunkKind::kBacking: co_return ok();
       case ChunkKind::kZero: {
@@ -524,7 +539,7 @@ class Converter {
       case ChunkKind::kData: break;
     }
     if (compress_cluster_) {
-      Task<Status> write = write_compressed(chunk, buf);
+      Task<Status> write = write_compressed(chunk, buf, passed);
       co_return co_await std::move(write);
     }
     // -C copies data as it is, without looking for zeros.
@@ -575,9 +590,43 @@ class Converter {
 
   // Compressed mode: the chunk's clusters that are not all zero (all of them with -S 0) go
   // out compressed, a run of them in one request; all-zero clusters are left to a zeroed
-  // target, else written as zeroes.
-  Task<Status> write_compressed(Chunk chunk, const uint8_t* buf) {
+  // target, else written as zeroes. In order (no -W) on a zeroed target the runs are issued
+  // together and the turn passes on as soon as they have entered the target: the qcow2 driver
+  // compresses them on its workers while the next chunks are read and compressed, and
+  // allocates in the order the requests entered, which is guest order (qemu-img's layout).
+  Task<Status> write_compressed(Chunk chunk, const uint8_t* buf, bool* passed) {
     const uint64_t cs = compress_cluster_;
+    if (!args_.out_of_order && zero_init_) {
+      std::vector<Task<Status>> writes;
+      std::vector<uint64_t> offsets;
+      for (uint64_t pos = 0; pos < chunk.bytes;) {
+        const uint64_t len = std::min(cs, chunk.bytes - pos);
+        const bool zero = args_.sparse != 0 && all_zero(buf + pos, len);
+        uint64_t end = pos + len;
+        while (end < chunk.bytes) {
+          const uint64_t next = std::min(cs, chunk.bytes - end);
+          if ((args_.sparse != 0 && all_zero(buf + end, next)) != zero) break;
+          end += next;
+        }
+        if (!zero) {
+          writes.push_back(target_.write(chunk.offset + pos,
+                                         IoVec(const_cast<uint8_t*>(buf + pos), end - pos),
+                                         RequestFlag::kWriteCompressed));
+          offsets.push_back(chunk.offset + pos);
+        }
+        pos = end;
+      }
+      writes.push_back(pass_turn_early(passed));
+      Task<std::vector<Status>> all = when_all(std::move(writes));
+      std::vector<Status> done = co_await std::move(all);
+      for (std::size_t i = 0; i < offsets.size(); ++i) {
+        if (!done[i]) {
+          write_failed(offsets[i], done[i].error());
+          co_return done[i];
+        }
+      }
+      co_return ok();
+    }
     uint64_t pos = 0;
     while (pos < chunk.bytes) {
       const uint64_t len = std::min(cs, chunk.bytes - pos);

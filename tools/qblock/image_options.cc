@@ -4,6 +4,7 @@
 #include <getopt.h>
 
 #include <cstdio>
+#include <string>
 #include <utility>
 
 #include "qblock/img_common.h"
@@ -25,6 +26,33 @@ int report_like_qemu_img(char kind, const char* word) {
 
 Task<Result<std::unique_ptr<BlockBackend>>> open_backend(EventLoop* loop, BackendOptions options) {
   co_return co_await BlockBackend::open(*loop, std::move(options));
+}
+
+// QemuOpts' deprecation warning for each item of an --image-opts string after the first
+// (which is the implied "file") that has no '=': a short-form boolean, taken as "on".
+void warn_short_form_booleans(const std::string& text) {
+  bool first = true;
+  for (std::size_t pos = 0; pos <= text.size();) {
+    std::size_t end = pos;
+    while (end < text.size()) {
+      if (text[end] == ',' && end + 1 < text.size() && text[end + 1] == ',') {
+        end += 2;
+        continue;
+      }
+      if (text[end] == ',') break;
+      ++end;
+    }
+    const std::string item = text.substr(pos, end - pos);
+    if (!first && !item.empty() && item.find('=') == std::string::npos) {
+      std::fflush(stdout);
+      std::fprintf(stderr,
+                   "qemu-img: warning: short-form boolean option '%s' deprecated\n"
+                   "Please use %s=on instead\n",
+                   item.c_str(), item.c_str());
+    }
+    first = false;
+    pos = end + 1;
+  }
 }
 
 }  // namespace
@@ -174,6 +202,7 @@ Result<std::unique_ptr<BlockBackend>> open_image(EventLoop& loop, const std::str
   options.format = args.format_name();
   options.flags = flags;
   if (args.image_opts) {
+    warn_short_form_booleans(filename);
     Result<Options> tree = parse_key_value_options(filename, "file");
     if (!tree) {
       img_error(tree.error().message());

@@ -19,6 +19,7 @@
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"
+#include "qblock/snapshot_option.h"
 
 namespace qblock::tools {
 
@@ -91,6 +92,7 @@ struct MeasureArgs {
   std::string filename;
   bool json = false;
   std::optional<uint64_t> size;
+  std::optional<SnapshotParam> snapshot;  // -l
 };
 
 // Returns -1 to continue, else the exit status.
@@ -111,9 +113,11 @@ int parse_args(int argc, char** argv, MeasureArgs& args) {
     args.options += value;
     return kContinue;
   });
-  parser.with_value('l', [](const char*) {
-    img_error("Internal snapshots are not supported by qblock measure");
-    return 1;
+  parser.with_value('l', [&args](const char* value) {
+    SnapshotParam param;
+    if (!parse_snapshot_option(value, param)) return 1;
+    args.snapshot = std::move(param);
+    return kContinue;
   });
   parser.with_value("output", [&args](const char* value) {
     if (std::string(value) == "json") {
@@ -161,7 +165,7 @@ int parse_args(int argc, char** argv, MeasureArgs& args) {
     img_error("Either --size N or one filename must be specified.");
     return 1;
   }
-  if (args.size && (args.image.image_opts || args.image.format)) {
+  if (args.size && (args.image.image_opts || args.image.format || args.snapshot)) {
     img_error("--image-opts, -f, and -l require a filename argument.");
     return 1;
   }
@@ -221,6 +225,12 @@ int run_measure(int argc, char** argv) {
         open_image(**loop, args.filename, args.image, flags);
     if (!opened) return 1;
     source = std::move(*opened);
+    // 7.2 loads the snapshot right after the open, before looking at the output format.
+    if (args.snapshot && !load_snapshot_option(**loop, *args.snapshot, source->root())) {
+      Status closed = run_sync(**loop, close_source(source.get()));
+      (void)closed;
+      return 1;
+    }
   }
   auto finish = [&](int status) {
     if (source) {

@@ -29,6 +29,22 @@ Task<Status> compress_in_worker(EventLoop& loop, CompressionType type, const uin
   co_return result;
 }
 
+// Passes the allocation turn on when a compressed write is done with it, however it ends.
+class TurnRelease {
+ public:
+  TurnRelease(uint64_t& turn, WaitQueue& waiters) : turn_(turn), waiters_(waiters) {}
+  TurnRelease(const TurnRelease&) = delete;
+  TurnRelease& operator=(const TurnRelease&) = delete;
+  ~TurnRelease() {
+    ++turn_;
+    waiters_.wake_all();
+  }
+
+ private:
+  uint64_t& turn_;
+  WaitQueue& waiters_;
+};
+
 }  // namespace
 
 Task<Result<uint64_t>> Qcow2Node::allocate_compressed(uint64_t bytes) {
@@ -93,6 +109,10 @@ Task<Status> Qcow2Node::write_compressed(uint64_t offset, IoVec qiov) {
     plain = copy.data();
   }
   const auto type = static_cast<CompressionType>(header_.compression_type);
+  // The ticket is taken before the first suspension, so requests allocate in the order
+  // their callers issued them, not in the order their compression finishes.
+  const uint64_t ticket = compressed_tickets_++;
+  TurnRelease release(compressed_turn_, compressed_turns_);
   std::vector<std::vector<uint8_t>> packed(n);
   {
     std::vector<Task<Status>> jobs;
@@ -101,6 +121,8 @@ Task<Status> Qcow2Node::write_compressed(uint64_t offset, IoVec qiov) {
       jobs.push_back(compress_in_worker(*loop_, type, plain + i * cs_, cs_, packed[i]));
     }
     std::vector<Status> done = co_await when_all(std::move(jobs));
+    // Wait for the turn even after a failure: the release passes it on only in order.
+    while (compressed_turn_ != ticket) co_await compressed_turns_.wait();
     for (Status& s : done) {
       if (!s) co_return s;
     }

@@ -6,6 +6,7 @@ namespace qblock::qcow2 {
 Qcow2Node::Qcow2Node(EventLoop& loop, NodePtr file, Header header, const CacheSettings& cache)
     : BlockNode(loop, "qcow2", NodeKind::kFormat),
       lock_(loop),
+      compressed_turns_(loop),
       header_(std::move(header)),
       cs_(header_.cluster_size()),
       l2_entries_(cs_ / 8),

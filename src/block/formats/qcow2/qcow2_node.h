@@ -307,7 +307,9 @@ class Qcow2Node : public BlockNode {
   // clusters; a cluster that does not shrink is written normally. The clusters of one request
   // are compressed at once on the loop's worker threads; the allocation, the writes (host
   // ranges that follow each other in one write) and the L2 links stay on the loop, in guest
-  // order.
+  // order. Requests compress concurrently but allocate one after another in the order they
+  // entered, so a caller that issues them in guest order (convert -c without -W) gets the
+  // layout of one-at-a-time writes whatever the workers' timing.
   Task<Status> write_compressed(uint64_t offset, IoVec qiov);
   // The compressed part of write_compressed: clusters [first, last) of the request starting
   // at guest offset `base`, each with its compressed stream in packed[i] (none empty).
@@ -376,6 +378,12 @@ class Qcow2Node : public BlockNode {
                                  uint64_t host, WriteZeros zeros);
 
   AsyncMutex lock_;  // guards every metadata structure below
+  // Compressed writes allocate in the order they arrived (compressed_write.cc): each takes
+  // ticket compressed_tickets_ on entry, compresses, and waits until compressed_turn_ reaches
+  // its ticket. Invariant: compressed_turn_ <= compressed_tickets_.
+  WaitQueue compressed_turns_;
+  uint64_t compressed_tickets_ = 0;
+  uint64_t compressed_turn_ = 0;
   Header header_;
   const uint64_t cs_;
   const uint64_t l2_entries_;
