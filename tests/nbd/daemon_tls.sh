@@ -24,7 +24,7 @@ run() {  # run NAME DAEMON...
     --chardev socket,id=m,path="$DIR/qmp.sock",server=on,wait=off --monitor chardev=m \
     --pidfile "$DIR/pid" >"$DIR/daemon.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 100); do [ -S "$DIR/qmp.sock" ] && break; sleep 0.05; done
+  for _ in $(seq 400); do [ -S "$DIR/qmp.sock" ] && break; sleep 0.05; done
   {
     timeout 120 python3 "$HERE/../qmp/qmp_client.py" "$DIR/qmp.sock" "$HERE/daemon_tls.qmp"
     for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
