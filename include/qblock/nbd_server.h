@@ -28,11 +28,15 @@ class TlsCredentials {
   // -- the layout of QEMU's tls-creds-x509 object. CA certificates from ca-cert.pem that
   // issue the last certificate of server-cert.pem are appended to the chain sent to clients,
   // up to but excluding the self-signed root; ca-cert.pem is also loaded as the trust list.
-  // Client certificates are not requested. Sessions negotiate GnuTLS's "NORMAL" priorities.
+  // With VerifyPeer::kYes (QEMU's verify-peer=on, its default) clients must present a
+  // certificate that ca-cert.pem's CAs issued, else the handshake fails; with kNo client
+  // certificates are not requested. Sessions negotiate GnuTLS's "NORMAL" priorities.
   // Errors name the file: ENOENT etc. "Could not read TLS certificate '<dir>/server-cert.pem'"
   // when a file cannot be read; EINVAL "Could not load ..." when it does not parse, and
   // "Could not use TLS certificate '...' with private key '...'" when they do not match.
-  static Result<std::unique_ptr<TlsCredentials>> load_x509(const std::string& dir);
+  enum class VerifyPeer { kNo, kYes };
+  static Result<std::unique_ptr<TlsCredentials>> load_x509(const std::string& dir,
+                                                           VerifyPeer verify = VerifyPeer::kNo);
   // PSK: `file` has one "identity:hexkey" line per client (the format of QEMU's
   // tls-creds-psk keys.psk, of libnbd's tls-psk-file and of GnuTLS's psktool); blank lines
   // are skipped. Sessions negotiate "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK", as libnbd's clients

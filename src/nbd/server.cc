@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cinttypes>
 #include <cstdio>
 #include <cstring>
 #include <string_view>
@@ -346,7 +347,10 @@ Task<Server::Connection::Next> Server::Connection::handle_option(uint32_t option
   const bool tls_required = server_.tls != nullptr && !tls_active_;
   if (tls_required && option != kOptStartTls && option != kOptAbort) {
     if (option == kOptExportName) co_return Next::kClose;  // no way to send an error
-    co_return co_await refuse(option, kRepErrTlsReqd, "TLS negotiation required");
+    // qemu-nbd's words, which QEMU's client shows as "server reported: ...".
+    char why[64];
+    std::snprintf(why, sizeof(why), "Option 0x%" PRIx32 " not permitted before TLS", option);
+    co_return co_await refuse(option, kRepErrTlsReqd, why);
   }
   switch (option) {
     case kOptExportName: {

@@ -215,7 +215,8 @@ class X509Credentials final : public TlsCredentialsImpl {
   X509Credentials(const X509Credentials&) = delete;
   X509Credentials& operator=(const X509Credentials&) = delete;
 
-  Status load(const std::string& dir) {
+  Status load(const std::string& dir, VerifyPeer verify) {
+    verify_peer_ = verify == VerifyPeer::kYes;
     const std::string cert_path = dir + "/server-cert.pem";
     const std::string key_path = dir + "/server-key.pem";
     const std::string ca_path = dir + "/ca-cert.pem";
@@ -270,8 +271,7 @@ class X509Credentials final : public TlsCredentialsImpl {
                                                   "': " + gnutls_strerror(r)));
     }
     if (ca_text) {
-      // The trust list matters only for client certificates, which are not requested now;
-      // loading it keeps the QEMU layout's meaning for when they are.
+      // The trust list checks client certificates (verify-peer).
       gnutls_datum_t data = datum_of(*ca_text);
       r = gnutls_certificate_set_x509_trust_mem(cred_, &data, GNUTLS_X509_FMT_PEM);
       if (r < 0) return fail(load_error("TLS CA certificate", ca_path, r));
@@ -285,11 +285,18 @@ class X509Credentials final : public TlsCredentialsImpl {
   int configure(gnutls_session_t session) const override {
     int r = gnutls_priority_set(session, priority_);
     if (r < 0) return r;
-    return gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, cred_);
+    r = gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, cred_);
+    if (r < 0 || !verify_peer_) return r;
+    // verify-peer: a client certificate is required, and GnuTLS checks it against the trust
+    // list (ca-cert.pem) during the handshake. No host name: clients have none to match.
+    gnutls_certificate_server_set_request(session, GNUTLS_CERT_REQUIRE);
+    gnutls_session_set_verify_cert(session, nullptr, 0);
+    return 0;
   }
 
  private:
   gnutls_certificate_credentials_t cred_ = nullptr;
+  bool verify_peer_ = false;
 };
 
 int hex_value(char c) {
@@ -620,9 +627,10 @@ void TlsStream::shutdown() {
 
 }  // namespace
 
-Result<std::unique_ptr<TlsCredentials>> TlsCredentials::load_x509(const std::string& dir) {
+Result<std::unique_ptr<TlsCredentials>> TlsCredentials::load_x509(const std::string& dir,
+                                                                  VerifyPeer verify) {
   auto credentials = std::make_unique<X509Credentials>();
-  Status loaded = credentials->load(dir);
+  Status loaded = credentials->load(dir, verify);
   if (!loaded) return fail(loaded.error());
   return std::unique_ptr<TlsCredentials>(std::move(credentials));
 }

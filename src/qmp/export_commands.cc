@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "qblock/listen_socket.h"
+#include "qblock/user_objects.h"
 #include "qmp/storage_daemon.h"
 
 namespace qblock {
@@ -85,9 +86,25 @@ CommandResult StorageDaemon::Impl::nbd_server_start(const Options& args, bool le
     }
   }
   if (nbd_running_) return qmp_fail(QmpError::generic("NBD server already running"));
+  // TLS: credentials from an --object, loaded now so that a bad file fails the command.
+  std::unique_ptr<nbd::TlsCredentials> tls;
   if (args.contains("tls-creds")) {
-    return qmp_fail(
-        QmpError::generic("No TLS credentials with id '" + text_of(args["tls-creds"]) + "'"));
+    Result<const TlsCredsObject*> creds =
+        user_objects().tls_creds(text_of(args["tls-creds"]), TlsEndpoint::kServer);
+    if (!creds) return qmp_fail(QmpError::generic(creds.error().message()));
+    const TlsCredsObject& c = **creds;
+    Result<std::unique_ptr<nbd::TlsCredentials>> loaded =
+        c.type == TlsCredsType::kPsk
+            ? nbd::TlsCredentials::load_psk(c.psk_file())
+            : nbd::TlsCredentials::load_x509(c.dir, c.verify_peer
+                                                        ? nbd::TlsCredentials::VerifyPeer::kYes
+                                                        : nbd::TlsCredentials::VerifyPeer::kNo);
+    if (!loaded) return qmp_fail(QmpError::generic(loaded.error().message()));
+    tls = std::move(*loaded);
+  }
+  if (args.contains("tls-authz")) {
+    // --object makes no authz objects, so no id can name one.
+    return qmp_fail(QmpError::generic("qblock does not support tls-authz"));
   }
   const Options& addr = args["addr"];
   const Options& data = legacy ? addr["data"] : addr;
@@ -120,6 +137,7 @@ CommandResult StorageDaemon::Impl::nbd_server_start(const Options& args, bool le
   }
   nbd_address_ = address;
   nbd_max_connections_ = max_connections;
+  nbd_tls_ = std::move(tls);
   if (Status s = open_nbd_listener(); !s) return qmp_fail(QmpError::from(s.error()));
   nbd_running_ = true;
   return Options::object();
@@ -133,6 +151,7 @@ Task<CommandResult> StorageDaemon::Impl::nbd_server_stop(Options) {
   nbd_listen_fd_ = -1;
   if (nbd_address_.unix_socket) ::unlink(nbd_address_.path.c_str());
   nbd_running_ = false;
+  nbd_tls_.reset();  // every export using it is gone
   co_return Options::object();
 }
 
@@ -199,7 +218,7 @@ CommandResult StorageDaemon::Impl::block_export_add(const Options& args, bool fr
   e->id = id;
   e->node_name = node_name;
   e->name = name;
-  e->server = std::make_unique<nbd::Server>(*backend, std::move(options));
+  e->server = std::make_unique<nbd::Server>(*backend, std::move(options), nbd_tls_.get());
   BlockExport* raw = e.get();
   exports_.emplace(id, std::move(e));
   spawn(run_export(raw, nbd_listen_fd_));

@@ -88,6 +88,8 @@ class StorageDaemon::Impl {
   NbdAddress nbd_address_;
   uint32_t nbd_max_connections_ = 0;
   int nbd_listen_fd_ = -1;
+  // nbd-server-start's tls-creds, loaded; the exports' servers use it. Null: no TLS.
+  std::unique_ptr<nbd::TlsCredentials> nbd_tls_;
   std::map<std::string, std::unique_ptr<BlockExport>> exports_;
   WaitQueue changed_;  // an export finished, or quit was requested
   bool quitting_ = false;

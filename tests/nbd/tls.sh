@@ -62,7 +62,7 @@ start() {
 }
 
 x509="nbds+unix:///?socket=$sock&tls-certificates=$dir/creds"
-start --tls-creds="$dir/creds"
+start --object "tls-creds-x509,id=tls0,dir=$dir/creds,endpoint=server" --tls-creds tls0
 expect_ok "x509: nbdinfo over TLS" nbdinfo "$x509"
 grep -q "with TLS" "$dir/out" || fail "x509: nbdinfo did not report TLS"
 expect_ok "x509: nbdcopy file -> export" nbdcopy "$dir/data" "$x509"
@@ -73,15 +73,33 @@ expect_ok "x509: qemu-img info with a tls-creds object" qemu-img info \
   --object "tls-creds-x509,id=tls0,endpoint=client,dir=$dir/creds" \
   --image-opts "driver=nbd,server.type=unix,server.path=$sock,tls-creds=tls0,tls-hostname=localhost"
 expect_refused "x509: client without TLS is refused" nbdinfo "nbd+unix:///?socket=$sock"
+# QEMU's client shows the server's reason: qemu-nbd's words.
+qemu-img info "nbd+unix:///?socket=$sock" >"$dir/out" 2>&1 || true
+printf '%s\n' "qemu-img: Could not open 'nbd+unix:///?socket=$sock': TLS negotiation required before option 7 (go)" \
+  "Did you forget a valid tls-creds?" "server reported: Option 0x7 not permitted before TLS" |
+  cmp -s - "$dir/out" && ok "x509: qemu-img without TLS gets qemu-nbd's refusal" ||
+  fail "x509: qemu-img without TLS: $(cat "$dir/out")"
+# verify-peer=on (QEMU's default): a client without a certificate of the CA is refused.
+mkdir -p "$dir/nocert"
+cp "$dir/creds/ca-cert.pem" "$dir/nocert/"
+expect_refused "x509: client without a certificate is refused (verify-peer=on)" \
+  nbdinfo "nbds+unix:///?socket=$sock&tls-certificates=$dir/nocert"
 expect_ok "x509: server still serves after the refusals" nbdinfo "$x509"
 stop_server
 [[ ! -e $sock ]] && ok "x509: socket removed on SIGTERM" || fail "x509: socket left behind"
+
+start --object "tls-creds-x509,id=tls0,dir=$dir/creds,endpoint=server,verify-peer=off" \
+  --tls-creds tls0
+expect_ok "x509: verify-peer=off admits a client without a certificate" \
+  nbdinfo "nbds+unix:///?socket=$sock&tls-certificates=$dir/nocert"
+stop_server
 
 # Over TCP (loopback only) the client checks the certificate against the host name; libnbd
 # skips that check on Unix sockets, so the untrusted-CA case needs TCP.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # shellcheck disable=SC2086
-$server -b 127.0.0.1 -p "$port" -t -e 8 --fork --pid-file "$pid_file" --tls-creds="$dir/creds" "$img"
+$server -b 127.0.0.1 -p "$port" -t -e 8 --fork --pid-file "$pid_file" \
+  --object "tls-creds-x509,id=tls0,dir=$dir/creds,endpoint=server" --tls-creds tls0 "$img"
 expect_ok "x509 over TCP: nbdinfo with the right CA" \
   nbdinfo "nbds://localhost:$port/?tls-certificates=$dir/creds"
 expect_refused "x509 over TCP: client trusting another CA is refused" \
@@ -90,7 +108,7 @@ expect_ok "x509 over TCP: server still serves" nbdinfo "nbds://localhost:$port/?
 stop_server
 
 psk="nbds+unix://qblock@/?socket=$sock&tls-psk-file=$dir/creds/keys.psk"
-start --tls-psk="$dir/creds/keys.psk"
+start --object "tls-creds-psk,id=tls0,dir=$dir/creds,endpoint=server" --tls-creds tls0
 expect_ok "psk: nbdinfo over TLS" nbdinfo "$psk"
 expect_ok "psk: nbdcopy export -> file" nbdcopy "$psk" "$dir/back2"
 head -c 8M "$dir/back2" | cmp -s - "$dir/data" && ok "psk: data read back" ||
@@ -104,7 +122,7 @@ stop_server
 
 # A client that connects and then says nothing (or stops in the middle of the TLS handshake)
 # is dropped after --handshake-limit, so it cannot hold the only slot of -e 1 for ever.
-start --tls-creds="$dir/creds" --handshake-limit=1 -e 1
+start --object "tls-creds-x509,id=tls0,dir=$dir/creds,endpoint=server" --tls-creds tls0 --handshake-limit=1 -e 1
 stalled_client() {  # $1 = bytes to send after the greeting (hex), then go quiet
   python3 - "$sock" "$1" <<'PY'
 import socket, sys, time
@@ -132,7 +150,8 @@ if qemu-img check "$img" >"$dir/out" 2>&1; then ok "image passes qemu-img check"
   fail "qemu-img check: $(cat "$dir/out")"
 fi
 expect_refused "missing credentials are reported at startup" \
-  $server -k "$sock" --tls-creds="$dir/nonexistent" "$img"
+  $server -k "$sock" --object "tls-creds-x509,id=tls0,dir=$dir/nonexistent,endpoint=server" \
+  --tls-creds tls0 "$img"
 
 if ((failures > 0)); then
   echo "$failures failure(s)"

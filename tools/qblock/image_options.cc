@@ -4,11 +4,13 @@
 #include <getopt.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <utility>
 
 #include "qblock/img_common.h"
 #include "qblock/options.h"
+#include "qblock/user_objects.h"
 
 namespace qblock::tools {
 
@@ -166,8 +168,14 @@ void add_image_options(OptionParser& parser, ImageOption which, ImageArgs* args)
   }
   if (has(which, ImageOption::kImageOpts)) parser.flag("image-opts", &args->image_opts);
   if (has(which, ImageOption::kObject)) {
+    // As QEMU's tools, each object is created as its option is parsed, and a bad one ends
+    // the program there.
     parser.with_value("object", [args](const char* v) {
       args->objects.emplace_back(v);
+      if (Status added = user_objects().add(v); !added) {
+        std::fprintf(stderr, "%s: %s\n", args->tool, added.error().message().c_str());
+        return EXIT_FAILURE;
+      }
       return kContinue;
     });
   }

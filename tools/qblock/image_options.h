@@ -97,7 +97,7 @@ enum class ImageOption : unsigned {
   kFormat = 1u << 0,       // -f FMT
   kFormatLong = 1u << 1,   // --format FMT as well (with kFormat)
   kImageOpts = 1u << 2,    // --image-opts: the filename is a key=value list (qemu-compat.md §5.3)
-  kObject = 1u << 3,       // --object OBJECTDEF: accepted; no object type is needed yet
+  kObject = 1u << 3,       // --object OBJECTDEF: created in user_objects() as parsed
   kForceShare = 1u << 4,   // -U, --force-share
   kSourceCache = 1u << 5,  // -T SRC_CACHE
 };
@@ -115,6 +115,7 @@ struct ImageArgs {
   bool image_opts = false;
   bool force_share = false;
   std::vector<std::string> objects;         // --object definitions in order
+  const char* tool = "qemu-img";            // names the program in --object errors
   std::optional<std::string> source_cache;  // -T
 
   // The driver to open with; empty means probe.

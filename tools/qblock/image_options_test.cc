@@ -132,12 +132,24 @@ TEST(ImageOptions, StoresEveryOption) {
                     ImageOption::kFormat | ImageOption::kFormatLong | ImageOption::kImageOpts |
                         ImageOption::kObject | ImageOption::kForceShare | ImageOption::kSourceCache,
                     &image);
-  Argv args{"check", "-f", "raw", "--format=qcow2", "--image-opts", "--object", "a", "--object",
-            "b",     "-U", "-T",  "none",           "file"};
+  Argv args{"check",
+            "-f",
+            "raw",
+            "--format=qcow2",
+            "--image-opts",
+            "--object",
+            "secret,id=options-test-a,data=x",
+            "--object",
+            "iothread,id=options-test-b",
+            "-U",
+            "-T",
+            "none",
+            "file"};
   ASSERT_EQ(parser.parse(args.argc(), args.argv()), kContinue);
   EXPECT_EQ(image.format, "qcow2");  // the last one wins
   EXPECT_TRUE(image.image_opts);
-  EXPECT_EQ(image.objects, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(image.objects, (std::vector<std::string>{"secret,id=options-test-a,data=x",
+                                                     "iothread,id=options-test-b"}));
   EXPECT_TRUE(image.force_share);
   EXPECT_EQ(image.source_cache, "none");
   EXPECT_EQ(parser.operands(), std::vector<std::string>{"file"});

@@ -74,6 +74,8 @@ Result<ChainImage> describe_opened(EventLoop& loop, const std::string& filename,
       run_sync(loop, read_image_info(format ? *file : root, format ? driver : "raw"));
   ChainImage image;
   image.filename = root.filename();
+  // An export opened through options (driver=nbd, tls-creds=...) is as remote as a URI.
+  image.remote = (format ? file : &root)->driver_name() == "nbd";
   if (info) {
     if (!format) info->format = driver;
     struct stat st;

@@ -82,6 +82,7 @@ int run_io(int argc, char** argv) {
     commands.emplace_back(value);
     return kContinue;
   });
+  image.tool = "qemu-io";
   add_image_options(parser,
                     ImageOption::kFormat | ImageOption::kFormatLong | ImageOption::kImageOpts |
                         ImageOption::kObject | ImageOption::kForceShare,
@@ -116,7 +117,7 @@ int run_io(int argc, char** argv) {
   });
   parser.ignored({'T', "trace"}, true);  // tracing is accepted and ignored
   if (int r = parser.parse(argc, argv); r != kContinue) return r;
-  // qemu-io's own wording of qemu-img's check; --object definitions are accepted and ignored.
+  // qemu-io's own wording of qemu-img's check.
   if (image.image_opts && image.format) {
     std::fprintf(stderr, "qemu-io: --image-opts and -f are mutually exclusive\n");
     return 1;

@@ -27,6 +27,7 @@
 #include "qblock/nbd_server.h"
 #include "qblock/options.h"
 #include "qblock/sync.h"
+#include "qblock/user_objects.h"
 
 namespace qblock::tools {
 namespace {
@@ -49,9 +50,11 @@ void print_help() {
       "  -x, --export-name=NAME    expose export by name (default is empty string)\n"
       "  -D, --description=TEXT    export a human-readable description\n"
       "  -A, --allocation-depth    expose the allocation depth (always offered)\n"
-      "      --tls-creds=DIR       require TLS; x509 credentials in DIR (server-cert.pem,\n"
-      "                            server-key.pem, optional ca-cert.pem)\n"
-      "      --tls-psk=FILE        require TLS with pre-shared keys (identity:hexkey lines)\n"
+      "      --object type,id=ID,...   define an object: tls-creds-x509 or tls-creds-psk\n"
+      "                            (dir=DIR,endpoint=server[,verify-peer=on|off])\n"
+      "      --tls-creds=ID        use id of an earlier --object to provide TLS\n"
+      "      --tls-authz=ID        use id of an earlier --object to provide\n"
+      "                            authorization\n"
       "      --fork                fork off the server process and exit the parent\n"
       "                            once the server is running\n"
       "      --pid-file=PATH       store the server's process ID in the given file\n"
@@ -95,8 +98,8 @@ struct Args {
   ImageArgs image;  // -f/--format, --image-opts
   bool fork = false;
   std::string pid_file;
-  std::string tls_creds;
-  std::string tls_psk;
+  std::string tls_creds;  // an --object id
+  std::string tls_authz;
   std::optional<std::string> cache;
   OpenFlags flags;
   nbd::ExportOptions export_options;
@@ -140,8 +143,10 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
   });
   parser.ignored({'A', "allocation-depth"}, false);  // qemu:allocation-depth is always offered
   // qemu-nbd's opener reports as qemu-nbd, so nbd takes the options but not open_image().
+  args.image.tool = "qemu-nbd";
   add_image_options(parser,
-                    ImageOption::kFormat | ImageOption::kFormatLong | ImageOption::kImageOpts,
+                    ImageOption::kFormat | ImageOption::kFormatLong | ImageOption::kImageOpts |
+                        ImageOption::kObject,
                     &args.image);
   parser.flag({'r', "read-only"}, &args.flags.read_only);
   parser.without_value({'n', "nocache"}, [&args](const char*) {
@@ -188,7 +193,7 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
     return kContinue;
   });
   parser.flag("fork", &args.fork).value("pid-file", &args.pid_file);
-  parser.value("tls-creds", &args.tls_creds).value("tls-psk", &args.tls_psk);
+  parser.value("tls-creds", &args.tls_creds).value("tls-authz", &args.tls_authz);
   parser.with_value("handshake-limit", [&args](const std::string value) {
     const std::optional<long> seconds = parse_decimal(value, 0, 86400);
     if (!seconds) return fail("Invalid handshake limit '" + value + "'");
@@ -204,8 +209,8 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
   if (!args.socket_path.empty() && (!args.bind.empty() || !args.port.empty())) {
     return fail("-k and -b/-p are mutually exclusive");
   }
-  if (!args.tls_creds.empty() && !args.tls_psk.empty()) {
-    return fail("--tls-creds and --tls-psk are mutually exclusive");
+  if (!args.tls_authz.empty() && args.tls_creds.empty()) {
+    return fail("--tls-authz is not permitted without --tls-creds");
   }
   if (args.export_options.detect_zeroes == nbd::DetectZeroes::kUnmap &&
       args.flags.discard != DiscardMode::kUnmap) {
@@ -217,6 +222,20 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
   // second connection would wait in the backlog for ever).
   args.export_options.multi_conn = args.shared != 1;
   return std::nullopt;
+}
+
+// The server credentials that --object created with id `id`, loaded: qemu-nbd's messages.
+Result<std::unique_ptr<nbd::TlsCredentials>> load_server_tls(const std::string& id) {
+  Result<const TlsCredsObject*> creds = user_objects().tls_creds(id, TlsEndpoint::kServer);
+  if (!creds) {
+    return tl::unexpected(
+        Error::with_message(EINVAL, "Failed to get TLS creds: " + creds.error().message()));
+  }
+  const TlsCredsObject& c = **creds;
+  if (c.type == TlsCredsType::kPsk) return nbd::TlsCredentials::load_psk(c.psk_file());
+  return nbd::TlsCredentials::load_x509(c.dir, c.verify_peer
+                                                   ? nbd::TlsCredentials::VerifyPeer::kYes
+                                                   : nbd::TlsCredentials::VerifyPeer::kNo);
 }
 
 // A listening socket for the arguments: Unix (-k) or TCP (-b/-p, default 127.0.0.1:10809).
@@ -275,12 +294,15 @@ int run_nbd(int argc, char** argv) {
   if (std::string error; !signals.open(error)) return fail(error);
 
   std::unique_ptr<nbd::TlsCredentials> tls;
-  if (!args.tls_creds.empty() || !args.tls_psk.empty()) {
-    Result<std::unique_ptr<nbd::TlsCredentials>> loaded =
-        args.tls_creds.empty() ? nbd::TlsCredentials::load_psk(args.tls_psk)
-                               : nbd::TlsCredentials::load_x509(args.tls_creds);
+  if (!args.tls_creds.empty()) {
+    Result<std::unique_ptr<nbd::TlsCredentials>> loaded = load_server_tls(args.tls_creds);
     if (!loaded) return fail(loaded.error().message());
     tls = std::move(*loaded);
+  }
+  if (!args.tls_authz.empty()) {
+    // No authz object types exist (--object refuses authz-simple and authz-list), so the id
+    // cannot name one; QEMU would refuse every client at its handshake.
+    return fail("--tls-authz: authorization objects are not supported by qblock");
   }
 
   Result<std::unique_ptr<EventLoop>> loop = EventLoop::create();

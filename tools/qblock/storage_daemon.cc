@@ -23,6 +23,7 @@
 #include "qblock/event_loop.h"
 #include "qblock/image_options.h"
 #include "qblock/options.h"
+#include "qblock/user_objects.h"
 #include "qblock/version.h"
 
 namespace qblock::tools {
@@ -76,7 +77,7 @@ void print_help() {
       "                         start an NBD server for exporting block nodes\n"
       "\n"
       "  --object <type>[,<property>=<value>...]\n"
-      "                         create a new object (no object types yet)\n"
+      "                         create a new object (tls-creds-x509, tls-creds-psk)\n"
       "\n"
       "  --pidfile <path>       write process ID to a file after startup\n");
 }
@@ -142,11 +143,8 @@ int setup(EventLoop& loop, StorageDaemon& daemon, const Args& args) {
       if (!tree->contains("qom-type")) {
         return fail_option(o, step.value, "Parameter 'qom-type' is missing");
       }
-      // No object types yet (secrets come with encryption, iothreads with multiqueue).
-      const Options& type = (*tree)["qom-type"];
-      return fail_option(o, step.value,
-                         "Parameter 'qom-type' does not accept value '" +
-                             (type.is_string() ? type.get<std::string>() : type.dump()) + "'");
+      Status added = user_objects().add_options(*tree);
+      if (!added) return fail_option(o, step.value, added.error().message());
     } else if (o == "--nbd-server") {
       Result<Options> tree = parse_option_value(step.value, "addr.type");
       if (!tree) return fail_option(o, step.value, tree.error().message());

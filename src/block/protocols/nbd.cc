@@ -20,6 +20,7 @@
 #include "block/protocols/nbd_connection.h"
 #include "qblock/driver/uring.h"
 #include "qblock/sync.h"
+#include "qblock/user_objects.h"
 
 namespace qblock {
 
@@ -102,9 +103,80 @@ int connect_socket(const NbdAddress& address, std::string& message) {
   return fd;
 }
 
-// Blocking: runs on a worker thread.
-Handshake connect_and_handshake(const NbdAddress& address) {
+// tls-creds: what libnbd needs of a client tls-creds-x509/-psk object (copied, so that a
+// worker thread never reads the registry).
+struct ClientTls {
+  bool enabled = false;
+  TlsCredsType type = TlsCredsType::kX509;
+  std::string dir;  // x509: ca-cert.pem, client-cert.pem, client-key.pem (libnbd's layout too)
+  bool verify_peer = true;
+  std::string psk_file;
+  std::string username;
+  // x509 over TCP without another tls-hostname: libnbd connects itself (nbd_connect_tcp), the
+  // only way it learns the host name to check the certificate against.
+  bool libnbd_connects = false;
+};
+
+// Applies `tls` to a fresh handle: TLS required, as QEMU's client with tls-creds.
+bool set_client_tls(nbd_handle* h, const ClientTls& tls) {
+  if (!tls.enabled) return true;
+  if (nbd_set_tls(h, LIBNBD_TLS_REQUIRE) != 0) return false;
+  if (tls.type == TlsCredsType::kPsk) {
+    return nbd_set_tls_psk_file(h, tls.psk_file.c_str()) == 0 &&
+           nbd_set_tls_username(h, tls.username.c_str()) == 0;
+  }
+  return nbd_set_tls_certificates(h, tls.dir.c_str()) == 0 &&
+         nbd_set_tls_verify_peer(h, tls.verify_peer) == 0;
+}
+
+// QEMU's words for the TLS failures both ends can meet, from libnbd's error text (libnbd
+// keeps no text of the server's; the servers' are qemu-nbd's, which qblock nbd shares).
+std::string tls_message(const std::string& libnbd_message, bool tls) {
+  if (tls && libnbd_message.find("server refused TLS") != std::string::npos) {
+    return "Denied by server for option 5 (starttls)\nserver reported: TLS not configured";
+  }
+  if (!tls && libnbd_message.find("requires TLS") != std::string::npos) {
+    return "TLS negotiation required before option 7 (go)\nDid you forget a valid "
+           "tls-creds?\nserver reported: Option 0x7 not permitted before TLS";
+  }
+  return libnbd_message;
+}
+
+// Blocking (a worker thread): as connect_and_handshake, but libnbd opens the TCP connection,
+// so that it checks the server's certificate against the host name.
+Handshake connect_tcp_tls(const NbdAddress& address, const ClientTls& tls) {
   Handshake out;
+  nbd_handle* h = nbd_create();
+  if (!h) {
+    out.error = ENOMEM;
+    out.message = nbd_get_error();
+    return out;
+  }
+  if (!set_client_tls(h, tls) || nbd_set_export_name(h, address.export_name.c_str()) != 0 ||
+      nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0 ||
+      nbd_connect_tcp(h, address.host.c_str(), address.port.c_str()) != 0) {
+    out.error = nbd_get_errno() ? nbd_get_errno() : EIO;
+    const std::string message = nbd_get_error();
+    if (out.error == ENOENT) {
+      out.message = "Requested export not available\nserver reported: export '" +
+                    address.export_name + "' not present";
+    } else if (message.find("connect:") != std::string::npos ||
+               message.find("getaddrinfo") != std::string::npos) {
+      out.message = "Failed to connect to '" + address.display() + "': " + std::strerror(out.error);
+    } else {
+      out.message = tls_message(message, true);
+    }
+    nbd_close(h);
+    return out;
+  }
+  out.handle = h;
+  return out;
+}
+
+// Blocking: runs on a worker thread.
+Handshake connect_and_handshake(const NbdAddress& address, const ClientTls& tls) {
+  Handshake out;
+  if (tls.libnbd_connects) return connect_tcp_tls(address, tls);
   int fd = connect_socket(address, out.message);
   if (fd < 0) {
     out.error = -fd;
@@ -117,6 +189,13 @@ Handshake connect_and_handshake(const NbdAddress& address) {
     out.message = nbd_get_error();
     return out;
   }
+  if (!set_client_tls(h, tls)) {
+    ::close(fd);
+    out.error = nbd_get_errno() ? nbd_get_errno() : EINVAL;
+    out.message = nbd_get_error();
+    nbd_close(h);
+    return out;
+  }
   if (nbd_set_export_name(h, address.export_name.c_str()) != 0 ||
       nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0 ||
       nbd_connect_socket(h, fd) != 0) {  // the handle owns fd from here on
@@ -127,7 +206,7 @@ Handshake connect_and_handshake(const NbdAddress& address) {
       out.message = "Requested export not available\nserver reported: export '" +
                     address.export_name + "' not present";
     } else {
-      out.message = nbd_get_error();
+      out.message = tls_message(nbd_get_error(), tls.enabled);
     }
     nbd_close(h);
     return out;
@@ -184,6 +263,11 @@ class NbdNode : public BlockNode {
     flags_ = flags;
   }
   void set_reconnect_delay(uint64_t seconds) { reconnect_delay_ = seconds; }
+  void set_tls(ClientTls tls, std::string creds_id) {
+    tls_ = std::move(tls);
+    tls_creds_id_ = std::move(creds_id);
+  }
+  const ClientTls& tls() const { return tls_; }
 
   // Takes a connected handle; the first one decides the node's size, flags and limits.
   void add_connection(nbd_handle* h) {
@@ -211,6 +295,7 @@ class NbdNode : public BlockNode {
     }
     o["server"] = server;
     if (!address_.export_name.empty()) o["export"] = address_.export_name;
+    if (!tls_creds_id_.empty()) o["tls-creds"] = tls_creds_id_;
     return o;
   }
   NodeInfo info() const override {
@@ -260,6 +345,8 @@ class NbdNode : public BlockNode {
   bool can_block_status_ = false;
   bool multi_conn_ = false;
   uint64_t reconnect_delay_ = 0;  // seconds; 0: a lost connection fails its requests
+  ClientTls tls_;
+  std::string tls_creds_id_;  // for options(); empty without TLS
   bool closing_ = false;
   AsyncMutex reconnect_mu_;
 };
@@ -361,8 +448,9 @@ Task<bool> NbdNode::reconnect(NbdConnection* dead) {
   for (;;) {
     Handshake hs;
     const NbdAddress& where = address_;
-    WorkerOp op = uring::run_in_worker(loop(), [&hs, &where] {
-      hs = connect_and_handshake(where);
+    const ClientTls& tls = tls_;
+    WorkerOp op = uring::run_in_worker(loop(), [&hs, &where, &tls] {
+      hs = connect_and_handshake(where, tls);
       return 0;
     });
     (void)co_await op;
@@ -501,14 +589,32 @@ Task<Status> NbdNode::do_close() {
 Task<Result<NodePtr>> open_nbd_node(OpenContext& ctx, Options& options) {
   Result<NbdAddress> address = nbd_client::take_nbd_address(options);
   if (!address) co_return fail(address.error());
-  auto tls = take_string(options, "tls-creds");
-  if (!tls) co_return fail(tls.error());
-  if (*tls) {
-    // --object is accepted but defines no objects yet, so no id names TLS credentials.
-    co_return fail(Error::with_message(EINVAL, "No TLS credentials with id '" + **tls + "'"));
-  }
+  auto tls_id = take_string(options, "tls-creds");
+  if (!tls_id) co_return fail(tls_id.error());
   auto tls_hostname = take_string(options, "tls-hostname");
   if (!tls_hostname) co_return fail(tls_hostname.error());
+  ClientTls tls;
+  if (*tls_id) {
+    Result<const TlsCredsObject*> creds = user_objects().tls_creds(**tls_id, TlsEndpoint::kClient);
+    if (!creds) co_return fail(creds.error());
+    const TlsCredsObject& c = **creds;
+    tls.enabled = true;
+    tls.type = c.type;
+    tls.dir = c.dir;
+    tls.verify_peer = c.verify_peer;
+    tls.psk_file = c.psk_file();
+    tls.username = c.username;
+    // QEMU checks x509 certificates against tls-hostname, else the server's host name; a
+    // Unix socket has none. (libnbd checks the chain; the name only over TCP, against the
+    // host, as it knows no other.)
+    if (c.type == TlsCredsType::kX509 && !*tls_hostname &&
+        address->type == NbdAddress::Type::kUnix) {
+      co_return fail(Error::with_message(EINVAL, "No hostname for certificate validation"));
+    }
+    tls.libnbd_connects = c.type == TlsCredsType::kX509 &&
+                          address->type == NbdAddress::Type::kInet &&
+                          (!*tls_hostname || **tls_hostname == address->host);
+  }
   auto reconnect = take_number(options, "reconnect-delay");
   if (!reconnect) co_return fail(reconnect.error());
   auto open_timeout = take_number(options, "open-timeout");
@@ -524,14 +630,16 @@ Task<Result<NodePtr>> open_nbd_node(OpenContext& ctx, Options& options) {
 
   auto node = std::make_unique<NbdNode>(ctx.loop, *address, ctx.flags);
   node->set_reconnect_delay(reconnect->value_or(0));
+  node->set_tls(std::move(tls), tls_id->value_or(""));
   const NbdAddress& where = node->address();
   const auto open_deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(open_timeout->value_or(0));
   for (uint64_t i = 0; i < want;) {
     Handshake hs;
     // The connect and the handshake block: they run on a worker thread.
-    WorkerOp op = uring::run_in_worker(ctx.loop, [&hs, &where] {
-      hs = connect_and_handshake(where);
+    const ClientTls& node_tls = node->tls();
+    WorkerOp op = uring::run_in_worker(ctx.loop, [&hs, &where, &node_tls] {
+      hs = connect_and_handshake(where, node_tls);
       return 0;
     });
     (void)co_await op;

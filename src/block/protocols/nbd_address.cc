@@ -142,9 +142,11 @@ Status parse_legacy(std::string_view rest, Options& options) {
 }  // namespace
 
 std::string NbdAddress::uri() const {
-  if (type == Type::kUnix) return "nbd+unix:///" + export_name + "?socket=" + path;
+  // QEMU 7.2 leaves out the export's "/" when there is no export name.
+  const std::string slash_export = export_name.empty() ? "" : "/" + export_name;
+  if (type == Type::kUnix) return "nbd+unix://" + slash_export + "?socket=" + path;
   std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-  return "nbd://" + h + ":" + port + "/" + export_name;
+  return "nbd://" + h + ":" + port + slash_export;
 }
 
 std::string NbdAddress::display() const { return type == Type::kUnix ? path : host + ":" + port; }

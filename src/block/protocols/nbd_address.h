@@ -24,7 +24,8 @@ struct NbdAddress {
   std::string export_name;
 
   // The normalized filename QEMU prints: "nbd+unix:///EXPORT?socket=PATH" or
-  // "nbd://HOST:PORT/EXPORT".
+  // "nbd://HOST:PORT/EXPORT"; without an export name "nbd+unix://?socket=PATH" and
+  // "nbd://HOST:PORT".
   std::string uri() const;
   // "PATH" or "HOST:PORT", as in "Failed to connect to '...'".
   std::string display() const;

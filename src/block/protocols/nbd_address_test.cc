@@ -45,7 +45,7 @@ TEST(NbdAddressTest, TcpUriDefaultsPortAndDecodes) {
   EXPECT_EQ(b->host, "::1");
   EXPECT_EQ(b->port, "10810");
   EXPECT_EQ(b->export_name, "");
-  EXPECT_EQ(b->uri(), "nbd://[::1]:10810/");
+  EXPECT_EQ(b->uri(), "nbd://[::1]:10810");
 }
 
 TEST(NbdAddressTest, LegacySyntax) {

@@ -1,0 +1,77 @@
+// User-created objects (QEMU's `--object TYPE,id=ID,...` and object-add): the TLS credentials
+// that the NBD server (qblock nbd, the storage daemon) and the NBD client driver name by id
+// with `tls-creds=ID`. One registry per process, as QEMU's /objects container: the tools fill
+// it from their command line before opening anything, and the drivers look ids up in it.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "qblock/block_node.h"
+#include "qblock/error.h"
+
+namespace qblock {
+
+enum class TlsEndpoint { kServer, kClient };
+enum class TlsCredsType { kX509, kPsk };
+
+// A tls-creds-x509 or tls-creds-psk object. Its files were readable when it was created
+// (QEMU checks them then too); their contents are loaded by whoever uses the credentials.
+struct TlsCredsObject {
+  std::string id;
+  TlsCredsType type = TlsCredsType::kX509;
+  TlsEndpoint endpoint = TlsEndpoint::kClient;  // QEMU's default
+  // QEMU's file layout: ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem,
+  // client-key.pem (x509); keys.psk with "identity:hexkey" lines (psk).
+  std::string dir;
+  // x509: servers ask clients for a certificate signed by ca-cert.pem and refuse them
+  // without one; clients check the server's certificate. QEMU's default is on.
+  bool verify_peer = true;
+  // psk, client endpoint: the identity sent to the server (QEMU's default "qemu").
+  std::string username;
+
+  // dir + "/keys.psk".
+  std::string psk_file() const { return dir + "/keys.psk"; }
+};
+
+class ObjectRegistry {
+ public:
+  // Creates the object that `definition` describes: QEMU's --object text
+  // ("TYPE,id=ID,key=value,...", or a JSON object with "qom-type") and adds it.
+  // Types: tls-creds-x509 and tls-creds-psk (properties id, dir, endpoint=server|client,
+  // verify-peer=on|off, priority, username for psk); secret and iothread are accepted and
+  // kept by id only (nothing in qblock uses them yet).
+  // Errors (EINVAL, QEMU 7.2's words): "Parameter 'qom-type' is missing", "Parameter
+  // 'qom-type' does not accept value 'T'", "Parameter 'id' is missing", "attempt to add
+  // duplicate property 'ID' to object (type 'container')", "Parameter 'P' is unexpected",
+  // "Parameter 'endpoint' does not accept value 'V'", "Parameter 'verify-peer' expects 'on'
+  // or 'off'", "Missing 'dir' property value"; ENOENT etc. "Unable to access credentials
+  // PATH: <strerror>" for a required file that cannot be read, "Username U not found in PSK
+  // file PATH" for a psk client whose identity is not in keys.psk.
+  Status add(std::string_view definition);
+  // The same for a definition already parsed into an options tree (leaves may be strings,
+  // booleans or numbers).
+  Status add_options(const Options& definition);
+
+  // The TLS credentials with `id`, for use at `endpoint`. Errors (EINVAL, QEMU's words):
+  // "No TLS credentials with id 'ID'", "Object with id 'ID' is not TLS credentials",
+  // "Expected TLS credentials for a server endpoint" (or "client endpoint"). The pointer
+  // stays valid for the registry's life (objects are never deleted).
+  Result<const TlsCredsObject*> tls_creds(std::string_view id, TlsEndpoint endpoint) const;
+
+  // Whether an object with `id` exists.
+  bool contains(std::string_view id) const;
+
+ private:
+  std::map<std::string, std::unique_ptr<TlsCredsObject>, std::less<>> tls_;
+  std::map<std::string, std::string, std::less<>> others_;  // id -> qom-type
+};
+
+// The process's registry: the one the tools' --object options fill and the NBD client
+// driver and server look tls-creds ids up in. Not thread-safe: fill it before starting
+// threads that read it.
+ObjectRegistry& user_objects();
+
+}  // namespace qblock

@@ -1,0 +1,171 @@
+// The registry of user-created objects (qblock/user_objects.h): --object parsing with QEMU
+// 7.2's property checks and messages, and the checks QEMU makes when TLS credentials are
+// created (the files they need must be readable).
+#include "qblock/user_objects.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <initializer_list>
+#include <set>
+#include <string>
+
+#include "qblock/options.h"
+
+namespace qblock {
+namespace {
+
+Error invalid(std::string text) { return Error::with_message(EINVAL, std::move(text)); }
+
+// A property's value as QEMU's keyval visitor sees it: strings as they are, JSON scalars as
+// their text.
+std::string text_of(const Options& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_boolean()) return v.get<bool>() ? "on" : "off";
+  return v.dump();
+}
+
+// QEMU's boolean property syntax.
+Result<bool> parse_bool(const Options& v, const std::string& name) {
+  if (v.is_boolean()) return v.get<bool>();
+  const std::string s = text_of(v);
+  if (s == "on" || s == "yes" || s == "true") return true;
+  if (s == "off" || s == "no" || s == "false") return false;
+  return tl::unexpected(invalid("Parameter '" + name + "' expects 'on' or 'off'"));
+}
+
+// QEMU checks each file the credentials need when they are created; optional ones may be
+// absent.
+Status check_readable(const std::string& path) {
+  if (::access(path.c_str(), R_OK) == 0) return {};
+  const int e = errno;
+  return tl::unexpected(
+      Error::with_message(e, "Unable to access credentials " + path + ": " + std::strerror(e)));
+}
+
+// A psk client sends `username`: it must have a key in keys.psk ("identity:hexkey" lines).
+Status check_psk_username(const std::string& path, const std::string& username) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const std::size_t colon = line.find(':');
+    if (colon != std::string::npos && line.compare(0, colon, username) == 0) return {};
+  }
+  return tl::unexpected(invalid("Username " + username + " not found in PSK file " + path));
+}
+
+Status complete_tls(TlsCredsObject& creds) {
+  if (creds.dir.empty()) return tl::unexpected(invalid("Missing 'dir' property value"));
+  if (creds.type == TlsCredsType::kPsk) {
+    if (Status s = check_readable(creds.psk_file()); !s) return s;
+    if (creds.endpoint == TlsEndpoint::kClient) {
+      if (creds.username.empty()) creds.username = "qemu";
+      return check_psk_username(creds.psk_file(), creds.username);
+    }
+    return {};
+  }
+  // x509 (QEMU's order): the CA is needed at both ends; a server needs its certificate and
+  // key, a client's are optional (sent when present).
+  if (Status s = check_readable(creds.dir + "/ca-cert.pem"); !s) return s;
+  if (creds.endpoint == TlsEndpoint::kServer) {
+    for (const char* name : {"/server-cert.pem", "/server-key.pem"}) {
+      if (Status s = check_readable(creds.dir + name); !s) return s;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Status ObjectRegistry::add(std::string_view definition) {
+  Result<Options> tree = !definition.empty() && definition.front() == '{'
+                             ? parse_json_options(definition)
+                             : parse_key_value_options(definition, "qom-type");
+  if (!tree) return tl::unexpected(tree.error());
+  return add_options(*tree);
+}
+
+Status ObjectRegistry::add_options(const Options& definition) {
+  auto type_it = definition.find("qom-type");
+  if (type_it == definition.end()) {
+    return tl::unexpected(invalid("Parameter 'qom-type' is missing"));
+  }
+  const std::string type = text_of(*type_it);
+  const bool x509 = type == "tls-creds-x509";
+  const bool psk = type == "tls-creds-psk";
+  if (!x509 && !psk && type != "secret" && type != "iothread") {
+    return tl::unexpected(invalid("Parameter 'qom-type' does not accept value '" + type + "'"));
+  }
+  auto id_it = definition.find("id");
+  if (id_it == definition.end()) return tl::unexpected(invalid("Parameter 'id' is missing"));
+  const std::string id = text_of(*id_it);
+  if (contains(id)) {
+    return tl::unexpected(
+        invalid("attempt to add duplicate property '" + id + "' to object (type 'container')"));
+  }
+  if (!x509 && !psk) {
+    others_.emplace(id, type);
+    return {};
+  }
+
+  auto creds = std::make_unique<TlsCredsObject>();
+  creds->id = id;
+  creds->type = psk ? TlsCredsType::kPsk : TlsCredsType::kX509;
+  for (auto it = definition.begin(); it != definition.end(); ++it) {
+    const std::string& key = it.key();
+    if (key == "qom-type" || key == "id") continue;
+    if (key == "dir") {
+      creds->dir = text_of(*it);
+    } else if (key == "endpoint") {
+      const std::string v = text_of(*it);
+      if (v != "server" && v != "client") {
+        return tl::unexpected(invalid("Parameter 'endpoint' does not accept value '" + v + "'"));
+      }
+      creds->endpoint = v == "server" ? TlsEndpoint::kServer : TlsEndpoint::kClient;
+    } else if (key == "verify-peer") {
+      Result<bool> v = parse_bool(*it, key);
+      if (!v) return tl::unexpected(v.error());
+      creds->verify_peer = *v;
+    } else if (key == "username" && psk) {
+      creds->username = text_of(*it);
+    } else if (key == "priority" || key == "loaded" || (x509 && key == "sanity-check")) {
+      // Accepted as QEMU does; qblock's sessions use their own priorities.
+    } else {
+      return tl::unexpected(invalid("Parameter '" + key + "' is unexpected"));
+    }
+  }
+  if (Status s = complete_tls(*creds); !s) return s;
+  tls_.emplace(id, std::move(creds));
+  return {};
+}
+
+Result<const TlsCredsObject*> ObjectRegistry::tls_creds(std::string_view id,
+                                                        TlsEndpoint endpoint) const {
+  auto it = tls_.find(id);
+  if (it == tls_.end()) {
+    if (others_.find(id) != others_.end()) {
+      return tl::unexpected(
+          invalid("Object with id '" + std::string(id) + "' is not TLS credentials"));
+    }
+    return tl::unexpected(invalid("No TLS credentials with id '" + std::string(id) + "'"));
+  }
+  if (it->second->endpoint != endpoint) {
+    return tl::unexpected(invalid(std::string("Expected TLS credentials for a ") +
+                                  (endpoint == TlsEndpoint::kServer ? "server" : "client") +
+                                  " endpoint"));
+  }
+  return it->second.get();
+}
+
+bool ObjectRegistry::contains(std::string_view id) const {
+  return tls_.find(id) != tls_.end() || others_.find(id) != others_.end();
+}
+
+ObjectRegistry& user_objects() {
+  static ObjectRegistry registry;
+  return registry;
+}
+
+}  // namespace qblock

@@ -1,0 +1,100 @@
+// The --object registry: QEMU 7.2's property checks and messages for TLS credentials, and
+// the lookups the NBD server and client make by id.
+#include "qblock/user_objects.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "base/test_macros.h"
+
+namespace qblock {
+namespace {
+
+class UserObjectsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/qblock-objects-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    for (const char* name : {"ca-cert.pem", "server-cert.pem", "server-key.pem"}) {
+      std::ofstream(dir_ + "/" + name) << "x\n";
+    }
+    std::ofstream(dir_ + "/keys.psk") << "alice:0011\nqemu:2233\n";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string message(std::string_view definition) {
+    Status s = registry_.add(definition);
+    return s ? std::string("ok") : s.error().message();
+  }
+
+  std::string dir_;
+  ObjectRegistry registry_;
+};
+
+TEST_F(UserObjectsTest, CreatesX509AndPskCredentials) {
+  ASSERT_OK(registry_.add("tls-creds-x509,id=s,dir=" + dir_ + ",endpoint=server"));
+  ASSERT_OK(registry_.add("tls-creds-x509,id=c,dir=" + dir_ + ",verify-peer=off"));
+  ASSERT_OK(registry_.add("tls-creds-psk,id=p,dir=" + dir_ + ",endpoint=client,username=alice"));
+  ASSERT_OK(registry_.add("{\"qom-type\":\"tls-creds-psk\",\"id\":\"q\",\"dir\":\"" + dir_ +
+                          "\",\"endpoint\":\"server\",\"verify-peer\":false}"));
+  Result<const TlsCredsObject*> s = registry_.tls_creds("s", TlsEndpoint::kServer);
+  ASSERT_OK(s);
+  EXPECT_EQ((*s)->type, TlsCredsType::kX509);
+  EXPECT_TRUE((*s)->verify_peer);
+  Result<const TlsCredsObject*> c = registry_.tls_creds("c", TlsEndpoint::kClient);
+  ASSERT_OK(c);
+  EXPECT_FALSE((*c)->verify_peer);
+  Result<const TlsCredsObject*> p = registry_.tls_creds("p", TlsEndpoint::kClient);
+  ASSERT_OK(p);
+  EXPECT_EQ((*p)->username, "alice");
+  EXPECT_EQ((*p)->psk_file(), dir_ + "/keys.psk");
+  ASSERT_OK(registry_.tls_creds("q", TlsEndpoint::kServer));
+}
+
+TEST_F(UserObjectsTest, PropertyErrorsAreQemus) {
+  EXPECT_EQ(message("id=x"), "Parameter 'qom-type' is missing");
+  EXPECT_EQ(message("bogus,id=x"), "Parameter 'qom-type' does not accept value 'bogus'");
+  EXPECT_EQ(message("tls-creds-x509,dir=" + dir_), "Parameter 'id' is missing");
+  EXPECT_EQ(message("tls-creds-x509,id=t,dir=" + dir_ + ",bogus=1"),
+            "Parameter 'bogus' is unexpected");
+  EXPECT_EQ(message("tls-creds-x509,id=t,dir=" + dir_ + ",endpoint=x"),
+            "Parameter 'endpoint' does not accept value 'x'");
+  EXPECT_EQ(message("tls-creds-x509,id=t,dir=" + dir_ + ",verify-peer=maybe"),
+            "Parameter 'verify-peer' expects 'on' or 'off'");
+  EXPECT_EQ(message("tls-creds-x509,id=t,endpoint=server"), "Missing 'dir' property value");
+  EXPECT_EQ(message("tls-creds-x509,id=t,endpoint=server,dir=/nonexistent"),
+            "Unable to access credentials /nonexistent/ca-cert.pem: No such file or directory");
+  EXPECT_EQ(message("tls-creds-psk,id=t,endpoint=client,dir=" + dir_ + ",username=bob"),
+            "Username bob not found in PSK file " + dir_ + "/keys.psk");
+  EXPECT_EQ(message("secret,id=t,data=x"), "ok");
+  EXPECT_EQ(message("secret,id=t,data=x"),
+            "attempt to add duplicate property 't' to object (type 'container')");
+}
+
+TEST_F(UserObjectsTest, ServerNeedsItsCertificateAndKey) {
+  std::filesystem::remove(dir_ + "/server-key.pem");
+  EXPECT_EQ(message("tls-creds-x509,id=t,endpoint=server,dir=" + dir_),
+            "Unable to access credentials " + dir_ + "/server-key.pem: No such file or directory");
+  EXPECT_EQ(message("tls-creds-x509,id=t,endpoint=client,dir=" + dir_), "ok");
+}
+
+TEST_F(UserObjectsTest, LookupErrorsAreQemus) {
+  ASSERT_OK(registry_.add("tls-creds-x509,id=c,dir=" + dir_ + ",endpoint=client"));
+  ASSERT_OK(registry_.add("secret,id=sec,data=x"));
+  auto why = [this](std::string_view id, TlsEndpoint endpoint) {
+    Result<const TlsCredsObject*> r = registry_.tls_creds(id, endpoint);
+    return r ? std::string("ok") : r.error().message();
+  };
+  EXPECT_EQ(why("nope", TlsEndpoint::kClient), "No TLS credentials with id 'nope'");
+  EXPECT_EQ(why("sec", TlsEndpoint::kClient), "Object with id 'sec' is not TLS credentials");
+  EXPECT_EQ(why("c", TlsEndpoint::kServer), "Expected TLS credentials for a server endpoint");
+  EXPECT_EQ(why("c", TlsEndpoint::kClient), "ok");
+}
+
+}  // namespace
+}  // namespace qblock
