@@ -211,6 +211,9 @@ Task<CommandResult> StorageDaemon::Impl::blockdev_del(Options args) {
   if (it == nodes_.end()) {
     co_return qmp_fail(QmpError::generic("Failed to find node with node-name='" + name + "'"));
   }
+  if (std::string busy = node_busy_reason(name); !busy.empty()) {
+    co_return qmp_fail(QmpError::generic(busy));
+  }
   for (const auto& [id, e] : exports_) {
     if (e->node_name == name) co_return qmp_fail(QmpError::generic("Node " + name + " is in use"));
   }

@@ -1,6 +1,7 @@
 // StorageDaemon::Impl: the daemon's state (named graphs, the NBD server and its exports, the
 // monitors) and the QMP command table over it. The public face is qblock/storage_daemon.h;
 // the commands are split by subject: block_commands.cc (graphs), export_commands.cc (NBD),
+// job_commands.cc (jobs: blockdev-mirror, job-*, block-job-*, query-jobs),
 // storage_daemon.cc (lifecycle, query-version, query-commands, quit).
 #pragma once
 
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "jobs/job_registry.h"
 #include "nbd/server.h"
 #include "qblock/block_backend.h"
 #include "qblock/nbd_server.h"
@@ -31,6 +33,8 @@ struct BlockExport {
   std::string id;
   std::string node_name;
   std::string name;  // the NBD export name
+  // Attached to the node (BlockBackend::attach); declared before the server that uses it.
+  std::unique_ptr<BlockBackend> backend;
   std::unique_ptr<nbd::Server> server;
   bool finished = false;  // the server's listen() returned
 };
@@ -38,6 +42,7 @@ struct BlockExport {
 class StorageDaemon::Impl {
  public:
   explicit Impl(EventLoop& loop);
+  ~Impl();
 
   EventLoop& loop() { return loop_; }
   qmp::Dispatcher& dispatcher() { return dispatcher_; }
@@ -68,6 +73,13 @@ class StorageDaemon::Impl {
   // Ends every export (NBD server stop, daemon shutdown), emitting BLOCK_EXPORT_DELETED.
   Task<void> delete_all_exports();
 
+  // ---- jobs (job_commands.cc) ----
+  void register_job_commands();
+  // Why blockdev-del must refuse `name` (a job's source or target), or empty.
+  std::string node_busy_reason(const std::string& name) const;
+  // Cancels every job and waits until all are gone (daemon shutdown).
+  Task<void> end_all_jobs();
+
  private:
   void register_commands();
   Task<qmp::CommandResult> query_version(Options args);
@@ -89,6 +101,9 @@ class StorageDaemon::Impl {
   uint32_t nbd_max_connections_ = 0;
   int nbd_listen_fd_ = -1;
   std::map<std::string, std::unique_ptr<BlockExport>> exports_;
+  class JobEvents;  // the JobListener that turns job reports into QMP events
+  std::unique_ptr<JobListener> job_events_;
+  JobRegistry jobs_;
   WaitQueue changed_;  // an export finished, or quit was requested
   bool quitting_ = false;
 };
