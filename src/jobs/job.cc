@@ -180,6 +180,7 @@ Status Job::resume() {
     return fail(Error::with_message(EPERM, "Can't resume a job that was not paused"));
   }
   pause_count_ = 0;
+  io_failed_ = false;
   if (in_pause_) {
     in_pause_ = false;
     transition(status_ == JobStatus::kStandby ? JobStatus::kReady : JobStatus::kRunning);
@@ -280,7 +281,10 @@ void Job::report_io_error(bool is_read, OnError policy) {
   if (policy == OnError::kIgnore) action = "ignore";
   if (policy == OnError::kStop || policy == OnError::kEnospc) action = "stop";
   listener_.job_io_error(*this, is_read, action);
-  if (policy == OnError::kStop || policy == OnError::kEnospc) ++pause_count_;
+  if ((policy == OnError::kStop || policy == OnError::kEnospc) && pause_count_ == 0) {
+    ++pause_count_;
+    io_failed_ = true;
+  }
 }
 
 }  // namespace qblock

@@ -107,6 +107,8 @@ class Job {
   // Why the job failed or "Operation canceled"; empty if it succeeded (so far).
   const std::string& error() const { return error_; }
   bool cancelled() const { return cancelled_; }
+  // "ok", or "failed" while the job is stopped by an I/O error (until job-resume).
+  const char* io_status() const { return io_failed_ ? "failed" : "ok"; }
 
   // Runs the lifecycle: created -> running -> ... -> null. Spawned by the owner; when it
   // ends, listener.job_finished() has been called.
@@ -172,6 +174,7 @@ class Job {
   bool force_cancel_ = false;
   bool finalize_requested_ = false;
   bool dismiss_requested_ = false;
+  bool io_failed_ = false;
   std::string error_;
   RateLimit rate_;
   WaitQueue wake_;

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "qblock/chain_status.h"
+
 namespace qblock {
 
 namespace {
@@ -182,11 +184,13 @@ Task<Status> MirrorJob::copy_range(uint64_t offset, uint64_t bytes, bool& is_rea
   const bool may_unmap = target_.child(ChildRole::kBacking) == nullptr;
   uint64_t pos = offset;
   while (pos < end) {
-    Result<BlockStatus> st = co_await source_.block_status(pos, end - pos, WantZero::kYes);
-    if (!st) {
+    // Through the backing chain: what no layer defines reads as zeros.
+    Result<ChainStatus> chain = co_await chain_status(&source_, pos, end - pos, ChainStatusQuery{});
+    if (!chain) {
       is_read_error = true;
-      co_return fail(st.error());
+      co_return fail(chain.error());
     }
+    const BlockStatus* st = &chain->status;
     const uint64_t n = st->bytes == 0 ? end - pos : std::min(st->bytes, end - pos);
     if (st->flags & kStatusZero) {
       RequestFlags flags;
@@ -234,8 +238,9 @@ Task<void> MirrorJob::copy_chunk(uint64_t offset, uint64_t bytes) {
     report_io_error(read_error, policy);
     if (policy == OnError::kReport) {
       if (failure_) failure_ = s;
-    } else if (policy != OnError::kIgnore) {
-      dirty_.set(offset, bytes);  // copied again after job-resume
+    } else {
+      // Tried again: at once (ignore, as QEMU does), or after job-resume (stop).
+      dirty_.set(offset, bytes);
     }
   }
   in_flight_bytes_ -= bytes;

@@ -44,6 +44,9 @@ class MirrorJob : public Job, private MirrorTopFilter::Hooks {
   BlockNode& source() const { return source_; }
   BlockNode& target() const { return target_; }
   MirrorTopFilter& filter() { return *filter_; }
+  // True until the job has switched the source's users away from the filter (pivot, or
+  // back to the source): a new user of the source must go through the filter meanwhile.
+  bool filter_in_path() const { return final_node_ == nullptr; }
 
  protected:
   Task<Status> run() override;

@@ -27,9 +27,12 @@ class Events : public JobListener {
   void job_pending(const Job&) override {}
   void job_completed(const Job& job) override { error = job.error(); }
   void job_cancelled(const Job&) override { log += "CANCELLED "; }
-  void job_io_error(const Job&, bool, const std::string&) override {}
+  void job_io_error(const Job&, bool is_read, const std::string& action) override {
+    errors += std::string(is_read ? "read:" : "write:") + action + " ";
+  }
   void job_finished(Job&) override { finished = true; }
   std::string log;
+  std::string errors;
   std::string error;
   bool ready = false;
   bool finished = false;
@@ -227,6 +230,57 @@ TEST_F(MirrorTest, WritesDuringPivotReachTheTarget) {
   EXPECT_EQ(done, 8);
   EXPECT_EQ(users, &target);
   EXPECT_EQ(target.data()[0], 8);
+}
+
+// A target whose writes fail while `failing` is set.
+class FailingNode : public MemoryNode {
+ public:
+  using MemoryNode::MemoryNode;
+  bool failing = true;
+
+ protected:
+  Task<Status> do_write(uint64_t offset, IoVec qiov, RequestFlags flags) override {
+    if (failing) co_return fail(Error::io());
+    co_return co_await MemoryNode::do_write(offset, std::move(qiov), flags);
+  }
+};
+
+TEST_F(MirrorTest, TargetErrorReportedEndsTheJob) {
+  MemoryNode source(*loop_, {.size = 1 << 20});
+  fill(source, 0, 1 << 20, 0x42);
+  FailingNode target(*loop_, {.size = 1 << 20});
+  Events ev;
+  BlockNode* users = &source;
+  MirrorJob job(*loop_, MirrorOptions{.job = {"j"}}, ev, source, target,
+                [&](BlockNode& n) { users = &n; });
+  job.start();
+  spin_until(ev.finished);
+  EXPECT_EQ(ev.errors.substr(0, 13), "write:report ");
+  EXPECT_FALSE(ev.error.empty());
+  EXPECT_EQ(ev.log, "created running aborting concluded null ");
+  EXPECT_EQ(users, &source);
+}
+
+TEST_F(MirrorTest, TargetErrorWithStopPausesUntilResumed) {
+  MemoryNode source(*loop_, {.size = 1 << 20});
+  fill(source, 0, 1 << 20, 0x42);
+  FailingNode target(*loop_, {.size = 1 << 20});
+  Events ev;
+  MirrorOptions options{.job = {"j"}};
+  options.on_target_error = OnError::kStop;
+  MirrorJob job(*loop_, options, ev, source, target, [](BlockNode&) {});
+  job.start();
+  for (int i = 0; i < 1000 && job.status() != JobStatus::kPaused; ++i) loop_->run_once(false);
+  ASSERT_EQ(job.status(), JobStatus::kPaused);
+  EXPECT_STREQ(job.io_status(), "failed");
+  EXPECT_EQ(ev.errors.substr(0, 11), "write:stop ");
+  target.failing = false;
+  ASSERT_TRUE(job.resume());
+  EXPECT_STREQ(job.io_status(), "ok");
+  spin_until(ev.ready);
+  EXPECT_EQ(target.data(), source.data());
+  ASSERT_TRUE(job.cancel(true));
+  spin_until(ev.finished);
 }
 
 }  // namespace

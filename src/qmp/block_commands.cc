@@ -241,6 +241,10 @@ Task<CommandResult> StorageDaemon::Impl::block_resize(Options args) {
     co_return qmp_fail(
         QmpError::generic("Cannot find device='" + device + "' nor node-name='" + node_name + "'"));
   }
+  // A job's nodes keep their size (qemu-storage-daemon 7.2's message, without a device name).
+  if (!node_busy_reason(node_name).empty()) {
+    co_return qmp_fail(QmpError::generic("Device '(null)' is in use"));
+  }
   if (size < 0) co_return qmp_fail(QmpError::generic("Parameter 'size' expects a >0 size"));
   if (size % 512 != 0) {
     co_return qmp_fail(QmpError::generic("The new size must be a multiple of 512"));

@@ -200,7 +200,7 @@ CommandResult StorageDaemon::Impl::block_export_add(const Options& args, bool fr
   e->node_name = node_name;
   e->name = name;
   // The export's own view of the node: a job can switch it (mirror's filter, the pivot).
-  e->backend = BlockBackend::attach(backend->root());
+  e->backend = BlockBackend::attach(user_node(*backend));
   e->server = std::make_unique<nbd::Server>(*e->backend, std::move(options));
   BlockExport* raw = e.get();
   exports_.emplace(id, std::move(e));

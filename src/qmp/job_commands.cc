@@ -86,6 +86,16 @@ std::string StorageDaemon::Impl::node_busy_reason(const std::string& name) const
   return "";
 }
 
+BlockNode& StorageDaemon::Impl::user_node(BlockBackend& backend) {
+  for (Job* j : jobs_.list()) {
+    auto* m = dynamic_cast<MirrorJob*>(j);
+    if (m != nullptr && &m->source() == &backend.root() && m->filter_in_path()) {
+      return m->filter();
+    }
+  }
+  return backend.root();
+}
+
 Task<void> StorageDaemon::Impl::end_all_jobs() {
   while (!jobs_.empty()) {
     for (Job* j : jobs_.list()) {
@@ -102,104 +112,47 @@ Task<void> StorageDaemon::Impl::end_all_jobs() {
 
 void StorageDaemon::Impl::register_job_commands() {
   job_events_ = std::make_unique<JobEvents>(*this);
-  const auto id_arg = std::vector<qmp::ArgSpec>{required("id", ArgType::kString)};
-  const auto device_arg = std::vector<qmp::ArgSpec>{required("device", ArgType::kString)};
-
-  // Looks the job up for the job-* commands and applies `verb`.
-  auto job_verb = [this](std::function<Status(Job&)> verb, bool settle) {
-    return [this, verb, settle](Options args) -> Task<CommandResult> {
-      const std::string id = args["id"].get<std::string>();
-      Job* job = jobs_.find(id);
-      if (job == nullptr) co_return qmp_fail(job_not_found());
-      Status s = verb(*job);
-      if (!s) co_return qmp_fail(QmpError::from(s.error()));
-      if (settle) {
-        // finalize and dismiss report their outcome before the reply, as QEMU does.
-        const JobStatus before = job->status();
-        for (int i = 0; i < 1000; ++i) {
-          Job* still = jobs_.find(id);
-          if (still == nullptr || still->status() != before) break;
-          co_await loop_.yield();
-        }
-      }
-      co_return Options::object();
+  // The lambdas only bind a member coroutine; they are not coroutines themselves.
+  auto bind = [this](Task<CommandResult> (Impl::*method)(Options)) {
+    return [this, method](Options args) { return (this->*method)(std::move(args)); };
+  };
+  using Verb = std::function<Status(Job&, const Options&)>;
+  auto verb = [this](Verb v, bool by_device, bool settle) {
+    return [this, v, by_device, settle](Options args) {
+      return job_verb(std::move(args), v, by_device, settle);
     };
   };
-  // The same for block-job-*, which name the job "device" and fail with DeviceNotActive.
-  auto block_job_verb = [this](std::function<Status(Job&, const Options&)> verb) {
-    return [this, verb](Options args) -> Task<CommandResult> {
-      const std::string id = args["device"].get<std::string>();
-      Job* job = jobs_.find(id);
-      if (job == nullptr) co_return qmp_fail(block_job_not_found(id));
-      Status s = verb(*job, args);
-      if (!s) co_return qmp_fail(QmpError::from(s.error()));
-      co_return Options::object();
-    };
-  };
+  const std::vector<qmp::ArgSpec> id_arg = {required("id", ArgType::kString)};
+  const std::vector<qmp::ArgSpec> device_arg = {required("device", ArgType::kString)};
+  const Verb pause = [](Job& j, const Options&) { return j.pause(); };
+  const Verb resume = [](Job& j, const Options&) { return j.resume(); };
+  const Verb complete = [](Job& j, const Options&) { return j.complete(); };
+  const Verb finalize = [](Job& j, const Options&) { return j.finalize(); };
+  const Verb dismiss = [](Job& j, const Options&) { return j.dismiss(); };
 
-  dispatcher_.add({"job-pause", id_arg, job_verb([](Job& j) { return j.pause(); }, false)});
-  dispatcher_.add({"job-resume", id_arg, job_verb([](Job& j) { return j.resume(); }, false)});
-  dispatcher_.add({"job-cancel", id_arg, job_verb([](Job& j) { return j.cancel(true); }, false)});
-  dispatcher_.add({"job-complete", id_arg, job_verb([](Job& j) { return j.complete(); }, false)});
-  dispatcher_.add({"job-finalize", id_arg, job_verb([](Job& j) { return j.finalize(); }, true)});
-  dispatcher_.add({"job-dismiss", id_arg, job_verb([](Job& j) { return j.dismiss(); }, true)});
-  dispatcher_.add({"block-job-pause", device_arg,
-                   block_job_verb([](Job& j, const Options&) { return j.pause(); })});
-  dispatcher_.add({"block-job-resume", device_arg,
-                   block_job_verb([](Job& j, const Options&) { return j.resume(); })});
-  dispatcher_.add({"block-job-complete", device_arg,
-                   block_job_verb([](Job& j, const Options&) { return j.complete(); })});
+  dispatcher_.add({"job-pause", id_arg, verb(pause, false, false)});
+  dispatcher_.add({"job-resume", id_arg, verb(resume, false, false)});
+  dispatcher_.add({"job-cancel", id_arg,
+                   verb([](Job& j, const Options&) { return j.cancel(true); }, false, false)});
+  dispatcher_.add({"job-complete", id_arg, verb(complete, false, false)});
+  dispatcher_.add({"job-finalize", id_arg, verb(finalize, false, true)});
+  dispatcher_.add({"job-dismiss", id_arg, verb(dismiss, false, true)});
+  dispatcher_.add({"block-job-pause", device_arg, verb(pause, true, false)});
+  dispatcher_.add({"block-job-resume", device_arg, verb(resume, true, false)});
+  dispatcher_.add({"block-job-complete", device_arg, verb(complete, true, false)});
+  dispatcher_.add({"block-job-cancel",
+                   {required("device", ArgType::kString), optional("force", ArgType::kBool)},
+                   verb([](Job& j, const Options& a) { return j.cancel(a.value("force", false)); },
+                        true, false)});
   dispatcher_.add(
-      {"block-job-cancel",
-       {required("device", ArgType::kString), optional("force", ArgType::kBool)},
-       block_job_verb([](Job& j, const Options& a) { return j.cancel(a.value("force", false)); })});
-  dispatcher_.add({"block-job-set-speed",
-                   {required("device", ArgType::kString), required("speed", ArgType::kInt)},
-                   block_job_verb([](Job& j, const Options& a) {
-                     return j.set_speed(a["speed"].get<int64_t>());
-                   })});
-  dispatcher_.add(
-      {"block-job-finalize", id_arg, job_verb([](Job& j) { return j.finalize(); }, true)});
-  dispatcher_.add(
-      {"block-job-dismiss", id_arg, job_verb([](Job& j) { return j.dismiss(); }, true)});
-
-  dispatcher_.add({"query-jobs", {}, [this](Options) -> Task<CommandResult> {
-                     Options list = Options::array();
-                     for (Job* j : jobs_.list()) {
-                       Options x = Options::object();
-                       x["current-progress"] = j->current_progress();
-                       x["status"] = job_status_name(j->status());
-                       x["total-progress"] = j->total_progress();
-                       x["type"] = j->type();
-                       x["id"] = j->id();
-                       if (!j->error().empty()) x["error"] = j->error();
-                       list.push_back(x);
-                     }
-                     co_return list;
-                   }});
-  dispatcher_.add({"query-block-jobs", {}, [this](Options) -> Task<CommandResult> {
-                     Options list = Options::array();
-                     for (Job* j : jobs_.list()) {
-                       Options x = Options::object();
-                       x["auto-finalize"] = j->auto_finalize();
-                       x["io-status"] = "ok";
-                       x["device"] = j->id();
-                       x["auto-dismiss"] = j->auto_dismiss();
-                       x["busy"] = j->busy();
-                       x["len"] = j->total_progress();
-                       x["offset"] = j->current_progress();
-                       x["status"] = job_status_name(j->status());
-                       x["paused"] = j->paused();
-                       x["speed"] = j->speed();
-                       x["ready"] =
-                           j->status() == JobStatus::kReady || j->status() == JobStatus::kStandby;
-                       x["type"] = j->type();
-                       if (!j->error().empty()) x["error"] = j->error();
-                       list.push_back(x);
-                     }
-                     co_return list;
-                   }});
-
+      {"block-job-set-speed",
+       {required("device", ArgType::kString), required("speed", ArgType::kInt)},
+       verb([](Job& j, const Options& a) { return j.set_speed(a["speed"].get<int64_t>()); }, true,
+            false)});
+  dispatcher_.add({"block-job-finalize", id_arg, verb(finalize, false, true)});
+  dispatcher_.add({"block-job-dismiss", id_arg, verb(dismiss, false, true)});
+  dispatcher_.add({"query-jobs", {}, bind(&Impl::query_jobs)});
+  dispatcher_.add({"query-block-jobs", {}, bind(&Impl::query_block_jobs)});
   dispatcher_.add(
       {"blockdev-mirror",
        {optional("job-id", ArgType::kString), required("device", ArgType::kString),
@@ -211,94 +164,153 @@ void StorageDaemon::Impl::register_job_commands() {
         optional("filter-node-name", ArgType::kString),
         qmp::enum_arg("copy-mode", {"background", "write-blocking"}, false),
         optional("auto-finalize", ArgType::kBool), optional("auto-dismiss", ArgType::kBool)},
-       [this](Options args) -> Task<CommandResult> {
-         const std::string device = args["device"].get<std::string>();
-         const std::string target_name = args["target"].get<std::string>();
-         auto not_found = [](const std::string& n) {
-           return QmpError::generic("Cannot find device='" + n + "' nor node-name='" + n + "'");
-         };
-         BlockBackend* src = find_node(device);
-         if (src == nullptr) co_return qmp_fail(not_found(device));
-         BlockBackend* dst = find_node(target_name);
-         if (dst == nullptr) co_return qmp_fail(not_found(target_name));
-         for (Job* j : jobs_.list()) {
-           auto* m = dynamic_cast<MirrorJob*>(j);
-           if (m != nullptr && (&m->source() == &src->root() || &m->target() == &src->root())) {
-             co_return qmp_fail(QmpError::generic("Need a root block node"));
-           }
-         }
-         if (std::string busy = node_busy_reason(target_name); !busy.empty()) {
-           co_return qmp_fail(QmpError::generic(busy));
-         }
-         const std::string sync = args["sync"].get<std::string>();
-         if (sync == "incremental" || sync == "bitmap") {
-           co_return qmp_fail(QmpError::generic("Sync mode '" + sync + "' not supported"));
-         }
-         if (src == dst) co_return qmp_fail(QmpError::generic("Can't mirror node into itself"));
-         const uint64_t granularity = args.value("granularity", uint64_t{0});
-         if (args.contains("granularity")) {
-           if (granularity < 512 || granularity > (64 << 20)) {
-             co_return qmp_fail(QmpError::generic(
-                 "Parameter 'granularity' expects a value in range [512B, 64MB]"));
-           }
-           if ((granularity & (granularity - 1)) != 0) {
-             co_return qmp_fail(QmpError::generic("Parameter 'granularity' expects a power of 2"));
-           }
-         }
-         const int64_t buf_size = args.value("buf-size", int64_t{0});
-         if (args.contains("buf-size") && buf_size <= 0) {
-           co_return qmp_fail(QmpError::generic("Parameter 'buf-size' expects a positive value"));
-         }
-         if (src->root().length() != dst->root().length()) {
-           co_return qmp_fail(QmpError::generic("Source and target image have different sizes"));
-         }
-         const std::string id = args.value("job-id", std::string());
-         if (Status s = jobs_.check_new_id(id); !s) co_return qmp_fail(QmpError::from(s.error()));
-         const int64_t speed = args.value("speed", int64_t{0});
-         if (speed < 0) {
-           // QEMU creates the job before it checks the speed.
-           emit_event("JOB_STATUS_CHANGE", Options{{"status", "created"}, {"id", id}});
-           emit_event("JOB_STATUS_CHANGE", Options{{"status", "null"}, {"id", id}});
-           co_return qmp_fail(QmpError::generic("Parameter 'speed' expects a non-negative value"));
-         }
-         MirrorOptions options;
-         options.job.id = id;
-         options.job.auto_finalize = args.value("auto-finalize", true);
-         options.job.auto_dismiss = args.value("auto-dismiss", true);
-         options.job.speed = static_cast<uint64_t>(speed);
-         options.sync = sync == "full"  ? MirrorSync::kFull
-                        : sync == "top" ? MirrorSync::kTop
-                                        : MirrorSync::kNone;
-         options.granularity = granularity;
-         options.buf_size = static_cast<uint64_t>(buf_size);
-         options.write_blocking = args.value("copy-mode", std::string()) == "write-blocking";
-         auto policy = [&args](const char* key) {
-           std::string v = args.value(key, std::string("report"));
-           if (v == "auto") v = "report";
-           return parse_on_error(v).value_or(OnError::kReport);
-         };
-         options.on_source_error = policy("on-source-error");
-         options.on_target_error = policy("on-target-error");
+       bind(&Impl::blockdev_mirror)});
+}
 
-         // The users of the source: the exports now serving its node. The job switches them.
-         BlockNode* source_root = &src->root();
-         BlockNode* target_root = &dst->root();
-         auto current = std::make_shared<BlockNode*>(source_root);
-         auto switch_users = [this, current, source_root, target_root, device,
-                              target_name](BlockNode& to) {
-           for (auto& [eid, e] : exports_) {
-             if (&e->backend->root() != *current) continue;
-             e->backend->set_root(to);
-             if (&to == target_root) e->node_name = target_name;
-             if (&to == source_root) e->node_name = device;
-           }
-           *current = &to;
-         };
-         auto job = std::make_unique<MirrorJob>(loop_, std::move(options), *job_events_,
-                                                *source_root, *target_root, switch_users);
-         jobs_.add(std::move(job)).start();
-         co_return Options::object();
-       }});
+Task<CommandResult> StorageDaemon::Impl::job_verb(Options args,
+                                                  std::function<Status(Job&, const Options&)> verb,
+                                                  bool by_device, bool settle) {
+  const std::string id = args[by_device ? "device" : "id"].get<std::string>();
+  Job* job = jobs_.find(id);
+  if (job == nullptr) co_return qmp_fail(by_device ? block_job_not_found(id) : job_not_found());
+  Status s = verb(*job, args);
+  if (!s) co_return qmp_fail(QmpError::from(s.error()));
+  if (settle) {
+    // finalize and dismiss report their outcome before the reply, as QEMU does.
+    const JobStatus before = job->status();
+    for (int i = 0; i < 1000; ++i) {
+      Job* still = jobs_.find(id);
+      if (still == nullptr || still->status() != before) break;
+      co_await loop_.yield();
+    }
+  }
+  co_return Options::object();
+}
+
+Task<CommandResult> StorageDaemon::Impl::query_jobs(Options) {
+  Options list = Options::array();
+  for (Job* j : jobs_.list()) {
+    Options x = Options::object();
+    x["current-progress"] = j->current_progress();
+    x["status"] = job_status_name(j->status());
+    x["total-progress"] = j->total_progress();
+    x["type"] = j->type();
+    x["id"] = j->id();
+    if (!j->error().empty()) x["error"] = j->error();
+    list.push_back(x);
+  }
+  co_return list;
+}
+
+Task<CommandResult> StorageDaemon::Impl::query_block_jobs(Options) {
+  Options list = Options::array();
+  for (Job* j : jobs_.list()) {
+    Options x = Options::object();
+    x["auto-finalize"] = j->auto_finalize();
+    x["io-status"] = j->io_status();
+    x["device"] = j->id();
+    x["auto-dismiss"] = j->auto_dismiss();
+    x["busy"] = j->busy();
+    x["len"] = j->total_progress();
+    x["offset"] = j->current_progress();
+    x["status"] = job_status_name(j->status());
+    x["paused"] = j->paused();
+    x["speed"] = j->speed();
+    x["ready"] = j->ready();
+    x["type"] = j->type();
+    if (!j->error().empty()) x["error"] = j->error();
+    list.push_back(x);
+  }
+  co_return list;
+}
+
+Task<CommandResult> StorageDaemon::Impl::blockdev_mirror(Options args) {
+  const std::string device = args["device"].get<std::string>();
+  const std::string target_name = args["target"].get<std::string>();
+  auto not_found = [](const std::string& n) {
+    return QmpError::generic("Cannot find device='" + n + "' nor node-name='" + n + "'");
+  };
+  BlockBackend* src = find_node(device);
+  if (src == nullptr) co_return qmp_fail(not_found(device));
+  BlockBackend* dst = find_node(target_name);
+  if (dst == nullptr) co_return qmp_fail(not_found(target_name));
+  for (Job* j : jobs_.list()) {
+    auto* m = dynamic_cast<MirrorJob*>(j);
+    if (m != nullptr && (&m->source() == &src->root() || &m->target() == &src->root())) {
+      co_return qmp_fail(QmpError::generic("Need a root block node"));
+    }
+  }
+  if (std::string busy = node_busy_reason(target_name); !busy.empty()) {
+    co_return qmp_fail(QmpError::generic(busy));
+  }
+  const std::string sync = args["sync"].get<std::string>();
+  if (sync == "incremental" || sync == "bitmap") {
+    co_return qmp_fail(QmpError::generic("Sync mode '" + sync + "' not supported"));
+  }
+  if (src == dst) co_return qmp_fail(QmpError::generic("Can't mirror node into itself"));
+  const uint64_t granularity = args.value("granularity", uint64_t{0});
+  if (args.contains("granularity")) {
+    if (granularity < 512 || granularity > (64 << 20)) {
+      co_return qmp_fail(
+          QmpError::generic("Parameter 'granularity' expects a value in range [512B, 64MB]"));
+    }
+    if ((granularity & (granularity - 1)) != 0) {
+      co_return qmp_fail(QmpError::generic("Parameter 'granularity' expects a power of 2"));
+    }
+  }
+  const int64_t buf_size = args.value("buf-size", int64_t{0});
+  if (args.contains("buf-size") && buf_size <= 0) {
+    co_return qmp_fail(QmpError::generic("Parameter 'buf-size' expects a positive value"));
+  }
+  if (src->root().length() != dst->root().length()) {
+    co_return qmp_fail(QmpError::generic("Source and target image have different sizes"));
+  }
+  const std::string id = args.value("job-id", std::string());
+  if (Status s = jobs_.check_new_id(id); !s) co_return qmp_fail(QmpError::from(s.error()));
+  const int64_t speed = args.value("speed", int64_t{0});
+  if (speed < 0) {
+    // QEMU creates the job before it checks the speed.
+    emit_event("JOB_STATUS_CHANGE", Options{{"status", "created"}, {"id", id}});
+    emit_event("JOB_STATUS_CHANGE", Options{{"status", "null"}, {"id", id}});
+    co_return qmp_fail(QmpError::generic("Parameter 'speed' expects a non-negative value"));
+  }
+  MirrorOptions options;
+  options.job.id = id;
+  options.job.auto_finalize = args.value("auto-finalize", true);
+  options.job.auto_dismiss = args.value("auto-dismiss", true);
+  options.job.speed = static_cast<uint64_t>(speed);
+  options.sync = sync == "full"  ? MirrorSync::kFull
+                 : sync == "top" ? MirrorSync::kTop
+                                 : MirrorSync::kNone;
+  options.granularity = granularity;
+  options.buf_size = static_cast<uint64_t>(buf_size);
+  options.write_blocking = args.value("copy-mode", std::string()) == "write-blocking";
+  auto policy = [&args](const char* key) {
+    std::string v = args.value(key, std::string("report"));
+    if (v == "auto") v = "report";
+    return parse_on_error(v).value_or(OnError::kReport);
+  };
+  options.on_source_error = policy("on-source-error");
+  options.on_target_error = policy("on-target-error");
+
+  // The users of the source: the exports now serving its node. The job switches them.
+  BlockNode* source_root = &src->root();
+  BlockNode* target_root = &dst->root();
+  auto current = std::make_shared<BlockNode*>(source_root);
+  auto switch_users = [this, current, source_root, target_root, device,
+                       target_name](BlockNode& to) {
+    for (auto& [eid, e] : exports_) {
+      if (&e->backend->root() != *current) continue;
+      e->backend->set_root(to);
+      if (&to == target_root) e->node_name = target_name;
+      if (&to == source_root) e->node_name = device;
+    }
+    *current = &to;
+  };
+  auto job = std::make_unique<MirrorJob>(loop_, std::move(options), *job_events_, *source_root,
+                                         *target_root, switch_users);
+  jobs_.add(std::move(job)).start();
+  co_return Options::object();
 }
 
 }  // namespace qblock

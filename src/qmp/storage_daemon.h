@@ -5,6 +5,7 @@
 // storage_daemon.cc (lifecycle, query-version, query-commands, quit).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -77,8 +78,19 @@ class StorageDaemon::Impl {
   void register_job_commands();
   // Why blockdev-del must refuse `name` (a job's source or target), or empty.
   std::string node_busy_reason(const std::string& name) const;
+  // The node a new user of `backend`'s root must use: a running mirror's filter above it,
+  // or the root itself.
+  BlockNode& user_node(BlockBackend& backend);
   // Cancels every job and waits until all are gone (daemon shutdown).
   Task<void> end_all_jobs();
+  // A job verb: job-* name the job "id" (GenericError "Job not found"), block-job-* name it
+  // "device" (`by_device`; DeviceNotActive). `settle`: the reply waits until the verb's
+  // status change has been reported (finalize, dismiss).
+  Task<qmp::CommandResult> job_verb(Options args, std::function<Status(Job&, const Options&)> verb,
+                                    bool by_device, bool settle);
+  Task<qmp::CommandResult> query_jobs(Options args);
+  Task<qmp::CommandResult> query_block_jobs(Options args);
+  Task<qmp::CommandResult> blockdev_mirror(Options args);
 
  private:
   void register_commands();
