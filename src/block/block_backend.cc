@@ -117,7 +117,13 @@ Task<Result<std::unique_ptr<BlockBackend>>> BlockBackend::open(EventLoop& loop,
   co_return backend;
 }
 
-BlockBackend::~BlockBackend() { CHECK(closed_ || root_->tracked_requests() == 0); }
+BlockBackend::~BlockBackend() { CHECK(closed_ || active_->tracked_requests() == 0); }
+
+std::unique_ptr<BlockBackend> BlockBackend::attach(BlockNode& node) {
+  std::unique_ptr<BlockBackend> backend(new BlockBackend(node.loop(), nullptr));
+  backend->active_ = &node;
+  return backend;
+}
 
 Status BlockBackend::check_request(uint64_t offset, uint64_t bytes, uint64_t max_bytes) const {
   if (bytes > max_bytes) return fail(Error::invalid("request too large"));
@@ -128,36 +134,36 @@ Status BlockBackend::check_request(uint64_t offset, uint64_t bytes, uint64_t max
 
 Task<Status> BlockBackend::read(uint64_t offset, IoVec qiov, RequestFlags flags) {
   if (Status s = check_request(offset, qiov.size()); !s) co_return s;
-  co_return co_await root_->read(offset, std::move(qiov), flags);
+  co_return co_await active_->read(offset, std::move(qiov), flags);
 }
 
 Task<Status> BlockBackend::write(uint64_t offset, IoVec qiov, RequestFlags flags) {
   if (read_only()) co_return fail(Error::permission("Block node is read-only"));
   if (Status s = check_request(offset, qiov.size()); !s) co_return s;
-  Status s = co_await root_->write(offset, std::move(qiov), flags);
-  if (s && root_->open_flags().writethrough) s = co_await root_->flush();
+  Status s = co_await active_->write(offset, std::move(qiov), flags);
+  if (s && active_->open_flags().writethrough) s = co_await active_->flush();
   co_return s;
 }
 
 Task<Status> BlockBackend::write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) {
   if (read_only()) co_return fail(Error::permission("Block node is read-only"));
   if (Status s = check_request(offset, bytes, kNoLengthLimit); !s) co_return s;
-  Status s = co_await root_->write_zeroes(offset, bytes, flags);
-  if (s && root_->open_flags().writethrough) s = co_await root_->flush();
+  Status s = co_await active_->write_zeroes(offset, bytes, flags);
+  if (s && active_->open_flags().writethrough) s = co_await active_->flush();
   co_return s;
 }
 
 Task<Status> BlockBackend::discard(uint64_t offset, uint64_t bytes) {
   if (read_only()) co_return fail(Error::permission("Block node is read-only"));
   if (Status s = check_request(offset, bytes, kNoLengthLimit); !s) co_return s;
-  co_return co_await root_->discard(offset, bytes);
+  co_return co_await active_->discard(offset, bytes);
 }
 
-Task<Status> BlockBackend::flush() { co_return co_await root_->flush(); }
+Task<Status> BlockBackend::flush() { co_return co_await active_->flush(); }
 
 Task<Status> BlockBackend::truncate(uint64_t size, PreallocMode mode) {
   if (read_only()) co_return fail(Error::permission("Block node is read-only"));
-  co_return co_await root_->truncate(size, mode, Exact::kYes);
+  co_return co_await active_->truncate(size, mode, Exact::kYes);
 }
 
 Task<Status> BlockBackend::close() {
@@ -166,7 +172,8 @@ Task<Status> BlockBackend::close() {
   // Like QEMU's close: what was written reaches stable storage before the image is released.
   // (if/else, not `?:`: g++ 12 destroys a co_await result inside `?:` twice.)
   Status flushed = ok();
-  if (!read_only()) flushed = co_await root_->flush();
+  if (!read_only()) flushed = co_await active_->flush();
+  if (!root_) co_return flushed;  // attached: the owner closes the node
   Status closed = co_await root_->close();
   co_return flushed ? closed : flushed;
 }

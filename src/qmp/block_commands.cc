@@ -211,6 +211,9 @@ Task<CommandResult> StorageDaemon::Impl::blockdev_del(Options args) {
   if (it == nodes_.end()) {
     co_return qmp_fail(QmpError::generic("Failed to find node with node-name='" + name + "'"));
   }
+  if (std::string busy = node_busy_reason(name); !busy.empty()) {
+    co_return qmp_fail(QmpError::generic(busy));
+  }
   for (const auto& [id, e] : exports_) {
     if (e->node_name == name) co_return qmp_fail(QmpError::generic("Node " + name + " is in use"));
   }
@@ -237,6 +240,10 @@ Task<CommandResult> StorageDaemon::Impl::block_resize(Options args) {
   if (backend == nullptr) {
     co_return qmp_fail(
         QmpError::generic("Cannot find device='" + device + "' nor node-name='" + node_name + "'"));
+  }
+  // A job's nodes keep their size (qemu-storage-daemon 7.2's message, without a device name).
+  if (!node_busy_reason(node_name).empty()) {
+    co_return qmp_fail(QmpError::generic("Device '(null)' is in use"));
   }
   if (size < 0) co_return qmp_fail(QmpError::generic("Parameter 'size' expects a >0 size"));
   if (size % 512 != 0) {

@@ -218,7 +218,9 @@ CommandResult StorageDaemon::Impl::block_export_add(const Options& args, bool fr
   e->id = id;
   e->node_name = node_name;
   e->name = name;
-  e->server = std::make_unique<nbd::Server>(*backend, std::move(options), nbd_tls_.get());
+  // The export's own view of the node: a job can switch it (mirror's filter, the pivot).
+  e->backend = BlockBackend::attach(user_node(*backend));
+  e->server = std::make_unique<nbd::Server>(*e->backend, std::move(options), nbd_tls_.get());
   BlockExport* raw = e.get();
   exports_.emplace(id, std::move(e));
   spawn(run_export(raw, nbd_listen_fd_));

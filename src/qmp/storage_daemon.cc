@@ -28,7 +28,10 @@ Options version_object() {
 
 }  // namespace
 
-StorageDaemon::Impl::Impl(EventLoop& loop) : loop_(loop), changed_(loop) { register_commands(); }
+StorageDaemon::Impl::Impl(EventLoop& loop) : loop_(loop), changed_(loop) {
+  register_commands();
+  register_job_commands();
+}
 
 void StorageDaemon::Impl::register_commands() {
   // The lambdas only bind a member coroutine; they are not coroutines themselves.
@@ -70,6 +73,10 @@ Task<CommandResult> StorageDaemon::Impl::query_commands(Options) {
 }
 
 Task<CommandResult> StorageDaemon::Impl::quit_command(Options) {
+  // qemu-storage-daemon closes its exports before the reply goes out: their
+  // BLOCK_EXPORT_DELETED events come first. (Before quit(): run() then finds none left.)
+  Task<void> exports_gone = delete_all_exports();
+  co_await std::move(exports_gone);
   quit();
   co_return Options::object();
 }
@@ -100,6 +107,9 @@ Task<Status> StorageDaemon::Impl::run() {
   for (auto& m : monitors_) m->stop();
   Task<void> exports_gone = delete_all_exports();
   co_await std::move(exports_gone);
+  // Then the jobs, as qemu-storage-daemon does: cancelled, their filters removed.
+  Task<void> jobs_gone = end_all_jobs();
+  co_await std::move(jobs_gone);
   if (nbd_listen_fd_ >= 0) ::close(nbd_listen_fd_);
   nbd_listen_fd_ = -1;
   if (nbd_running_ && nbd_address_.unix_socket) ::unlink(nbd_address_.path.c_str());

@@ -1,14 +1,17 @@
 // StorageDaemon::Impl: the daemon's state (named graphs, the NBD server and its exports, the
 // monitors) and the QMP command table over it. The public face is qblock/storage_daemon.h;
 // the commands are split by subject: block_commands.cc (graphs), export_commands.cc (NBD),
+// job_commands.cc (jobs: blockdev-mirror, job-*, block-job-*, query-jobs),
 // storage_daemon.cc (lifecycle, query-version, query-commands, quit).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "jobs/job_registry.h"
 #include "nbd/server.h"
 #include "qblock/block_backend.h"
 #include "qblock/nbd_server.h"
@@ -31,6 +34,8 @@ struct BlockExport {
   std::string id;
   std::string node_name;
   std::string name;  // the NBD export name
+  // Attached to the node (BlockBackend::attach); declared before the server that uses it.
+  std::unique_ptr<BlockBackend> backend;
   std::unique_ptr<nbd::Server> server;
   bool finished = false;  // the server's listen() returned
 };
@@ -38,6 +43,7 @@ struct BlockExport {
 class StorageDaemon::Impl {
  public:
   explicit Impl(EventLoop& loop);
+  ~Impl();
 
   EventLoop& loop() { return loop_; }
   qmp::Dispatcher& dispatcher() { return dispatcher_; }
@@ -68,6 +74,24 @@ class StorageDaemon::Impl {
   // Ends every export (NBD server stop, daemon shutdown), emitting BLOCK_EXPORT_DELETED.
   Task<void> delete_all_exports();
 
+  // ---- jobs (job_commands.cc) ----
+  void register_job_commands();
+  // Why blockdev-del must refuse `name` (a job's source or target), or empty.
+  std::string node_busy_reason(const std::string& name) const;
+  // The node a new user of `backend`'s root must use: a running mirror's filter above it,
+  // or the root itself.
+  BlockNode& user_node(BlockBackend& backend);
+  // Cancels every job and waits until all are gone (daemon shutdown).
+  Task<void> end_all_jobs();
+  // A job verb: job-* name the job "id" (GenericError "Job not found"), block-job-* name it
+  // "device" (`by_device`; DeviceNotActive). `settle`: the reply waits until the verb's
+  // status change has been reported (finalize, dismiss).
+  Task<qmp::CommandResult> job_verb(Options args, std::function<Status(Job&, const Options&)> verb,
+                                    bool by_device, bool settle);
+  Task<qmp::CommandResult> query_jobs(Options args);
+  Task<qmp::CommandResult> query_block_jobs(Options args);
+  Task<qmp::CommandResult> blockdev_mirror(Options args);
+
  private:
   void register_commands();
   Task<qmp::CommandResult> query_version(Options args);
@@ -91,6 +115,9 @@ class StorageDaemon::Impl {
   // nbd-server-start's tls-creds, loaded; the exports' servers use it. Null: no TLS.
   std::unique_ptr<nbd::TlsCredentials> nbd_tls_;
   std::map<std::string, std::unique_ptr<BlockExport>> exports_;
+  class JobEvents;  // the JobListener that turns job reports into QMP events
+  std::unique_ptr<JobListener> job_events_;
+  JobRegistry jobs_;
   WaitQueue changed_;  // an export finished, or quit was requested
   bool quitting_ = false;
 };

@@ -2,12 +2,14 @@
 """A small QMP client for the tests: runs a script of QMP inputs against a monitor socket and
 prints every input and every reply and event, normalised so that the transcripts of
 qemu-storage-daemon and `qblock storage-daemon` can be compared (keys sorted; timestamps,
-versions, auto-generated node names and allocated sizes replaced).
+versions, auto-generated node names and allocated sizes replaced; with QMP_JOB_PROGRESS=any
+also a job's progress figures, which depend on timing).
 
 Script lines (blank lines and lines starting with '#' are skipped):
   {json...}            sent as is; waits for its reply (events before it are printed too)
   raw N <bytes>        sends a Python bytes literal; waits for N replies (0: none)
   shell <command>      runs a shell command ($DIR is the test directory) and prints its output
+  wait EVENT           prints messages until the event EVENT has arrived (a job's progress)
   reconnect            closes the connection and opens a new one (greeting printed)
   close                closes the connection without waiting (a client that goes away)
 
@@ -32,6 +34,8 @@ def normalise(msg):
                     out[k] = "TIMESTAMP"
                 elif k in ("actual-size",):
                     out[k] = "SIZE"
+                elif k in ("offset", "current-progress") and os.environ.get("QMP_JOB_PROGRESS") == "any":
+                    out[k] = "PROGRESS"
                 else:
                     out[k] = walk(x, k)
             return out
@@ -77,6 +81,14 @@ class Client:
             if "return" in msg or "error" in msg:
                 seen += 1
 
+    def wait_event(self, name):
+        """Prints messages until the event `name` has arrived."""
+        while True:
+            msg = self.read_message()
+            print("<<< " + normalise(msg))
+            if msg.get("event") == name:
+                return
+
     def send(self, data):
         self.sock.sendall(data)
 
@@ -105,6 +117,9 @@ def main():
                 out = out.replace(os.environ["DIR"], "$DIR")
             sys.stdout.write(out)
             print("[exit %d]" % res.returncode)
+        elif line.startswith("wait "):
+            print("--- wait " + line[5:])
+            client.wait_event(line[5:].strip())
         elif line == "reconnect":
             if client is not None:
                 client.sock.close()

@@ -1,0 +1,51 @@
+#!/bin/bash
+# Runs mirror.qmp (blockdev-mirror with an NBD export pivoted onto the target, the job verbs
+# in every state a mirror can be held in, the events) against qemu-storage-daemon 7.2 and
+# `qblock storage-daemon` ($QBLOCK, default build/debug/bin/qblock) and compares the
+# transcripts, progress figures normalised; then checks both images each one leaves.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+QBLOCK=${QBLOCK:-$HERE/../../build/debug/bin/qblock}
+command -v qemu-storage-daemon >/dev/null || { echo "qemu-storage-daemon missing: skipped"; exit 77; }
+TOP=$(mktemp -d)
+trap '[ -n "${KEEP:-}" ] || rm -rf "$TOP"' EXIT
+export QMP_JOB_PROGRESS=any
+
+run() {  # run NAME DAEMON...
+  local name=$1
+  shift
+  export DIR=$TOP/$name
+  mkdir -p "$DIR"
+  qemu-img create -q -f qcow2 "$DIR/src.qcow2" 64M
+  qemu-io -c 'write -P 0x11 0 4M' -c 'write -z 8M 4M' -c 'write -P 0x22 20M 1M' \
+    "$DIR/src.qcow2" >/dev/null
+  qemu-img create -q -f qcow2 "$DIR/dst.qcow2" 64M
+  "$@" --chardev socket,id=m,path="$DIR/qmp.sock",server=on,wait=off --monitor chardev=m \
+    >"$DIR/daemon.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do [ -S "$DIR/qmp.sock" ] && break; sleep 0.05; done
+  {
+    timeout 60 python3 "$HERE/qmp_client.py" "$DIR/qmp.sock" "$HERE/mirror.qmp"
+    for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+    kill -0 $pid 2>/dev/null && { echo "daemon still running after quit"; kill -9 $pid; }
+    wait $pid
+    echo "daemon exit status: $?"
+    cat "$DIR/daemon.log"
+    # Where clusters land (fragmentation, the end of the file) depends on the order of writes.
+    for img in src dst; do
+      qemu-img check "$DIR/$img.qcow2" 2>&1 | sed -e "s|$DIR|\$DIR|g" -e 's/, [0-9.]*% fragmented//' |
+        grep -v '^Image end offset'
+    done
+    qemu-img compare "$DIR/src.qcow2" "$DIR/dst.qcow2"
+    qemu-io -r -c 'read -P 0x5a 1M 1M' -c 'read -P 0x66 2M 64k' -c 'read -P 0x22 20M 1M' \
+      -c 'read -P 0 8M 4M' "$DIR/dst.qcow2" | grep -v ops/sec
+  } >"$TOP/$name.out" 2>&1
+}
+
+run qemu qemu-storage-daemon
+run qblock "$QBLOCK" storage-daemon
+if diff -u "$TOP/qemu.out" "$TOP/qblock.out"; then
+  echo "mirror transcripts identical ($(grep -c '^>>>' "$TOP/qemu.out") inputs)"
+  exit 0
+fi
+exit 1
