@@ -32,7 +32,7 @@
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
 #include "qblock/options.h"
-#include "qblock/snapshot.h"
+#include "qblock/snapshot_option.h"
 #include "qblock/snapshot_param.h"
 #include "qblock/sync.h"
 
@@ -72,26 +72,6 @@ struct ConvertArgs {
   int coroutines = 8;
   SnapshotParam snapshot;  // -l
 };
-
-// Parses a -l value into args as qemu-img 7.2 does (snapshot_param.h), printing its
-// warnings; prints its error and returns false on a bad "snapshot.*" list.
-bool parse_snapshot_arg(const char* value, ConvertArgs& args) {
-  SnapshotParamParse parsed = parse_snapshot_param(value);
-  for (const std::string& key : parsed.bare_keys) {
-    std::fflush(stdout);
-    std::fprintf(stderr,
-                 "qemu-img: warning: short-form boolean option '%s' deprecated\n"
-                 "Please use %s=on instead\n",
-                 key.c_str(), key.c_str());
-  }
-  if (parsed.invalid_key) {
-    img_error("Invalid parameter '" + *parsed.invalid_key + "'");
-    img_error(std::string("Failed in parsing snapshot param '") + value + "'");
-    return false;
-  }
-  args.snapshot = std::move(parsed.param);
-  return true;
-}
 
 // qemu-img's progress lines (qemu-compat.md §1.5): printed when the value moved by more than
 // one point, or is 0 or 100. Single precision, as 7.2 accumulates it.
@@ -152,8 +132,9 @@ int parse_args(int argc, char** argv, ConvertArgs& args) {
     args.options += value;
     return kContinue;
   });
-  parser.with_value(
-      'l', [&args](const char* value) { return parse_snapshot_arg(value, args) ? kContinue : 1; });
+  parser.with_value('l', [&args](const char* value) {
+    return parse_snapshot_option(value, args.snapshot) ? kContinue : 1;
+  });
   parser.with_value('S', [&args](const char* value) {
     Result<uint64_t> s = parse_size(value);
     if (!s) {
@@ -727,25 +708,6 @@ bool create_target(EventLoop& loop, const ConvertArgs& args, const TargetOptions
   return created ? true : failed(created.error());
 }
 
-// Points the (only) source at the snapshot -l names, as 7.2 loads it: by "snapshot.id" and
-// "snapshot.name", or a bare text tried as an id, then as a name. Prints qemu-img's message.
-bool load_snapshot(EventLoop& loop, const ConvertArgs& args, BlockNode& root) {
-  Status loaded = ok();
-  if (args.snapshot.id_or_name) {
-    loaded = run_sync(loop, load_snapshot_tmp(root, *args.snapshot.id_or_name, std::nullopt));
-    if (!loaded && loaded.error().errnum() == ENOENT) {
-      loaded = run_sync(loop, load_snapshot_tmp(root, std::nullopt, *args.snapshot.id_or_name));
-    }
-  } else {
-    loaded = run_sync(loop, load_snapshot_tmp(root, args.snapshot.id, args.snapshot.name));
-  }
-  if (!loaded) {
-    img_error("Failed to load snapshot: " + loaded.error().message());
-    return false;
-  }
-  return true;
-}
-
 // Prints why -c cannot be done for a target of `format` (only qcow2 writes compressed
 // clusters). Returns true when it refused.
 bool refuse_compression(const std::string& format) {
@@ -774,7 +736,7 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
       img_error("No support for concatenating multiple snapshot");
       return 1;
     }
-    if (!load_snapshot(loop, args, sources[0].backend->root())) return 1;
+    if (!load_snapshot_option(loop, args.snapshot, sources[0].backend->root())) return 1;
   }
   // 7.2 reports this and then ends with exit status 0, the target untouched.
   if (args.no_create && args.target_is_zero && !args.backing.empty()) {

@@ -1,6 +1,6 @@
-// The `-l snapshot_param` option as a subcommand takes it (qemu-img 7.2's measure; convert
-// has its own copy): parsing with qemu-img's warnings and errors, and pointing an opened
-// image at that snapshot (a read-only temporary load, qblock/snapshot.h).
+// The `-l snapshot_param` option as qemu-img 7.2's measure and convert take it: parsing with
+// qemu-img's warnings and errors, and pointing an opened image at that snapshot (a read-only
+// temporary load, qblock/snapshot.h).
 #pragma once
 
 #include "qblock/block_node.h"
