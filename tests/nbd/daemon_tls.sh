@@ -6,9 +6,7 @@
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 QBLOCK=${QBLOCK:-$HERE/../../build/debug/bin/qblock}
-command -v qemu-storage-daemon >/dev/null || { echo "qemu-storage-daemon missing: skipped"; exit 77; }
-TOP=$(mktemp -d)
-trap '[ -n "${KEEP:-}" ] || rm -rf "$TOP"' EXIT
+. "$HERE/../qmp/daemon_pair.rc"
 bash "$HERE/make-tls-creds.sh" "$TOP/creds" >/dev/null || exit 2
 
 run() {  # run NAME DAEMON...
@@ -24,22 +22,13 @@ run() {  # run NAME DAEMON...
     --chardev socket,id=m,path="$DIR/qmp.sock",server=on,wait=off --monitor chardev=m \
     --pidfile "$DIR/pid" >"$DIR/daemon.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 400); do [ -S "$DIR/qmp.sock" ] && break; sleep 0.05; done
+  wait_for_socket "$DIR/qmp.sock" 400
   {
     timeout 120 python3 "$HERE/../qmp/qmp_client.py" "$DIR/qmp.sock" "$HERE/daemon_tls.qmp"
-    for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
-    kill -0 $pid 2>/dev/null && { echo "daemon still running after quit"; kill -9 $pid; }
-    wait $pid
-    echo "daemon exit status: $?"
+    await_quit $pid
     sed "s|$DIR|\$DIR|g" "$DIR/daemon.log"
     qemu-img check "$DIR/a.qcow2" 2>&1 | sed "s|$DIR|\$DIR|g"
   } >"$TOP/$name.out" 2>&1
 }
 
-run qemu qemu-storage-daemon
-run qblock "$QBLOCK" storage-daemon
-if diff -u "$TOP/qemu.out" "$TOP/qblock.out"; then
-  echo "transcripts identical ($(wc -l <"$TOP/qblock.out") lines)"
-  exit 0
-fi
-exit 1
+compare_daemons "transcripts"

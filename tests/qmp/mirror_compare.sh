@@ -6,9 +6,7 @@
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 QBLOCK=${QBLOCK:-$HERE/../../build/debug/bin/qblock}
-command -v qemu-storage-daemon >/dev/null || { echo "qemu-storage-daemon missing: skipped"; exit 77; }
-TOP=$(mktemp -d)
-trap '[ -n "${KEEP:-}" ] || rm -rf "$TOP"' EXIT
+. "$HERE/daemon_pair.rc"
 export QMP_JOB_PROGRESS=any
 
 run() {  # run NAME DAEMON...
@@ -23,13 +21,10 @@ run() {  # run NAME DAEMON...
   "$@" --chardev socket,id=m,path="$DIR/qmp.sock",server=on,wait=off --monitor chardev=m \
     >"$DIR/daemon.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 100); do [ -S "$DIR/qmp.sock" ] && break; sleep 0.05; done
+  wait_for_socket "$DIR/qmp.sock"
   {
     timeout 60 python3 "$HERE/qmp_client.py" "$DIR/qmp.sock" "$HERE/mirror.qmp"
-    for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
-    kill -0 $pid 2>/dev/null && { echo "daemon still running after quit"; kill -9 $pid; }
-    wait $pid
-    echo "daemon exit status: $?"
+    await_quit $pid
     cat "$DIR/daemon.log"
     # Where clusters land (fragmentation, the end of the file) depends on the order of writes.
     for img in src dst; do
@@ -42,10 +37,4 @@ run() {  # run NAME DAEMON...
   } >"$TOP/$name.out" 2>&1
 }
 
-run qemu qemu-storage-daemon
-run qblock "$QBLOCK" storage-daemon
-if diff -u "$TOP/qemu.out" "$TOP/qblock.out"; then
-  echo "mirror transcripts identical ($(grep -c '^>>>' "$TOP/qemu.out") inputs)"
-  exit 0
-fi
-exit 1
+compare_daemons "mirror transcripts"
