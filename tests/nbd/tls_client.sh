@@ -101,7 +101,12 @@ c_x509_tcp() {
   # A client trusting another CA is refused.
   ((r)) || STATUS_ONLY=1 same info --object "tls-creds-x509,id=tc,dir=$WORK/other,endpoint=client" \
     --image-opts "$o" || r=1
-  kill -TERM "$(cat "$WORK/tcp.pid")"
+  # The next case opens the same image: wait until this server has let go of its lock.
+  local pid
+  pid=$(cat "$WORK/tcp.pid")
+  kill -TERM "$pid"
+  for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  kill -0 "$pid" 2>/dev/null && { why "TCP server still running 10 s after SIGTERM"; kill -9 "$pid"; r=1; }
   return $r
 }
 
