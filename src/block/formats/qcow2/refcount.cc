@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "base/byte_order.h"
 #include "base/check.h"
@@ -154,6 +155,24 @@ Task<Result<uint64_t>> Refcounts::get(uint64_t cluster_index) {
   co_return read_entry(**b, cluster_index % entries_per_block_);
 }
 
+Task<Result<std::vector<uint64_t>>> Refcounts::get_many(
+    const std::vector<uint64_t>& cluster_indexes) {
+  std::vector<uint64_t> refcounts(cluster_indexes.size());
+  uint64_t loaded = UINT64_MAX;  // the table index `block` belongs to
+  const Block* block = nullptr;
+  for (std::size_t i = 0; i < cluster_indexes.size(); ++i) {
+    const uint64_t t = cluster_indexes[i] / entries_per_block_;
+    if (t != loaded) {
+      Result<Block*> b = co_await load_block(t, false);
+      if (!b) co_return fail(b.error());
+      block = *b;
+      loaded = t;
+    }
+    refcounts[i] = block ? read_entry(*block, cluster_indexes[i] % entries_per_block_) : 0;
+  }
+  co_return refcounts;
+}
+
 // Gives refcount-table index `t` an in-memory refcount block and a home for it. The block
 // exists (and describes its clusters) before its location is chosen, so the allocation of
 // that location can see the clusters already counted, including possibly a cluster inside
@@ -205,24 +224,32 @@ Task<Status> Refcounts::update(uint64_t cluster_index, uint64_t count, int64_t d
     co_return fail(Error::with_message(
         EIO, "qcow2: the refcount table lies beyond the end of the image file"));
   }
+  // Each block is looked up once per run of clusters it covers (a snapshot's millions of
+  // clusters are counted in runs); nothing suspends between two clusters of one block.
+  uint64_t loaded = UINT64_MAX;  // the table index `block` belongs to
+  Block* block = nullptr;
   for (uint64_t i = cluster_index; i < cluster_index + count; ++i) {
     const uint64_t t = i / entries_per_block_;
-    if (!(t < table_.size() && table_[t] != 0) && !blocks_.count(t)) {
-      if (delta < 0) co_return fail(Error::invalid("refcount underflow"));
-      Status d = co_await describe(t);
-      if (!d) co_return d;
+    if (t != loaded) {
+      if (!(t < table_.size() && table_[t] != 0) && !blocks_.count(t)) {
+        if (delta < 0) co_return fail(Error::invalid("refcount underflow"));
+        Status d = co_await describe(t);
+        if (!d) co_return d;
+      }
+      Result<Block*> b = co_await load_block(t, false);
+      if (!b) co_return fail(b.error());
+      CHECK(*b != nullptr);
+      block = *b;
+      loaded = t;
     }
-    Result<Block*> b = co_await load_block(t, false);
-    if (!b) co_return fail(b.error());
-    CHECK(*b != nullptr);
     const uint64_t idx = i % entries_per_block_;
-    const uint64_t old = read_entry(**b, idx);
+    const uint64_t old = read_entry(*block, idx);
     if ((delta < 0 && old < static_cast<uint64_t>(-delta)) ||
         (delta > 0 && max_refcount_ - old < static_cast<uint64_t>(delta))) {
       co_return fail(Error::invalid(fmt::format("refcount of cluster {} out of range", i)));
     }
     const uint64_t now = old + static_cast<uint64_t>(delta);
-    write_entry(**b, idx, now);
+    write_entry(*block, idx, now);
     if (now == 0 && i < free_hint_) free_hint_ = i;
     if (now != 0) end_index_ = std::max(end_index_, i + 1);
   }
@@ -240,15 +267,22 @@ Task<Result<std::pair<uint64_t, uint64_t>>> Refcounts::allocate_run(uint64_t min
   CHECK(min_count > 0 && min_count <= max_count);
   uint64_t start = free_hint_;
   uint64_t run = 0;
+  // The scan may cross every cluster of the image (the hint starts at 0 after open): each
+  // block is looked up once, and nothing suspends between two of its clusters.
+  uint64_t loaded = UINT64_MAX;  // the table index `block` belongs to
+  const Block* block = nullptr;  // null: no block describes these clusters, they are free
   for (uint64_t i = free_hint_;; ++i) {
     const uint64_t t = i / entries_per_block_;
-    uint64_t rc = 0;
-    // Clusters no block describes are free.
-    if ((t < table_.size() && table_[t] != 0) || blocks_.count(t)) {
-      Result<uint64_t> r = co_await get(i);
-      if (!r) co_return fail(r.error());
-      rc = *r;
+    if (t != loaded) {
+      block = nullptr;
+      if ((t < table_.size() && table_[t] != 0) || blocks_.count(t)) {
+        Result<Block*> b = co_await load_block(t, false);
+        if (!b) co_return fail(b.error());
+        block = *b;
+      }
+      loaded = t;
     }
+    uint64_t rc = block ? read_entry(*block, i % entries_per_block_) : 0;
     if (rc == 0 && reserved(i)) rc = 1;
     if (rc != 0) {
       if (run >= min_count) break;

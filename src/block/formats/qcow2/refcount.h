@@ -33,6 +33,9 @@ class Refcounts {
 
   // Refcount of the host cluster with that index (0 beyond the covered range).
   Task<Result<uint64_t>> get(uint64_t cluster_index);
+  // Refcounts of the host clusters with those indexes, in order: get() for many clusters,
+  // each refcount block looked up once per run of indexes it covers (a table's clusters).
+  Task<Result<std::vector<uint64_t>>> get_many(const std::vector<uint64_t>& cluster_indexes);
   // Adds `delta` to the refcount of `count` clusters starting at `cluster_index`.
   // Errors: EINVAL on underflow/overflow of the refcount width (the image is left unchanged
   // for that cluster).

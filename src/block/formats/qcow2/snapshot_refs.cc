@@ -135,22 +135,28 @@ Task<Status> Qcow2Node::recompute_copied() {
     if (!l2_offset) continue;
     Result<std::vector<uint64_t>> l2 = co_await read_l2(l2_offset);
     if (!l2) co_return fail(l2.error());
-    bool l2_changed = false;
+    // §3.3: COPIED is never set for compressed clusters; without a host cluster there is
+    // nothing to count. The table's own refcount comes last.
+    std::vector<uint64_t> counted;  // indexes into *l2
+    std::vector<uint64_t> clusters;
     for (uint64_t j = 0; j < l2->size(); j += stride) {
-      uint64_t& entry = (*l2)[j];
-      // §3.3: COPIED is never set for compressed clusters; without a host cluster there is
-      // nothing to count.
-      if (!has_host_cluster(cluster_type(entry))) continue;
-      Result<uint64_t> rc = co_await refcounts_->get((entry & kOffsetMask) / cs_);
-      if (!rc) co_return fail(rc.error());
-      const uint64_t wanted = *rc == 1 ? (entry | kCopied) : (entry & ~kCopied);
+      if (!has_host_cluster(cluster_type((*l2)[j]))) continue;
+      counted.push_back(j);
+      clusters.push_back(((*l2)[j] & kOffsetMask) / cs_);
+    }
+    clusters.push_back(l2_offset / cs_);
+    Result<std::vector<uint64_t>> refcounts = co_await refcounts_->get_many(clusters);
+    if (!refcounts) co_return fail(refcounts.error());
+    bool l2_changed = false;
+    for (std::size_t i = 0; i < counted.size(); ++i) {
+      uint64_t& entry = (*l2)[counted[i]];
+      const uint64_t wanted = (*refcounts)[i] == 1 ? (entry | kCopied) : (entry & ~kCopied);
       if (wanted != entry) {
         entry = wanted;
         l2_changed = true;
       }
     }
-    Result<uint64_t> rc = co_await refcounts_->get(l2_offset / cs_);
-    if (!rc) co_return fail(rc.error());
+    const uint64_t* rc = &refcounts->back();
     // A shared table is written too: its entries' clusters are shared as well, so the
     // flags written are the ones every L1 referencing it needs.
     if (l2_changed) {
