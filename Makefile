@@ -1,5 +1,5 @@
 # qblock top-level targets. Each target installs what it needs first.
-.PHONY: all deps build debug asan test unit-tests iotests format-check format demo bench bench-compare bench-nbd bench-rbd bench-l2-cache bench-convert fuzz clean
+.PHONY: all deps build debug asan test unit-tests iotests format-check format demo bench bench-compare bench-nbd bench-rbd bench-l2-cache bench-convert bench-lifecycle fuzz clean
 
 JOBS ?= $(shell nproc)
 
@@ -61,6 +61,11 @@ bench-l2-cache: build
 # to raw, qblock against qemu-img -m 8 -W (SIZE, RUNS, CTYPE, CONVERT_ARGS, QUICK=1, BENCH_DIR).
 bench-convert: build
 	bash bench/convert.sh
+
+# Lifecycle verbs: commit of a 1 GiB overlay and snapshot -c of a 64 GiB image with 8 GiB
+# allocated, qblock against qemu-img (RUNS, QUICK=1, BENCH_DIR).
+bench-lifecycle: build
+	bash bench/lifecycle.sh
 
 # libFuzzer on every fuzz target (fuzz/*_fuzz.cc), one after the other: FUZZ_SECONDS each
 # (default 60), or FUZZ_RUNS executions each (passed as -runs=; then no time limit unless

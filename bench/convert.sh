@@ -65,16 +65,7 @@ with open(path, "wb") as f:
             f.write(bytes(blk))
 PY
 
-# Runs a command, prints its wall time in seconds.
-timed() {
-  local t0 t1
-  t0=$(date +%s.%N)
-  "$@" || { echo "convert.sh: failed: $*" >&2; exit 1; }
-  t1=$(date +%s.%N)
-  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}'
-}
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-minmax() { printf '%s\n' "$@" | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.3f-%.3f", lo, hi}'; }
+source "$repo/bench/stats.sh"
 judge() {  # source [compare options...] target
   local s=$1 t=${*: -1}
   if [[ $t == *.qcow2 ]]; then "$qemu_img" check -q "$t" || die "$t: qemu-img check failed"; fi
@@ -109,7 +100,7 @@ bench() {
   qm=$(median "${qt[@]}") tm=$(median "${tt[@]}")
   printf '%s median: qblock %.3f s (%s)   qemu-img %.3f s (%s)   speedup qemu-img/qblock %s\n' \
     "$name" "$qm" "$(minmax "${qt[@]}")" "$tm" "$(minmax "${tt[@]}")" \
-    "$(awk -v a="$qm" -v b="$tm" 'BEGIN {printf "%.2fx", b / a}')"
+    "$(ratio "$qm" "$tm")"
   echo "$name output sizes: $sizes"
 }
 

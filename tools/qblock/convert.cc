@@ -575,20 +575,26 @@ class Converter {
   // together and the turn passes on as soon as they have entered the target: the qcow2 driver
   // compresses them on its workers while the next chunks are read and compressed, and
   // allocates in the order the requests entered, which is guest order (qemu-img's layout).
-  Task<Status> write_compressed(Chunk chunk, const uint8_t* buf, bool* passed) {
+  // The end of the run of compression clusters starting at `pos` (< `bytes`) of `buf` that are
+  // all zero (with -S) or all not; `*zero` says which.
+  uint64_t compressed_run_end(const uint8_t* buf, uint64_t pos, uint64_t bytes, bool* zero) const {
     const uint64_t cs = compress_cluster_;
+    auto zero_at = [&](uint64_t at) {
+      return args_.sparse != 0 && all_zero(buf + at, std::min(cs, bytes - at));
+    };
+    *zero = zero_at(pos);
+    uint64_t end = pos + std::min(cs, bytes - pos);
+    while (end < bytes && zero_at(end) == *zero) end += std::min(cs, bytes - end);
+    return end;
+  }
+
+  Task<Status> write_compressed(Chunk chunk, const uint8_t* buf, bool* passed) {
     if (!args_.out_of_order && zero_init_) {
       std::vector<Task<Status>> writes;
       std::vector<uint64_t> offsets;
       for (uint64_t pos = 0; pos < chunk.bytes;) {
-        const uint64_t len = std::min(cs, chunk.bytes - pos);
-        const bool zero = args_.sparse != 0 && all_zero(buf + pos, len);
-        uint64_t end = pos + len;
-        while (end < chunk.bytes) {
-          const uint64_t next = std::min(cs, chunk.bytes - end);
-          if ((args_.sparse != 0 && all_zero(buf + end, next)) != zero) break;
-          end += next;
-        }
+        bool zero = false;
+        const uint64_t end = compressed_run_end(buf, pos, chunk.bytes, &zero);
         if (!zero) {
           writes.push_back(target_.write(chunk.offset + pos,
                                          IoVec(const_cast<uint8_t*>(buf + pos), end - pos),
@@ -610,14 +616,8 @@ class Converter {
     }
     uint64_t pos = 0;
     while (pos < chunk.bytes) {
-      const uint64_t len = std::min(cs, chunk.bytes - pos);
-      const bool zero = args_.sparse != 0 && all_zero(buf + pos, len);
-      uint64_t end = pos + len;
-      while (end < chunk.bytes) {
-        const uint64_t next = std::min(cs, chunk.bytes - end);
-        if ((args_.sparse != 0 && all_zero(buf + end, next)) != zero) break;
-        end += next;
-      }
+      bool zero = false;
+      const uint64_t end = compressed_run_end(buf, pos, chunk.bytes, &zero);
       Status s = ok();
       if (!zero) {
         Task<Status> write =
