@@ -2,14 +2,12 @@
 // onto librbd's aio calls, creation and the name qemu-img shows.
 #include "block/protocols/rbd.h"
 
-#include <rados/librados.h>
-#include <rbd/librbd.h>
-
 #include <algorithm>
 #include <cstring>
 #include <memory>
 #include <vector>
 
+#include "block/protocols/librbd_api.h"
 #include "block/protocols/rbd_address.h"
 #include "block/protocols/rbd_completion.h"
 #include "qblock/driver/uring.h"
@@ -53,9 +51,9 @@ struct RbdHandles {
 
   // Blocking (rbd_close flushes librbd's cache): worker threads only, or at teardown.
   void close() {
-    if (image) rbd_close(image);
-    if (io) rados_ioctx_destroy(io);
-    if (cluster) rados_shutdown(cluster);
+    if (image) rbd_client::librbd().rbd_close(image);
+    if (io) rbd_client::librbd().rados_ioctx_destroy(io);
+    if (cluster) rbd_client::librbd().rados_shutdown(cluster);
     image = nullptr, io = nullptr, cluster = nullptr;
   }
 };
@@ -78,33 +76,38 @@ Connect connect_rbd(const RbdAddress& a, bool read_only, bool direct, bool open_
     out.handles.close();
     return std::move(out);
   };
-  int r = rados_create(&h.cluster, a.user.empty() ? nullptr : a.user.c_str());
+  std::string load_error;
+  if (!rbd_client::load_librbd(&load_error)) {
+    return failed(-ENOTSUP, "error initializing: could not load librbd: " + load_error);
+  }
+  int r = rbd_client::librbd().rados_create(&h.cluster, a.user.empty() ? nullptr : a.user.c_str());
   if (r < 0) return failed(r, "error initializing: " + errno_text(-r));
   // The configuration file: the one named, else librados' search (CEPH_CONF, /etc/ceph).
-  r = rados_conf_read_file(h.cluster, a.conf.empty() ? nullptr : a.conf.c_str());
+  r = rbd_client::librbd().rados_conf_read_file(h.cluster,
+                                                a.conf.empty() ? nullptr : a.conf.c_str());
   if (r < 0 && !a.conf.empty()) return failed(r, "error reading conf file " + a.conf);
-  (void)rados_conf_parse_env(h.cluster, nullptr);
+  (void)rbd_client::librbd().rados_conf_parse_env(h.cluster, nullptr);
   // Cache modes as QEMU sets them: librbd's cache only where the host page cache would be.
-  (void)rados_conf_set(h.cluster, "rbd_cache", direct ? "false" : "true");
+  (void)rbd_client::librbd().rados_conf_set(h.cluster, "rbd_cache", direct ? "false" : "true");
   for (const auto& [key, value] : a.config) {
-    r = rados_conf_set(h.cluster, key.c_str(), value.c_str());
+    r = rbd_client::librbd().rados_conf_set(h.cluster, key.c_str(), value.c_str());
     if (r < 0) return failed(r, "invalid conf option " + key + ": " + errno_text(-r));
   }
-  r = rados_connect(h.cluster);
+  r = rbd_client::librbd().rados_connect(h.cluster);
   if (r < 0) return failed(r, "error connecting: " + errno_text(-r));
-  r = rados_ioctx_create(h.cluster, a.pool.c_str(), &h.io);
+  r = rbd_client::librbd().rados_ioctx_create(h.cluster, a.pool.c_str(), &h.io);
   if (r < 0) return failed(r, "error opening pool " + a.pool + ": " + errno_text(-r));
-  rados_ioctx_set_namespace(h.io, a.ns.empty() ? nullptr : a.ns.c_str());
+  rbd_client::librbd().rados_ioctx_set_namespace(h.io, a.ns.empty() ? nullptr : a.ns.c_str());
   if (!a.ns.empty()) {
     bool exists = false;
-    r = rbd_namespace_exists(h.io, a.ns.c_str(), &exists);
+    r = rbd_client::librbd().rbd_namespace_exists(h.io, a.ns.c_str(), &exists);
     if (r < 0) return failed(r, "error checking for the existence of namespace: " + errno_text(-r));
     if (!exists) return failed(-ENOENT, "namespace '" + a.ns + "' does not exist");
   }
   if (!open_image) return out;
   const char* snap = a.snapshot.empty() ? nullptr : a.snapshot.c_str();
-  r = read_only ? rbd_open_read_only(h.io, a.image.c_str(), &h.image, snap)
-                : rbd_open(h.io, a.image.c_str(), &h.image, snap);
+  r = read_only ? rbd_client::librbd().rbd_open_read_only(h.io, a.image.c_str(), &h.image, snap)
+                : rbd_client::librbd().rbd_open(h.io, a.image.c_str(), &h.image, snap);
   if (r < 0) return failed(r, "error reading header from " + a.image + ": " + errno_text(-r));
   return out;
 }
@@ -148,21 +151,21 @@ class RbdNode : public BlockNode {
   // Reads the image's size, object size and features. Errors: rbd_stat's.
   Status describe() {
     rbd_image_info_t st{};
-    int r = rbd_stat(handles_.image, &st, sizeof(st));
+    int r = rbd_client::librbd().rbd_stat(handles_.image, &st, sizeof(st));
     if (r < 0) return fail(Error::from_errno(-r, "error getting image info"));
     size_ = st.size;
     object_size_ = st.obj_size;
     uint64_t features = 0;
     uint64_t image_flags = 0;
-    if (rbd_get_features(handles_.image, &features) == 0 &&
-        rbd_get_flags(handles_.image, &image_flags) == 0) {
+    if (rbd_client::librbd().rbd_get_features(handles_.image, &features) == 0 &&
+        rbd_client::librbd().rbd_get_flags(handles_.image, &image_flags) == 0) {
       fast_diff_ =
           (features & RBD_FEATURE_FAST_DIFF) && !(image_flags & RBD_FLAG_FAST_DIFF_INVALID);
     }
     char value[32] = {};
     discard_granularity_ = kDefaultDiscardGranularity;
-    if (rados_conf_get(handles_.cluster, "rbd_discard_granularity_bytes", value, sizeof(value)) ==
-        0) {
+    if (rbd_client::librbd().rados_conf_get(handles_.cluster, "rbd_discard_granularity_bytes",
+                                            value, sizeof(value)) == 0) {
       uint64_t g = std::strtoull(value, nullptr, 10);
       if (g) discard_granularity_ = g;
     }
@@ -238,7 +241,8 @@ Task<Status> RbdNode::do_read(uint64_t offset, IoVec qiov, RequestFlags) {
   RbdAio aio(*completions_);
   rbd_image_t image = handles_.image;
   int r = aio.start([&](rbd_completion_t c) {
-    return rbd_aio_readv(image, qiov.data(), static_cast<int>(qiov.count()), offset, c);
+    return rbd_client::librbd().rbd_aio_readv(image, qiov.data(), static_cast<int>(qiov.count()),
+                                              offset, c);
   });
   if (r < 0) co_return rbd_error(r, "read");
   int64_t result = co_await aio;
@@ -256,7 +260,8 @@ Task<Status> RbdNode::grow_to(uint64_t end) {
 
 Task<Status> RbdNode::resize(uint64_t size) {
   rbd_image_t image = handles_.image;
-  WorkerOp op = uring::run_in_worker(loop(), [image, size] { return rbd_resize(image, size); });
+  WorkerOp op = uring::run_in_worker(
+      loop(), [image, size] { return rbd_client::librbd().rbd_resize(image, size); });
   int r = co_await op;
   if (r < 0) co_return fail(Error::from_errno(-r, "error resizing rbd image"));
   size_ = size;
@@ -271,7 +276,8 @@ Task<Status> RbdNode::do_write(uint64_t offset, IoVec qiov, RequestFlags) {
   RbdAio aio(*completions_);
   rbd_image_t image = handles_.image;
   int r = aio.start([&](rbd_completion_t c) {
-    return rbd_aio_writev(image, qiov.data(), static_cast<int>(qiov.count()), offset, c);
+    return rbd_client::librbd().rbd_aio_writev(image, qiov.data(), static_cast<int>(qiov.count()),
+                                               offset, c);
   });
   if (r < 0) co_return rbd_error(r, "write");
   int64_t result = co_await aio;
@@ -282,8 +288,9 @@ Task<Status> RbdNode::do_write(uint64_t offset, IoVec qiov, RequestFlags) {
 Task<int> RbdNode::zero_range(uint64_t offset, uint64_t bytes) {
   RbdAio aio(*completions_);
   rbd_image_t image = handles_.image;
-  int r = aio.start(
-      [&](rbd_completion_t c) { return rbd_aio_write_zeroes(image, offset, bytes, c, 0, 0); });
+  int r = aio.start([&](rbd_completion_t c) {
+    return rbd_client::librbd().rbd_aio_write_zeroes(image, offset, bytes, c, 0, 0);
+  });
   if (r < 0) co_return r;
   int64_t result = co_await aio;
   co_return result < 0 ? static_cast<int>(result) : 0;
@@ -329,7 +336,7 @@ Task<Status> RbdNode::do_discard(uint64_t offset, uint64_t bytes) {
   RbdAio aio(*completions_);
   rbd_image_t image = handles_.image;
   int r = aio.start([&](rbd_completion_t c) {
-    return rbd_aio_discard(image, mid_start, mid_end - mid_start, c);
+    return rbd_client::librbd().rbd_aio_discard(image, mid_start, mid_end - mid_start, c);
   });
   if (r < 0) co_return rbd_error(r, "discard");
   int64_t result = co_await aio;
@@ -341,7 +348,8 @@ Task<Status> RbdNode::do_flush() {
   if (flags_.no_flush) co_return ok();
   RbdAio aio(*completions_);
   rbd_image_t image = handles_.image;
-  int r = aio.start([&](rbd_completion_t c) { return rbd_aio_flush(image, c); });
+  int r =
+      aio.start([&](rbd_completion_t c) { return rbd_client::librbd().rbd_aio_flush(image, c); });
   if (r < 0) co_return rbd_error(r, "flush");
   int64_t result = co_await aio;
   if (result < 0) co_return rbd_error(result, "flush");
@@ -366,7 +374,8 @@ Task<Result<BlockStatus>> RbdNode::do_block_status(uint64_t offset, uint64_t byt
   DiffResult found;
   rbd_image_t image = handles_.image;
   WorkerOp op = uring::run_in_worker(loop(), [image, offset, bytes, &found] {
-    return rbd_diff_iterate2(image, nullptr, offset, bytes, 1, 1, &on_diff_extent, &found);
+    return rbd_client::librbd().rbd_diff_iterate2(image, nullptr, offset, bytes, 1, 1,
+                                                  &on_diff_extent, &found);
   });
   int r = co_await op;
   if (r < 0 && r != kStopIterate) co_return data;  // unknown: data is always correct
@@ -464,10 +473,10 @@ Task<Status> create_rbd_image(EventLoop& loop, std::string filename, uint64_t si
   const std::string image = address->image;
   WorkerOp op = uring::run_in_worker(loop, [&handles, &image, size] {
     rbd_image_options_t opts;
-    rbd_image_options_create(&opts);
+    rbd_client::librbd().rbd_image_options_create(&opts);
     // The cluster's defaults (features, object size) as `rbd create` and QEMU use them.
-    int result = rbd_create4(handles.io, image.c_str(), size, opts);
-    rbd_image_options_destroy(opts);
+    int result = rbd_client::librbd().rbd_create4(handles.io, image.c_str(), size, opts);
+    rbd_client::librbd().rbd_image_options_destroy(opts);
     handles.close();
     return result;
   });
@@ -484,7 +493,7 @@ Task<void> remove_rbd_image(EventLoop& loop, std::string filename) {
   RbdHandles handles = c.handles;
   const std::string image = address->image;
   WorkerOp op = uring::run_in_worker(loop, [&handles, &image] {
-    int r = rbd_remove(handles.io, image.c_str());
+    int r = rbd_client::librbd().rbd_remove(handles.io, image.c_str());
     handles.close();
     return r;
   });
@@ -500,7 +509,8 @@ Task<std::vector<SnapshotInfo>> list_rbd_snapshots(BlockNode& file) {
     std::vector<rbd_snap_info_t> snaps(16);
     int max = static_cast<int>(snaps.size());
     int n = 0;
-    while ((n = rbd_snap_list(image, snaps.data(), &max)) == -ERANGE) snaps.resize(max);
+    while ((n = rbd_client::librbd().rbd_snap_list(image, snaps.data(), &max)) == -ERANGE)
+      snaps.resize(max);
     if (n < 0) return n;
     for (int i = 0; i < n; ++i) {
       SnapshotInfo s;
@@ -510,7 +520,7 @@ Task<std::vector<SnapshotInfo>> list_rbd_snapshots(BlockNode& file) {
       s.icount = 0;
       out.push_back(std::move(s));
     }
-    rbd_snap_list_end(snaps.data());
+    rbd_client::librbd().rbd_snap_list_end(snaps.data());
     return 0;
   });
   (void)co_await op;

@@ -6,20 +6,21 @@
 
 #include <cerrno>
 
+#include "block/protocols/librbd_api.h"
 #include "qblock/driver/uring.h"
 
 namespace qblock::rbd_client {
 
 int RbdAio::create(rbd_completion_t* c) {
-  return rbd_aio_create_completion(this, &RbdAio::on_complete, c);
+  return rbd_client::librbd().rbd_aio_create_completion(this, &RbdAio::on_complete, c);
 }
 
-void RbdAio::abandon(rbd_completion_t c) { rbd_aio_release(c); }
+void RbdAio::abandon(rbd_completion_t c) { rbd_client::librbd().rbd_aio_release(c); }
 
 void RbdAio::on_complete(rbd_completion_t c, void* arg) {
   auto* aio = static_cast<RbdAio*>(arg);
-  aio->result_ = rbd_aio_get_return_value(c);
-  rbd_aio_release(c);
+  aio->result_ = rbd_client::librbd().rbd_aio_get_return_value(c);
+  rbd_client::librbd().rbd_aio_release(c);
   aio->owner_.post(aio);  // the last touch of *aio on this thread
 }
 
