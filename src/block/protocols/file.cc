@@ -121,6 +121,23 @@ class FileNode : public BlockNode, private WriteSink {
   // REQ-FILE-4: modes the file system refused once are not tried again.
   bool zero_range_unsupported_ = false;
   bool punch_hole_unsupported_ = false;
+  // Requests that may have changed the file (writes, zeroes, discards, resizes), counted as
+  // they finish; and the count at the start of the last successful flush. Equal: a flush has
+  // nothing to make stable (as QEMU's write generation).
+  uint64_t changes_ = 0;
+  uint64_t flushed_changes_ = 0;
+};
+
+// Counts a request that may change the file when it finishes, whatever its outcome.
+class ChangeCount {
+ public:
+  explicit ChangeCount(uint64_t& changes) : changes_(changes) {}
+  ChangeCount(const ChangeCount&) = delete;
+  ChangeCount& operator=(const ChangeCount&) = delete;
+  ~ChangeCount() { ++changes_; }
+
+ private:
+  uint64_t& changes_;
 };
 
 Status FileNode::probe_alignment() {
@@ -228,6 +245,7 @@ Task<int64_t> FileNode::write_out(uint64_t offset, IoVec qiov) {
 }
 
 Task<Status> FileNode::do_write(uint64_t offset, IoVec qiov, RequestFlags) {
+  const ChangeCount counted(changes_);
   const uint64_t end = offset + qiov.size();
   int64_t r;
   if (serialised_by_file_system(offset, qiov.size())) {
@@ -250,6 +268,7 @@ Task<int> FileNode::fallocate(int mode, uint64_t offset, uint64_t bytes) {
 }
 
 Task<Status> FileNode::do_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) {
+  const ChangeCount counted(changes_);
   if (block_device_) {
     // REQ-FILE-7: BLKZEROOUT may be emulated slowly by the kernel; never under NO_FALLBACK.
     if (flags.has(RequestFlag::kNoFallback)) co_return fail(Error::unsupported());
@@ -291,6 +310,7 @@ Task<Status> FileNode::do_write_zeroes(uint64_t offset, uint64_t bytes, RequestF
 }
 
 Task<Status> FileNode::do_discard(uint64_t offset, uint64_t bytes) {
+  const ChangeCount counted(changes_);
   if (block_device_) co_return ok();
   if (offset >= size_) co_return ok();
   bytes = std::min(bytes, size_ - offset);
@@ -302,6 +322,9 @@ Task<Status> FileNode::do_discard(uint64_t offset, uint64_t bytes) {
 
 Task<Status> FileNode::do_flush() {
   if (flags_.no_flush) co_return ok();
+  // Nothing has changed the file since the last successful flush began: nothing to sync.
+  const uint64_t changes = changes_;
+  if (changes == flushed_changes_) co_return ok();
   int r;
   if (flags_.aio == AioMode::kThreads) {
     int fd = fd_;
@@ -310,10 +333,12 @@ Task<Status> FileNode::do_flush() {
     r = co_await uring::fdatasync(loop(), fd_);
   }
   if (r < 0) co_return fail(Error::from_errno(r, "flush"));
+  flushed_changes_ = std::max(flushed_changes_, changes);
   co_return ok();
 }
 
 Task<Status> FileNode::do_truncate(uint64_t size, PreallocMode mode, Exact exact) {
+  const ChangeCount counted(changes_);
   if (block_device_) {
     if (size > size_ || (exact == Exact::kYes && size != size_)) {
       co_return fail(Error::with_message(ENOTSUP, "Cannot grow device files"));
