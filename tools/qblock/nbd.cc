@@ -2,6 +2,7 @@
 // 127.0.0.1:10809 unless told otherwise (-b/-p) or on a Unix socket (-k); SIGTERM, SIGINT and
 // SIGHUP flush and close the image (trimming preallocation) and remove the socket.
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -13,6 +14,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -22,10 +24,14 @@
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
+#include "qblock/image.h"
 #include "qblock/image_options.h"
 #include "qblock/listen_socket.h"
+#include "qblock/nbd_list.h"
 #include "qblock/nbd_server.h"
 #include "qblock/options.h"
+#include "qblock/snapshot_option.h"
+#include "qblock/snapshot_param.h"
 #include "qblock/sync.h"
 #include "qblock/user_objects.h"
 
@@ -39,6 +45,7 @@ constexpr int kBusyPollMicros = 1000;
 void print_help() {
   std::printf(
       "Usage: qblock nbd [OPTIONS] FILE\n"
+      "  or:  qblock nbd -L [OPTIONS]\n"
       "Serve FILE over the NBD protocol (qemu-nbd compatible options).\n"
       "\n"
       "Connection properties:\n"
@@ -50,6 +57,7 @@ void print_help() {
       "  -x, --export-name=NAME    expose export by name (default is empty string)\n"
       "  -D, --description=TEXT    export a human-readable description\n"
       "  -A, --allocation-depth    expose the allocation depth (always offered)\n"
+      "  -L, --list                list exports available from another NBD server\n"
       "      --object type,id=ID,...   define an object: tls-creds-x509 or tls-creds-psk\n"
       "                            (dir=DIR,endpoint=server[,verify-peer=on|off])\n"
       "      --tls-creds=ID        use id of an earlier --object to provide TLS\n"
@@ -64,6 +72,14 @@ void print_help() {
       "Block device options:\n"
       "  -f, --format=FORMAT       set image format (raw, qcow2, ...)\n"
       "  -r, --read-only           export read-only\n"
+      "  -s, --snapshot            use FILE as an external snapshot, create a temporary\n"
+      "                            file with backing_file=FILE, redirect the write to\n"
+      "                            the temporary one\n"
+      "  -l, --load-snapshot=SNAPSHOT_PARAM\n"
+      "                            load an internal snapshot inside FILE and export it\n"
+      "                            as an read-only device, SNAPSHOT_PARAM format is\n"
+      "                            'snapshot.id=[ID],snapshot.name=[NAME]', or\n"
+      "                            '[ID_OR_NAME]'\n"
       "  -n, --nocache             disable host cache (--cache=none)\n"
       "      --cache=MODE          cache mode: 'none' (default; writeback where O_DIRECT\n"
       "                            is unavailable), 'writeback', 'writethrough',\n"
@@ -105,6 +121,11 @@ struct Args {
   nbd::ExportOptions export_options;
   nbd::ServerLimits limits;
   std::string filename;
+  bool list = false;                           // -L: act as a client and list a server's exports
+  bool snapshot = false;                       // -s: writes go to a temporary qcow2 overlay
+  std::optional<SnapshotParam> load_snapshot;  // -l: serve this internal snapshot
+  // Seen options that list mode refuses as per-device settings.
+  bool per_device = false;
 };
 
 // Parses argv into `args`; returns an exit status for --help or a bad option.
@@ -134,14 +155,20 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
   parser.with_value({'x', "export-name"}, [&args](const std::string value) {
     if (value.size() > 4096) return fail("export name '" + value + "' too long");
     args.export_options.name = value;
+    args.per_device = true;
     return kContinue;
   });
   parser.with_value({'D', "description"}, [&args](const std::string value) {
     if (value.size() > 4096) return fail("export description '" + value + "' too long");
     args.export_options.description = value;
+    args.per_device = true;
     return kContinue;
   });
-  parser.ignored({'A', "allocation-depth"}, false);  // qemu:allocation-depth is always offered
+  // qemu:allocation-depth is always offered; -A only counts as a per-device setting.
+  parser.without_value({'A', "allocation-depth"}, [&args](const char*) {
+    args.per_device = true;
+    return kContinue;
+  });
   // qemu-nbd's opener reports as qemu-nbd, so nbd takes the options but not open_image().
   args.image.tool = "qemu-nbd";
   add_image_options(parser,
@@ -149,8 +176,34 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
                         ImageOption::kObject,
                     &args.image);
   parser.flag({'r', "read-only"}, &args.flags.read_only);
+  parser.flag({'s', "snapshot"}, &args.snapshot).flag({'L', "list"}, &args.list);
+  parser.with_value({'l', "load-snapshot"}, [&args](const std::string value) {
+    // qemu-nbd 7.2: a "snapshot."-prefixed text is a QemuOpts list of snapshot.id and
+    // snapshot.name, anything else one id-or-name; either way the export is read-only.
+    if (value.rfind("snapshot.", 0) == 0) {
+      SnapshotParamParse parsed = parse_snapshot_param(value);
+      for (const std::string& key : parsed.bare_keys) {
+        std::fprintf(stderr,
+                     "qemu-nbd: warning: short-form boolean option '%s' deprecated\n"
+                     "Please use %s=on instead\n",
+                     key.c_str(), key.c_str());
+      }
+      if (parsed.invalid_key) {
+        std::fprintf(stderr, "qemu-nbd: Invalid parameter '%s'\n", parsed.invalid_key->c_str());
+        return fail("Failed in parsing snapshot param `" + value + "'");
+      }
+      args.load_snapshot = std::move(parsed.param);
+    } else {
+      args.load_snapshot =
+          SnapshotParam{.id = std::nullopt, .name = std::nullopt, .id_or_name = value};
+    }
+    args.flags.read_only = true;
+    args.per_device = true;
+    return kContinue;
+  });
   parser.without_value({'n', "nocache"}, [&args](const char*) {
     args.cache = "none";
+    args.per_device = true;
     return kContinue;
   });
   parser.ignored({'v', "verbose"}, false);
@@ -158,6 +211,7 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
     OpenFlags probe;
     if (!apply_cache_mode(value, probe)) return fail("Invalid cache mode '" + value + "'");
     args.cache = value;
+    args.per_device = true;
     return kContinue;
   });
   parser.with_value("aio", [&args](const std::string value) {
@@ -168,6 +222,7 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
     } else {
       return fail("invalid aio mode '" + value + "'");
     }
+    args.per_device = true;
     return kContinue;
   });
   parser.with_value("discard", [&args](const std::string value) {
@@ -178,6 +233,7 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
     } else {
       return fail("Invalid discard mode `" + value + "'");
     }
+    args.per_device = true;
     return kContinue;
   });
   parser.with_value("detect-zeroes", [&args](const std::string value) {
@@ -201,11 +257,16 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
     return kContinue;
   });
   if (const int r = parser.parse(argc, argv); r != kContinue) return r;
-  if (parser.operands().size() != 1) {
+  if (args.image.format) args.per_device = true;
+  if (args.list) {
+    if (!parser.operands().empty()) return fail("List mode is incompatible with a file name");
+    if (args.per_device) return fail("List mode is incompatible with per-device settings");
+    if (args.fork) return fail("List mode is incompatible with forking");
+  } else if (parser.operands().size() != 1) {
     return fail(std::string(parser.operands().empty() ? "Not enough" : "Too many") +
                 " arguments\nTry 'qblock nbd --help' for more information.");
   }
-  args.filename = parser.operands()[0];
+  if (!args.list) args.filename = parser.operands()[0];
   if (!args.socket_path.empty() && (!args.bind.empty() || !args.port.empty())) {
     return fail("-k and -b/-p are mutually exclusive");
   }
@@ -245,6 +306,67 @@ Result<int> open_listener(const Args& args) {
                     args.port.empty() ? kDefaultPort : args.port);
 }
 
+// Opens `options` with the cache mode asked for; the default is direct I/O (the server's data
+// path should not be the page cache's), and without an explicit --cache, the page cache where
+// O_DIRECT is unavailable (tmpfs).
+Result<std::unique_ptr<BlockBackend>> open_backend(EventLoop& loop, BackendOptions options,
+                                                   const std::optional<std::string>& cache) {
+  apply_cache_mode(cache.value_or("none"), options.flags);
+  Result<std::unique_ptr<BlockBackend>> opened = run_sync(loop, BlockBackend::open(loop, options));
+  if (!opened && !cache && opened.error().errnum() == EINVAL) {
+    apply_cache_mode("writeback", options.flags);
+    opened = run_sync(loop, BlockBackend::open(loop, options));
+  }
+  return opened;
+}
+
+// -s: the image, opened read-only, becomes the backing file of a temporary qcow2 overlay (in
+// $TMPDIR, else /var/tmp, as QEMU's) that takes the writes; the overlay is unlinked once open,
+// so it disappears with the process.
+Result<std::unique_ptr<BlockBackend>> open_temp_overlay(EventLoop& loop, const Args& args,
+                                                        BackendOptions base) {
+  base.flags.read_only = true;
+  Result<std::unique_ptr<BlockBackend>> image = open_backend(loop, base, args.cache);
+  if (!image) return image;
+  const uint64_t length = (*image)->length();
+  const std::string format = (*image)->root().driver_name();
+  std::string backing = (*image)->root().filename();
+  if (!args.image.image_opts && args.filename.rfind("json:", 0) != 0) {
+    // A relative name would be resolved against the overlay's directory.
+    char resolved[PATH_MAX];
+    if (::realpath(args.filename.c_str(), resolved)) backing = resolved;
+  }
+  Status closed = run_sync(loop, (*image)->close());
+  if (!closed) return tl::unexpected(closed.error());
+
+  const char* tmpdir = std::getenv("TMPDIR");
+  std::string path = std::string(tmpdir && *tmpdir ? tmpdir : "/var/tmp") + "/vl.XXXXXX";
+  const int fd = ::mkstemp(path.data());
+  if (fd < 0) {
+    return tl::unexpected(Error::with_message(
+        errno, "Could not get temporary filename: " + std::string(std::strerror(errno))));
+  }
+  ::close(fd);
+  Qcow2CreateOptions create;
+  create.filename = path;
+  create.size = length;
+  create.backing_file = backing;
+  create.backing_fmt = format;
+  create.unsafe_backing = true;
+  Status created = run_sync(loop, create_qcow2_image(loop, create));
+  if (!created) {
+    ::unlink(path.c_str());
+    return tl::unexpected(created.error());
+  }
+  BackendOptions overlay;
+  overlay.filename = path;
+  overlay.format = "qcow2";
+  overlay.flags = args.flags;
+  Result<std::unique_ptr<BlockBackend>> opened = open_backend(loop, overlay, args.cache);
+  ::unlink(path.c_str());
+  return opened;
+}
+
 Result<std::unique_ptr<BlockBackend>> open_image(EventLoop& loop, const Args& args) {
   BackendOptions options;
   options.format = args.image.format_name();
@@ -256,15 +378,8 @@ Result<std::unique_ptr<BlockBackend>> open_image(EventLoop& loop, const Args& ar
   } else {
     options.filename = args.filename;
   }
-  // The default is direct I/O: the server's data path should not be the page cache's.
-  apply_cache_mode(args.cache.value_or("none"), options.flags);
-  Result<std::unique_ptr<BlockBackend>> opened = run_sync(loop, BlockBackend::open(loop, options));
-  if (!opened && !args.cache && opened.error().errnum() == EINVAL) {
-    // No O_DIRECT here (tmpfs): without an explicit --cache, use the page cache instead.
-    apply_cache_mode("writeback", options.flags);
-    opened = run_sync(loop, BlockBackend::open(loop, options));
-  }
-  return opened;
+  if (args.snapshot) return open_temp_overlay(loop, args, std::move(options));
+  return open_backend(loop, std::move(options), args.cache);
 }
 
 // Turns SIGTERM/SIGINT/SIGHUP into server.stop(); SIGUSR1 only wakes it to finish.
@@ -282,6 +397,13 @@ Task<Status> serve(nbd::Server& server, BlockBackend& backend, int listen_fd, co
 int run_nbd(int argc, char** argv) {
   Args args;
   if (std::optional<int> status = parse_args(argc, argv, args)) return *status;
+  if (args.list) {
+    if (!args.tls_authz.empty()) return fail("TLS authorization is incompatible with export list");
+    return list_nbd_exports({.socket_path = args.socket_path,
+                             .host = args.bind,
+                             .port = args.port,
+                             .tls_creds = args.tls_creds});
+  }
 
   int ready_fd = -1;
   if (args.fork) {
@@ -317,6 +439,14 @@ int run_nbd(int argc, char** argv) {
   Result<std::unique_ptr<BlockBackend>> backend = open_image(**loop, args);
   if (!backend) {
     return fail("Failed to blk_new_open '" + args.filename + "': " + backend.error().message());
+  }
+  if (args.load_snapshot) {
+    Status loaded = load_snapshot_param(**loop, *args.load_snapshot, (*backend)->root());
+    if (!loaded) {
+      Status closed = run_sync(**loop, (*backend)->close());
+      (void)closed;
+      return fail("Failed to load snapshot: " + loaded.error().message());
+    }
   }
   Result<int> listener = open_listener(args);
   if (!listener) {

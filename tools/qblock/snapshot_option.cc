@@ -28,7 +28,7 @@ bool parse_snapshot_option(const char* value, SnapshotParam& out) {
   return true;
 }
 
-bool load_snapshot_option(EventLoop& loop, const SnapshotParam& param, BlockNode& root) {
+Status load_snapshot_param(EventLoop& loop, const SnapshotParam& param, BlockNode& root) {
   Status loaded = ok();
   if (param.id_or_name) {
     loaded = run_sync(loop, load_snapshot_tmp(root, *param.id_or_name, std::nullopt));
@@ -38,6 +38,11 @@ bool load_snapshot_option(EventLoop& loop, const SnapshotParam& param, BlockNode
   } else {
     loaded = run_sync(loop, load_snapshot_tmp(root, param.id, param.name));
   }
+  return loaded;
+}
+
+bool load_snapshot_option(EventLoop& loop, const SnapshotParam& param, BlockNode& root) {
+  Status loaded = load_snapshot_param(loop, param, root);
   if (!loaded) {
     img_error("Failed to load snapshot: " + loaded.error().message());
     return false;

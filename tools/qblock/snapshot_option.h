@@ -14,6 +14,12 @@ namespace qblock::tools {
 // "snapshot.*" list with another key.
 bool parse_snapshot_option(const char* value, SnapshotParam& out);
 
+// Loads the snapshot `param` names into `root` for reading (load_snapshot_tmp): by "snapshot.id"
+// and "snapshot.name", or a bare text tried as an id, then as a name. Errors as
+// load_snapshot_tmp's. REQUIRES: `root` was opened read-only.
+[[nodiscard]] Status load_snapshot_param(EventLoop& loop, const SnapshotParam& param,
+                                         BlockNode& root);
+
 // Loads the snapshot `param` names into `root` for reading, as 7.2 does: by "snapshot.id" and
 // "snapshot.name", or a bare text tried as an id, then as a name. Returns false, having
 // printed "Failed to load snapshot: ...", when that fails.

@@ -21,6 +21,7 @@
 #include "qblock/block_backend.h"
 #include "qblock/image.h"
 #include "qblock/messages.h"
+#include "qblock/snapshot.h"
 
 namespace qblock::qcow2 {
 namespace {
@@ -181,6 +182,54 @@ TEST_F(Qcow2AmendTest, DowngradeWithBackingFileAllocatesZeroedClusters) {
   EXPECT_NE(after[3] & kOffsetMask, after[4] & kOffsetMask);
   // Judged on its own (no backing attached): the zero clusters read as zeros as before.
   EXPECT_EQ(judge(memory(*node), false), "");
+}
+
+// A preallocated zero cluster whose host cluster a snapshot still maps with its data: the
+// downgrade must not zero that host cluster (QEMU 7.2 does, and the snapshot then reads
+// zeros; found by tests/interop/lifecycle_interleave.sh).
+TEST_F(Qcow2AmendTest, DowngradeLeavesASnapshotsSharedClusterAlone) {
+  constexpr uint64_t kShared = 8 * kCluster;
+  {
+    NodePtr node =
+        open(R"({"driver":"qcow2","file":{"driver":"file","filename":")" + base_ + "\"}}");
+    ASSERT_TRUE(node);
+    write(*node, kShared, kCluster, 0x55, {});
+    ASSERT_OK(run_sync(*loop_, create_snapshot(*node, "s")));
+    write(*node, kShared + kCluster, kCluster, 0x66, {});  // the active L2 table is copied
+    ASSERT_OK(run_sync(*loop_, node->close()));
+  }
+  std::fill_n(expected_.begin() + kShared + kCluster, kCluster, 0x66);
+  NodePtr node = open(memory_json());
+  ASSERT_TRUE(node);
+  // What qemu-io's `write -z` (no unmap) leaves on a cluster a snapshot shares: the zero flag
+  // on the shared host cluster (refcount 2, so not COPIED).
+  std::vector<uint8_t>& image = memory(*node);
+  const uint64_t l2 = load_be64(&image[load_be64(&image[40])]) & kOffsetMask;
+  const uint64_t host = load_be64(&image[l2 + 8 * 8]) & kOffsetMask;
+  store_be64(&image[l2 + 8 * 8], host | kZeroFlag);
+  const uint64_t before = l2_entries(image, 9)[8];
+  ASSERT_EQ(cluster_type(before), ClusterType::kZeroAlloc);
+  Qcow2AmendOptions o;
+  o.compat = "0.10";
+  ASSERT_OK(amend(*node, o));
+  ASSERT_OK(run_sync(*loop_, node->close()));
+  const std::vector<uint8_t> file = memory(*node);
+  // The active table no longer maps the shared cluster (no backing file: unallocated), whose
+  // data the snapshot still has.
+  EXPECT_EQ(l2_entries(file, 9)[8], 0u);
+  for (uint64_t i = 0; i < kCluster; ++i) ASSERT_EQ(file[(before & kOffsetMask) + i], 0x55);
+  EXPECT_EQ(judge(file, false), "");
+  const std::string path = dir_.file("judged.qcow2");  // judge() left the image there
+  OpenFlags ro;
+  ro.read_only = true;
+  NodePtr snap =
+      open(R"({"driver":"qcow2","file":{"driver":"file","filename":")" + path + "\"}}", ro);
+  ASSERT_TRUE(snap);
+  ASSERT_OK(run_sync(*loop_, load_snapshot_tmp(*snap, std::nullopt, "s")));
+  std::vector<uint8_t> back(kCluster);
+  ASSERT_OK(run_sync(*loop_, snap->read(kShared, IoVec(back.data(), back.size()))));
+  EXPECT_EQ(back, std::vector<uint8_t>(kCluster, 0x55));
+  ASSERT_OK(run_sync(*loop_, snap->close()));
 }
 
 TEST_F(Qcow2AmendTest, UpgradeAfterDowngradeRestoresV3Header) {

@@ -1,8 +1,9 @@
 // Zero-cluster expansion for the downgrade to compat=0.10 (qcow2-format.md §3.4: v2 has no
 // zero flag). Every L2 table reachable from the active or a snapshot's L1 table is rewritten
-// once: a preallocated zero cluster keeps its host cluster, which is zeroed, and loses the
-// flag; a plain zero cluster becomes unallocated without a backing file (it then reads as
-// zeros anyway) and a new zeroed cluster with one.
+// once: a preallocated zero cluster that only this table references keeps its host cluster,
+// which is zeroed, and loses the flag; a plain zero cluster, and a preallocated one that
+// another table (a snapshot's) also references, becomes unallocated without a backing file
+// (it then reads as zeros anyway) and a new zeroed cluster with one.
 #include <set>
 #include <utility>
 #include <vector>
@@ -40,6 +41,8 @@ Task<Status> Qcow2Node::expand_zero_clusters() {
       if (*l2_refcount == 0) co_return fail(Error::io());  // QEMU: a corrupt table
 
       std::vector<uint64_t> to_zero;  // host clusters that must read as zeros
+      // Shared host clusters this table stops referencing (each by *l2_refcount).
+      std::vector<uint64_t> to_release;
       bool changed = false;
       for (uint64_t i = 0; i < l2_entries_; ++i) {
         const uint64_t entry = load_be64(&raw[i * 8]);
@@ -48,7 +51,17 @@ Task<Status> Qcow2Node::expand_zero_clusters() {
         changed = true;
         uint64_t host = entry & kOffsetMask;
         uint64_t refcount = *l2_refcount;
-        if (type == ClusterType::kZeroPlain) {
+        bool shared = false;  // a preallocated zero cluster another table also maps
+        if (type == ClusterType::kZeroAlloc) {
+          if (host % cs_) co_return fail(Error::io());
+          Result<uint64_t> r = co_await refcounts_->get(host / cs_);
+          if (!r) co_return fail(r.error());
+          // Zeroing it in place would change what the other table (a snapshot) reads: QEMU
+          // 7.2 does, and flags it COPIED (check: "OFLAG_COPIED data cluster").
+          shared = *r > *l2_refcount;
+          if (shared) to_release.push_back(host);
+        }
+        if (type == ClusterType::kZeroPlain || shared) {
           if (!backing_) {
             store_be64(&raw[i * 8], 0);
             continue;
@@ -63,13 +76,7 @@ Task<Status> Qcow2Node::expand_zero_clusters() {
             if (!u) co_return u;
           }
         } else {
-          if (host % cs_) co_return fail(Error::io());
           if (Status o = co_await refuse_metadata_overlap(host, cs_); !o) co_return o;
-          Result<uint64_t> r = co_await refcounts_->get(host / cs_);
-          if (!r) co_return fail(r.error());
-          // QEMU sets COPIED from the table's refcount alone; a cluster a snapshot shares
-          // (refcount 2 under an unshared table) would then be flagged wrongly.
-          if (*l2_refcount == 1) refcount = *r;
         }
         to_zero.push_back(host);
         store_be64(&raw[i * 8], host | (refcount == 1 ? kCopied : 0));
@@ -89,6 +96,14 @@ Task<Status> Qcow2Node::expand_zero_clusters() {
       if (!s) co_return s;
       if (Status f = co_await file_->flush(); !f) co_return f;
       l2_cache_.drop_table(l2_offset);
+      // Only now that the table no longer points at them: a cut before this leaks.
+      for (uint64_t host : to_release) {
+        Status u = co_await refcounts_->update(host / cs_, 1, -static_cast<int64_t>(*l2_refcount));
+        if (!u) co_return u;
+      }
+      if (!to_release.empty()) {
+        if (Status w = co_await refcounts_->write_dirty(); !w) co_return w;
+      }
     }
   }
   co_return ok();
