@@ -31,6 +31,7 @@ Options version_object() {
 StorageDaemon::Impl::Impl(EventLoop& loop) : loop_(loop), changed_(loop) {
   register_commands();
   register_job_commands();
+  register_create_commands();
 }
 
 void StorageDaemon::Impl::register_commands() {

@@ -1,7 +1,8 @@
 // StorageDaemon::Impl: the daemon's state (named graphs, the NBD server and its exports, the
 // monitors) and the QMP command table over it. The public face is qblock/storage_daemon.h;
 // the commands are split by subject: block_commands.cc (graphs), export_commands.cc (NBD),
-// job_commands.cc (jobs: blockdev-mirror, job-*, block-job-*, query-jobs),
+// job_commands.cc (jobs: blockdev-mirror, job-*, block-job-*, query-jobs), create_commands.cc
+// (blockdev-create),
 // storage_daemon.cc (lifecycle, query-version, query-commands, quit).
 #pragma once
 
@@ -99,6 +100,10 @@ class StorageDaemon::Impl {
   Task<qmp::CommandResult> query_block_jobs(Options args);
   Task<qmp::CommandResult> blockdev_mirror(Options args);
 
+  // ---- blockdev-create (create_commands.cc) ----
+  void register_create_commands();
+  Task<qmp::CommandResult> blockdev_create(Options args);
+
  private:
   void register_commands();
   Task<qmp::CommandResult> query_version(Options args);
@@ -133,6 +138,8 @@ class StorageDaemon::Impl {
   bool nbd_server_done_ = false;
   class JobEvents;  // the JobListener that turns job reports into QMP events
   std::unique_ptr<JobListener> job_events_;
+  // job_events_ without the BLOCK_JOB_* events (blockdev-create's jobs are no block jobs).
+  std::unique_ptr<JobListener> create_job_events_;
   JobRegistry jobs_;
   WaitQueue changed_;  // an export finished, or quit was requested
   bool quitting_ = false;
