@@ -1,7 +1,7 @@
-// The NBD server (public API): serves one BlockBackend as one export to any number of
-// connections, all on the backend's event loop (fixed newstyle negotiation, structured
-// replies, meta contexts base:allocation and qemu:allocation-depth, STARTTLS with x509 or PSK
-// credentials). See docs/architecture.md, "NBD server", for the request pipeline and the
+// The NBD server (public API): serves BlockBackends as exports (one, or several chosen by
+// name) to any number of connections, all on the backend's event loop (fixed newstyle negotiation,
+// structured replies, meta contexts base:allocation and qemu:allocation-depth, STARTTLS with x509
+// or PSK credentials). See docs/architecture.md, "NBD server", for the request pipeline and the
 // limits that protect the server from its clients.
 #pragma once
 
@@ -86,6 +86,9 @@ class Server {
   // but NBD_OPT_ABORT (qemu-nbd's --tls-creds behaviour); `tls` must outlive the server.
   Server(BlockBackend& backend, ExportOptions export_options, const TlsCredentials* tls = nullptr,
          ServerLimits limits = {});
+  // A server with no export yet (qemu-storage-daemon's NBD server): add_export() adds them,
+  // and clients choose one by name. Until then every name is "not present".
+  explicit Server(EventLoop& loop, const TlsCredentials* tls = nullptr, ServerLimits limits = {});
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -107,9 +110,22 @@ class Server {
 
   // Connections being served now.
   std::size_t connection_count() const;
+  // Connections that chose export `name` (NBD_OPT_GO or EXPORT_NAME).
+  std::size_t connection_count(const std::string& name) const;
+
+  // Serves one more export on the same connections' socket: a client naming it in
+  // NBD_OPT_INFO/GO, EXPORT_NAME or the meta context options gets it; NBD_OPT_LIST lists every
+  // export in the order they were added. `backend` must outlive the export.
+  // Errors: EEXIST when an export already has this name.
+  Status add_export(BlockBackend& backend, ExportOptions options);
+  // Withdraws export `name` (no-op if there is none): new clients no longer find it; the
+  // connections that chose it are ended (their requests in flight complete first) before
+  // this returns. Other exports are not disturbed. The backend may go once it returns.
+  Task<void> remove_export(std::string name);
 
  private:
   class Connection;
+  struct Export;
   struct State;
   // Disconnects clients past the handshake limit; runs while listen() does.
   Task<void> reap_stalled_handshakes();

@@ -10,6 +10,7 @@
 #include "block/filters/preallocate.h"
 #include "block/formats/qcow2/qcow2.h"
 #include "block/formats/raw.h"
+#include "block/node_reference.h"
 #include "block/protocols/file.h"
 #include "block/protocols/memory.h"
 #include "block/protocols/nbd.h"
@@ -166,6 +167,8 @@ Status apply_generic_options(Options& options, OpenFlags& flags, std::string& no
 
 Task<Result<NodePtr>> open_node(EventLoop& loop, Options options, OpenFlags flags,
                                 std::string_view default_driver) {
+  // A string names an existing node (a backing child given by reference).
+  if (options.is_string()) co_return open_node_reference(loop, options.get<std::string>());
   if (!options.is_object()) co_return fail(Error::invalid("options must be an object"));
   auto driver_name = take_string(options, "driver");
   if (!driver_name) co_return fail(driver_name.error());
@@ -209,9 +212,7 @@ Task<Result<NodePtr>> open_child(OpenContext& ctx, Options& options, std::string
   options.erase(it);
   if (sub.is_string()) {
     // qemu-compat.md §5.2: a string child is a reference to an existing node name.
-    std::string ref = sub.get<std::string>();
-    co_return fail(Error::with_message(
-        ENOENT, "Cannot find device='" + ref + "' nor node-name='" + ref + "'"));
+    co_return open_node_reference(ctx.loop, sub.get<std::string>());
   }
   co_return co_await open_node(ctx.loop, std::move(sub), ctx.flags, default_driver);
 }

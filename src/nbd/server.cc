@@ -103,11 +103,26 @@ struct Request {
 
 // ---- server state ----------------------------------------------------------------------------
 
-struct Server::State {
-  State(BlockBackend& b, ExportOptions o, const TlsCredentials* t, ServerLimits l)
-      : backend(b), options(std::move(o)), tls(t), limits(l), changed(b.loop()) {}
-  BlockBackend& backend;
+// One export: what a client names in NBD_OPT_GO (or EXPORT_NAME) to be served.
+struct Server::Export {
+  BlockBackend* backend;
   ExportOptions options;
+};
+
+struct Server::State {
+  State(EventLoop& lp, const TlsCredentials* t, ServerLimits l)
+      : loop(lp), tls(t), limits(l), changed(lp) {}
+  // The export called `name`, or null.
+  std::shared_ptr<Export> find(const std::string& name) const {
+    for (const auto& e : exports) {
+      if (e->options.name == name) return e;
+    }
+    return nullptr;
+  }
+  EventLoop& loop;
+  // In the order they were added (NBD_OPT_LIST lists them so). Connections hold the one
+  // they chose, so a removed export outlives their last request.
+  std::vector<std::shared_ptr<Export>> exports;
   const TlsCredentials* tls;
   ServerLimits limits;
   std::vector<Connection*> connections;
@@ -125,8 +140,7 @@ class Server::Connection {
  public:
   Connection(Server::State& server, std::unique_ptr<Stream> stream)
       : server_(server),
-        backend_(server.backend),
-        loop_(server.backend.loop()),
+        loop_(server.loop),
         stream_(std::move(stream)),
         input_(kInputBufferBytes),
         capacity_(loop_),
@@ -141,6 +155,8 @@ class Server::Connection {
       ::shutdown(handshake_fd_, SHUT_RDWR);  // in the middle of the TLS handshake
     }
   }
+  // The export chosen with NBD_OPT_GO or EXPORT_NAME; null while negotiating.
+  const Export* chosen_export() const { return export_.get(); }
   // Ends the connection if it is still negotiating after its deadline (a client that
   // connects and stalls must not hold a slot of `-e` for ever).
   void expire_if_stalled(std::chrono::steady_clock::time_point now) {
@@ -163,8 +179,12 @@ class Server::Connection {
   Task<Next> handle_info(uint32_t option, const std::vector<uint8_t>& data);
   Task<Next> handle_meta_context(uint32_t option, const std::vector<uint8_t>& data);
   Task<Next> start_tls();
-  uint16_t transmission_flags() const;
-  bool read_only() const { return server_.options.read_only || backend_.read_only(); }
+  uint16_t transmission_flags(const Export& e) const;
+  static bool read_only(const Export& e) { return e.options.read_only || e.backend->read_only(); }
+  bool read_only() const { return read_only(*export_); }
+  // The chosen export's (transmission only).
+  BlockBackend& backend() const { return *export_->backend; }
+  const ExportOptions& options() const { return export_->options; }
 
   // ---- transmission -------------------------------------------------------------------------
   Task<void> transmit();
@@ -196,7 +216,7 @@ class Server::Connection {
   };
 
   Server::State& server_;
-  BlockBackend& backend_;
+  std::shared_ptr<Export> export_;
   EventLoop& loop_;
   std::unique_ptr<Stream> stream_;
 
@@ -269,14 +289,14 @@ Task<Status> Server::Connection::skip_input(uint64_t n) {
 
 // ---- negotiation -----------------------------------------------------------------------------
 
-uint16_t Server::Connection::transmission_flags() const {
+uint16_t Server::Connection::transmission_flags(const Export& e) const {
   uint16_t flags = kTxHasFlags | kTxSendFlush | kTxSendDf | kTxSendCache;
-  if (read_only()) {
+  if (read_only(e)) {
     flags |= kTxReadOnly;
   } else {
     flags |= kTxSendFua | kTxSendTrim | kTxSendWriteZeroes | kTxSendFastZero;
   }
-  if (server_.options.multi_conn) flags |= kTxCanMultiConn;
+  if (e.options.multi_conn) flags |= kTxCanMultiConn;
   return flags;
 }
 
@@ -355,10 +375,11 @@ Task<Server::Connection::Next> Server::Connection::handle_option(uint32_t option
   switch (option) {
     case kOptExportName: {
       const std::string name(data.begin(), data.end());
-      if (name != server_.options.name) co_return Next::kClose;
+      export_ = server_.find(name);
+      if (export_ == nullptr) co_return Next::kClose;
       Writer w;
-      w.u64(backend_.length());
-      w.u16(transmission_flags());
+      w.u64(backend().length());
+      w.u16(transmission_flags(*export_));
       if (!no_zeroes_) w.zeroes(124);
       const iovec iov{w.data().data(), w.data().size()};
       Status s = co_await stream_->write_all(std::span<const iovec>(&iov, 1));
@@ -373,12 +394,16 @@ Task<Server::Connection::Next> Server::Connection::handle_option(uint32_t option
       if (!data.empty()) {
         co_return co_await refuse(option, kRepErrInvalid, "LIST takes no data");
       }
-      Writer w;
-      w.u32(static_cast<uint32_t>(server_.options.name.size()));
-      w.bytes(server_.options.name);
-      w.bytes(server_.options.description);
-      Status s = co_await send_option_reply(option, kRepServer, std::move(w.data()));
-      if (!s) co_return Next::kClose;
+      // A copy: the list may change while replies are sent.
+      const std::vector<std::shared_ptr<Export>> exports = server_.exports;
+      for (const std::shared_ptr<Export>& e : exports) {
+        Writer w;
+        w.u32(static_cast<uint32_t>(e->options.name.size()));
+        w.bytes(e->options.name);
+        w.bytes(e->options.description);
+        Status s = co_await send_option_reply(option, kRepServer, std::move(w.data()));
+        if (!s) co_return Next::kClose;
+      }
       Status a = co_await send_option_reply(option, kRepAck, {});
       co_return a ? Next::kOptions : Next::kClose;
     }
@@ -461,9 +486,13 @@ Task<Server::Connection::Next> Server::Connection::handle_info(uint32_t option,
   if (!well_formed || !r.at_end()) {
     co_return co_await refuse(option, kRepErrInvalid, "malformed INFO/GO request");
   }
-  if (name != server_.options.name) {
+  std::shared_ptr<Export> found = server_.find(name);
+  if (found == nullptr) {
     co_return co_await refuse(option, kRepErrUnknown, "export '" + name + "' not present");
   }
+  // GO chooses the export now, so that removing it ends this connection from here on.
+  if (option == kOptGo) export_ = found;
+  const Export& e = *found;
   const auto want = [&](uint16_t type) {
     return std::find(wanted.begin(), wanted.end(), type) != wanted.end();
   };
@@ -471,13 +500,13 @@ Task<Server::Connection::Next> Server::Connection::handle_info(uint32_t option,
   if (want(kInfoName)) {
     Writer w;
     w.u16(kInfoName);
-    w.bytes(server_.options.name);
+    w.bytes(e.options.name);
     items.push_back(std::move(w.data()));
   }
-  if (want(kInfoDescription) && !server_.options.description.empty()) {
+  if (want(kInfoDescription) && !e.options.description.empty()) {
     Writer w;
     w.u16(kInfoDescription);
-    w.bytes(server_.options.description);
+    w.bytes(e.options.description);
     items.push_back(std::move(w.data()));
   }
   {
@@ -491,8 +520,8 @@ Task<Server::Connection::Next> Server::Connection::handle_info(uint32_t option,
   {
     Writer w;
     w.u16(kInfoExport);
-    w.u64(backend_.length());
-    w.u16(transmission_flags());
+    w.u64(e.backend->length());
+    w.u16(transmission_flags(e));
     items.push_back(std::move(w.data()));
   }
   for (std::vector<uint8_t>& item : items) {
@@ -529,7 +558,7 @@ Task<Server::Connection::Next> Server::Connection::handle_meta_context(
   if (!well_formed || !r.at_end()) {
     co_return co_await refuse(option, kRepErrInvalid, "malformed meta context request");
   }
-  if (name != server_.options.name) {
+  if (server_.find(name) == nullptr) {
     co_return co_await refuse(option, kRepErrUnknown, "export '" + name + "' not present");
   }
   if (!set && count == 0) base = depth = true;  // an empty LIST asks for everything
@@ -570,7 +599,7 @@ Task<void> Server::Connection::run() {
 
 uint32_t Server::Connection::validate(const Request& req) const {
   if (req.flags & ~kKnownCommandFlags) return kErrInval;
-  const uint64_t size = backend_.length();
+  const uint64_t size = backend().length();
   const bool past_end = req.offset > size || req.length > size - req.offset;
   switch (req.type) {
     case kCmdRead:
@@ -668,38 +697,38 @@ Task<Status> Server::Connection::serve_command(const Request& req, AlignedBuffer
   RequestFlags flags;
   if (req.flags & kCmdFlagFua) flags |= RequestFlag::kFua;
   switch (req.type) {
-    case kCmdFlush: co_return co_await backend_.flush();
+    case kCmdFlush: co_return co_await backend().flush();
     case kCmdTrim: {
-      Status s = co_await backend_.discard(req.offset, req.length);
-      if (s && (req.flags & kCmdFlagFua)) s = co_await backend_.flush();
+      Status s = co_await backend().discard(req.offset, req.length);
+      if (s && (req.flags & kCmdFlagFua)) s = co_await backend().flush();
       co_return s;
     }
     case kCmdCache: {
       if (req.length == 0) co_return Status{};
       AlignedBuffer sink(req.length);
-      co_return co_await backend_.read(req.offset, IoVec(sink.data(), req.length));
+      co_return co_await backend().read(req.offset, IoVec(sink.data(), req.length));
     }
     case kCmdWriteZeroes: {
       if (req.length == 0) co_return Status{};
-      if (!(req.flags & kCmdFlagNoHole) && server_.options.discard_unmap) {
+      if (!(req.flags & kCmdFlagNoHole) && options().discard_unmap) {
         flags |= RequestFlag::kMayUnmap;
       }
       // FAST_ZERO: zero efficiently or fail at once with ENOTSUP (block-semantics.md
       // REQ-NOFB-4).
       if (req.flags & kCmdFlagFastZero) flags |= RequestFlag::kNoFallback;
-      co_return co_await backend_.write_zeroes(req.offset, req.length, flags);
+      co_return co_await backend().write_zeroes(req.offset, req.length, flags);
     }
     case kCmdWrite: {
       if (req.length == 0) co_return Status{};
       IoVec data(payload.data(), req.length);
-      const DetectZeroes detect = server_.options.detect_zeroes;
+      const DetectZeroes detect = options().detect_zeroes;
       if (detect != DetectZeroes::kOff && data.is_zero()) {
-        if (detect == DetectZeroes::kUnmap && server_.options.discard_unmap) {
+        if (detect == DetectZeroes::kUnmap && options().discard_unmap) {
           flags |= RequestFlag::kMayUnmap;
         }
-        co_return co_await backend_.write_zeroes(req.offset, req.length, flags);
+        co_return co_await backend().write_zeroes(req.offset, req.length, flags);
       }
-      co_return co_await backend_.write(req.offset, data, flags);
+      co_return co_await backend().write(req.offset, data, flags);
     }
     default: co_return tl::unexpected(Error::invalid("unknown command"));
   }
@@ -763,7 +792,7 @@ Task<Status> Server::Connection::serve_read(const Request& req) {
   const uint64_t end = req.offset + req.length;
   while (sparse && pos < end && count < kMaxReadExtents) {
     Task<Result<ChainStatus>> query =
-        chain_status(&backend_.root(), pos, end - pos, export_query(WantZero::kNo));
+        chain_status(&backend().root(), pos, end - pos, export_query(WantZero::kNo));
     Result<ChainStatus> st = co_await std::move(query);
     if (!st) break;  // the status is an optimisation: read the rest as data
     const auto len = static_cast<uint32_t>(std::min(st->status.bytes, end - pos));
@@ -777,7 +806,7 @@ Task<Status> Server::Connection::serve_read(const Request& req) {
     const Extent& e = extents[i];
     if (e.zero) continue;
     IoVec part(buffer.data() + (e.offset - req.offset), e.length);
-    read_status = co_await backend_.read(e.offset, part);
+    read_status = co_await backend().read(e.offset, part);
   }
   if (!read_status) co_return co_await send_error(req, wire_error(read_status.error().errnum()));
 
@@ -830,7 +859,7 @@ Task<Status> Server::Connection::serve_block_status(const Request& req) {
     uint64_t pos = req.offset;
     while (pos < end && extents.size() < kMaxStatusExtents) {
       Task<Result<ChainStatus>> query = chain_status(
-          &backend_.root(), pos, end - pos, export_query(depth ? WantZero::kNo : WantZero::kYes));
+          &backend().root(), pos, end - pos, export_query(depth ? WantZero::kNo : WantZero::kYes));
       Result<ChainStatus> st = co_await std::move(query);
       if (!st) co_return co_await send_error(req, wire_error(st.error().errnum()));
       const auto len = static_cast<uint32_t>(std::min(st->status.bytes, end - pos));
@@ -911,11 +940,49 @@ Task<Status> Server::Connection::send(std::span<const iovec> iov) {
 
 Server::Server(BlockBackend& backend, ExportOptions export_options, const TlsCredentials* tls,
                ServerLimits limits)
-    : state_(std::make_unique<State>(backend, std::move(export_options), tls, limits)) {}
+    : state_(std::make_unique<State>(backend.loop(), tls, limits)) {
+  state_->exports.push_back(std::make_shared<Export>(Export{&backend, std::move(export_options)}));
+}
+
+Server::Server(EventLoop& loop, const TlsCredentials* tls, ServerLimits limits)
+    : state_(std::make_unique<State>(loop, tls, limits)) {}
 
 Server::~Server() = default;
 
 std::size_t Server::connection_count() const { return state_->connections.size(); }
+
+std::size_t Server::connection_count(const std::string& name) const {
+  std::size_t n = 0;
+  for (const Connection* c : state_->connections) {
+    if (c->chosen_export() != nullptr && c->chosen_export()->options.name == name) ++n;
+  }
+  return n;
+}
+
+Status Server::add_export(BlockBackend& backend, ExportOptions options) {
+  if (state_->find(options.name) != nullptr) {
+    return fail(Error::with_message(EEXIST, "export '" + options.name + "' already exists"));
+  }
+  state_->exports.push_back(std::make_shared<Export>(Export{&backend, std::move(options)}));
+  return ok();
+}
+
+Task<void> Server::remove_export(std::string name) {
+  State& state = *state_;
+  std::shared_ptr<Export> e = state.find(name);
+  if (e == nullptr) co_return;
+  std::erase(state.exports, e);
+  const auto uses = [&] {
+    for (Connection* c : state.connections) {
+      if (c->chosen_export() == e.get()) return true;
+    }
+    return false;
+  };
+  for (Connection* c : state.connections) {
+    if (c->chosen_export() == e.get()) c->stop();
+  }
+  while (uses()) co_await state.changed.wait();
+}
 
 Task<void> Server::serve(std::unique_ptr<Stream> stream) {
   State& state = *state_;
@@ -932,7 +999,7 @@ Task<void> Server::serve(std::unique_ptr<Stream> stream) {
 
 Task<void> Server::reap_stalled_handshakes() {
   State& state = *state_;
-  EventLoop& loop = state.backend.loop();
+  EventLoop& loop = state.loop;
   while (!state.stopping) {
     co_await uring::sleep(loop, std::chrono::milliseconds(250));
     const auto now = std::chrono::steady_clock::now();
@@ -946,7 +1013,7 @@ Task<Status> Server::listen(int listen_fd, uint32_t max_clients, bool persistent
   State& state = *state_;
   state.listen_fd = listen_fd;
   state.persistent = persistent;
-  EventLoop& loop = state.backend.loop();
+  EventLoop& loop = state.loop;
   if (state.limits.handshake_limit.count() > 0) {
     state.reaper_running = true;
     spawn(reap_stalled_handshakes());

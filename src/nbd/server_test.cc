@@ -241,6 +241,47 @@ TEST_F(NbdServerTest, UnknownExportAndUnknownOptionAreErrorsNotDisconnects) {
   EXPECT_EQ(p.option_replies.back().first, kRepAck);
 }
 
+TEST_F(NbdServerTest, SeveralExportsAreListedChosenByNameAndRemovedOneByOne) {
+  open_image();
+  Server server(*loop_);
+  ExportOptions rw;
+  rw.name = "rw";
+  ExportOptions ro;
+  ro.name = "ro";
+  ro.read_only = true;
+  ASSERT_OK(server.add_export(*backend_, rw));
+  ASSERT_OK(server.add_export(*backend_, ro));
+  EXPECT_FALSE(static_cast<bool>(server.add_export(*backend_, ro)));  // EEXIST
+  const auto converse_with = [&](Script& script) {
+    std::vector<uint8_t> output;
+    run_sync(*loop_, server.serve(std::make_unique<ScriptedStream>(script.take(), &output)));
+    return parse(output, false);
+  };
+  Script list;
+  list.option(kOptList).go("ro");
+  Parsed p = converse_with(list);
+  ASSERT_TRUE(p.ok);
+  ASSERT_GE(p.option_replies.size(), 3u);
+  EXPECT_EQ(p.option_replies[0].first, kRepServer);
+  EXPECT_EQ(std::string(p.option_replies[0].second.begin() + 4, p.option_replies[0].second.end()),
+            "rw");
+  EXPECT_EQ(std::string(p.option_replies[1].second.begin() + 4, p.option_replies[1].second.end()),
+            "ro");
+  EXPECT_EQ(p.option_replies[2].first, kRepAck);
+  const std::vector<uint8_t>& info = p.option_replies[5].second;  // name, block size, export
+  ASSERT_EQ(load_be16(info.data()), kInfoExport);
+  EXPECT_TRUE(load_be16(info.data() + 10) & kTxReadOnly);
+
+  run_sync(*loop_, server.remove_export("ro"));
+  Script gone;
+  gone.go("ro").go("rw");
+  Parsed q = converse_with(gone);
+  ASSERT_TRUE(q.ok);
+  EXPECT_EQ(q.option_replies[0].first, kRepErrUnknown);
+  EXPECT_EQ(q.option_replies.back().first, kRepAck);
+  EXPECT_EQ(server.connection_count("rw"), 0u);
+}
+
 TEST_F(NbdServerTest, StructuredReadSendsDataAndHoleChunks) {
   open_image();
   std::vector<uint8_t> pattern(65536, 0x5a);

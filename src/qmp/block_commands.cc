@@ -2,6 +2,9 @@
 // block_resize (QEMU 7.2's replies and messages; see qmp/storage_daemon.h).
 #include <sys/stat.h>
 
+#include <algorithm>
+
+#include "block/node_reference.h"
 #include "qblock/driver/driver.h"
 #include "qmp/storage_daemon.h"
 
@@ -71,13 +74,17 @@ bool is_implicit(const BlockNode& node) {
 // Names every unnamed node of the graph as QEMU does ("#block" + a number).
 void name_anonymous_nodes(BlockNode& node, uint64_t& counter, const BlockNode* parent) {
   const bool implicit = is_implicit(node) && parent != nullptr && parent->driver_name() == "qcow2";
+  if (referenced_node(node) != nullptr) return;  // named in its own graph
   if (node.node_name().empty() && !implicit) {
     node.set_node_name("#block" + std::to_string(counter++));
   }
   for (const Child& c : node.children()) name_anonymous_nodes(*c.node, counter, &node);
 }
 
+// The node called `name` in the graph under `node` (references are not followed: the node
+// they name is found in its own graph), or nullptr.
 BlockNode* find_in_graph(BlockNode& node, const std::string& name) {
+  if (referenced_node(node) != nullptr) return nullptr;
   if (node.node_name() == name) return &node;
   for (const Child& c : node.children()) {
     if (BlockNode* found = find_in_graph(*c.node, name)) return found;
@@ -167,7 +174,32 @@ int backing_depth(const BlockNode& node) {
   return depth;
 }
 
+// The parent of a reference to `target` in the graph under `node` and the reference's role
+// (a backing reference first), or nullptr.
+const Child* find_reference(const BlockNode& node, const BlockNode& target,
+                            const BlockNode** parent) {
+  const Child* found = nullptr;
+  for (const Child& c : node.children()) {
+    if (referenced_node(*c.node) == &target) {
+      if (found == nullptr || c.role == ChildRole::kBacking) {
+        found = &c;
+        *parent = &node;
+      }
+      continue;
+    }
+    const BlockNode* p = nullptr;
+    if (const Child* below = find_reference(*c.node, target, &p)) {
+      if (found == nullptr || below->role == ChildRole::kBacking) {
+        found = below;
+        *parent = p;
+      }
+    }
+  }
+  return found;
+}
+
 void collect_nodes(const BlockNode& node, Options& out) {
+  if (referenced_node(node) != nullptr) return;  // listed with its own graph
   if (!is_implicit(node)) out.push_back(node_info(node, backing_depth(node)));
   for (const Child& c : node.children()) collect_nodes(*c.node, out);
 }
@@ -177,6 +209,29 @@ void collect_nodes(const BlockNode& node, Options& out) {
 BlockBackend* StorageDaemon::Impl::find_node(const std::string& name) {
   auto it = nodes_.find(name);
   return it == nodes_.end() ? nullptr : it->second.get();
+}
+
+BlockNode* StorageDaemon::Impl::find_any_node(const std::string& name) {
+  for (auto& [root_name, backend] : nodes_) {
+    if (BlockNode* n = find_in_graph(backend->root(), name)) return n;
+  }
+  return nullptr;
+}
+
+std::string StorageDaemon::Impl::node_reference_reason(const BlockNode& node) const {
+  std::string reason;
+  for (const auto& [root_name, backend] : nodes_) {
+    const BlockNode* parent = nullptr;
+    const Child* c = find_reference(backend->root(), node, &parent);
+    if (c == nullptr) continue;
+    if (c->role == ChildRole::kBacking) {
+      // QEMU's op blocker comes before its reference count check.
+      return "Node '" + node.node_name() + "' is busy: node is used as backing hd of '" +
+             parent->node_name() + "'";
+    }
+    reason = "Block device " + node.node_name() + " is in use";
+  }
+  return reason;
 }
 
 Task<CommandResult> StorageDaemon::Impl::blockdev_add(Options args) {
@@ -202,6 +257,7 @@ Task<CommandResult> StorageDaemon::Impl::add_graph(Options args, bool strict) {
   if (!opened) co_return qmp_fail(QmpError::from(opened.error()));
   name_anonymous_nodes((*opened)->root(), next_auto_name_, nullptr);
   nodes_.emplace(name, std::move(*opened));
+  node_seq_[name] = next_seq_++;
   co_return Options::object();
 }
 
@@ -209,6 +265,9 @@ Task<CommandResult> StorageDaemon::Impl::blockdev_del(Options args) {
   const std::string name = args["node-name"].get<std::string>();
   auto it = nodes_.find(name);
   if (it == nodes_.end()) {
+    if (find_any_node(name) != nullptr) {
+      co_return qmp_fail(QmpError::generic("Node " + name + " is not owned by the monitor"));
+    }
     co_return qmp_fail(QmpError::generic("Failed to find node with node-name='" + name + "'"));
   }
   if (std::string busy = node_busy_reason(name); !busy.empty()) {
@@ -217,8 +276,12 @@ Task<CommandResult> StorageDaemon::Impl::blockdev_del(Options args) {
   for (const auto& [id, e] : exports_) {
     if (e->node_name == name) co_return qmp_fail(QmpError::generic("Node " + name + " is in use"));
   }
+  if (std::string reason = node_reference_reason(it->second->root()); !reason.empty()) {
+    co_return qmp_fail(QmpError::generic(reason));
+  }
   std::unique_ptr<BlockBackend> backend = std::move(it->second);
   nodes_.erase(it);
+  node_seq_.erase(name);
   Task<Status> close = backend->close();
   Status closed = co_await std::move(close);
   if (!closed) co_return qmp_fail(QmpError::from(closed.error()));
@@ -226,8 +289,15 @@ Task<CommandResult> StorageDaemon::Impl::blockdev_del(Options args) {
 }
 
 Task<CommandResult> StorageDaemon::Impl::query_named_block_nodes(Options) {
+  // The newest graph first, as QEMU lists its named nodes.
+  std::vector<std::pair<uint64_t, const BlockBackend*>> roots;
+  for (const auto& [name, backend] : nodes_) roots.emplace_back(node_seq_[name], backend.get());
+  std::sort(roots.begin(), roots.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
   Options list = Options::array();
-  for (const auto& [name, backend] : nodes_) collect_nodes(backend->root(), list);
+  for (const auto& [seq, backend] : roots) {
+    collect_nodes(const_cast<BlockBackend*>(backend)->root(), list);
+  }
   co_return list;
 }
 

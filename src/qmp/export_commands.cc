@@ -1,13 +1,13 @@
 // The storage daemon's NBD commands: nbd-server-start/stop, block-export-add/del,
 // query-block-exports, and BLOCK_EXPORT_DELETED (QEMU 7.2's replies; see qmp/storage_daemon.h).
-// First step: nbd::Server serves one export, so the daemon's NBD server has at most one export
-// at a time; a second block-export-add is refused with a clear message.
+// One nbd::Server serves every export on the daemon's socket; clients choose by name.
 #include <netdb.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "qblock/listen_socket.h"
@@ -201,15 +201,17 @@ CommandResult StorageDaemon::Impl::block_export_add(const Options& args, bool fr
   }
   if (!nbd_running_) return qmp_fail(QmpError::generic("NBD server not running"));
   const std::string name = checked.value("name", node_name);
-  if (!exports_.empty()) {
-    if (exports_.begin()->second->name == name) {
+  for (const auto& [other_id, other] : exports_) {
+    if (other->name == name) {
       return qmp_fail(QmpError::generic("NBD server already has export named '" + name + "'"));
     }
-    return qmp_fail(
-        QmpError::generic("qblock's NBD server serves one export at a time; delete export '" +
-                          exports_.begin()->first + "' first"));
   }
   if (Status s = open_nbd_listener(); !s) return qmp_fail(QmpError::from(s.error()));
+  if (nbd_server_ == nullptr) {
+    nbd_server_ = std::make_unique<nbd::Server>(loop_, nbd_tls_.get());
+    nbd_server_done_ = false;
+    spawn(run_nbd_server(nbd_server_.get(), nbd_listen_fd_));
+  }
   nbd::ExportOptions options;
   options.name = name;
   options.description = checked.value("description", std::string());
@@ -219,31 +221,30 @@ CommandResult StorageDaemon::Impl::block_export_add(const Options& args, bool fr
   e->node_name = node_name;
   e->name = name;
   // The export's own view of the node: a job can switch it (mirror's filter, the pivot).
+  e->seq = next_seq_++;
   e->backend = BlockBackend::attach(user_node(*backend));
-  e->server = std::make_unique<nbd::Server>(*e->backend, std::move(options), nbd_tls_.get());
-  BlockExport* raw = e.get();
+  if (Status s = nbd_server_->add_export(*e->backend, std::move(options)); !s) {
+    return qmp_fail(QmpError::from(s.error()));
+  }
   exports_.emplace(id, std::move(e));
-  spawn(run_export(raw, nbd_listen_fd_));
   return Options::object();
 }
 
-Task<void> StorageDaemon::Impl::run_export(BlockExport* e, int listen_fd) {
-  Task<Status> listen = e->server->listen(listen_fd, nbd_max_connections_, true);
+Task<void> StorageDaemon::Impl::run_nbd_server(nbd::Server* server, int listen_fd) {
+  Task<Status> listen = server->listen(listen_fd, nbd_max_connections_, true);
   Status s = co_await std::move(listen);
-  (void)s;  // accept errors end the export; its deletion reports it gone
-  e->finished = true;
+  (void)s;  // accept errors end the server; nbd-server-stop or quit reports the exports gone
+  nbd_server_done_ = true;
   changed_.wake_all();
 }
 
 Task<void> StorageDaemon::Impl::delete_export(std::string id) {
   auto it = exports_.find(id);
   if (it == exports_.end()) co_return;
-  BlockExport* e = it->second.get();
-  e->server->stop();
-  while (!e->finished) co_await changed_.wait();
-  // stop() shut the listening socket down; the next export binds a fresh one.
-  if (nbd_listen_fd_ >= 0) ::close(nbd_listen_fd_);
-  nbd_listen_fd_ = -1;
+  const std::string name = it->second->name;
+  // The export's clients are disconnected; the other exports keep serving theirs.
+  Task<void> removed = nbd_server_->remove_export(name);
+  co_await std::move(removed);
   exports_.erase(id);
   emit_event("BLOCK_EXPORT_DELETED", Options{{"id", id}});
 }
@@ -255,6 +256,14 @@ Task<void> StorageDaemon::Impl::delete_all_exports() {
     Task<void> del = delete_export(id);
     co_await std::move(del);
   }
+  if (nbd_server_ != nullptr) {
+    nbd_server_->stop();
+    while (!nbd_server_done_) co_await changed_.wait();
+    nbd_server_.reset();
+    // stop() shut the listening socket down; the next export binds a fresh one.
+    if (nbd_listen_fd_ >= 0) ::close(nbd_listen_fd_);
+    nbd_listen_fd_ = -1;
+  }
 }
 
 Task<CommandResult> StorageDaemon::Impl::block_export_del(Options args) {
@@ -263,7 +272,7 @@ Task<CommandResult> StorageDaemon::Impl::block_export_del(Options args) {
   if (it == exports_.end())
     co_return qmp_fail(QmpError::generic("Export '" + id + "' is not found"));
   const bool hard = args.value("mode", std::string("safe")) == "hard";
-  if (!hard && it->second->server->connection_count() > 0) {
+  if (!hard && nbd_server_->connection_count(it->second->name) > 0) {
     co_return qmp_fail(QmpError::generic("export '" + id + "' still in use"));
   }
   Task<void> del = delete_export(id);
@@ -271,9 +280,34 @@ Task<CommandResult> StorageDaemon::Impl::block_export_del(Options args) {
   co_return Options::object();
 }
 
+Task<CommandResult> StorageDaemon::Impl::nbd_server_add(Options args) {
+  // The legacy form of block-export-add: the export's id is its name.
+  const std::string device = args["device"].get<std::string>();
+  const std::string name = args.value("name", device);
+  Options e = Options::object();
+  e["type"] = "nbd";
+  e["id"] = name;
+  e["node-name"] = device;
+  e["name"] = name;
+  for (const char* key : {"description", "writable"}) {
+    if (args.contains(key)) e[key] = args[key];
+  }
+  if (args.contains("bitmap")) {
+    e["bitmaps"] = Options::array();
+    e["bitmaps"].push_back(args["bitmap"]);
+  }
+  co_return block_export_add(e, false);
+}
+
 Task<CommandResult> StorageDaemon::Impl::query_block_exports(Options) {
+  // The newest export first, as QEMU lists them.
+  std::vector<const BlockExport*> sorted;
+  for (const auto& [id, e] : exports_) sorted.push_back(e.get());
+  std::sort(sorted.begin(), sorted.end(),
+            [](const BlockExport* a, const BlockExport* b) { return a->seq > b->seq; });
   Options list = Options::array();
-  for (const auto& [id, e] : exports_) {
+  for (const BlockExport* e : sorted) {
+    const std::string& id = e->id;
     Options x = Options::object();
     x["node-name"] = e->node_name;
     x["shutting-down"] = false;

@@ -205,6 +205,7 @@ Task<CommandResult> StorageDaemon::Impl::query_jobs(Options) {
 Task<CommandResult> StorageDaemon::Impl::query_block_jobs(Options) {
   Options list = Options::array();
   for (Job* j : jobs_.list()) {
+    if (std::string_view(j->type()) == "create") continue;  // not a block job
     Options x = Options::object();
     x["auto-finalize"] = j->auto_finalize();
     x["io-status"] = j->io_status();

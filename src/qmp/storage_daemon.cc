@@ -31,6 +31,7 @@ Options version_object() {
 StorageDaemon::Impl::Impl(EventLoop& loop) : loop_(loop), changed_(loop) {
   register_commands();
   register_job_commands();
+  register_create_commands();
 }
 
 void StorageDaemon::Impl::register_commands() {
@@ -60,6 +61,11 @@ void StorageDaemon::Impl::register_commands() {
        {required("id", ArgType::kString), qmp::enum_arg("mode", {"safe", "hard"}, false)},
        bind(&Impl::block_export_del)});
   dispatcher_.add({"query-block-exports", no_args, bind(&Impl::query_block_exports)});
+  dispatcher_.add({"nbd-server-add",
+                   {required("device", ArgType::kString), optional("name", ArgType::kString),
+                    optional("description", ArgType::kString), optional("writable", ArgType::kBool),
+                    optional("bitmap", ArgType::kString)},
+                   bind(&Impl::nbd_server_add)});
 }
 
 Task<CommandResult> StorageDaemon::Impl::query_version(Options) { co_return version_object(); }

@@ -1,7 +1,8 @@
 // StorageDaemon::Impl: the daemon's state (named graphs, the NBD server and its exports, the
 // monitors) and the QMP command table over it. The public face is qblock/storage_daemon.h;
 // the commands are split by subject: block_commands.cc (graphs), export_commands.cc (NBD),
-// job_commands.cc (jobs: blockdev-mirror, job-*, block-job-*, query-jobs),
+// job_commands.cc (jobs: blockdev-mirror, job-*, block-job-*, query-jobs), create_commands.cc
+// (blockdev-create),
 // storage_daemon.cc (lifecycle, query-version, query-commands, quit).
 #pragma once
 
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "block/node_reference.h"
 #include "jobs/job_registry.h"
 #include "nbd/server.h"
 #include "qblock/block_backend.h"
@@ -34,10 +36,10 @@ struct BlockExport {
   std::string id;
   std::string node_name;
   std::string name;  // the NBD export name
-  // Attached to the node (BlockBackend::attach); declared before the server that uses it.
+  uint64_t seq = 0;  // creation order (query-block-exports lists the newest first)
+  // Attached to the node (BlockBackend::attach); the daemon's NBD server serves it under
+  // `name` until the export is deleted.
   std::unique_ptr<BlockBackend> backend;
-  std::unique_ptr<nbd::Server> server;
-  bool finished = false;  // the server's listen() returned
 };
 
 class StorageDaemon::Impl {
@@ -63,6 +65,12 @@ class StorageDaemon::Impl {
   Task<qmp::CommandResult> block_resize(Options args);
   // The graph whose root has `name`, or nullptr.
   BlockBackend* find_node(const std::string& name);
+  // The node called `name` in any graph (roots and their named or numbered children), or
+  // nullptr. A child given by name in blockdev-add ("file": "proto") resolves through it.
+  BlockNode* find_any_node(const std::string& name);
+  // Why blockdev-del must refuse `node` because another graph uses it by reference (QEMU's
+  // message: a backing child is busy, any other child's node is in use), or empty.
+  std::string node_reference_reason(const BlockNode& node) const;
 
   // ---- NBD (export_commands.cc) ----
   // `legacy`: QMP's SocketAddressLegacy ({"type", "data": {...}}); else the flat form.
@@ -92,6 +100,10 @@ class StorageDaemon::Impl {
   Task<qmp::CommandResult> query_block_jobs(Options args);
   Task<qmp::CommandResult> blockdev_mirror(Options args);
 
+  // ---- blockdev-create (create_commands.cc) ----
+  void register_create_commands();
+  Task<qmp::CommandResult> blockdev_create(Options args);
+
  private:
   void register_commands();
   Task<qmp::CommandResult> query_version(Options args);
@@ -99,7 +111,9 @@ class StorageDaemon::Impl {
   Task<qmp::CommandResult> quit_command(Options args);
   Task<qmp::CommandResult> qmp_nbd_server_start(Options args);
   Task<qmp::CommandResult> qmp_block_export_add(Options args);
-  Task<void> run_export(BlockExport* e, int listen_fd);
+  Task<qmp::CommandResult> nbd_server_add(Options args);
+  // Accepts NBD clients for every export until nbd_server_ stops.
+  Task<void> run_nbd_server(nbd::Server* server, int listen_fd);
   Task<void> delete_export(std::string id);
   Status open_nbd_listener();
 
@@ -107,6 +121,9 @@ class StorageDaemon::Impl {
   qmp::Dispatcher dispatcher_;
   std::vector<std::unique_ptr<qmp::MonitorServer>> monitors_;
   std::map<std::string, std::unique_ptr<BlockBackend>> nodes_;
+  // Creation order of the graphs and exports: QEMU lists the newest first.
+  std::map<std::string, uint64_t> node_seq_;
+  uint64_t next_seq_ = 0;
   uint64_t next_auto_name_ = 0;
   bool nbd_running_ = false;
   NbdAddress nbd_address_;
@@ -115,11 +132,19 @@ class StorageDaemon::Impl {
   // nbd-server-start's tls-creds, loaded; the exports' servers use it. Null: no TLS.
   std::unique_ptr<nbd::TlsCredentials> nbd_tls_;
   std::map<std::string, std::unique_ptr<BlockExport>> exports_;
+  // One server for every export (started with the first, stopped with the last export's
+  // server); nbd_server_done_: its listen() returned.
+  std::unique_ptr<nbd::Server> nbd_server_;
+  bool nbd_server_done_ = false;
   class JobEvents;  // the JobListener that turns job reports into QMP events
   std::unique_ptr<JobListener> job_events_;
+  // job_events_ without the BLOCK_JOB_* events (blockdev-create's jobs are no block jobs).
+  std::unique_ptr<JobListener> create_job_events_;
   JobRegistry jobs_;
   WaitQueue changed_;  // an export finished, or quit was requested
   bool quitting_ = false;
+  // blockdev-add's children given by node name resolve to the daemon's nodes.
+  ScopedNodeResolver node_resolver_{[this](const std::string& n) { return find_any_node(n); }};
 };
 
 }  // namespace qblock

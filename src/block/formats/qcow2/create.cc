@@ -601,6 +601,18 @@ Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts) {
   co_return ok();
 }
 
+Task<Status> create_qcow2_on_node(BlockNode& node, Qcow2CreateOptions opts) {
+  if (Status s = validate_create_options(opts); !s) co_return s;
+  if (!opts.size) co_return fail(create_error("Image creation needs a size parameter"));
+  Result<Qcow2Layout> layout = plan_qcow2_layout(opts, *opts.size);
+  if (!layout) co_return fail(layout.error());
+  Status emptied = co_await node.truncate(0, PreallocMode::kOff);
+  if (!emptied) co_return emptied;
+  Status written = co_await write_layout(node, std::move(*layout), opts.preallocation);
+  if (!written) (void)co_await node.truncate(0, PreallocMode::kOff);
+  co_return written;
+}
+
 Task<Status> create_raw(EventLoop& loop, std::string filename, uint64_t size,
                         PreallocMode preallocation, FileCreateOptions file) {
   if (Status s = validate_file_options(file); !s) co_return s;

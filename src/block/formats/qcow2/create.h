@@ -65,6 +65,12 @@ Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& opts, uint64_t s
 // parameter", "Could not open 'b': ..." for the backing file, and I/O errors.
 Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts);
 
+// Writes a fresh qcow2 image of opts.size bytes into `node` (blockdev-create's "file": a
+// protocol node the caller opened and keeps), emptying it first; opts.filename and opts.file
+// are not used. Errors: the validation messages, "Image creation needs a size parameter"
+// without opts.size, and I/O errors (the node is then left emptied).
+Task<Status> create_qcow2_on_node(BlockNode& node, Qcow2CreateOptions opts);
+
 // Creates (or truncates) a raw image file of `size` bytes with the given preallocation
 // (metadata behaves as off, as for QEMU's file driver... except it is refused like QEMU).
 Task<Status> create_raw(EventLoop& loop, std::string filename, uint64_t size,

@@ -35,6 +35,8 @@ Qcow2CreateOptions with(uint64_t size, void (*f)(Qcow2CreateOptions&) = nullptr)
   return o;
 }
 
+class Qcow2CreateOnNode : public testing::LoopTest {};
+
 class Qcow2CreateIdentity : public testing::LoopTest,
                             public ::testing::WithParamInterface<Layout> {};
 
@@ -129,6 +131,30 @@ INSTANTIATE_TEST_SUITE_P(
                with(16 << 20,
                     [](Qcow2CreateOptions& o) { o.preallocation = PreallocMode::kFull; })}),
     [](const ::testing::TestParamInfo<Layout>& info) { return std::string(info.param.name); });
+
+// blockdev-create's path: the image is written into a node someone else opened, byte for byte
+// what create_qcow2 writes into a file of its own.
+TEST_F(Qcow2CreateOnNode, SameBytesAsCreateQcow2) {
+  testing::TempDir dir;
+  Qcow2CreateOptions o = with(64 << 20, [](Qcow2CreateOptions& x) { x.lazy_refcounts = true; });
+  o.filename = dir.file("file.qcow2");
+  ASSERT_OK(run_sync(*loop_, create_qcow2(*loop_, o)));
+  ASSERT_EQ(std::system(("head -c 1000000 /dev/urandom > " + dir.file("node.qcow2")).c_str()), 0);
+  NodePtr node = open(R"({"driver":"file","filename":")" + dir.file("node.qcow2") + "\"}");
+  ASSERT_TRUE(node);
+  ASSERT_OK(run_sync(*loop_, create_qcow2_on_node(*node, o)));
+  close(*node);
+  EXPECT_EQ(slurp(dir.file("node.qcow2")), slurp(dir.file("file.qcow2")));
+
+  Qcow2CreateOptions bad = o;
+  bad.cluster_size = 1000;
+  NodePtr again = open(R"({"driver":"file","filename":")" + dir.file("node.qcow2") + "\"}");
+  ASSERT_TRUE(again);
+  Status s = run_sync(*loop_, create_qcow2_on_node(*again, bad));
+  ASSERT_FALSE(s.has_value());
+  EXPECT_EQ(s.error().message(), "Cluster size must be a power of two between 512 and 2048k");
+  close(*again);
+}
 
 TEST(Qcow2CreateValidate, Messages) {
   auto msg = [](void (*f)(Qcow2CreateOptions&)) {

@@ -16,6 +16,7 @@
 #include "block/formats/qcow2/qcow2.h"
 #include "block/formats/qcow2/qcow2_node.h"
 #include "block/formats/qcow2/snapshot.h"
+#include "block/node_reference.h"
 
 namespace qblock::qcow2 {
 
@@ -380,14 +381,16 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
           EUCLEAN, "qcow2: Image is corrupt: " + what + "; cannot be opened read/write"));
     }
   }
-  if (prealloc && !ctx.flags.read_only && !ctx.flags.check && file_node->driver_name() == "file" &&
-      is_regular_file(file_node->filename())) {
+  // A file given by node name is shared with its other users: no implicit filter over it.
+  const bool shared_file = referenced_node(*file_node) != nullptr;
+  if (prealloc && !ctx.flags.read_only && !ctx.flags.check && !shared_file &&
+      file_node->driver_name() == "file" && is_regular_file(file_node->filename())) {
     // block-semantics.md §7: allocate megabytes ahead of the end of the file, so allocating
     // writes land in allocated space instead of growing the file cluster by cluster.
     PreallocateFilter::Settings settings;
     settings.refill_ahead = true;
     file_node = std::make_unique<PreallocateFilter>(ctx.loop, std::move(file_node), settings);
-  } else if (prealloc && !ctx.flags.read_only && !ctx.flags.check &&
+  } else if (prealloc && !ctx.flags.read_only && !ctx.flags.check && !shared_file &&
              file_node->driver_name() == "rbd") {
     // On RBD every growth of the image is an rbd_resize (a metadata update on the cluster)
     // and writes past the end would pay it one cluster at a time: grow in steps of whole
