@@ -150,9 +150,15 @@ void StorageDaemon::Impl::register_job_commands() {
 
   dispatcher_.add({"job-pause", id_arg, verb(pause, false, false)});
   dispatcher_.add({"job-resume", id_arg, verb(resume, false, false)});
-  // QEMU runs a cancelled job's abort before it replies (an idle job concludes at once).
-  dispatcher_.add({"job-cancel", id_arg,
-                   verb([](Job& j, const Options&) { return j.cancel(true); }, false, true)});
+  // QEMU concludes an idle job (a backup with sync=none) before it replies to job-cancel; a
+  // job that is copying or sleeping gets the reply first.
+  dispatcher_.add({"job-cancel", id_arg, [this](Options args) {
+                     Job* j = jobs_.find(args.value("id", std::string()));
+                     const bool idle = j != nullptr && !j->busy();
+                     return job_verb(
+                         std::move(args), [](Job& job, const Options&) { return job.cancel(true); },
+                         false, idle);
+                   }});
   dispatcher_.add({"job-complete", id_arg, verb(complete, false, false)});
   dispatcher_.add({"job-finalize", id_arg, verb(finalize, false, true)});
   dispatcher_.add({"job-dismiss", id_arg, verb(dismiss, false, true)});
