@@ -197,6 +197,12 @@ class BlockNode {
   virtual BlockNode* primary_child() const;
   // Adds a child; the node owns it.
   void add_child(ChildRole role, std::string name, std::unique_ptr<BlockNode> node);
+  // Puts `node` in place of the child with `role` (a live job changing a backing chain: a
+  // base reopened read-write, intermediate images dropped) and returns the old child, or
+  // nullptr if there was none; a null `node` removes the child. The node then reads through
+  // the new child (children_changed()). The caller closes the old child once no request is
+  // in it.
+  std::unique_ptr<BlockNode> replace_child(ChildRole role, std::unique_ptr<BlockNode> node);
 
   // Requests currently tracked on this node.
   std::size_t tracked_requests() const { return tracked_count_; }
@@ -235,6 +241,10 @@ class BlockNode {
   // A write-zeroes over [offset, offset+bytes) that must be serialised against everything
   // from `offset` to the end (the file driver's post-EOF fallocate, REQ-EOF-1).
   virtual bool zeroes_serialise_to_end(uint64_t offset, uint64_t bytes) const;
+
+  // Called after replace_child(). Default: nothing (formats that cache a child pointer
+  // refresh it).
+  virtual void children_changed() {}
 
   // Computes supported flags from the primary child as a pass-through filter does
   // (REQ-FLAGS-3) and copies its limits.

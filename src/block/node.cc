@@ -136,6 +136,27 @@ void BlockNode::add_child(ChildRole role, std::string name, std::unique_ptr<Bloc
   children_.push_back(Child{role, std::move(name), std::move(node)});
 }
 
+std::unique_ptr<BlockNode> BlockNode::replace_child(ChildRole role,
+                                                    std::unique_ptr<BlockNode> node) {
+  std::unique_ptr<BlockNode> old;
+  for (auto it = children_.begin(); it != children_.end(); ++it) {
+    if (it->role != role) continue;
+    old = std::move(it->node);
+    if (node) {
+      it->node = std::move(node);
+    } else {
+      children_.erase(it);
+    }
+    break;
+  }
+  if (!old && node) {
+    children_.push_back(
+        Child{role, role == ChildRole::kBacking ? "backing" : "file", std::move(node)});
+  }
+  children_changed();
+  return old;
+}
+
 void BlockNode::inherit_from_child() {
   BlockNode* c = primary_child();
   CHECK(c != nullptr);

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "base/check.h"
+#include "jobs/allocated_above.h"
+#include "jobs/chain_edit.h"
 #include "qblock/chain_status.h"
 #include "qblock/iovec.h"
 #include "qblock/jobs.h"
@@ -15,35 +17,6 @@
 namespace qblock {
 
 namespace {
-
-// Whether a prefix of [offset, offset + bytes) is allocated in one of `layers` (the top and
-// the images between it and the base), and how long that prefix is.
-struct Allocation {
-  bool allocated = false;
-  uint64_t bytes = 0;
-};
-
-Task<Result<Allocation>> allocated_above_base(std::vector<BlockNode*> layers, uint64_t offset,
-                                              uint64_t bytes) {
-  Allocation a{false, bytes};
-  for (std::size_t i = 0; i < layers.size(); ++i) {
-    BlockNode* layer = layers[i];
-    if (offset >= layer->length()) {
-      // An image between top and base that ends before the top reads as zeros past its end,
-      // hiding what the base has there: that counts as allocated (so zeros are committed).
-      if (i > 0) co_return Allocation{true, a.bytes};
-      continue;
-    }
-    const uint64_t ask = std::min(a.bytes, layer->length() - offset);
-    Task<Result<std::pair<bool, uint64_t>>> query = layer->is_allocated(offset, ask);
-    Result<std::pair<bool, uint64_t>> r = co_await std::move(query);
-    if (!r) co_return fail(r.error());
-    if (r->first) co_return Allocation{true, r->second};
-    // Unallocated here for r->second bytes: the next layer decides about that much.
-    a.bytes = std::min(a.bytes, r->second);
-  }
-  co_return a;
-}
 
 struct Throttle {
   uint64_t rate = 0;  // bytes per second, 0: none
@@ -66,12 +39,7 @@ Task<void> throttle(EventLoop& loop, Throttle& t, uint64_t bytes) {
 Task<Result<std::unique_ptr<BlockBackend>>> open_base_writable(EventLoop& loop, BlockNode& base) {
   BackendOptions options;
   options.tree = base.options();
-  options.flags = base.open_flags();
-  options.flags.read_only = false;
-  options.flags.backing_chain = nullptr;
-  // The chain's read-only open of this image holds its locks and shares no write with anyone
-  // else; locking again from this process would conflict with that open.
-  options.flags.force_share = true;
+  options.flags = writable_flags(base);
   Task<Result<std::unique_ptr<BlockBackend>>> open = BlockBackend::open(loop, std::move(options));
   co_return co_await std::move(open);
 }

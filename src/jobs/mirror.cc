@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "jobs/allocated_above.h"
+#include "jobs/extent_copy.h"
 #include "qblock/chain_status.h"
 
 namespace qblock {
@@ -165,6 +167,17 @@ void MirrorJob::unlock_range(uint64_t offset, uint64_t bytes) {
 Task<Status> MirrorJob::mark_initial_dirty() {
   if (options_.sync == MirrorSync::kFull) {
     dirty_.set(0, length_);
+  } else if (options_.sync == MirrorSync::kTop && options_.base != nullptr) {
+    std::optional<std::vector<BlockNode*>> layers = layers_above(source_, options_.base);
+    if (!layers) co_return fail(Error::with_message(EINVAL, "base not in the source's chain"));
+    uint64_t offset = 0;
+    while (offset < length_) {
+      Result<Allocation> a = co_await allocated_above_base(*layers, offset, length_ - offset);
+      if (!a) co_return fail(a.error());
+      if (a->bytes == 0) break;
+      if (a->allocated) dirty_.set(offset, a->bytes);
+      offset += a->bytes;
+    }
   } else if (options_.sync == MirrorSync::kTop) {
     uint64_t offset = 0;
     while (offset < length_) {
@@ -179,52 +192,7 @@ Task<Status> MirrorJob::mark_initial_dirty() {
 }
 
 Task<Status> MirrorJob::copy_range(uint64_t offset, uint64_t bytes, bool& is_read_error) {
-  const uint64_t end = offset + bytes;
-  // Unmapping is allowed where nothing below the target could show through.
-  const bool may_unmap = target_.child(ChildRole::kBacking) == nullptr;
-  uint64_t pos = offset;
-  while (pos < end) {
-    // Through the backing chain: what no layer defines reads as zeros.
-    Result<ChainStatus> chain = co_await chain_status(&source_, pos, end - pos, ChainStatusQuery{});
-    if (!chain) {
-      is_read_error = true;
-      co_return fail(chain.error());
-    }
-    const BlockStatus* st = &chain->status;
-    const uint64_t n = st->bytes == 0 ? end - pos : std::min(st->bytes, end - pos);
-    if (st->flags & kStatusZero) {
-      RequestFlags flags;
-      if (may_unmap) flags |= RequestFlag::kMayUnmap;
-      Status s = ok();
-      if (target_.supported_zero_flags().has(RequestFlag::kNoFallback)) {
-        // Efficient zeroing only; a target that cannot gets zero buffers below.
-        s = co_await target_.write_zeroes(pos, n, flags | RequestFlag::kNoFallback);
-        if (!s && s.error().errnum() == ENOTSUP) s = co_await target_.write_zeroes(pos, n, flags);
-      } else {
-        s = co_await target_.write_zeroes(pos, n, flags);
-      }
-      if (!s) {
-        is_read_error = false;
-        co_return s;
-      }
-    } else {
-      const std::size_t align = std::max<std::size_t>(
-          4096, std::max(source_.limits().memory_alignment, target_.limits().memory_alignment));
-      AlignedBuffer buf(n, align);
-      Status r = co_await source_.read(pos, IoVec(buf.data(), n));
-      if (!r) {
-        is_read_error = true;
-        co_return r;
-      }
-      Status w = co_await target_.write(pos, IoVec(buf.data(), n));
-      if (!w) {
-        is_read_error = false;
-        co_return w;
-      }
-    }
-    pos += n;
-  }
-  co_return ok();
+  co_return co_await copy_extent(source_, target_, offset, bytes, is_read_error);
 }
 
 Task<void> MirrorJob::copy_chunk(uint64_t offset, uint64_t bytes) {

@@ -27,6 +27,12 @@ struct MirrorOptions {
   bool write_blocking = false;
   OnError on_source_error = OnError::kReport;
   OnError on_target_error = OnError::kReport;
+  // The QAPI job type: "mirror", or "commit" for an active block-commit, which is a mirror of
+  // the active layer into a base in its own backing chain.
+  const char* type = "mirror";
+  // With sync=top: the copy starts with what the chain above `base` allocates (not only the
+  // top layer). An active commit's base; null for blockdev-mirror.
+  const BlockNode* base = nullptr;
 };
 
 class MirrorJob : public Job, private MirrorTopFilter::Hooks {
@@ -38,7 +44,7 @@ class MirrorJob : public Job, private MirrorTopFilter::Hooks {
             BlockNode& target, std::function<void(BlockNode&)> switch_users);
   ~MirrorJob() override;
 
-  const char* type() const override { return "mirror"; }
+  const char* type() const override { return options_.type; }
   uint64_t current_progress() const override;
   uint64_t total_progress() const override;
   BlockNode& source() const { return source_; }

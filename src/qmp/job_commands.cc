@@ -1,8 +1,11 @@
-// The storage daemon's job commands: blockdev-mirror, query-jobs, query-block-jobs,
+// The storage daemon's job commands (block-commit and blockdev-backup are in
+// commit_backup_commands.cc): blockdev-mirror, query-jobs, query-block-jobs,
 // job-pause/resume/cancel/complete/finalize/dismiss, block-job-set-speed/cancel/complete/
 // pause/resume/finalize/dismiss, and the job events (JOB_STATUS_CHANGE, BLOCK_JOB_READY,
 // BLOCK_JOB_PENDING, BLOCK_JOB_COMPLETED, BLOCK_JOB_CANCELLED, BLOCK_JOB_ERROR) with
 // qemu-storage-daemon 7.2's payloads, replies and messages.
+#include "jobs/backup.h"
+#include "jobs/live_commit.h"
 #include "jobs/mirror.h"
 #include "qmp/storage_daemon.h"
 
@@ -76,12 +79,23 @@ std::string StorageDaemon::Impl::node_busy_reason(const std::string& name) const
   BlockBackend* b = const_cast<Impl*>(this)->find_node(name);
   if (b == nullptr) return "";
   for (Job* j : jobs_.list()) {
-    auto* m = dynamic_cast<MirrorJob*>(j);
-    if (m == nullptr) continue;
-    if (&m->source() == &b->root()) {
-      return "Node '" + name + "' is busy: block device is in use by block job: mirror";
+    BlockNode* source = nullptr;
+    BlockNode* target = nullptr;
+    if (auto* m = dynamic_cast<MirrorJob*>(j)) {
+      source = &m->source();
+      target = &m->target();
+    } else if (auto* k = dynamic_cast<BackupJob*>(j)) {
+      source = &k->source();
+      target = &k->target();
+    } else if (auto* c = dynamic_cast<LiveCommitJob*>(j)) {
+      for (BlockNode* n = &b->root(); n != nullptr; n = n->child(ChildRole::kBacking)) {
+        if (n == &c->top()) source = &b->root();
+      }
     }
-    if (&m->target() == &b->root()) return "Node " + name + " is in use";
+    if (source == &b->root()) {
+      return "Node '" + name + "' is busy: block device is in use by block job: " + j->type();
+    }
+    if (target == &b->root()) return "Node " + name + " is in use";
   }
   return "";
 }
@@ -91,6 +105,10 @@ BlockNode& StorageDaemon::Impl::user_node(BlockBackend& backend) {
     auto* m = dynamic_cast<MirrorJob*>(j);
     if (m != nullptr && &m->source() == &backend.root() && m->filter_in_path()) {
       return m->filter();
+    }
+    auto* k = dynamic_cast<BackupJob*>(j);
+    if (k != nullptr && &k->source() == &backend.root() && k->filter_in_path()) {
+      return k->filter();
     }
   }
   return backend.root();
@@ -132,8 +150,15 @@ void StorageDaemon::Impl::register_job_commands() {
 
   dispatcher_.add({"job-pause", id_arg, verb(pause, false, false)});
   dispatcher_.add({"job-resume", id_arg, verb(resume, false, false)});
-  dispatcher_.add({"job-cancel", id_arg,
-                   verb([](Job& j, const Options&) { return j.cancel(true); }, false, false)});
+  // QEMU concludes an idle job (a backup with sync=none) before it replies to job-cancel; a
+  // job that is copying or sleeping gets the reply first.
+  dispatcher_.add({"job-cancel", id_arg, [this](Options args) {
+                     Job* j = jobs_.find(args.value("id", std::string()));
+                     const bool idle = j != nullptr && !j->busy();
+                     return job_verb(
+                         std::move(args), [](Job& job, const Options&) { return job.cancel(true); },
+                         false, idle);
+                   }});
   dispatcher_.add({"job-complete", id_arg, verb(complete, false, false)});
   dispatcher_.add({"job-finalize", id_arg, verb(finalize, false, true)});
   dispatcher_.add({"job-dismiss", id_arg, verb(dismiss, false, true)});
@@ -165,6 +190,7 @@ void StorageDaemon::Impl::register_job_commands() {
         qmp::enum_arg("copy-mode", {"background", "write-blocking"}, false),
         optional("auto-finalize", ArgType::kBool), optional("auto-dismiss", ArgType::kBool)},
        bind(&Impl::blockdev_mirror)});
+  register_commit_backup_commands();
 }
 
 Task<CommandResult> StorageDaemon::Impl::job_verb(Options args,
@@ -223,6 +249,24 @@ Task<CommandResult> StorageDaemon::Impl::query_block_jobs(Options) {
     list.push_back(x);
   }
   co_return list;
+}
+
+std::function<void(BlockNode&)> StorageDaemon::Impl::users_switcher(BlockNode& from,
+                                                                    const std::string& from_name,
+                                                                    BlockNode& to,
+                                                                    const std::string& to_name) {
+  auto current = std::make_shared<BlockNode*>(&from);
+  BlockNode* source_root = &from;
+  BlockNode* target_root = &to;
+  return [this, current, source_root, target_root, from_name, to_name](BlockNode& node) {
+    for (auto& [eid, e] : exports_) {
+      if (&e->backend->root() != *current) continue;
+      e->backend->set_root(node);
+      if (&node == target_root) e->node_name = to_name;
+      if (&node == source_root) e->node_name = from_name;
+    }
+    *current = &node;
+  };
 }
 
 Task<CommandResult> StorageDaemon::Impl::blockdev_mirror(Options args) {
@@ -297,17 +341,7 @@ Task<CommandResult> StorageDaemon::Impl::blockdev_mirror(Options args) {
   // The users of the source: the exports now serving its node. The job switches them.
   BlockNode* source_root = &src->root();
   BlockNode* target_root = &dst->root();
-  auto current = std::make_shared<BlockNode*>(source_root);
-  auto switch_users = [this, current, source_root, target_root, device,
-                       target_name](BlockNode& to) {
-    for (auto& [eid, e] : exports_) {
-      if (&e->backend->root() != *current) continue;
-      e->backend->set_root(to);
-      if (&to == target_root) e->node_name = target_name;
-      if (&to == source_root) e->node_name = device;
-    }
-    *current = &to;
-  };
+  auto switch_users = users_switcher(*source_root, device, *target_root, target_name);
   auto job = std::make_unique<MirrorJob>(loop_, std::move(options), *job_events_, *source_root,
                                          *target_root, switch_users);
   jobs_.add(std::move(job)).start();

@@ -99,6 +99,17 @@ class StorageDaemon::Impl {
   Task<qmp::CommandResult> query_jobs(Options args);
   Task<qmp::CommandResult> query_block_jobs(Options args);
   Task<qmp::CommandResult> blockdev_mirror(Options args);
+  // A job's switch_users callback: moves the exports now on `from` (named `from_name`) onto
+  // the node given, renaming them `to_name` when it is `to`, `from_name` when it is `from`.
+  std::function<void(BlockNode&)> users_switcher(BlockNode& from, const std::string& from_name,
+                                                 BlockNode& to, const std::string& to_name);
+
+  // ---- block-commit, blockdev-backup (commit_backup_commands.cc) ----
+  void register_commit_backup_commands();
+  // True if `name` names a node below some graph's root.
+  bool is_non_root_node(const std::string& name);
+  Task<qmp::CommandResult> block_commit(Options args);
+  Task<qmp::CommandResult> blockdev_backup(Options args);
 
   // ---- blockdev-create (create_commands.cc) ----
   void register_create_commands();

@@ -47,6 +47,8 @@ class Qcow2Node : public BlockNode {
   Qcow2Node(EventLoop& loop, NodePtr file, Header header, const CacheSettings& cache);
 
   void set_backing(NodePtr backing);
+  // The backing child was replaced (a live commit): reads go to the new one.
+  void children_changed() override { backing_ = child(ChildRole::kBacking); }
   // block-semantics.md §5.2: zero the COW regions of a new allocation with one ALLOCATE
   // write-zeroes instead of writing zero buffers.
   void set_zero_cow(bool on) { zero_cow_ = on; }

@@ -1,0 +1,89 @@
+// BackupJob: blockdev-backup as a Job, a point-in-time copy of a running disk. A filter
+// (MirrorTopFilter) goes above the source and the source's users are switched onto it; a
+// guest write, write-zeroes or discard first copies the old data of the granules it touches
+// to the target if they have not been copied yet (copy-before-write), then goes to the
+// source. Meanwhile the job copies every granule still pending. The target therefore ends
+// equal to the source as it was when the job started. sync=full copies everything, top what
+// the source's top layer allocates, none only what guest writes are about to overwrite (the
+// job then runs until cancelled). No READY: the job concludes by itself, then the users are
+// switched back onto the source.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "block/filters/mirror_top.h"
+#include "jobs/dirty_bitmap.h"
+#include "jobs/job.h"
+
+namespace qblock {
+
+enum class BackupSync { kFull, kTop, kNone };
+
+struct BackupOptions {
+  JobOptions job;
+  BackupSync sync = BackupSync::kFull;
+  OnError on_source_error = OnError::kReport;
+  OnError on_target_error = OnError::kReport;
+};
+
+class BackupJob : public Job, private MirrorTopFilter::Hooks {
+ public:
+  // `switch_users(node)` makes every user of the source use `node` instead (the filter at
+  // the start, the source again at the end). REQUIRES: source and target outlive the job and
+  // have the same length.
+  BackupJob(EventLoop& loop, BackupOptions options, JobListener& listener, BlockNode& source,
+            BlockNode& target, std::function<void(BlockNode&)> switch_users);
+  ~BackupJob() override;
+
+  const char* type() const override { return "backup"; }
+  uint64_t current_progress() const override { return copied_bytes_; }
+  uint64_t total_progress() const override { return total_bytes_; }
+  BlockNode& source() const { return source_; }
+  BlockNode& target() const { return target_; }
+  MirrorTopFilter& filter() { return *filter_; }
+  // True until the users are back on the source: a new user must go through the filter.
+  bool filter_in_path() const { return !filter_removed_; }
+
+ protected:
+  Task<Status> run() override;
+  void do_cancel() override;
+  Task<void> commit() override;
+  Task<void> abort() override;
+
+ private:
+  struct Range {
+    uint64_t offset;
+    uint64_t bytes;
+  };
+  Task<Status> guest_write(uint64_t offset, IoVec qiov, RequestFlags flags) override;
+  Task<Status> guest_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) override;
+  Task<Status> guest_discard(uint64_t offset, uint64_t bytes) override;
+  // Copies the old data of every pending granule [offset, offset + bytes) touches.
+  Task<Status> copy_before_write(uint64_t offset, uint64_t bytes);
+  Task<Status> mark_pending();
+  // Copies the pending granules of [offset, offset + bytes) (whole granules) to the target.
+  // REQUIRES: the range is locked.
+  Task<Status> copy_pending(uint64_t offset, uint64_t bytes, bool& is_read_error);
+  Task<Status> copy_range(uint64_t offset, uint64_t bytes, bool& is_read_error);
+  Task<void> lock_range(uint64_t offset, uint64_t bytes);
+  void unlock_range(uint64_t offset, uint64_t bytes);
+  Task<void> remove_filter();
+
+  BackupOptions options_;
+  BlockNode& source_;
+  BlockNode& target_;
+  std::function<void(BlockNode&)> switch_users_;
+  std::unique_ptr<MirrorTopFilter> filter_;
+  DirtyBitmap pending_;  // granules whose point-in-time data the target still lacks
+  uint64_t length_;
+  uint64_t chunk_bytes_;
+  uint64_t copied_bytes_ = 0;
+  uint64_t total_bytes_ = 0;
+  bool filter_removed_ = false;
+  std::vector<Range> locked_;
+  WaitQueue ranges_;
+};
+
+}  // namespace qblock
