@@ -50,6 +50,7 @@ Task<void> Checker::compare(unsigned fix) {
       Status s = co_await set_stored(i, want);
       if (s) {
         ++*fixed;
+        if (want == 0) freed_.push_back(i);
         continue;
       }
     }
@@ -63,7 +64,26 @@ Task<void> Checker::compare(unsigned fix) {
   if (!w) {
     diag("ERROR: Could not write refcount blocks: {}", w.error().errno_text());
     ++res_.check_errors;
+    freed_.clear();  // the refcounts may not be on disk: the clusters stay as they are
   }
+  co_await discard_freed();
+}
+
+Task<void> Checker::discard_freed() {
+  // A count that could not read everything may have missed a reference: the refcount is
+  // fixed as QEMU fixes it, but the data stays in the file.
+  if (res_.check_errors) freed_.clear();
+  // Contiguous clusters go out as one discard.
+  for (std::size_t i = 0; i < freed_.size();) {
+    std::size_t j = i + 1;
+    while (j < freed_.size() && freed_[j] == freed_[j - 1] + 1) ++j;
+    const uint64_t offset = freed_[i] << bits_;
+    const uint64_t bytes = uint64_t{j - i} << bits_;
+    Status s = co_await t_.file.discard(offset, bytes);
+    (void)s;
+    i = j;
+  }
+  freed_.clear();
 }
 
 // §3.6: COPIED must be set exactly on the active entries whose cluster has refcount 1. A

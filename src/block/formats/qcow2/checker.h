@@ -109,6 +109,10 @@ class Checker {
   std::optional<uint64_t> stored_if_cached(uint64_t cluster) const;
   Task<Status> set_stored(uint64_t cluster, uint64_t value);
   Task<Status> write_stored_blocks();
+  // Discards (punches out of the file) the clusters whose refcount a repair set to 0, once
+  // those refcounts are on disk (qcow2-format.md §17 R5), as QEMU's repair discards what it
+  // frees. Discard is advisory: a failure only leaves the data where it was.
+  Task<void> discard_freed();
 
   Task<void> compare(unsigned fix);
   Task<void> check_copied_flags();
@@ -136,6 +140,9 @@ class Checker {
   uint64_t next_contiguous_ = 0;
   uint64_t highest_cluster_ = 0;
   uint64_t first_free_ = 0;  // allocate_counted() searches from here
+  // Clusters a repair set to refcount 0 that nothing references, ascending; discard_freed()
+  // punches them once their refcounts are written.
+  std::vector<uint64_t> freed_;
 
   std::vector<Snapshot> snapshots_;
   uint64_t snapshot_table_bytes_ = 0;
