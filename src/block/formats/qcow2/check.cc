@@ -404,7 +404,8 @@ Task<void> Checker::count_bitmaps() {
 // Makes the file end after host cluster `cluster`. The offset comes from a damaged entry, so
 // the growth is bounded: a size past INT64_MAX is refused with EINVAL (as QEMU refuses a
 // negative size), and qblock also refuses, with EFBIG, to grow the file to more than twice its
-// length plus 1 GiB (QEMU would try, and its rebuild could then fill the disk).
+// length plus 1 GiB (QEMU would try, and its rebuild could then fill the disk): that refusal
+// reads as the file driver's own, as if a file-size limit had been reached.
 Task<Status> Checker::grow_file_to_cover(uint64_t cluster) {
   constexpr uint64_t kSlack = uint64_t{1} << 30;
   const uint64_t max_clusters = uint64_t{INT64_MAX} >> bits_;
@@ -412,7 +413,7 @@ Task<Status> Checker::grow_file_to_cover(uint64_t cluster) {
   const uint64_t size = (cluster + 1) << bits_;
   const uint64_t length = t_.file.length();
   if (size > length && size - length > length + kSlack) {
-    co_return fail(Error::from_errno(EFBIG));
+    co_return fail(Error::from_errno(EFBIG, "Could not resize file"));
   }
   co_return co_await t_.file.truncate(size);
 }
@@ -446,6 +447,11 @@ Task<void> Checker::count_refblocks() {
       diag("Repairing refcount block {} is outside image", i);
       Status s = co_await grow_file_to_cover(cluster);
       if (!s) {
+        // QEMU reports the failed truncate of the file under the program's name first (not
+        // the size refused before any truncate).
+        if (!s.error().context().empty()) {
+          emit_message(MessageLevel::kReport, s.error().message());
+        }
         diag("ERROR could not resize image: {}", s.error().errno_text());
         continue;
       }
