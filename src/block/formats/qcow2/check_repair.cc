@@ -118,6 +118,7 @@ Task<void> Checker::check_copied_flags() {
         l1_entry = *rc == 1 ? (l1_entry | kCopied) : (l1_entry & ~kCopied);
         store_be64(&l1[i * 8], l1_entry);
         if (i < active_l1_.size()) active_l1_[i] = l1_entry;
+        overlap_index_stale_ = true;
         constexpr uint64_t kEntriesPerSector = 512 / 8;
         const uint64_t first = i / kEntriesPerSector * kEntriesPerSector;
         const uint64_t n = std::min<uint64_t>(kEntriesPerSector, l1_entries - first);
@@ -244,6 +245,7 @@ Task<Result<uint64_t>> Checker::allocate_stored(uint64_t count) {
     if (s) s = co_await t_.file.flush();
     if (!s) co_return fail(s.error());
     reftable_[t] = block_offset;
+    overlap_index_stale_ = true;
     blocks_[t] = std::move(block);
     refs_[missing] = 1;
   }

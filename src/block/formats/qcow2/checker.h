@@ -150,6 +150,11 @@ class Checker {
   uint64_t snapshots_dropped_ = 0;     // overhanging entries -r all dropped
 
   std::vector<uint64_t> active_l1_;  // raw active L1 entries (overlap checks)
+  // The overlap checks' sorted offsets of the active L2 tables and the refcount blocks, built
+  // from active_l1_ and reftable_ when stale (set whenever either changes).
+  mutable std::vector<uint64_t> l2_index_;
+  mutable std::vector<uint64_t> refblock_index_;
+  mutable bool overlap_index_stale_ = true;
   // Set when a step failed in a way that ends the check (a refused write): the walk stops.
   std::optional<Error> failed_;
 
