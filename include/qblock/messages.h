@@ -14,6 +14,9 @@ enum class MessageLevel : unsigned char {
   kInfo,     // progress a tool would show (blkdebug: "Suspended request 'tag'")
   kWarning,  // something is wrong but the operation goes on (a non-fatal corruption)
   kError,    // an operation failed or the image was marked corrupt
+  // An error the program reports under its own name, as QEMU's error_report does
+  // ("qemu-img: TEXT"); printed as kError by a sink that does not know the name.
+  kReport,
 };
 
 // Receives one message: a single line of text without its trailing newline. Called on the

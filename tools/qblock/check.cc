@@ -141,7 +141,17 @@ int parse_args(int argc, char** argv, CheckArgs& args) {
 
 // One check of the open image; prints "Check failed" on error.
 Result<CheckResult> run_check(EventLoop& loop, BlockBackend& backend, unsigned fix) {
+  // The errors the repair reports under the program's name ("qemu-img: Could not resize
+  // file: ...") get that name; the findings stay bare lines.
+  MessageSink previous = set_message_sink([](MessageLevel level, std::string_view text) {
+    if (level == MessageLevel::kReport) {
+      img_error(text);
+    } else {
+      print_message(level, text);
+    }
+  });
   Result<CheckResult> r = run_sync(loop, check_task(&backend, fix));
+  set_message_sink(std::move(previous));
   if (!r) {
     // A step that failed with its own words ("ERROR writing refblock: ...") says so first.
     if (!r.error().context().empty()) img_error(r.error().message());

@@ -350,16 +350,23 @@ Task<Status> FileNode::do_truncate(uint64_t size, PreallocMode mode, Exact exact
     int r = co_await fallocate(0, old, size - old);
     if (r < 0) co_return fail(Error::from_errno(r, "Could not preallocate new data"));
   } else if (mode == PreallocMode::kFull && size > old) {
-    // Write real zeros so every block is allocated.
+    // As qemu-img 7.2: the file gets its new length first, so a size the file cannot have
+    // (past a file-size limit) fails as a resize, with the file as it was; then real zeros
+    // are written so every block is allocated, and if that fails the old length comes back.
+    if (ftruncate(fd_, static_cast<off_t>(size)) != 0) {
+      co_return fail(Error::from_errno(errno, "Could not resize file"));
+    }
     constexpr uint64_t kChunk = 1 << 20;
     AlignedBuffer zeros(kChunk, 4096);
     zeros.fill(0);
     for (uint64_t pos = old; pos < size;) {
       uint64_t n = std::min(kChunk, size - pos);
       int64_t r = co_await transfer(true, pos, IoVec(zeros.data(), n));
-      if (r < 0)
+      if (r < 0) {
+        (void)!ftruncate(fd_, static_cast<off_t>(old));
         co_return fail(
             Error::from_errno(static_cast<int>(-r), "Could not write zeros for preallocation"));
+      }
       pos += n;
     }
   } else if (mode == PreallocMode::kMetadata && size > old) {

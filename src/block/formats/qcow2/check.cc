@@ -82,21 +82,33 @@ const char* Checker::overlapping_metadata(uint64_t offset, uint64_t bytes, unsig
   if (!(ignore & kActiveL1) && hits(h.l1_table_offset, uint64_t{h.l1_size} * 8)) {
     return "active L1 table";
   }
-  if (!(ignore & kActiveL2)) {
+  if (overlap_index_stale_) {
+    // Sorted once per change of the tables: a repair checks one write per damaged entry,
+    // and a scan of every L1 and refcount table entry per write made that quadratic.
+    l2_index_.clear();
     for (uint64_t entry : active_l1_) {
-      if (hits(entry & kOffsetMask, (entry & kOffsetMask) ? cs_ : 0)) return "active L2 table";
+      if (entry & kOffsetMask) l2_index_.push_back(entry & kOffsetMask);
     }
+    std::sort(l2_index_.begin(), l2_index_.end());
+    refblock_index_.clear();
+    for (uint64_t entry : reftable_) {
+      if (entry & kRefTableOffsetMask) refblock_index_.push_back(entry & kRefTableOffsetMask);
+    }
+    std::sort(refblock_index_.begin(), refblock_index_.end());
+    overlap_index_stale_ = false;
   }
+  // Whether a cluster starting at one of `starts` (sorted) meets [offset, end).
+  auto hits_cluster = [&](const std::vector<uint64_t>& starts) {
+    const uint64_t lowest = offset >= cs_ ? offset - cs_ + 1 : 0;
+    auto it = std::lower_bound(starts.begin(), starts.end(), lowest);
+    return it != starts.end() && *it < end;
+  };
+  if (!(ignore & kActiveL2) && hits_cluster(l2_index_)) return "active L2 table";
   if (!(ignore & kRefcountTable) &&
       hits(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} * cs_)) {
     return "refcount table";
   }
-  if (!(ignore & kRefcountBlock)) {
-    for (uint64_t entry : reftable_) {
-      const uint64_t block = entry & kRefTableOffsetMask;
-      if (block && hits(block, cs_)) return "refcount block";
-    }
-  }
+  if (!(ignore & kRefcountBlock) && hits_cluster(refblock_index_)) return "refcount block";
   if (!(ignore & kSnapshotTable) && hits(h.snapshots_offset, snapshot_table_bytes_)) {
     return "snapshot table";
   }
@@ -131,6 +143,7 @@ Task<void> Checker::load_active_l1() {
   if (!s) co_return;
   active_l1_.resize(h.l1_size);
   for (uint64_t i = 0; i < h.l1_size; ++i) active_l1_[i] = load_be64(&raw[i * 8]);
+  overlap_index_stale_ = true;
 }
 
 // ---- counting references ------------------------------------------------------------------
@@ -404,7 +417,8 @@ Task<void> Checker::count_bitmaps() {
 // Makes the file end after host cluster `cluster`. The offset comes from a damaged entry, so
 // the growth is bounded: a size past INT64_MAX is refused with EINVAL (as QEMU refuses a
 // negative size), and qblock also refuses, with EFBIG, to grow the file to more than twice its
-// length plus 1 GiB (QEMU would try, and its rebuild could then fill the disk).
+// length plus 1 GiB (QEMU would try, and its rebuild could then fill the disk): that refusal
+// reads as the file driver's own, as if a file-size limit had been reached.
 Task<Status> Checker::grow_file_to_cover(uint64_t cluster) {
   constexpr uint64_t kSlack = uint64_t{1} << 30;
   const uint64_t max_clusters = uint64_t{INT64_MAX} >> bits_;
@@ -412,7 +426,7 @@ Task<Status> Checker::grow_file_to_cover(uint64_t cluster) {
   const uint64_t size = (cluster + 1) << bits_;
   const uint64_t length = t_.file.length();
   if (size > length && size - length > length + kSlack) {
-    co_return fail(Error::from_errno(EFBIG));
+    co_return fail(Error::from_errno(EFBIG, "Could not resize file"));
   }
   co_return co_await t_.file.truncate(size);
 }
@@ -446,6 +460,11 @@ Task<void> Checker::count_refblocks() {
       diag("Repairing refcount block {} is outside image", i);
       Status s = co_await grow_file_to_cover(cluster);
       if (!s) {
+        // QEMU reports the failed truncate of the file under the program's name first (not
+        // the size refused before any truncate).
+        if (!s.error().context().empty()) {
+          emit_message(MessageLevel::kReport, s.error().message());
+        }
         diag("ERROR could not resize image: {}", s.error().errno_text());
         continue;
       }
@@ -484,6 +503,7 @@ Task<Status> Checker::load_reftable() {
   if (!s) co_return s;
   reftable_.resize(bytes / 8);
   for (uint64_t i = 0; i < reftable_.size(); ++i) reftable_[i] = load_be64(&raw[i * 8]);
+  overlap_index_stale_ = true;
   blocks_.clear();
   co_return ok();
 }

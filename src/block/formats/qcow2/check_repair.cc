@@ -50,6 +50,7 @@ Task<void> Checker::compare(unsigned fix) {
       Status s = co_await set_stored(i, want);
       if (s) {
         ++*fixed;
+        if (want == 0) freed_.push_back(i);
         continue;
       }
     }
@@ -63,7 +64,26 @@ Task<void> Checker::compare(unsigned fix) {
   if (!w) {
     diag("ERROR: Could not write refcount blocks: {}", w.error().errno_text());
     ++res_.check_errors;
+    freed_.clear();  // the refcounts may not be on disk: the clusters stay as they are
   }
+  co_await discard_freed();
+}
+
+Task<void> Checker::discard_freed() {
+  // A count that could not read everything may have missed a reference: the refcount is
+  // fixed as QEMU fixes it, but the data stays in the file.
+  if (res_.check_errors) freed_.clear();
+  // Contiguous clusters go out as one discard.
+  for (std::size_t i = 0; i < freed_.size();) {
+    std::size_t j = i + 1;
+    while (j < freed_.size() && freed_[j] == freed_[j - 1] + 1) ++j;
+    const uint64_t offset = freed_[i] << bits_;
+    const uint64_t bytes = uint64_t{j - i} << bits_;
+    Status s = co_await t_.file.discard(offset, bytes);
+    (void)s;
+    i = j;
+  }
+  freed_.clear();
 }
 
 // §3.6: COPIED must be set exactly on the active entries whose cluster has refcount 1. A
@@ -98,6 +118,7 @@ Task<void> Checker::check_copied_flags() {
         l1_entry = *rc == 1 ? (l1_entry | kCopied) : (l1_entry & ~kCopied);
         store_be64(&l1[i * 8], l1_entry);
         if (i < active_l1_.size()) active_l1_[i] = l1_entry;
+        overlap_index_stale_ = true;
         constexpr uint64_t kEntriesPerSector = 512 / 8;
         const uint64_t first = i / kEntriesPerSector * kEntriesPerSector;
         const uint64_t n = std::min<uint64_t>(kEntriesPerSector, l1_entries - first);
@@ -224,6 +245,7 @@ Task<Result<uint64_t>> Checker::allocate_stored(uint64_t count) {
     if (s) s = co_await t_.file.flush();
     if (!s) co_return fail(s.error());
     reftable_[t] = block_offset;
+    overlap_index_stale_ = true;
     blocks_[t] = std::move(block);
     refs_[missing] = 1;
   }

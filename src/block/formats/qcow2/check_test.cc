@@ -1,10 +1,12 @@
-// qcow2 check and repair on a dirty image (qcow2-format.md §11): what qblock does on purpose
+// qcow2 check and repair: on a dirty image (qcow2-format.md §11), what qblock does on purpose
 // differently from QEMU 7.2 (a failed `-r leaks` keeps the dirty bit) and the automatic
-// repair of a read-write open. Output compatibility is covered by tests/iotests/img/013-check.
+// repair of a read-write open; what a repair leaves of the clusters it frees. Output compatibility
+// is covered by tests/iotests/img/013-check.
 #include "block/formats/qcow2/check.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/falloc.h>
 #include <unistd.h>
 
 #include "base/byte_order.h"
@@ -41,6 +43,13 @@ class Qcow2CheckTest : public LoopTest {
     ASSERT_GE(fd, 0);
     ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), offset), ssize_t(bytes.size()));
     ::close(fd);
+  }
+  std::vector<uint8_t> peek(off_t offset, std::size_t bytes) {
+    std::vector<uint8_t> raw(bytes);
+    int fd = ::open(path_.c_str(), O_RDONLY);
+    EXPECT_EQ(::pread(fd, raw.data(), bytes, offset), ssize_t(bytes));
+    ::close(fd);
+    return raw;
   }
   uint64_t incompatible_features() {
     uint8_t raw[8] = {};
@@ -109,6 +118,50 @@ TEST_F(Qcow2CheckTest, ReadWriteOpenRepairsADirtyImage) {
   EXPECT_EQ(r->corruptions, 0u);
   EXPECT_EQ(r->leaks, 0u);
   close(*checked);
+}
+
+// QEMU's repair discards the clusters whose refcount it takes to 0: a repaired leak no longer
+// takes space in the file, and what stays referenced keeps its data.
+TEST_F(Qcow2CheckTest, LeakRepairDiscardsTheFreedClusters) {
+  {
+    // Whether this file system punches holes at all.
+    int fd = ::open(dir_.file("probe").c_str(), O_RDWR | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    std::vector<uint8_t> ones(65536, 1);
+    ASSERT_EQ(::pwrite(fd, ones.data(), ones.size(), 0), ssize_t(ones.size()));
+    const int r = ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 65536);
+    ::close(fd);
+    if (r != 0) GTEST_SKIP() << "no hole punching here";
+  }
+  Qcow2CreateOptions opts;
+  opts.filename = path_;
+  opts.size = 64 << 20;
+  ASSERT_OK(run_sync(*loop_, create_qcow2(*loop_, opts)));
+  NodePtr node = open(json());
+  ASSERT_TRUE(node);
+  std::vector<uint8_t> buf(3 * 65536, 0x5a);
+  ASSERT_OK(run_sync(*loop_, node->write(0, IoVec(buf.data(), buf.size()))));
+  close(*node);
+  // Guest clusters 0-2 are host clusters 5-7 (L2 table at 0x40000); unlink cluster 6.
+  ASSERT_EQ(peek(0x60000, 1)[0], 0x5a);
+  poke(0x40000 + 8, {0, 0, 0, 0, 0, 0, 0, 0});
+  NodePtr checked = open(json(), check_flags());
+  ASSERT_TRUE(checked);
+  Result<CheckResult> r = run_sync(*loop_, check_qcow2_node(*checked, kFixLeaks));
+  ASSERT_OK(r);
+  EXPECT_EQ(r->leaks_fixed, 1u);
+  Result<CheckResult> again = run_sync(*loop_, check_qcow2_node(*checked, 0));
+  ASSERT_OK(again);
+  EXPECT_EQ(again->leaks, 0u);
+  EXPECT_EQ(again->corruptions, 0u);
+  close(*checked);
+  EXPECT_EQ(peek(0x60000, 65536), std::vector<uint8_t>(65536, 0));
+  EXPECT_EQ(peek(0x50000, 65536), std::vector<uint8_t>(65536, 0x5a));
+  EXPECT_EQ(peek(0x70000, 65536), std::vector<uint8_t>(65536, 0x5a));
+  int fd = ::open(path_.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(::lseek(fd, 0x60000, SEEK_HOLE), 0x60000);
+  ::close(fd);
 }
 
 TEST_F(Qcow2CheckTest, ReadOnlyOpenOfADirtyImageLeavesItDirty) {

@@ -109,6 +109,10 @@ class Checker {
   std::optional<uint64_t> stored_if_cached(uint64_t cluster) const;
   Task<Status> set_stored(uint64_t cluster, uint64_t value);
   Task<Status> write_stored_blocks();
+  // Discards (punches out of the file) the clusters whose refcount a repair set to 0, once
+  // those refcounts are on disk (qcow2-format.md §17 R5), as QEMU's repair discards what it
+  // frees. Discard is advisory: a failure only leaves the data where it was.
+  Task<void> discard_freed();
 
   Task<void> compare(unsigned fix);
   Task<void> check_copied_flags();
@@ -136,6 +140,9 @@ class Checker {
   uint64_t next_contiguous_ = 0;
   uint64_t highest_cluster_ = 0;
   uint64_t first_free_ = 0;  // allocate_counted() searches from here
+  // Clusters a repair set to refcount 0 that nothing references, ascending; discard_freed()
+  // punches them once their refcounts are written.
+  std::vector<uint64_t> freed_;
 
   std::vector<Snapshot> snapshots_;
   uint64_t snapshot_table_bytes_ = 0;
@@ -143,6 +150,11 @@ class Checker {
   uint64_t snapshots_dropped_ = 0;     // overhanging entries -r all dropped
 
   std::vector<uint64_t> active_l1_;  // raw active L1 entries (overlap checks)
+  // The overlap checks' sorted offsets of the active L2 tables and the refcount blocks, built
+  // from active_l1_ and reftable_ when stale (set whenever either changes).
+  mutable std::vector<uint64_t> l2_index_;
+  mutable std::vector<uint64_t> refblock_index_;
+  mutable bool overlap_index_stale_ = true;
   // Set when a step failed in a way that ends the check (a refused write): the walk stops.
   std::optional<Error> failed_;
 

@@ -544,14 +544,23 @@ Task<Result<NodePtr>> open_emptied_file(EventLoop& loop, std::string filename,
   co_return std::move(*node);
 }
 
+// A failed growth of the file in qemu-img 7.2's words: its create grows a preallocated image
+// by resizing it ("Could not resize image: "), which in turn resizes the file ("Failed to
+// resize underlying file: " for falloc/full). qemu-img create words EFBIG its own way.
+Error resize_failed(const Error& e, bool underlying) {
+  return Error::with_message(
+      e.errnum(), std::string("Could not resize image: ") +
+                      (underlying ? "Failed to resize underlying file: " : "") + e.message());
+}
+
 Task<Status> write_layout(BlockNode& node, Qcow2Layout layout, PreallocMode mode) {
   if (layout.data_start) {
     // falloc/full: the file node allocates the data area as asked (§16) before the metadata
     // goes around it: L2 tables may follow the data area, as QEMU allocates them after it.
     Status s = co_await node.truncate(layout.data_start, PreallocMode::kOff);
-    if (!s) co_return s;
+    if (!s) co_return fail(resize_failed(s.error(), true));
     Status grown = co_await node.truncate(layout.data_end, mode);
-    if (!grown) co_return grown;
+    if (!grown) co_return fail(resize_failed(grown.error(), true));
   }
   for (PlannedWrite& w : layout.writes) {
     IoVec qiov(w.data.data(), w.data.size());
@@ -560,7 +569,7 @@ Task<Status> write_layout(BlockNode& node, Qcow2Layout layout, PreallocMode mode
   }
   if (node.length() < layout.file_size) {
     Status s = co_await node.truncate(layout.file_size, PreallocMode::kOff);
-    if (!s) co_return s;
+    if (!s) co_return fail(resize_failed(s.error(), false));
   }
   co_return co_await node.flush();
 }

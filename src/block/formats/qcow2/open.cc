@@ -282,7 +282,12 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
     }
     options.erase("backing");
   }
+  // A repair discards the clusters it frees (check_repair.cc), as QEMU's does: its protocol
+  // child passes discards down unless told otherwise (file.discard=ignore).
+  const DiscardMode discard = ctx.flags.discard;
+  if (ctx.flags.check && !ctx.flags.read_only) ctx.flags.discard = DiscardMode::kUnmap;
   Result<NodePtr> file = co_await open_child(ctx, options, "file", "file");
+  ctx.flags.discard = discard;
   if (!file) co_return fail(file.error());
   NodePtr file_node = std::move(*file);
   // qemu-img check opens what its open refuses of the snapshot table, to report or repair it.

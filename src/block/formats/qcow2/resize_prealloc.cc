@@ -149,7 +149,11 @@ Task<Status> Qcow2Node::preallocate_data(uint64_t start, uint64_t end, PreallocM
     if (!s) co_return s;
   }
   s = co_await file_->truncate(data_start + data_clusters * cs_, mode);
-  if (!s) co_return s;
+  if (!s) {
+    // qemu-img 7.2's words for a falloc/full growth of the file that failed.
+    co_return fail(Error::with_message(s.error().errnum(),
+                                       "Failed to resize underlying file: " + s.error().message()));
+  }
   uint64_t guest = first_cluster * cs_;
   uint64_t host = data_start;
   while (guest < end) {
