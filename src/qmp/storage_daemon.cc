@@ -2,6 +2,7 @@
 // quit), and the public StorageDaemon facade; see qmp/storage_daemon.h.
 #include "qmp/storage_daemon.h"
 
+#include "qblock/driver/uring.h"
 #include "qblock/version.h"
 #include "qmp/json_stream.h"
 
@@ -107,7 +108,8 @@ void StorageDaemon::Impl::quit() {
 
 Task<Status> StorageDaemon::Impl::run() {
   std::vector<Task<void>> monitor_runs;
-  for (auto& m : monitors_) spawn(m->run());
+  for (auto& m : monitors_) monitor_runs.push_back(m->run());
+  spawn(join_monitors(std::move(monitor_runs)));
   while (!quitting_) co_await changed_.wait();
   // The reply to "quit" is queued before the monitors stop taking input.
   for (auto& m : monitors_) m->stop();
@@ -127,9 +129,17 @@ Task<Status> StorageDaemon::Impl::run() {
     if (!s && result) result = s;
   }
   nodes_.clear();
-  // Give the monitors' connections the iterations they need to send and end.
-  for (int i = 0; i < 100; ++i) co_await loop_.yield();
+  // The monitors' connections send what is queued and end; a client that stops reading
+  // does not keep the daemon alive past the bound.
+  for (int i = 0; i < 500 && !monitors_done_; ++i) {
+    co_await uring::sleep(loop_, std::chrono::milliseconds(10));
+  }
   co_return result;
+}
+
+Task<void> StorageDaemon::Impl::join_monitors(std::vector<Task<void>> runs) {
+  co_await when_all(std::move(runs));
+  monitors_done_ = true;
 }
 
 // ---- the public facade ----

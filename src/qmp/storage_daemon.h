@@ -127,6 +127,8 @@ class StorageDaemon::Impl {
   Task<void> run_nbd_server(nbd::Server* server, int listen_fd);
   Task<void> delete_export(std::string id);
   Status open_nbd_listener();
+  // Runs the monitors' run() tasks to their end, then sets monitors_done_.
+  Task<void> join_monitors(std::vector<Task<void>> runs);
 
   EventLoop& loop_;
   qmp::Dispatcher dispatcher_;
@@ -154,6 +156,7 @@ class StorageDaemon::Impl {
   JobRegistry jobs_;
   WaitQueue changed_;  // an export finished, or quit was requested
   bool quitting_ = false;
+  bool monitors_done_ = false;  // every monitor's run() has returned
   // blockdev-add's children given by node name resolve to the daemon's nodes.
   ScopedNodeResolver node_resolver_{[this](const std::string& n) { return find_any_node(n); }};
 };
