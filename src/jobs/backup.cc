@@ -42,18 +42,16 @@ BackupJob::BackupJob(EventLoop& loop, BackupOptions options, JobListener& listen
 
 BackupJob::~BackupJob() = default;
 
-void BackupJob::do_cancel() { ranges_.wake_all(); }
-
 // ---- guest requests through the filter ----
 
 Task<Status> BackupJob::copy_before_write(uint64_t offset, uint64_t bytes) {
   const uint64_t g = pending_.granularity();
   const uint64_t start = offset / g * g;
   const uint64_t end = std::min(length_, (offset + bytes + g - 1) / g * g);
-  co_await lock_range(start, end - start);
+  co_await ranges_.lock(start, end - start);
   bool read_error = false;
   Status s = co_await copy_pending(start, end - start, read_error);
-  unlock_range(start, end - start);
+  ranges_.unlock(start, end - start);
   if (!s)
     report_io_error(read_error, read_error ? options_.on_source_error : options_.on_target_error);
   co_return s;
@@ -78,23 +76,6 @@ Task<Status> BackupJob::guest_discard(uint64_t offset, uint64_t bytes) {
 }
 
 // ---- ranges shared by the job's copies and copy-before-write ----
-
-Task<void> BackupJob::lock_range(uint64_t offset, uint64_t bytes) {
-  auto overlaps = [&] {
-    return std::any_of(locked_.begin(), locked_.end(), [&](const Range& r) {
-      return offset < r.offset + r.bytes && r.offset < offset + bytes;
-    });
-  };
-  while (overlaps()) co_await ranges_.wait();
-  locked_.push_back({offset, bytes});
-}
-
-void BackupJob::unlock_range(uint64_t offset, uint64_t bytes) {
-  auto it = std::find_if(locked_.begin(), locked_.end(),
-                         [&](const Range& r) { return r.offset == offset && r.bytes == bytes; });
-  if (it != locked_.end()) locked_.erase(it);
-  ranges_.wake_all();
-}
 
 // ---- the copy ----
 
@@ -155,10 +136,10 @@ Task<Status> BackupJob::run() {
     if (co_await pause_point()) break;
     std::optional<std::pair<uint64_t, uint64_t>> next = pending_.next_dirty(cursor, chunk_bytes_);
     if (!next) break;
-    co_await lock_range(next->first, next->second);
+    co_await ranges_.lock(next->first, next->second);
     bool read_error = false;
     Status s = co_await copy_pending(next->first, next->second, read_error);
-    unlock_range(next->first, next->second);
+    ranges_.unlock(next->first, next->second);
     if (!s) {
       const OnError policy = read_error ? options_.on_source_error : options_.on_target_error;
       report_io_error(read_error, policy);

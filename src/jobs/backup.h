@@ -16,6 +16,7 @@
 #include "block/filters/mirror_top.h"
 #include "jobs/dirty_bitmap.h"
 #include "jobs/job.h"
+#include "jobs/range_locks.h"
 
 namespace qblock {
 
@@ -48,15 +49,10 @@ class BackupJob : public Job, private MirrorTopFilter::Hooks {
 
  protected:
   Task<Status> run() override;
-  void do_cancel() override;
   Task<void> commit() override;
   Task<void> abort() override;
 
  private:
-  struct Range {
-    uint64_t offset;
-    uint64_t bytes;
-  };
   Task<Status> guest_write(uint64_t offset, IoVec qiov, RequestFlags flags) override;
   Task<Status> guest_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) override;
   Task<Status> guest_discard(uint64_t offset, uint64_t bytes) override;
@@ -67,8 +63,6 @@ class BackupJob : public Job, private MirrorTopFilter::Hooks {
   // REQUIRES: the range is locked.
   Task<Status> copy_pending(uint64_t offset, uint64_t bytes, bool& is_read_error);
   Task<Status> copy_range(uint64_t offset, uint64_t bytes, bool& is_read_error);
-  Task<void> lock_range(uint64_t offset, uint64_t bytes);
-  void unlock_range(uint64_t offset, uint64_t bytes);
   Task<void> remove_filter();
 
   BackupOptions options_;
@@ -82,8 +76,7 @@ class BackupJob : public Job, private MirrorTopFilter::Hooks {
   uint64_t copied_bytes_ = 0;
   uint64_t total_bytes_ = 0;
   bool filter_removed_ = false;
-  std::vector<Range> locked_;
-  WaitQueue ranges_;
+  RangeLocks ranges_;  // copies in progress
 };
 
 }  // namespace qblock

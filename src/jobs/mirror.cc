@@ -88,7 +88,7 @@ Task<Status> MirrorJob::guest_write(uint64_t offset, IoVec qiov, RequestFlags fl
   const uint64_t bytes = qiov.size();
   Status s = ok();
   if (options_.write_blocking) {
-    co_await lock_range(offset, bytes);
+    co_await ranges_.lock(offset, bytes);
     s = co_await source_.write(offset, qiov, flags);
     dirty_.set(offset, bytes);
     if (s) {
@@ -96,7 +96,7 @@ Task<Status> MirrorJob::guest_write(uint64_t offset, IoVec qiov, RequestFlags fl
       // The target has these bytes: whole granules need no copy any more.
       if (t) clean_after_guest_copy(offset, bytes);
     }
-    unlock_range(offset, bytes);
+    ranges_.unlock(offset, bytes);
   } else {
     s = co_await source_.write(offset, std::move(qiov), flags);
     // Marked after the write completed: a copy that read the old data before is redone.
@@ -111,14 +111,14 @@ Task<Status> MirrorJob::guest_write_zeroes(uint64_t offset, uint64_t bytes, Requ
   if (switched) co_return co_await final_node_->write_zeroes(offset, bytes, flags);
   Status s = ok();
   if (options_.write_blocking) {
-    co_await lock_range(offset, bytes);
+    co_await ranges_.lock(offset, bytes);
     s = co_await source_.write_zeroes(offset, bytes, flags);
     dirty_.set(offset, bytes);
     if (s) {
       Status t = co_await target_.write_zeroes(offset, bytes, flags);
       if (t) clean_after_guest_copy(offset, bytes);
     }
-    unlock_range(offset, bytes);
+    ranges_.unlock(offset, bytes);
   } else {
     s = co_await source_.write_zeroes(offset, bytes, flags);
     dirty_.set(offset, bytes);
@@ -144,23 +144,6 @@ void MirrorJob::clean_after_guest_copy(uint64_t offset, uint64_t bytes) {
 }
 
 // ---- ranges shared by copies and write-blocking guest writes ----
-
-Task<void> MirrorJob::lock_range(uint64_t offset, uint64_t bytes) {
-  auto overlaps = [&] {
-    return std::any_of(locked_.begin(), locked_.end(), [&](const Range& r) {
-      return offset < r.offset + r.bytes && r.offset < offset + bytes;
-    });
-  };
-  while (overlaps()) co_await ranges_.wait();
-  locked_.push_back({offset, bytes});
-}
-
-void MirrorJob::unlock_range(uint64_t offset, uint64_t bytes) {
-  auto it = std::find_if(locked_.begin(), locked_.end(),
-                         [&](const Range& r) { return r.offset == offset && r.bytes == bytes; });
-  if (it != locked_.end()) locked_.erase(it);
-  ranges_.wake_all();
-}
 
 // ---- the copy ----
 
@@ -196,10 +179,10 @@ Task<Status> MirrorJob::copy_range(uint64_t offset, uint64_t bytes, bool& is_rea
 }
 
 Task<void> MirrorJob::copy_chunk(uint64_t offset, uint64_t bytes) {
-  co_await lock_range(offset, bytes);
+  co_await ranges_.lock(offset, bytes);
   bool read_error = false;
   Status s = co_await copy_range(offset, bytes, read_error);
-  unlock_range(offset, bytes);
+  ranges_.unlock(offset, bytes);
   if (s) copied_bytes_ += bytes;
   if (!s) {
     const OnError policy = read_error ? options_.on_source_error : options_.on_target_error;

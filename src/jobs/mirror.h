@@ -14,6 +14,7 @@
 #include "block/filters/mirror_top.h"
 #include "jobs/dirty_bitmap.h"
 #include "jobs/job.h"
+#include "jobs/range_locks.h"
 
 namespace qblock {
 
@@ -62,10 +63,6 @@ class MirrorJob : public Job, private MirrorTopFilter::Hooks {
   Task<void> abort() override;
 
  private:
-  struct Range {
-    uint64_t offset;
-    uint64_t bytes;
-  };
   // Guest requests (MirrorTopFilter::Hooks).
   Task<Status> guest_write(uint64_t offset, IoVec qiov, RequestFlags flags) override;
   Task<Status> guest_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) override;
@@ -82,8 +79,6 @@ class MirrorJob : public Job, private MirrorTopFilter::Hooks {
   Task<Status> copy_range(uint64_t offset, uint64_t bytes, bool& is_read_error);
   Task<Status> drain_and_switch(BlockNode& to);
   // Exclusive access to a byte range between copies and write-blocking guest writes.
-  Task<void> lock_range(uint64_t offset, uint64_t bytes);
-  void unlock_range(uint64_t offset, uint64_t bytes);
 
   MirrorOptions options_;
   BlockNode& source_;
@@ -103,9 +98,8 @@ class MirrorJob : public Job, private MirrorTopFilter::Hooks {
   bool gate_closed_ = false;         // guest writes wait at the filter
   BlockNode* final_node_ = nullptr;  // where held-back guest writes go after the switch
   Status failure_;
-  std::vector<Range> locked_;
   WaitQueue gate_;
-  WaitQueue ranges_;
+  RangeLocks ranges_;   // copies in progress
   WaitQueue progress_;  // a copy or a guest request finished
 };
 

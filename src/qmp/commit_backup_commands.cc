@@ -22,12 +22,6 @@ using qmp::required;
 
 const std::vector<std::string> kOnError = {"report", "ignore", "enospc", "stop", "auto"};
 
-OnError on_error_policy(const Options& args, const char* key) {
-  std::string v = args.value(key, std::string("report"));
-  if (v == "auto") v = "report";
-  return parse_on_error(v).value_or(OnError::kReport);
-}
-
 // The node named `name` in the graph below `root`, or nullptr.
 BlockNode* find_below(BlockNode& root, const std::string& name) {
   if (root.node_name() == name) return &root;
@@ -167,20 +161,10 @@ Task<CommandResult> StorageDaemon::Impl::block_commit(Options args) {
           "Node '" + device + "' is busy: block device is in use by block job: " + "commit"));
     }
   }
-  const std::string id = args.value("job-id", std::string());
-  if (Status s = jobs_.check_new_id(id); !s) co_return qmp_fail(QmpError::from(s.error()));
-  const int64_t speed = args.value("speed", int64_t{0});
-  if (speed < 0) {
-    // QEMU creates the job before it checks the speed.
-    emit_event("JOB_STATUS_CHANGE", Options{{"status", "created"}, {"id", id}});
-    emit_event("JOB_STATUS_CHANGE", Options{{"status", "null"}, {"id", id}});
-    co_return qmp_fail(QmpError::generic("Parameter 'speed' expects a non-negative value"));
-  }
-  JobOptions job;
-  job.id = id;
-  job.auto_finalize = args.value("auto-finalize", true);
-  job.auto_dismiss = args.value("auto-dismiss", true);
-  job.speed = static_cast<uint64_t>(speed);
+  tl::expected<JobOptions, QmpError> job_options = block_job_options(args);
+  if (!job_options) co_return qmp_fail(std::move(job_options.error()));
+  JobOptions job = std::move(*job_options);
+  const std::string id = job.id;
   const OnError on_error = on_error_policy(args, "on-error");
 
   // The base is written: reopen it read-write where it is in the chain.
@@ -249,19 +233,11 @@ Task<CommandResult> StorageDaemon::Impl::blockdev_backup(Options args) {
   if (src->root().length() != dst->root().length()) {
     co_return qmp_fail(QmpError::generic("Source and target image have different sizes"));
   }
-  const std::string id = args.value("job-id", std::string());
-  if (Status s = jobs_.check_new_id(id); !s) co_return qmp_fail(QmpError::from(s.error()));
-  const int64_t speed = args.value("speed", int64_t{0});
-  if (speed < 0) {
-    emit_event("JOB_STATUS_CHANGE", Options{{"status", "created"}, {"id", id}});
-    emit_event("JOB_STATUS_CHANGE", Options{{"status", "null"}, {"id", id}});
-    co_return qmp_fail(QmpError::generic("Parameter 'speed' expects a non-negative value"));
-  }
+  tl::expected<JobOptions, QmpError> job = block_job_options(args);
+  if (!job) co_return qmp_fail(std::move(job.error()));
+  const std::string id = job->id;
   BackupOptions options;
-  options.job.id = id;
-  options.job.auto_finalize = args.value("auto-finalize", true);
-  options.job.auto_dismiss = args.value("auto-dismiss", true);
-  options.job.speed = static_cast<uint64_t>(speed);
+  options.job = std::move(*job);
   options.sync = sync == "full"  ? BackupSync::kFull
                  : sync == "top" ? BackupSync::kTop
                                  : BackupSync::kNone;

@@ -269,6 +269,29 @@ std::function<void(BlockNode&)> StorageDaemon::Impl::users_switcher(BlockNode& f
   };
 }
 
+tl::expected<JobOptions, QmpError> StorageDaemon::Impl::block_job_options(const Options& args) {
+  JobOptions job;
+  job.id = args.value("job-id", std::string());
+  if (Status s = jobs_.check_new_id(job.id); !s) return tl::unexpected(QmpError::from(s.error()));
+  const int64_t speed = args.value("speed", int64_t{0});
+  if (speed < 0) {
+    // QEMU creates the job before it checks the speed.
+    emit_event("JOB_STATUS_CHANGE", Options{{"status", "created"}, {"id", job.id}});
+    emit_event("JOB_STATUS_CHANGE", Options{{"status", "null"}, {"id", job.id}});
+    return tl::unexpected(QmpError::generic("Parameter 'speed' expects a non-negative value"));
+  }
+  job.speed = static_cast<uint64_t>(speed);
+  job.auto_finalize = args.value("auto-finalize", true);
+  job.auto_dismiss = args.value("auto-dismiss", true);
+  return job;
+}
+
+OnError StorageDaemon::Impl::on_error_policy(const Options& args, const char* key) {
+  std::string v = args.value(key, std::string("report"));
+  if (v == "auto") v = "report";
+  return parse_on_error(v).value_or(OnError::kReport);
+}
+
 Task<CommandResult> StorageDaemon::Impl::blockdev_mirror(Options args) {
   const std::string device = args["device"].get<std::string>();
   const std::string target_name = args["target"].get<std::string>();
@@ -310,33 +333,19 @@ Task<CommandResult> StorageDaemon::Impl::blockdev_mirror(Options args) {
   if (src->root().length() != dst->root().length()) {
     co_return qmp_fail(QmpError::generic("Source and target image have different sizes"));
   }
-  const std::string id = args.value("job-id", std::string());
-  if (Status s = jobs_.check_new_id(id); !s) co_return qmp_fail(QmpError::from(s.error()));
-  const int64_t speed = args.value("speed", int64_t{0});
-  if (speed < 0) {
-    // QEMU creates the job before it checks the speed.
-    emit_event("JOB_STATUS_CHANGE", Options{{"status", "created"}, {"id", id}});
-    emit_event("JOB_STATUS_CHANGE", Options{{"status", "null"}, {"id", id}});
-    co_return qmp_fail(QmpError::generic("Parameter 'speed' expects a non-negative value"));
-  }
+  tl::expected<JobOptions, QmpError> job_options = block_job_options(args);
+  if (!job_options) co_return qmp_fail(std::move(job_options.error()));
+  const std::string id = job_options->id;
   MirrorOptions options;
-  options.job.id = id;
-  options.job.auto_finalize = args.value("auto-finalize", true);
-  options.job.auto_dismiss = args.value("auto-dismiss", true);
-  options.job.speed = static_cast<uint64_t>(speed);
+  options.job = std::move(*job_options);
   options.sync = sync == "full"  ? MirrorSync::kFull
                  : sync == "top" ? MirrorSync::kTop
                                  : MirrorSync::kNone;
   options.granularity = granularity;
   options.buf_size = static_cast<uint64_t>(buf_size);
   options.write_blocking = args.value("copy-mode", std::string()) == "write-blocking";
-  auto policy = [&args](const char* key) {
-    std::string v = args.value(key, std::string("report"));
-    if (v == "auto") v = "report";
-    return parse_on_error(v).value_or(OnError::kReport);
-  };
-  options.on_source_error = policy("on-source-error");
-  options.on_target_error = policy("on-target-error");
+  options.on_source_error = on_error_policy(args, "on-source-error");
+  options.on_target_error = on_error_policy(args, "on-target-error");
 
   // The users of the source: the exports now serving its node. The job switches them.
   BlockNode* source_root = &src->root();

@@ -99,6 +99,12 @@ class StorageDaemon::Impl {
   Task<qmp::CommandResult> query_jobs(Options args);
   Task<qmp::CommandResult> query_block_jobs(Options args);
   Task<qmp::CommandResult> blockdev_mirror(Options args);
+  // The options every block job command takes (job-id, speed, auto-finalize, auto-dismiss),
+  // checked as QEMU checks them: a taken id fails; a negative speed fails after the
+  // JOB_STATUS_CHANGE events of a job created and dropped, as QEMU emits them.
+  tl::expected<JobOptions, qmp::QmpError> block_job_options(const Options& args);
+  // An on-*-error argument ("auto" is "report" for these jobs); absent: report.
+  static OnError on_error_policy(const Options& args, const char* key);
   // A job's switch_users callback: moves the exports now on `from` (named `from_name`) onto
   // the node given, renaming them `to_name` when it is `to`, `from_name` when it is `from`.
   std::function<void(BlockNode&)> users_switcher(BlockNode& from, const std::string& from_name,

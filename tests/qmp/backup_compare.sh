@@ -29,18 +29,9 @@ run() {  # run NAME DAEMON...
     qemu-io -c 'write -P 0x55 2M 1M' -c 'write -z 5M 1M' top.qcow2 >/dev/null
     qemu-img create -q -f qcow2 -b back.qcow2 -F qcow2 topdst.qcow2
   )
-  "$@" --chardev socket,id=m,path="$DIR/qmp.sock",server=on,wait=off --monitor chardev=m \
-    >"$DIR/daemon.log" 2>&1 &
-  local pid=$!
-  wait_for_socket "$DIR/qmp.sock"
   {
-    timeout 60 python3 "$HERE/qmp_client.py" "$DIR/qmp.sock" "$HERE/backup.qmp"
-    await_quit $pid
-    cat "$DIR/daemon.log"
-    for img in src dst top topdst; do
-      qemu-img check "$DIR/$img.qcow2" 2>&1 | sed -e "s|$DIR|\$DIR|g" -e 's/, [0-9.]*% fragmented//' |
-        grep -v '^Image end offset'
-    done
+    run_qmp_script "$HERE/backup.qmp" "$@"
+    check_images src dst top topdst
     echo "full backup against the source at the start:"
     qemu-img compare "$DIR/src0.qcow2" "$DIR/dst.qcow2"
     echo "sync=top backup against the overlay:"

@@ -25,21 +25,12 @@ run() {  # run NAME DAEMON...
     qemu-io -c 'write -P 0x22 2M 4M' -c 'write -z 30M 512k' mid.qcow2 >/dev/null
     qemu-io -c 'write -P 0x33 5M 2M' -c 'write -z 10M 1M' -c 'write -P 0x34 20M 3M' top.qcow2 >/dev/null
   )
-  "$@" --chardev socket,id=m,path="$DIR/qmp.sock",server=on,wait=off --monitor chardev=m \
-    >"$DIR/daemon.log" 2>&1 &
-  local pid=$!
-  wait_for_socket "$DIR/qmp.sock"
   {
-    timeout 60 python3 "$HERE/qmp_client.py" "$DIR/qmp.sock" "$HERE/commit.qmp"
-    await_quit $pid
-    cat "$DIR/daemon.log"
+    run_qmp_script "$HERE/commit.qmp" "$@"
     # How many clusters the base allocates differs: zeros committed into it are unmapped by
     # qblock (nothing below the base), kept as zero clusters by QEMU; the reads below check
     # what it holds.
-    for img in base mid top; do
-      qemu-img check "$DIR/$img.qcow2" 2>&1 | sed -e "s|$DIR|\$DIR|g" -e 's/, [0-9.]*% fragmented//' \
-        -e 's|^[0-9]*/1024 = [0-9.]*% allocated|N/1024 allocated|' | grep -v '^Image end offset'
-    done
+    check_images base mid top | sed -e 's|^[0-9]*/1024 = [0-9.]*% allocated|N/1024 allocated|'
     qemu-img info --backing-chain "$DIR/top.qcow2" | grep -E '^(image|backing file):' |
       sed -e "s|$DIR|\$DIR|g"
     # The base holds every layer's data and the guest writes, before and after the pivot.

@@ -18,19 +18,9 @@ run() {  # run NAME DAEMON...
   qemu-io -c 'write -P 0x11 0 4M' -c 'write -z 8M 4M' -c 'write -P 0x22 20M 1M' \
     "$DIR/src.qcow2" >/dev/null
   qemu-img create -q -f qcow2 "$DIR/dst.qcow2" 64M
-  "$@" --chardev socket,id=m,path="$DIR/qmp.sock",server=on,wait=off --monitor chardev=m \
-    >"$DIR/daemon.log" 2>&1 &
-  local pid=$!
-  wait_for_socket "$DIR/qmp.sock"
   {
-    timeout 60 python3 "$HERE/qmp_client.py" "$DIR/qmp.sock" "$HERE/mirror.qmp"
-    await_quit $pid
-    cat "$DIR/daemon.log"
-    # Where clusters land (fragmentation, the end of the file) depends on the order of writes.
-    for img in src dst; do
-      qemu-img check "$DIR/$img.qcow2" 2>&1 | sed -e "s|$DIR|\$DIR|g" -e 's/, [0-9.]*% fragmented//' |
-        grep -v '^Image end offset'
-    done
+    run_qmp_script "$HERE/mirror.qmp" "$@"
+    check_images src dst
     qemu-img compare "$DIR/src.qcow2" "$DIR/dst.qcow2"
     qemu-io -r -c 'read -P 0x5a 1M 1M' -c 'read -P 0x66 2M 64k' -c 'read -P 0x22 20M 1M' \
       -c 'read -P 0 8M 4M' "$DIR/dst.qcow2" | grep -v ops/sec
