@@ -95,6 +95,10 @@ Task<void> MonitorServer::serve(int fd) {
       co_await std::move(sent);
       if (stopping_) break;  // quit: no command after it runs
     }
+    // Back to the loop before the next input, as QEMU's monitor returns to its main loop: what
+    // a command started (a job's first steps) runs before a client's next command, which the
+    // socket may already hold, is taken.
+    co_await loop_.yield();
   }
   // Let queued events and replies go out before the descriptor closes.
   { AsyncMutex::Guard drained = co_await connection.write_lock_.lock(); }
