@@ -1,5 +1,5 @@
 # qblock top-level targets. Each target installs what it needs first.
-.PHONY: all deps build debug asan test unit-tests iotests format-check format demo bench bench-compare bench-nbd bench-rbd bench-l2-cache bench-convert bench-lifecycle fuzz clean
+.PHONY: all deps build debug asan test unit-tests iotests format-check format demo bench bench-compare bench-nbd bench-rbd bench-l2-cache bench-convert bench-lifecycle bench-mirror fuzz clean
 
 JOBS ?= $(shell nproc)
 
@@ -66,6 +66,12 @@ bench-convert: build
 # allocated, qblock against qemu-img (RUNS, QUICK=1, BENCH_DIR).
 bench-lifecycle: build
 	bash bench/lifecycle.sh
+
+# Live mirror: blockdev-mirror of an 8 GiB image (4 GiB data, 4 GiB zeros), idle and with fio
+# writing at depth 16, qblock storage-daemon against qemu-storage-daemon (RUNS, FIO_RUNTIME,
+# QUICK=1, BENCH_DIR).
+bench-mirror: build
+	bash bench/mirror.sh
 
 # libFuzzer on every fuzz target (fuzz/*_fuzz.cc), one after the other: FUZZ_SECONDS each
 # (default 60), or FUZZ_RUNS executions each (passed as -runs=; then no time limit unless

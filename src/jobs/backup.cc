@@ -75,8 +75,6 @@ Task<Status> BackupJob::guest_discard(uint64_t offset, uint64_t bytes) {
   co_return co_await source_.discard(offset, bytes);
 }
 
-// ---- ranges shared by the job's copies and copy-before-write ----
-
 // ---- the copy ----
 
 Task<Status> BackupJob::copy_pending(uint64_t offset, uint64_t bytes, bool& is_read_error) {
@@ -88,7 +86,7 @@ Task<Status> BackupJob::copy_pending(uint64_t offset, uint64_t bytes, bool& is_r
     // next_dirty wraps around: only runs inside [pos, end) count.
     if (!next || next->first < pos || next->first >= end) break;
     const uint64_t run = std::min(next->second, end - next->first);
-    Status s = co_await copy_extent(source_, target_, next->first, run, is_read_error);
+    Status s = co_await copy_extent(source_, target_, next->first, run, is_read_error, buffers_);
     if (!s) co_return s;
     pending_.reset(next->first, run);
     copied_bytes_ += run;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "block/filters/mirror_top.h"
+#include "jobs/buffer_pool.h"
 #include "jobs/dirty_bitmap.h"
 #include "jobs/job.h"
 #include "jobs/range_locks.h"
@@ -77,6 +78,7 @@ class BackupJob : public Job, private MirrorTopFilter::Hooks {
   uint64_t total_bytes_ = 0;
   bool filter_removed_ = false;
   RangeLocks ranges_;  // copies in progress
+  BufferPool buffers_{kCopyBufferBytes};
 };
 
 }  // namespace qblock

@@ -8,8 +8,41 @@
 
 namespace qblock {
 
+namespace {
+
+// Reads [offset, offset + bytes) of `source` and writes it to `target`, one pool buffer at a
+// time (a one-off buffer where a node needs more alignment than the pool's).
+Task<Status> copy_data(BlockNode& source, BlockNode& target, uint64_t offset, uint64_t bytes,
+                       bool& is_read_error, BufferPool& buffers) {
+  const std::size_t align =
+      std::max(source.limits().memory_alignment, target.limits().memory_alignment);
+  const bool pooled = align <= buffers.alignment();
+  AlignedBuffer buf = pooled
+                          ? buffers.take()
+                          : AlignedBuffer(std::min<uint64_t>(bytes, buffers.buffer_bytes()), align);
+  Status result = ok();
+  for (uint64_t done = 0; done < bytes;) {
+    const uint64_t n = std::min<uint64_t>(bytes - done, buf.size());
+    result = co_await source.read(offset + done, IoVec(buf.data(), n));
+    if (!result) {
+      is_read_error = true;
+      break;
+    }
+    result = co_await target.write(offset + done, IoVec(buf.data(), n));
+    if (!result) {
+      is_read_error = false;
+      break;
+    }
+    done += n;
+  }
+  if (pooled) buffers.give(std::move(buf));
+  co_return result;
+}
+
+}  // namespace
+
 Task<Status> copy_extent(BlockNode& source, BlockNode& target, uint64_t offset, uint64_t bytes,
-                         bool& is_read_error) {
+                         bool& is_read_error, BufferPool& buffers) {
   const uint64_t end = offset + bytes;
   // Unmapping is allowed where nothing below the target could show through.
   const bool may_unmap = target.child(ChildRole::kBacking) == nullptr;
@@ -39,19 +72,8 @@ Task<Status> copy_extent(BlockNode& source, BlockNode& target, uint64_t offset, 
         co_return s;
       }
     } else {
-      const std::size_t align = std::max<std::size_t>(
-          4096, std::max(source.limits().memory_alignment, target.limits().memory_alignment));
-      AlignedBuffer buf(n, align);
-      Status r = co_await source.read(pos, IoVec(buf.data(), n));
-      if (!r) {
-        is_read_error = true;
-        co_return r;
-      }
-      Status w = co_await target.write(pos, IoVec(buf.data(), n));
-      if (!w) {
-        is_read_error = false;
-        co_return w;
-      }
+      Status s = co_await copy_data(source, target, pos, n, is_read_error, buffers);
+      if (!s) co_return s;
     }
     pos += n;
   }

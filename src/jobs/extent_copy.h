@@ -7,15 +7,17 @@
 
 #include <cstdint>
 
+#include "jobs/buffer_pool.h"
 #include "qblock/block_node.h"
 #include "qblock/error.h"
 #include "qblock/task.h"
 
 namespace qblock {
 
-// Copies [offset, offset + bytes) of `source` to `target`. On failure `is_read_error` tells
-// whether the source (true) or the target (false) failed.
+// Copies [offset, offset + bytes) of `source` to `target`, data through buffers of `buffers`
+// (pieces of at most its buffer size). On failure `is_read_error` tells whether the source
+// (true) or the target (false) failed.
 [[nodiscard]] Task<Status> copy_extent(BlockNode& source, BlockNode& target, uint64_t offset,
-                                       uint64_t bytes, bool& is_read_error);
+                                       uint64_t bytes, bool& is_read_error, BufferPool& buffers);
 
 }  // namespace qblock

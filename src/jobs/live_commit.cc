@@ -48,7 +48,7 @@ Task<Status> LiveCommitJob::run() {
     bool read_error = !a;
     if (a && a->allocated) {
       co_await throttle(n);
-      s = co_await copy_extent(top_, base_, offset, n, read_error);
+      s = co_await copy_extent(top_, base_, offset, n, read_error, buffers_);
     }
     if (!s) {
       report_io_error(read_error, options_.on_error);

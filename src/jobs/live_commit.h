@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "jobs/buffer_pool.h"
 #include "jobs/job.h"
 #include "qblock/block_node.h"
 
@@ -46,6 +47,7 @@ class LiveCommitJob : public Job {
   BlockNode& top_;
   BlockNode& base_;
   uint64_t length_;
+  BufferPool buffers_{kCopyBufferBytes};
   uint64_t done_bytes_ = 0;
 };
 

@@ -143,8 +143,6 @@ void MirrorJob::clean_after_guest_copy(uint64_t offset, uint64_t bytes) {
   copied_bytes_ += before - dirty_.dirty_bytes();
 }
 
-// ---- ranges shared by copies and write-blocking guest writes ----
-
 // ---- the copy ----
 
 Task<Status> MirrorJob::mark_initial_dirty() {
@@ -175,7 +173,7 @@ Task<Status> MirrorJob::mark_initial_dirty() {
 }
 
 Task<Status> MirrorJob::copy_range(uint64_t offset, uint64_t bytes, bool& is_read_error) {
-  co_return co_await copy_extent(source_, target_, offset, bytes, is_read_error);
+  co_return co_await copy_extent(source_, target_, offset, bytes, is_read_error, buffers_);
 }
 
 Task<void> MirrorJob::copy_chunk(uint64_t offset, uint64_t bytes) {

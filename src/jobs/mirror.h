@@ -12,6 +12,7 @@
 #include <string>
 
 #include "block/filters/mirror_top.h"
+#include "jobs/buffer_pool.h"
 #include "jobs/dirty_bitmap.h"
 #include "jobs/job.h"
 #include "jobs/range_locks.h"
@@ -99,7 +100,8 @@ class MirrorJob : public Job, private MirrorTopFilter::Hooks {
   BlockNode* final_node_ = nullptr;  // where held-back guest writes go after the switch
   Status failure_;
   WaitQueue gate_;
-  RangeLocks ranges_;   // copies in progress
+  RangeLocks ranges_;  // copies in progress
+  BufferPool buffers_{kCopyBufferBytes};
   WaitQueue progress_;  // a copy or a guest request finished
 };
 

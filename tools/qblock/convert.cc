@@ -31,6 +31,7 @@
 #include "qblock/event_loop.h"
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
+#include "qblock/iovec.h"
 #include "qblock/options.h"
 #include "qblock/snapshot_option.h"
 #include "qblock/snapshot_param.h"
@@ -426,7 +427,8 @@ class Converter {
   // One copy coroutine: takes the next chunk, reads it, waits for its turn (unless -W) and
   // writes it.
   Task<Status> worker() {
-    std::vector<uint8_t> buf(chunk_limit());
+    // Aligned for O_DIRECT (-t/-T none): an unaligned buffer would be bounced on every I/O.
+    AlignedBuffer buf(chunk_limit());
     for (;;) {
       if (failed_ || next_chunk_ >= chunks_.size()) co_return ok();
       const std::size_t index = next_chunk_++;

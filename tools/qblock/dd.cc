@@ -20,6 +20,7 @@
 #include "qblock/image.h"
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
+#include "qblock/iovec.h"
 #include "qblock/options.h"
 #include "qblock/sync.h"
 
@@ -146,7 +147,7 @@ Task<Status> create_output(EventLoop& loop, const DdArgs& args, uint64_t size) {
 Task<bool> copy_blocks(BlockBackend& input, BlockBackend& output, uint64_t block_size,
                        uint64_t skip, uint64_t size) {
   const uint64_t chunk = std::max(block_size, kMaxChunk / block_size * block_size);
-  std::vector<uint8_t> buffer(std::min(chunk, size));
+  AlignedBuffer buffer(std::min(chunk, size));  // aligned for O_DIRECT: never bounced
   for (uint64_t pos = 0; pos < size;) {
     const uint64_t n = std::min(chunk, size - pos);
     Status read = co_await input.read(skip + pos, IoVec(buffer.data(), n));
