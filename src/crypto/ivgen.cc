@@ -30,10 +30,15 @@ Result<std::unique_ptr<IvGen>> IvGen::create(IvGenAlg alg, CipherAlg cipher, Has
   if (alg != IvGenAlg::kEssiv) return g;
   std::vector<uint8_t> salt = hash_bytes(hash, master_key, key_len);
   const std::string_view family = cipher_family(cipher);
+  if (family == "cast5") {
+    explicit_bzero(salt.data(), salt.size());
+    return fail(Error::with_message(
+        EINVAL, "Cipher " + std::string(cipher_alg_name(cipher)) + " not supported with essiv"));
+  }
   std::optional<CipherAlg> essiv_alg = cipher_alg_for(family, salt.size());
   if (!essiv_alg) {
     static const std::pair<std::string_view, std::string_view> kShown[] = {
-        {"aes", "AES"}, {"serpent", "Serpent"}, {"twofish", "Twofish"}, {"cast5", "CAST5"}};
+        {"aes", "AES"}, {"serpent", "Serpent"}, {"twofish", "Twofish"}};
     std::string shown(family);
     for (const auto& [f, s] : kShown) {
       if (f == family) shown = s;

@@ -24,8 +24,8 @@ class IvGen {
  public:
   // `cipher` and `hash` matter for essiv only: its cipher is `cipher`'s family keyed with
   // hash(master_key) (so the hash's digest must be a key size of the family). Errors
-  // (EINVAL, QEMU's words): "No AES cipher with key size 20 available" (Serpent, Twofish,
-  // CAST5 likewise).
+  // (EINVAL, QEMU's words): "No AES cipher with key size 20 available" (Serpent, Twofish
+  // likewise), "Cipher cast5-128 not supported with essiv".
   static Result<std::unique_ptr<IvGen>> create(IvGenAlg alg, CipherAlg cipher, HashAlg hash,
                                                const uint8_t* master_key, std::size_t key_len);
 
