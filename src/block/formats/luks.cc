@@ -2,6 +2,7 @@
 #include "block/formats/luks.h"
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "crypto/luks.h"
@@ -44,13 +45,22 @@ class LuksFormat : public BlockNode {
     return i;
   }
 
+  // QEMU names a luks node opened with a key by its options.
+  std::string filename() const override {
+    const std::string file = file_().filename();
+    if (key_secret_.empty() || file_().driver_name() != "file" || file.rfind("json:", 0) == 0) {
+      return file;
+    }
+    return "json:{\"driver\": \"luks\", \"file\": {\"driver\": \"file\", \"filename\": " +
+           nlohmann::json(file).dump() +
+           "}, \"key-secret\": " + nlohmann::json(key_secret_).dump() + "}";
+  }
+
   Options options() const override {
     Options o = BlockNode::options();
     if (!key_secret_.empty()) o["key-secret"] = key_secret_;
     return o;
   }
-
-  std::string filename() const override { return file_().filename(); }
 
  protected:
   Task<Status> do_read(uint64_t offset, IoVec qiov, RequestFlags flags) override {

@@ -21,6 +21,10 @@ Error not_accepted(const std::string& param, const std::string& value) {
 Result<crypto::LuksCreateOptions> to_crypto_options(const LuksImageOptions& o) {
   crypto::LuksCreateOptions c;
   std::optional<crypto::CipherAlg> alg = crypto::parse_cipher_alg(o.cipher_alg);
+  // QEMU's cipher enumeration names these too, but its luks driver has no cipher for them.
+  if (!alg && (o.cipher_alg == "des" || o.cipher_alg == "3des")) {
+    return fail(Error::with_message(EINVAL, "Algorithm '" + o.cipher_alg + "' not supported"));
+  }
   if (!alg) return fail(not_accepted("cipher-alg", o.cipher_alg));
   std::optional<crypto::CipherMode> mode = crypto::parse_cipher_mode(o.cipher_mode);
   if (!mode) return fail(not_accepted("cipher-mode", o.cipher_mode));
