@@ -65,8 +65,8 @@ uint64_t pbkdf2_iterations_per_second(HashAlg hash, std::size_t out_len) {
   uint8_t salt[32] = {};
   uint64_t iterations = 1u << 8;
   uint64_t total_iters = 0, total_ns = 0;
-  // Doubles the work until a run takes at least 10 ms, then sums runs up to 100 ms.
-  while (total_ns < 100000000u) {
+  // Doubles the work until a run takes at least 10 ms, then sums runs up to 50 ms.
+  while (total_ns < 50000000u) {
     const uint64_t start = cpu_time_ns();
     SecretBytes out =
         pbkdf2(hash, password, sizeof(password) - 1, salt, sizeof(salt), iterations, out_len);

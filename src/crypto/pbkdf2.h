@@ -18,7 +18,7 @@ SecretBytes pbkdf2(HashAlg hash, const uint8_t* password, std::size_t password_l
                    std::size_t out_len);
 
 // How many iterations of pbkdf2(hash, ..., out_len) run in one second on this machine
-// (measured over about 100 ms of CPU time, as QEMU measures it over 1 s: the result only
+// (measured over about 50 ms of CPU time where QEMU measures over 1 s: the result only
 // scales the counts written to new headers).
 uint64_t pbkdf2_iterations_per_second(HashAlg hash, std::size_t out_len);
 
