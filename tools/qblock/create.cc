@@ -269,26 +269,11 @@ Result<Qcow2CreateOptions> to_qcow2_options(const ParsedOpts& p) {
   return o;
 }
 
-// Maps the parsed option values to the luks creator.
+// Maps the parsed option values to the luks creator (shared with convert's -o).
 Result<LuksImageOptions> to_luks_options(const ParsedOpts& p) {
-  LuksImageOptions o;
-  o.size = std::stoull(*p.get("size"));
-  if (const std::string* v = p.get("key-secret")) o.key_secret = *v;
-  if (const std::string* v = p.get("cipher-alg")) o.cipher_alg = *v;
-  if (const std::string* v = p.get("cipher-mode")) o.cipher_mode = *v;
-  if (const std::string* v = p.get("ivgen-alg")) o.ivgen_alg = *v;
-  if (const std::string* v = p.get("ivgen-hash-alg")) o.ivgen_hash_alg = *v;
-  if (const std::string* v = p.get("hash-alg")) o.hash_alg = *v;
-  if (const std::string* v = p.get("iter-time"))
-    o.iter_time_ms = std::strtoull(v->c_str(), nullptr, 0);
-  if (const std::string* v = p.get("preallocation")) {
-    Result<PreallocMode> m = parse_prealloc_mode(*v);
-    if (!m || *m == PreallocMode::kMetadata) {
-      return fail(Error::with_message(EINVAL, "invalid parameter value: " + *v));
-    }
-    o.preallocation = *m;
-  }
-  return o;
+  TargetOptions target;
+  target.values = p.values;
+  return to_luks_create_options(target);
 }
 
 int fail_with(const std::string& filename, const Error& e) {
