@@ -7,7 +7,7 @@ packages=(
   build-essential g++ cmake ninja-build ccache pkg-config git
   clang-14 libclang-rt-14-dev clang-format
   liburing-dev libexpected-dev libfmt-dev nlohmann-json3-dev libcli11-dev
-  zlib1g-dev libzstd-dev libdeflate-dev libssl-dev libgnutls28-dev libnbd-dev
+  zlib1g-dev libzstd-dev libdeflate-dev libssl-dev libgnutls28-dev libnbd-dev nettle-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   qemu-utils util-linux qemu-system-x86
   libnbd-bin fio gnutls-bin python3

@@ -61,6 +61,9 @@ struct OpenFlags {
   // Opened to be checked or repaired (qemu-img check): a format opens an image it would
   // otherwise refuse or repair first (corrupt, dirty) and leaves its metadata alone.
   bool check = false;
+  // Opened only to be described (qemu-img info's BDRV_O_NO_IO): formats may skip what only
+  // I/O needs, such as unlocking an encrypted image's key (no secret is then required).
+  bool no_io = false;
   // Set by format drivers when they open their backing file: the images above it, which
   // it must not be (a backing file that is its own ancestor would be opened for ever).
   // Users leave it null. Valid only during the open.

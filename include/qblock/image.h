@@ -15,6 +15,7 @@
 #include "qblock/block_node.h"
 #include "qblock/error.h"
 #include "qblock/event_loop.h"
+#include "qblock/luks_image.h"
 #include "qblock/task.h"
 
 namespace qblock {
@@ -122,6 +123,7 @@ struct ImageInfo {
   // The storage's own snapshots, which qemu-img lists for raw images on RBD.
   std::vector<SnapshotInfo> file_snapshots;
   std::optional<Qcow2Info> qcow2;
+  std::optional<LuksInfo> luks;  // format "luks": its header
 };
 
 // Describes the image in `filename` from its metadata alone (no format driver is opened; the

@@ -11,6 +11,7 @@
 
 #include "qblock/block_node.h"
 #include "qblock/error.h"
+#include "qblock/secret_bytes.h"
 
 namespace qblock {
 
@@ -41,8 +42,15 @@ class ObjectRegistry {
   // Creates the object that `definition` describes: QEMU's --object text
   // ("TYPE,id=ID,key=value,...", or a JSON object with "qom-type") and adds it.
   // Types: tls-creds-x509 and tls-creds-psk (properties id, dir, endpoint=server|client,
-  // verify-peer=on|off, priority, username for psk); secret and iothread are accepted and
-  // kept by id only (nothing in qblock uses them yet).
+  // verify-peer=on|off, priority, username for psk); secret (data=...|file=PATH,
+  // format=raw|base64, keyid=ID and iv=BASE64 for a value encrypted with AES-256-CBC under
+  // the secret ID); iothread is accepted and kept by id only.
+  // Secret errors (EINVAL, QEMU 7.2's words): "Either 'file' or 'data' must be provided",
+  // "'file' and 'data' are mutually exclusive", "Parameter 'format' does not accept value
+  // 'V'", "Unable to read PATH: ...", "Base64 data contains invalid characters", "No secret
+  // with id 'ID'" (keyid), "Key should be 32 bytes in length", "IV is required to decrypt
+  // secret", "IV should be 16 bytes in length not N", "Length N must be a multiple of block
+  // size 16", "Incorrect number of padding bytes (N) found on decrypted data".
   // Errors (EINVAL, QEMU 7.2's words): "Parameter 'qom-type' is missing", "Parameter
   // 'qom-type' does not accept value 'T'", "Parameter 'id' is missing", "attempt to add
   // duplicate property 'ID' to object (type 'container')", "Parameter 'P' is unexpected",
@@ -61,12 +69,20 @@ class ObjectRegistry {
   // stays valid for the registry's life (objects are never deleted).
   Result<const TlsCredsObject*> tls_creds(std::string_view id, TlsEndpoint endpoint) const;
 
+  // A copy of the value of the secret `id` (the caller's copy is wiped when it goes).
+  // Errors (EINVAL, QEMU's words): "No secret with id 'ID'", "Object with id 'ID' is not a
+  // secret".
+  Result<SecretBytes> secret(std::string_view id) const;
+
   // Whether an object with `id` exists.
   bool contains(std::string_view id) const;
 
  private:
+  Status add_secret(const std::string& id, const Options& definition);
+
   std::map<std::string, std::unique_ptr<TlsCredsObject>, std::less<>> tls_;
-  std::map<std::string, std::string, std::less<>> others_;  // id -> qom-type
+  std::map<std::string, SecretBytes, std::less<>> secrets_;  // wiped with the registry
+  std::map<std::string, std::string, std::less<>> others_;   // id -> qom-type
 };
 
 // The process's registry: the one the tools' --object options fill and the NBD client

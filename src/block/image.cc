@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "block/driver.h"
+#include "block/formats/luks.h"
 #include "block/formats/qcow2/bitmaps.h"
 #include "block/formats/qcow2/check.h"
 #include "block/formats/qcow2/create.h"
@@ -124,6 +125,7 @@ Task<Result<ImageInfo>> read_image_info(BlockNode& file, std::string format) {
     format = buf.size() >= 8 && buf[0] == 0x51 && buf[1] == 0x46 && buf[2] == 0x49 && buf[3] == 0xfb
                  ? "qcow2"
                  : "raw";
+    if (format == "raw" && probe_luks_format(buf.data(), buf.size())) format = "luks";
   }
   info.format = format;
   // An image on RBD: qemu-img shows its node tree as the name, knows no disk size and, for
@@ -138,6 +140,15 @@ Task<Result<ImageInfo>> read_image_info(BlockNode& file, std::string format) {
     }
     // QEMU reports the raw length rounded up to whole sectors (observed with qemu-img 7.2).
     info.virtual_size = (info.file_length + 511) / 512 * 512;
+    co_return info;
+  }
+  if (format == "luks") {
+    Result<LuksInfo> luks = parse_luks_info(buf.data(), buf.size(), info.file_length);
+    if (!luks) co_return fail(luks.error());
+    // Whole sectors after the key slots, as QEMU counts them.
+    const uint64_t payload = std::min(info.file_length, luks->payload_offset);
+    info.virtual_size = (info.file_length - payload + 511) / 512 * 512;
+    info.luks = std::move(*luks);
     co_return info;
   }
   if (format != "qcow2") {

@@ -8,6 +8,7 @@
 #include "block/filters/passthrough.h"
 #include "block/filters/powercut.h"
 #include "block/filters/preallocate.h"
+#include "block/formats/luks.h"
 #include "block/formats/qcow2/qcow2.h"
 #include "block/formats/raw.h"
 #include "block/node_reference.h"
@@ -35,6 +36,7 @@ std::vector<DriverEntry>& registry() {
       // Formats.
       {"raw", NodeKind::kFormat, &open_raw_node, nullptr},
       {"qcow2", NodeKind::kFormat, &qcow2::open_qcow2_node, &qcow2::probe_qcow2},
+      {"luks", NodeKind::kFormat, &open_luks_node, &probe_luks_format},
       // Filters.
       {"passthrough", NodeKind::kFilter, &open_passthrough_node, nullptr},
       {"blkdebug", NodeKind::kFilter, &open_blkdebug_node, nullptr, true},

@@ -3,15 +3,21 @@
 // created (the files they need must be readable).
 #include "qblock/user_objects.h"
 
+#include <string.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <initializer_list>
+#include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
+#include "crypto/base64.h"
+#include "crypto/cipher.h"
 #include "qblock/options.h"
 
 namespace qblock {
@@ -77,7 +83,107 @@ Status complete_tls(TlsCredsObject& creds) {
   return {};
 }
 
+// The bytes of a secret's file, as they are (a trailing newline is part of the secret).
+Result<SecretBytes> read_secret_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) {
+    const int e = errno;
+    // glib's wording, which QEMU passes on.
+    return tl::unexpected(Error::with_message(e, "Unable to read " + path +
+                                                     ": Failed to open file \u201c" + path +
+                                                     "\u201d: " + std::strerror(e)));
+  }
+  std::vector<uint8_t> buf;
+  uint8_t chunk[4096];
+  std::size_t n;
+  while ((n = std::fread(chunk, 1, sizeof(chunk), f)) > 0) buf.insert(buf.end(), chunk, chunk + n);
+  std::fclose(f);
+  SecretBytes out(buf.data(), buf.size());
+  explicit_bzero(buf.data(), buf.size());
+  explicit_bzero(chunk, sizeof(chunk));
+  return out;
+}
+
+// A value encrypted with AES-256-CBC under `key`, with PKCS#7 padding (QEMU's secret keyid).
+Result<SecretBytes> decrypt_secret(SecretBytes ciphertext, const SecretBytes& key,
+                                   const std::optional<std::string>& iv_text) {
+  if (key.size() != 32) return tl::unexpected(invalid("Key should be 32 bytes in length"));
+  if (!iv_text) return tl::unexpected(invalid("IV is required to decrypt secret"));
+  Result<SecretBytes> iv = crypto::base64_decode(*iv_text);
+  if (!iv) return tl::unexpected(iv.error());
+  if (iv->size() != 16) {
+    return tl::unexpected(
+        invalid("IV should be 16 bytes in length not " + std::to_string(iv->size())));
+  }
+  if (ciphertext.size() % 16 != 0) {
+    return tl::unexpected(invalid("Length " + std::to_string(ciphertext.size()) +
+                                  " must be a multiple of block size 16"));
+  }
+  Result<std::unique_ptr<crypto::Cipher>> aes = crypto::Cipher::create(
+      crypto::CipherAlg::kAes256, crypto::CipherMode::kCbc, key.data(), key.size());
+  if (!aes) return tl::unexpected(aes.error());
+  (*aes)->decrypt(ciphertext.data(), ciphertext.size(), iv->data());
+  const std::size_t pad = ciphertext.empty() ? 0 : ciphertext.data()[ciphertext.size() - 1];
+  if (pad > ciphertext.size()) {
+    return tl::unexpected(invalid("Incorrect number of padding bytes (" + std::to_string(pad) +
+                                  ") found on decrypted data"));
+  }
+  ciphertext.truncate(ciphertext.size() - pad);
+  return ciphertext;
+}
+
 }  // namespace
+
+Status ObjectRegistry::add_secret(const std::string& id, const Options& definition) {
+  std::optional<std::string> data, file, keyid, iv;
+  bool base64 = false;
+  for (auto it = definition.begin(); it != definition.end(); ++it) {
+    const std::string& key = it.key();
+    if (key == "qom-type" || key == "id") continue;
+    if (key == "data") {
+      data = text_of(*it);
+    } else if (key == "file") {
+      file = text_of(*it);
+    } else if (key == "format") {
+      const std::string v = text_of(*it);
+      if (v != "raw" && v != "base64") {
+        return tl::unexpected(invalid("Parameter 'format' does not accept value '" + v + "'"));
+      }
+      base64 = v == "base64";
+    } else if (key == "keyid") {
+      keyid = text_of(*it);
+    } else if (key == "iv") {
+      iv = text_of(*it);
+    } else if (key == "loaded") {
+      // Accepted as QEMU does; the secret is loaded once all properties are set.
+    } else {
+      return tl::unexpected(invalid("Parameter '" + key + "' is unexpected"));
+    }
+  }
+  if (data && file) return tl::unexpected(invalid("'file' and 'data' are mutually exclusive"));
+  if (!data && !file) return tl::unexpected(invalid("Either 'file' or 'data' must be provided"));
+  Result<SecretBytes> input = file ? read_secret_file(*file) : SecretBytes(*data);
+  if (data) {
+    // The property's copy of the text is the caller's; ours is wiped at once.
+    explicit_bzero(data->data(), data->size());
+  }
+  if (!input) return tl::unexpected(input.error());
+  if (base64) {
+    const std::string_view text(reinterpret_cast<const char*>(input->data()), input->size());
+    Result<SecretBytes> decoded = crypto::base64_decode(text);
+    if (!decoded) return tl::unexpected(decoded.error());
+    input = std::move(*decoded);
+  }
+  if (keyid) {
+    Result<SecretBytes> key = secret(*keyid);
+    if (!key) return tl::unexpected(key.error());
+    Result<SecretBytes> plain = decrypt_secret(std::move(*input), *key, iv);
+    if (!plain) return tl::unexpected(plain.error());
+    input = std::move(*plain);
+  }
+  secrets_.emplace(id, std::move(*input));
+  return {};
+}
 
 Status ObjectRegistry::add(std::string_view definition) {
   Result<Options> tree = !definition.empty() && definition.front() == '{'
@@ -105,6 +211,7 @@ Status ObjectRegistry::add_options(const Options& definition) {
     return tl::unexpected(
         invalid("attempt to add duplicate property '" + id + "' to object (type 'container')"));
   }
+  if (type == "secret") return add_secret(id, definition);
   if (!x509 && !psk) {
     others_.emplace(id, type);
     return {};
@@ -145,7 +252,7 @@ Result<const TlsCredsObject*> ObjectRegistry::tls_creds(std::string_view id,
                                                         TlsEndpoint endpoint) const {
   auto it = tls_.find(id);
   if (it == tls_.end()) {
-    if (others_.find(id) != others_.end()) {
+    if (others_.find(id) != others_.end() || secrets_.find(id) != secrets_.end()) {
       return tl::unexpected(
           invalid("Object with id '" + std::string(id) + "' is not TLS credentials"));
     }
@@ -159,8 +266,18 @@ Result<const TlsCredsObject*> ObjectRegistry::tls_creds(std::string_view id,
   return it->second.get();
 }
 
+Result<SecretBytes> ObjectRegistry::secret(std::string_view id) const {
+  auto it = secrets_.find(id);
+  if (it != secrets_.end()) return it->second.clone();
+  if (contains(id)) {
+    return tl::unexpected(invalid("Object with id '" + std::string(id) + "' is not a secret"));
+  }
+  return tl::unexpected(invalid("No secret with id '" + std::string(id) + "'"));
+}
+
 bool ObjectRegistry::contains(std::string_view id) const {
-  return tls_.find(id) != tls_.end() || others_.find(id) != others_.end();
+  return tls_.find(id) != tls_.end() || secrets_.find(id) != secrets_.end() ||
+         others_.find(id) != others_.end();
 }
 
 ObjectRegistry& user_objects() {

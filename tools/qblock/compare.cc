@@ -241,7 +241,9 @@ int parse_args(int argc, char** argv, CompareArgs& args) {
         "qblock compare [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] "
         "filename1 filename2\n");
   });
-  // -f is the first image's format, -F the second's.
+  // -f is the first image's format, -F the second's. qemu-img compare exits 2 for a bad
+  // --object, as for its other errors.
+  args.image1.object_error_exit = 2;
   add_image_options(parser,
                     ImageOption::kFormat | ImageOption::kImageOpts | ImageOption::kObject |
                         ImageOption::kForceShare | ImageOption::kSourceCache,

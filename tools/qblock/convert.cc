@@ -695,6 +695,14 @@ bool create_target(EventLoop& loop, const ConvertArgs& args, const TargetOptions
     Status created = run_sync(loop, create_raw_image(loop, args.target, size, mode));
     return created ? true : failed(created.error());
   }
+  if (args.out_format == "luks") {
+    Result<LuksImageOptions> o = to_luks_create_options(opts);
+    if (!o) return failed(o.error());
+    o->filename = args.target;
+    o->size = size;
+    Status created = run_sync(loop, create_luks_image(loop, std::move(*o)));
+    return created ? true : failed(created.error());
+  }
   Result<Qcow2CreateOptions> o = to_create_options(opts);
   if (!o) return failed(o.error());
   if (o->backing_file.empty() && !o->backing_fmt.empty()) {
@@ -748,7 +756,7 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
   // With -n the target is what it is: the checks that concern its creation are skipped.
   bool target_has_backing = !args.backing.empty();
   if (!args.no_create) {
-    if (!is_target_format(args.out_format)) {
+    if (!is_target_format(args.out_format) && args.out_format != "luks") {
       img_error("Unknown file format '" + args.out_format + "'");
       return 1;
     }
@@ -798,8 +806,20 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
   target_args.image_opts = args.target_image_opts;
   // --target-image-opts names the driver in the options; -O with it is refused on opening.
   if (!args.target_image_opts || args.out_format_given) target_args.format = args.out_format;
+  std::string target_name = args.target;
+  if (!args.no_create && args.out_format == "luks" && !args.target_image_opts) {
+    // The new volume is opened with the secret it was created with, as qemu-img does.
+    Result<TargetOptions> o = check_target_options("luks", args.options);
+    const std::string* secret = o ? o->get("key-secret") : nullptr;
+    std::string escaped;
+    for (char c : args.target) escaped += c == ',' ? std::string(",,") : std::string(1, c);
+    target_name = "driver=luks,key-secret=" + (secret ? *secret : std::string()) +
+                  ",file.filename=" + escaped;
+    target_args.image_opts = true;
+    target_args.format.reset();
+  }
   Result<std::unique_ptr<BlockBackend>> opened =
-      open_image(loop, args.target, target_args, dst_flags);
+      open_image(loop, target_name, target_args, dst_flags);
   if (!opened) return 1;
   target = std::move(*opened);
   if (target->probed_raw()) warn_probed_raw(target->root().filename());
@@ -811,7 +831,9 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
     return 1;
   }
   // A fresh target without a backing file reads as zeros, so zeros need not be written.
-  const bool zero_init = (!args.no_create && !target_has_backing) || args.target_is_zero;
+  // Not a new luks volume: its unwritten payload decrypts to noise, not zeros.
+  const bool fresh_zeros = !args.no_create && !target_has_backing && args.out_format != "luks";
+  const bool zero_init = fresh_zeros || args.target_is_zero;
   // Zero detection granularity: whole target clusters for qcow2, else the sparse size.
   uint64_t align = std::max<uint64_t>(512, pow2_floor(args.sparse ? args.sparse : 512));
   const uint64_t cluster = target->root().info().cluster_size;

@@ -50,6 +50,13 @@ constexpr OptDesc kRawOpts[] = {
     {"size", OptType::kSize},
     {"preallocation", OptType::kStr},
 };
+constexpr OptDesc kLuksOpts[] = {
+    {"size", OptType::kSize},         {"key-secret", OptType::kStr},
+    {"cipher-alg", OptType::kStr},    {"cipher-mode", OptType::kStr},
+    {"ivgen-alg", OptType::kStr},     {"ivgen-hash-alg", OptType::kStr},
+    {"hash-alg", OptType::kStr},      {"iter-time", OptType::kNum},
+    {"preallocation", OptType::kStr},
+};
 
 std::optional<bool> parse_bool(std::string_view v) {
   if (v == "on" || v == "yes" || v == "true" || v == "y") return true;
@@ -77,6 +84,10 @@ Result<TargetOptions> check_target_options(std::string_view fmt, std::string_vie
     const OptDesc* desc = nullptr;
     if (fmt == "qcow2") {
       for (const OptDesc& d : kQcow2Opts) {
+        if (key == d.name) desc = &d;
+      }
+    } else if (fmt == "luks") {
+      for (const OptDesc& d : kLuksOpts) {
         if (key == d.name) desc = &d;
       }
     } else {
@@ -117,6 +128,28 @@ Result<TargetOptions> check_target_options(std::string_view fmt, std::string_vie
     out.values.emplace_back(key, std::move(stored));
   }
   return out;
+}
+
+Result<LuksImageOptions> to_luks_create_options(const TargetOptions& p) {
+  LuksImageOptions o;
+  if (const std::string* v = p.get("size")) o.size = std::stoull(*v);
+  if (const std::string* v = p.get("key-secret")) o.key_secret = *v;
+  if (const std::string* v = p.get("cipher-alg")) o.cipher_alg = *v;
+  if (const std::string* v = p.get("cipher-mode")) o.cipher_mode = *v;
+  if (const std::string* v = p.get("ivgen-alg")) o.ivgen_alg = *v;
+  if (const std::string* v = p.get("ivgen-hash-alg")) o.ivgen_hash_alg = *v;
+  if (const std::string* v = p.get("hash-alg")) o.hash_alg = *v;
+  if (const std::string* v = p.get("iter-time")) {
+    o.iter_time_ms = std::strtoull(v->c_str(), nullptr, 0);
+  }
+  if (const std::string* v = p.get("preallocation")) {
+    Result<PreallocMode> m = parse_prealloc_mode(*v);
+    if (!m || *m == PreallocMode::kMetadata) {
+      return fail(invalid("invalid parameter value: " + *v));
+    }
+    o.preallocation = *m;
+  }
+  return o;
 }
 
 Result<Qcow2CreateOptions> to_create_options(const TargetOptions& p) {

@@ -12,6 +12,7 @@
 #include "qblock/block_node.h"
 #include "qblock/error.h"
 #include "qblock/image.h"
+#include "qblock/luks_image.h"
 #include "qblock/task.h"
 
 namespace qblock::tools {
@@ -28,8 +29,12 @@ struct TargetOptions {
 
 // Checks a `-o` list for format `fmt` the way QemuOpts does while parsing: unknown keys
 // ("Invalid parameter 'foo'"), booleans, sizes (normalised to bytes) and numbers.
-// REQUIRES: is_target_format(fmt). Errors: EINVAL with qemu-img's text.
+// REQUIRES: is_target_format(fmt) or fmt == "luks" (convert). Errors: EINVAL with qemu-img's text.
 Result<TargetOptions> check_target_options(std::string_view fmt, std::string_view list);
+
+// Maps checked luks options (`fmt` "luks" above) to the luks creator. Errors: EINVAL
+// "invalid parameter value: V" for a preallocation mode the file cannot do.
+Result<LuksImageOptions> to_luks_create_options(const TargetOptions& opts);
 
 // Maps checked qcow2 options to the creator; compat accepts 0.10/v2/1.1/v3 as create does.
 // Encryption and external data files are refused (ENOTSUP). Errors: EINVAL with qemu-img's

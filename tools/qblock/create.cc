@@ -16,6 +16,7 @@
 #include "qblock/image.h"
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
+#include "qblock/luks_image.h"
 #include "qblock/options.h"
 
 namespace qblock::tools {
@@ -76,6 +77,25 @@ const std::vector<OptDesc>& raw_opts() {
   return kOpts;
 }
 
+const std::vector<OptDesc>& luks_opts() {
+  static const std::vector<OptDesc> kOpts = {
+      {"size", OptType::kSize, "Virtual disk size"},
+      {"key-secret", OptType::kStr, "ID of the secret that provides the keyslot passphrase"},
+      {"cipher-alg", OptType::kStr, "Name of encryption cipher algorithm"},
+      {"cipher-mode", OptType::kStr, "Name of encryption cipher mode"},
+      {"ivgen-alg", OptType::kStr, "Name of IV generator algorithm"},
+      {"ivgen-hash-alg", OptType::kStr, "Name of IV generator hash algorithm"},
+      {"hash-alg", OptType::kStr, "Name of encryption hash algorithm"},
+      {"iter-time", OptType::kNum, "Time to spend in PBKDF in milliseconds"},
+  };
+  return kOpts;
+}
+
+// The formats create knows.
+bool is_create_format(std::string_view fmt) {
+  return fmt == "qcow2" || fmt == "raw" || fmt == "luks";
+}
+
 // Every option `create -f fmt` accepts, in the order qemu-img 7.2 prints them in its
 // "Formatting" line: the format's options merged with the file protocol's.
 const std::vector<OptDesc>& accepted_opts(std::string_view fmt) {
@@ -87,6 +107,14 @@ const std::vector<OptDesc>& accepted_opts(std::string_view fmt) {
   }();
   static const std::vector<OptDesc> kRaw = {raw_opts()[0], kNocowOpt, raw_opts()[1],
                                             kExtentSizeHintOpt};
+  static const std::vector<OptDesc> kLuks = [] {
+    std::vector<OptDesc> list = luks_opts();
+    list.push_back(kNocowOpt);
+    list.push_back(raw_opts()[1]);  // preallocation, from the file protocol
+    list.push_back(kExtentSizeHintOpt);
+    return list;
+  }();
+  if (fmt == "luks") return kLuks;
   return fmt == "qcow2" ? kQcow2 : kRaw;
 }
 
@@ -112,7 +140,9 @@ const char* type_text(OptType t) {
 }
 
 void print_option_help(std::string_view fmt, bool with_protocol) {
-  std::vector<OptDesc> list = fmt == "qcow2" ? qcow2_opts() : raw_opts();
+  std::vector<OptDesc> list = fmt == "qcow2"  ? qcow2_opts()
+                              : fmt == "luks" ? luks_opts()
+                                              : raw_opts();
   if (with_protocol) {
     list.push_back(kExtentSizeHintOpt);
     list.push_back(kNocowOpt);
@@ -239,6 +269,13 @@ Result<Qcow2CreateOptions> to_qcow2_options(const ParsedOpts& p) {
   return o;
 }
 
+// Maps the parsed option values to the luks creator (shared with convert's -o).
+Result<LuksImageOptions> to_luks_options(const ParsedOpts& p) {
+  TargetOptions target;
+  target.values = p.values;
+  return to_luks_create_options(target);
+}
+
 int fail_with(const std::string& filename, const Error& e) {
   img_error(filename + ": " + e.message());
   return 1;
@@ -269,7 +306,7 @@ int run_create(int argc, char** argv) {
   const std::vector<std::string>& operands = parser.operands();
   std::size_t next = 0;
   for (const auto& [k, v] : parse_option_list(options)) {
-    if ((k == "help" || k == "?") && operands.empty() && (fmt == "qcow2" || fmt == "raw")) {
+    if ((k == "help" || k == "?") && operands.empty() && is_create_format(fmt)) {
       print_option_help(fmt, false);
       return 0;
     }
@@ -296,12 +333,12 @@ int run_create(int argc, char** argv) {
   OptionList list = parse_option_list(options);
   for (const auto& [k, v] : list) {
     if (k == "help" || k == "?") {
-      if (fmt != "qcow2" && fmt != "raw") break;
+      if (!is_create_format(fmt)) break;
       print_option_help(fmt, !filename.empty());
       return 0;
     }
   }
-  if (fmt != "qcow2" && fmt != "raw") {
+  if (!is_create_format(fmt)) {
     img_error(filename + ": Unknown file format '" + fmt + "'");
     return 1;
   }
@@ -379,6 +416,11 @@ int run_create(int argc, char** argv) {
     }
     created = run_sync(
         **loop, create_raw_image(**loop, filename, std::stoull(*parsed.get("size")), mode, file));
+  } else if (fmt == "luks") {
+    Result<LuksImageOptions> o = to_luks_options(parsed);
+    if (!o) return fail_with(filename, o.error());
+    o->filename = filename;
+    created = run_sync(**loop, create_luks_image(**loop, std::move(*o)));
   } else {
     Result<Qcow2CreateOptions> o = to_qcow2_options(parsed);
     if (!o) return fail_with(filename, o.error());

@@ -174,7 +174,7 @@ void add_image_options(OptionParser& parser, ImageOption which, ImageArgs* args)
       args->objects.emplace_back(v);
       if (Status added = user_objects().add(v); !added) {
         std::fprintf(stderr, "%s: %s\n", args->tool, added.error().message().c_str());
-        return EXIT_FAILURE;
+        return args->object_error_exit;
       }
       return kContinue;
     });

@@ -116,6 +116,7 @@ struct ImageArgs {
   bool force_share = false;
   std::vector<std::string> objects;         // --object definitions in order
   const char* tool = "qemu-img";            // names the program in --object errors
+  int object_error_exit = 1;                // exit status of a bad --object (compare: 2)
   std::optional<std::string> source_cache;  // -T
 
   // The driver to open with; empty means probe.

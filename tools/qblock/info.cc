@@ -20,6 +20,7 @@
 #include "qblock/image.h"
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
+#include "qblock/info_luks.h"
 #include "qblock/json_output.h"
 
 namespace qblock::tools {
@@ -64,12 +65,13 @@ Result<ChainImage> describe_opened(EventLoop& loop, const std::string& filename,
   OpenFlags flags;
   flags.read_only = true;
   flags.force_share = args.force_share;
+  flags.no_io = true;  // as qemu-img info: an encrypted image needs no key to be described
   Result<std::unique_ptr<BlockBackend>> backend = open_image(loop, filename, args, flags);
   if (!backend) return fail(backend.error());
   BlockNode& root = (*backend)->root();
   const std::string driver = root.driver_name();
   BlockNode* file = root.child(ChildRole::kFile);
-  const bool format = (driver == "qcow2" || driver == "raw") && file;
+  const bool format = (driver == "qcow2" || driver == "raw" || driver == "luks") && file;
   Result<ImageInfo> info =
       run_sync(loop, read_image_info(format ? *file : root, format ? driver : "raw"));
   ChainImage image;
@@ -154,6 +156,10 @@ Json to_json(const ChainImage& i) {
     }
     if (h->encrypted) j["encrypted"] = true;
   }
+  if (i.info.luks) {
+    j["format-specific"] = luks_info_json(*i.info.luks);
+    j["encrypted"] = true;
+  }
   if (h || !i.remote || !i.info.display_filename.empty()) j["dirty-flag"] = h && h->dirty;
   return j;
 }
@@ -171,6 +177,10 @@ void print_human(const ChainImage& i) {
   if (!h && !i.info.file_snapshots.empty()) {
     std::printf("Snapshot list:\n");
     print_snapshot_table(i.info.file_snapshots);
+  }
+  if (i.info.luks) {
+    std::printf("encrypted: yes\nFormat specific information:\n");
+    print_luks_info(*i.info.luks);
   }
   if (!h) return;
   if (h->encrypted) std::printf("encrypted: yes\n");

@@ -1,0 +1,168 @@
+// Ciphers over nettle (see cipher.h).
+#include "crypto/cipher.h"
+
+#include <nettle/cbc.h>
+#include <nettle/ctr.h>
+#include <nettle/nettle-meta.h>
+#include <nettle/xts.h>
+#include <string.h>
+
+#include <array>
+#include <cstring>
+
+#include "base/check.h"
+
+namespace qblock::crypto {
+
+namespace {
+
+struct CipherEntry {
+  CipherAlg alg;
+  std::string_view name;
+  std::string_view family;
+  const nettle_cipher* meta;
+};
+
+const std::array<CipherEntry, 10>& table() {
+  static const std::array<CipherEntry, 10> kTable = {{
+      {CipherAlg::kAes128, "aes-128", "aes", &nettle_aes128},
+      {CipherAlg::kAes192, "aes-192", "aes", &nettle_aes192},
+      {CipherAlg::kAes256, "aes-256", "aes", &nettle_aes256},
+      {CipherAlg::kSerpent128, "serpent-128", "serpent", &nettle_serpent128},
+      {CipherAlg::kSerpent192, "serpent-192", "serpent", &nettle_serpent192},
+      {CipherAlg::kSerpent256, "serpent-256", "serpent", &nettle_serpent256},
+      {CipherAlg::kTwofish128, "twofish-128", "twofish", &nettle_twofish128},
+      {CipherAlg::kTwofish192, "twofish-192", "twofish", &nettle_twofish192},
+      {CipherAlg::kTwofish256, "twofish-256", "twofish", &nettle_twofish256},
+      {CipherAlg::kCast5_128, "cast5-128", "cast5", &nettle_cast128},
+  }};
+  return kTable;
+}
+
+const CipherEntry& entry(CipherAlg alg) {
+  for (const CipherEntry& e : table()) {
+    if (e.alg == alg) return e;
+  }
+  CHECK(false);
+  return table()[0];
+}
+
+constexpr std::array<std::pair<CipherMode, std::string_view>, 4> kModes = {{
+    {CipherMode::kEcb, "ecb"},
+    {CipherMode::kCbc, "cbc"},
+    {CipherMode::kXts, "xts"},
+    {CipherMode::kCtr, "ctr"},
+}};
+
+constexpr std::size_t kMaxBlock = 16;
+
+}  // namespace
+
+std::optional<CipherAlg> parse_cipher_alg(std::string_view name) {
+  for (const CipherEntry& e : table()) {
+    if (e.name == name) return e.alg;
+  }
+  return std::nullopt;
+}
+
+std::string_view cipher_alg_name(CipherAlg alg) { return entry(alg).name; }
+std::string_view cipher_family(CipherAlg alg) { return entry(alg).family; }
+
+std::optional<CipherAlg> cipher_alg_for(std::string_view family, std::size_t key_bytes) {
+  for (const CipherEntry& e : table()) {
+    if (e.family == family && e.meta->key_size == key_bytes) return e.alg;
+  }
+  return std::nullopt;
+}
+
+std::size_t cipher_key_size(CipherAlg alg) { return entry(alg).meta->key_size; }
+std::size_t cipher_block_size(CipherAlg alg) { return entry(alg).meta->block_size; }
+
+std::optional<CipherMode> parse_cipher_mode(std::string_view name) {
+  for (const auto& [mode, n] : kModes) {
+    if (n == name) return mode;
+  }
+  return std::nullopt;
+}
+
+std::string_view cipher_mode_name(CipherMode mode) {
+  for (const auto& [m, n] : kModes) {
+    if (m == mode) return n;
+  }
+  return "";
+}
+
+Cipher::Cipher(CipherAlg alg, CipherMode mode, const nettle_cipher& meta)
+    : alg_(alg),
+      mode_(mode),
+      meta_(&meta),
+      enc_ctx_(meta.context_size),
+      dec_ctx_(meta.context_size),
+      tweak_ctx_(mode == CipherMode::kXts ? meta.context_size : 0) {}
+
+Cipher::~Cipher() {
+  explicit_bzero(enc_ctx_.data(), enc_ctx_.size());
+  explicit_bzero(dec_ctx_.data(), dec_ctx_.size());
+  explicit_bzero(tweak_ctx_.data(), tweak_ctx_.size());
+}
+
+Result<std::unique_ptr<Cipher>> Cipher::create(CipherAlg alg, CipherMode mode, const uint8_t* key,
+                                               std::size_t key_len) {
+  const nettle_cipher& meta = *entry(alg).meta;
+  if (mode == CipherMode::kXts && meta.block_size != 16) {
+    return fail(Error::with_message(EINVAL, "Unsupported cipher mode xts"));
+  }
+  const std::size_t want = meta.key_size * (mode == CipherMode::kXts ? 2 : 1);
+  if (key_len != want) {
+    return fail(Error::with_message(EINVAL, "Cipher key length " + std::to_string(key_len) +
+                                                " must be " + std::to_string(want)));
+  }
+  std::unique_ptr<Cipher> c(new Cipher(alg, mode, meta));
+  meta.set_encrypt_key(c->enc_ctx_.data(), key);
+  meta.set_decrypt_key(c->dec_ctx_.data(), key);
+  if (mode == CipherMode::kXts) meta.set_encrypt_key(c->tweak_ctx_.data(), key + meta.key_size);
+  return c;
+}
+
+std::size_t Cipher::block_size() const { return meta_->block_size; }
+
+void Cipher::encrypt(uint8_t* buf, std::size_t len, const uint8_t* iv) const {
+  const std::size_t bs = meta_->block_size;
+  uint8_t state[kMaxBlock];
+  switch (mode_) {
+    case CipherMode::kEcb: meta_->encrypt(enc_ctx_.data(), len, buf, buf); break;
+    case CipherMode::kCbc:
+      std::memcpy(state, iv, bs);
+      cbc_encrypt(enc_ctx_.data(), meta_->encrypt, bs, state, len, buf, buf);
+      break;
+    case CipherMode::kCtr:
+      std::memcpy(state, iv, bs);
+      ctr_crypt(enc_ctx_.data(), meta_->encrypt, bs, state, len, buf, buf);
+      break;
+    case CipherMode::kXts:
+      xts_encrypt_message(enc_ctx_.data(), tweak_ctx_.data(), meta_->encrypt, iv, len, buf, buf);
+      break;
+  }
+}
+
+void Cipher::decrypt(uint8_t* buf, std::size_t len, const uint8_t* iv) const {
+  const std::size_t bs = meta_->block_size;
+  uint8_t state[kMaxBlock];
+  switch (mode_) {
+    case CipherMode::kEcb: meta_->decrypt(dec_ctx_.data(), len, buf, buf); break;
+    case CipherMode::kCbc:
+      std::memcpy(state, iv, bs);
+      cbc_decrypt(dec_ctx_.data(), meta_->decrypt, bs, state, len, buf, buf);
+      break;
+    case CipherMode::kCtr:
+      std::memcpy(state, iv, bs);
+      ctr_crypt(enc_ctx_.data(), meta_->encrypt, bs, state, len, buf, buf);
+      break;
+    case CipherMode::kXts:
+      xts_decrypt_message(dec_ctx_.data(), tweak_ctx_.data(), meta_->decrypt, meta_->encrypt, iv,
+                          len, buf, buf);
+      break;
+  }
+}
+
+}  // namespace qblock::crypto
