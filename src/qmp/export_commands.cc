@@ -213,9 +213,15 @@ CommandResult StorageDaemon::Impl::block_export_add(const Options& args, bool fr
     const std::vector<DirtyBitmapInfo> known = dirty_bitmaps(backend->root());
     for (const Options& b : checked["bitmaps"]) {
       const std::string bitmap = b.get<std::string>();
-      if (std::none_of(known.begin(), known.end(),
-                       [&bitmap](const DirtyBitmapInfo& k) { return k.name == bitmap; })) {
+      auto it = std::find_if(known.begin(), known.end(),
+                             [&bitmap](const DirtyBitmapInfo& k) { return k.name == bitmap; });
+      if (it == known.end()) {
         return qmp_fail(QmpError::generic("Bitmap '" + bitmap + "' is not found"));
+      }
+      // A read-only export must not see a bitmap that the node's writers still change.
+      if (it->recording && !checked.value("writable", false) && !backend->root().read_only()) {
+        return qmp_fail(
+            QmpError::generic("Enabled bitmap '" + bitmap + "' incompatible with readonly export"));
       }
       bitmaps.push_back(bitmap);
     }
