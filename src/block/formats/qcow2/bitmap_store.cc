@@ -4,6 +4,7 @@
 // directory; the old ones freed last), which clears IN_USE again. A crash in between leaves
 // IN_USE set: QEMU and qblock then show the bitmap as inconsistent, and keep it as it is.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -25,6 +26,19 @@ Task<Status> Qcow2Node::load_bitmaps(BitmapDirectory dir) {
   bitmap_dir_offset_ = dir.offset;
   bitmap_dir_bytes_ = dir.bytes;
   const bool check = open_flags().check;
+  // Each bitmap's constraints bound it to 512 MiB, but a hostile directory may hold 65535 of
+  // them: refuse what no machine could hold rather than fail an allocation half way.
+  uint64_t memory_needed = 0;
+  for (const Bitmap& b : dir.bitmaps) {
+    if (!(b.flags & kBitmapInUse)) {
+      memory_needed += ((header_.size >> b.granularity_bits) + 8) / 8;
+    }
+  }
+  const uint64_t memory =
+      static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  if (!check && memory_needed > memory / 2) {
+    co_return fail(Error::with_message(ENOMEM, "Could not load bitmaps: Cannot allocate memory"));
+  }
   bool any_consistent = false;
   for (Bitmap& b : dir.bitmaps) {
     NodeBitmap nb;
@@ -115,9 +129,12 @@ Task<Status> Qcow2Node::remove_bitmap(std::string name) {
   }
   const Bitmap removed = it->on_disk;
   const bool stored = it->persistent && removed.table_offset != 0;
+  if (stored && read_only()) {
+    co_return fail(
+        Error::with_message(EPERM, "Bitmap '" + name + "' is readonly and cannot be modified"));
+  }
   bitmaps_.erase(it);
   if (!stored) co_return ok();
-  if (read_only()) co_return fail(Error::from_errno(EPERM));
   std::vector<Bitmap> entries = bitmap_entries(kBitmapInUse);
   Status s = co_await write_bitmap_directory(entries);
   if (s) s = co_await free_bitmap_clusters(removed);
