@@ -66,6 +66,9 @@ struct ExportOptions {
   DetectZeroes detect_zeroes = DetectZeroes::kOff;
   // Honour trim and the unmap hint of write-zeroes (qemu-nbd --discard=unmap).
   bool discard_unmap = false;
+  // Dirty bitmaps of the exported node offered as meta contexts qemu:dirty-bitmap:NAME
+  // (qemu-nbd -B NAME; qblock/dirty_bitmaps.h): extents flagged 1 are dirty.
+  std::vector<std::string> bitmaps;
 };
 
 struct ServerLimits {

@@ -84,6 +84,13 @@ Task<Status> read_tables(BlockNode& file, qcow2::Header header, Qcow2Info* info)
     Result<qcow2::BitmapDirectory> dir = co_await std::move(read);
     if (dir) {
       for (const qcow2::Bitmap& b : dir->bitmaps) {
+        // QEMU's open loads every consistent bitmap: a damaged table fails it.
+        if (!(b.flags & qcow2::kBitmapInUse)) {
+          Task<Result<std::vector<uint64_t>>> read_table =
+              qcow2::read_bitmap_table(file, header, b);
+          Result<std::vector<uint64_t>> bitmap_table = co_await std::move(read_table);
+          if (!bitmap_table) co_return fail(bitmap_table.error());
+        }
         info->bitmaps.push_back(BitmapInfo{b.name, (b.flags & qcow2::kBitmapInUse) != 0,
                                            (b.flags & qcow2::kBitmapAuto) != 0,
                                            uint64_t{1} << b.granularity_bits});

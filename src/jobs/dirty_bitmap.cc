@@ -63,6 +63,60 @@ std::optional<std::pair<uint64_t, uint64_t>> DirtyBitmap::next_dirty(uint64_t fr
   return std::make_pair(offset, std::min(length_, end * granularity_) - offset);
 }
 
+void DirtyBitmap::clear() {
+  std::fill(words_.begin(), words_.end(), 0);
+  count_ = 0;
+}
+
+void DirtyBitmap::merge(const DirtyBitmap& other) {
+  if (other.granularity_ == granularity_ && other.bits_ == bits_) {
+    count_ = 0;
+    for (std::size_t w = 0; w < words_.size(); ++w) {
+      words_[w] |= other.words_[w];
+      count_ += static_cast<uint64_t>(std::popcount(words_[w]));
+    }
+    return;
+  }
+  for (uint64_t b = 0; b < other.bits_; ++b) {
+    if (other.test(b)) set(b * other.granularity_, other.granularity_);
+  }
+}
+
+void DirtyBitmap::resize(uint64_t length) {
+  const uint64_t bits = (length + granularity_ - 1) / granularity_;
+  for (uint64_t b = bits; b < bits_; ++b) {
+    if (test(b)) {
+      words_[b / 64] &= ~(uint64_t{1} << (b % 64));
+      --count_;
+    }
+  }
+  length_ = length;
+  bits_ = bits;
+  words_.resize((bits_ + 63) / 64, 0);
+}
+
+void DirtyBitmap::serialize(uint64_t first_byte, std::span<uint8_t> out) const {
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const uint64_t byte = first_byte + i;
+    const uint64_t word = byte / 8;
+    out[i] = word < words_.size() ? static_cast<uint8_t>(words_[word] >> (byte % 8 * 8)) : 0;
+  }
+}
+
+void DirtyBitmap::deserialize(uint64_t first_byte, std::span<const uint8_t> in) {
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    const uint64_t byte = first_byte + i;
+    for (uint64_t j = 0; j < 8 && in[i]; ++j) {
+      const uint64_t b = byte * 8 + j;
+      if (b >= bits_) return;
+      if (((in[i] >> j) & 1) && !test(b)) {
+        words_[b / 64] |= uint64_t{1} << (b % 64);
+        ++count_;
+      }
+    }
+  }
+}
+
 uint64_t DirtyBitmap::dirty_bytes() const {
   uint64_t bytes = count_ * granularity_;
   if (bits_ > 0 && test(bits_ - 1)) bytes -= bits_ * granularity_ - length_;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -26,6 +27,27 @@ class DirtyBitmap {
   // Dirty bytes (whole granules, the last one clipped to the length).
   uint64_t dirty_bytes() const;
   bool any() const { return count_ > 0; }
+  uint64_t length() const { return length_; }
+  // Whether the granule with index `granule` is dirty. REQUIRES: granule < granules().
+  bool test_granule(uint64_t granule) const { return test(granule); }
+  uint64_t granules() const { return bits_; }
+  // Makes every granule clean.
+  void clear();
+  // Marks every granule dirty in `other`. REQUIRES: same length (granularities may differ:
+  // each dirty range of `other` dirties the granules it touches).
+  void merge(const DirtyBitmap& other);
+  // Changes the length; granules past the old length start clean, those past the new one go.
+  void resize(uint64_t length);
+
+  // The serialized form QEMU uses in qcow2 bitmap data clusters (qcow2-format.md §14):
+  // byte i, bit j (least significant first) is granule 8 * i + j. Bytes of granules past the
+  // end read as zero.
+  // Bytes [first_byte, first_byte + out.size()) of the serialized bitmap into `out`.
+  void serialize(uint64_t first_byte, std::span<uint8_t> out) const;
+  // ORs serialized bytes into the bitmap from byte `first_byte`; bits past the end are ignored.
+  void deserialize(uint64_t first_byte, std::span<const uint8_t> in);
+  // Size of the serialized bitmap in bytes.
+  uint64_t serialized_bytes() const { return (bits_ + 7) / 8; }
 
  private:
   bool test(uint64_t bit) const { return (words_[bit / 64] >> (bit % 64)) & 1; }

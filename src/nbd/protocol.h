@@ -150,5 +150,9 @@ inline constexpr uint32_t kMaxStringBytes = 4096;               // names, querie
 inline constexpr char kContextBaseAllocation[] = "base:allocation";
 inline constexpr char kContextAllocationDepth[] = "qemu:allocation-depth";
 enum ContextId : uint32_t { kContextIdBaseAllocation = 1, kContextIdAllocationDepth = 2 };
+// qemu:dirty-bitmap:NAME, the export's i-th bitmap, has context id kContextIdFirstBitmap + i.
+inline constexpr char kContextDirtyBitmapPrefix[] = "qemu:dirty-bitmap:";
+inline constexpr uint32_t kContextIdFirstBitmap = 3;
+inline constexpr uint32_t kStateDirty = 1;
 
 }  // namespace qblock::nbd

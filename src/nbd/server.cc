@@ -17,6 +17,7 @@
 #include "block/chain_status.h"
 #include "nbd/protocol.h"
 #include "nbd/tls.h"
+#include "qblock/dirty_bitmaps.h"
 #include "qblock/driver/uring.h"
 #include "runtime/sync.h"
 
@@ -230,6 +231,7 @@ class Server::Connection {
   bool structured_ = false;
   bool context_base_ = false;
   bool context_depth_ = false;
+  std::vector<uint32_t> context_bitmaps_;  // indexes into options().bitmaps
   bool stopping_ = false;
   bool broken_ = false;  // a reply could not be sent: the connection is over
   bool negotiating_ = false;
@@ -548,23 +550,42 @@ Task<Server::Connection::Next> Server::Connection::handle_meta_context(
       r.u32(name_len) && name_len <= kMaxStringBytes && r.string(name_len, name) && r.u32(count);
   bool base = false;
   bool depth = false;
+  std::vector<std::string> queries;
   for (uint32_t i = 0; well_formed && i < count; ++i) {
     uint32_t len = 0;
     std::string query;
     well_formed = r.u32(len) && len <= kMaxStringBytes && r.string(len, query);
     if (query == kContextBaseAllocation || (!set && query == "base:")) base = true;
     if (query == kContextAllocationDepth || (!set && query == "qemu:")) depth = true;
+    queries.push_back(std::move(query));
   }
   if (!well_formed || !r.at_end()) {
     co_return co_await refuse(option, kRepErrInvalid, "malformed meta context request");
   }
-  if (server_.find(name) == nullptr) {
+  std::shared_ptr<Export> e = server_.find(name);
+  if (e == nullptr) {
     co_return co_await refuse(option, kRepErrUnknown, "export '" + name + "' not present");
+  }
+  // qemu:dirty-bitmap:NAME for each exported bitmap asked for; a LIST of "qemu:" or of the
+  // bare prefix names them all.
+  std::vector<uint32_t> bitmaps;
+  const std::string prefix = kContextDirtyBitmapPrefix;
+  for (uint32_t b = 0; b < e->options.bitmaps.size(); ++b) {
+    const std::string context = prefix + e->options.bitmaps[b];
+    bool all = !set && count == 0;
+    for (const std::string& q : queries) {
+      if (q == context || (!set && (q == "qemu:" || q == prefix))) {
+        all = true;
+        break;
+      }
+    }
+    if (all) bitmaps.push_back(b);
   }
   if (!set && count == 0) base = depth = true;  // an empty LIST asks for everything
   if (set) {
     context_base_ = base;
     context_depth_ = depth;
+    context_bitmaps_ = bitmaps;
   }
   const std::pair<bool, std::pair<uint32_t, std::string_view>> contexts[] = {
       {base, {kContextIdBaseAllocation, kContextBaseAllocation}},
@@ -575,6 +596,13 @@ Task<Server::Connection::Next> Server::Connection::handle_meta_context(
     Writer w;
     w.u32(set ? context.first : 0);
     w.bytes(context.second);
+    Status s = co_await send_option_reply(option, kRepMetaContext, std::move(w.data()));
+    if (!s) co_return Next::kClose;
+  }
+  for (uint32_t b : bitmaps) {
+    Writer w;
+    w.u32(set ? kContextIdFirstBitmap + b : 0);
+    w.bytes(prefix + e->options.bitmaps[b]);
     Status s = co_await send_option_reply(option, kRepMetaContext, std::move(w.data()));
     if (!s) co_return Next::kClose;
   }
@@ -616,7 +644,7 @@ uint32_t Server::Connection::validate(const Request& req) const {
       return past_end ? uint32_t{kErrInval} : 0;
     case kCmdFlush: return 0;
     case kCmdBlockStatus:
-      if (!context_base_ && !context_depth_) return kErrInval;
+      if (!context_base_ && !context_depth_ && context_bitmaps_.empty()) return kErrInval;
       return past_end || req.length == 0 ? uint32_t{kErrInval} : 0;
     default: return kErrInval;
   }
@@ -882,6 +910,22 @@ Task<Status> Server::Connection::serve_block_status(const Request& req) {
     for (const auto& [length, flags] : extents) {
       w.u32(length);
       w.u32(flags);
+    }
+    chunks.push_back(std::move(w.data()));
+  }
+  for (uint32_t b : context_bitmaps_) {
+    Result<std::vector<std::pair<uint64_t, bool>>> runs =
+        dirty_bitmap_extents(backend().root(), options().bitmaps[b], req.offset, req.length);
+    if (!runs) co_return co_await send_error(req, wire_error(runs.error().errnum()));
+    Writer w;
+    w.zeroes(20);
+    w.u32(kContextIdFirstBitmap + b);
+    std::size_t n = 0;
+    for (const auto& [length, dirty] : *runs) {
+      if (n == kMaxStatusExtents || (one && n == 1)) break;
+      w.u32(static_cast<uint32_t>(length));
+      w.u32(dirty ? kStateDirty : 0);
+      ++n;
     }
     chunks.push_back(std::move(w.data()));
   }

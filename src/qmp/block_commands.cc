@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "block/node_reference.h"
+#include "qblock/dirty_bitmaps.h"
 #include "qblock/driver/driver.h"
 #include "qmp/storage_daemon.h"
 
@@ -157,6 +158,23 @@ Options node_info(const BlockNode& node, int backing_depth) {
   n["iops"] = 0;
   n["bps_wr"] = 0;
   n["write_threshold"] = 0;
+  // The node's dirty bitmaps, newest first, as QEMU lists them (only when there are some).
+  const std::vector<DirtyBitmapInfo> bitmaps = dirty_bitmaps(const_cast<BlockNode&>(node));
+  if (!bitmaps.empty()) {
+    Options list = Options::array();
+    for (auto it = bitmaps.rbegin(); it != bitmaps.rend(); ++it) {
+      Options b = Options::object();
+      b["name"] = it->name;
+      b["recording"] = it->recording;
+      b["persistent"] = it->persistent;
+      b["busy"] = false;
+      b["granularity"] = it->granularity;
+      b["count"] = it->count;
+      if (it->inconsistent) b["inconsistent"] = true;
+      list.push_back(std::move(b));
+    }
+    n["dirty-bitmaps"] = std::move(list);
+  }
   n["encrypted"] = false;
   n["bps"] = 0;
   n["bps_rd"] = 0;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "qblock/dirty_bitmaps.h"
 #include "qblock/listen_socket.h"
 #include "qblock/user_objects.h"
 #include "qmp/storage_daemon.h"
@@ -206,6 +207,25 @@ CommandResult StorageDaemon::Impl::block_export_add(const Options& args, bool fr
       return qmp_fail(QmpError::generic("NBD server already has export named '" + name + "'"));
     }
   }
+  // bitmaps: each a dirty bitmap of the node, offered as qemu:dirty-bitmap:NAME.
+  std::vector<std::string> bitmaps;
+  if (checked.contains("bitmaps")) {
+    const std::vector<DirtyBitmapInfo> known = dirty_bitmaps(backend->root());
+    for (const Options& b : checked["bitmaps"]) {
+      const std::string bitmap = b.get<std::string>();
+      auto it = std::find_if(known.begin(), known.end(),
+                             [&bitmap](const DirtyBitmapInfo& k) { return k.name == bitmap; });
+      if (it == known.end()) {
+        return qmp_fail(QmpError::generic("Bitmap '" + bitmap + "' is not found"));
+      }
+      // A read-only export must not see a bitmap that the node's writers still change.
+      if (it->recording && !checked.value("writable", false) && !backend->root().read_only()) {
+        return qmp_fail(
+            QmpError::generic("Enabled bitmap '" + bitmap + "' incompatible with readonly export"));
+      }
+      bitmaps.push_back(bitmap);
+    }
+  }
   if (Status s = open_nbd_listener(); !s) return qmp_fail(QmpError::from(s.error()));
   if (nbd_server_ == nullptr) {
     nbd_server_ = std::make_unique<nbd::Server>(loop_, nbd_tls_.get());
@@ -216,6 +236,7 @@ CommandResult StorageDaemon::Impl::block_export_add(const Options& args, bool fr
   options.name = name;
   options.description = checked.value("description", std::string());
   options.read_only = !checked.value("writable", false);
+  options.bitmaps = std::move(bitmaps);
   auto e = std::make_unique<BlockExport>();
   e->id = id;
   e->node_name = node_name;

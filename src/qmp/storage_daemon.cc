@@ -33,6 +33,7 @@ StorageDaemon::Impl::Impl(EventLoop& loop) : loop_(loop), changed_(loop) {
   register_commands();
   register_job_commands();
   register_create_commands();
+  register_bitmap_commands();
 }
 
 void StorageDaemon::Impl::register_commands() {

@@ -117,6 +117,13 @@ class StorageDaemon::Impl {
   Task<qmp::CommandResult> block_commit(Options args);
   Task<qmp::CommandResult> blockdev_backup(Options args);
 
+  // ---- block-dirty-bitmap-* (bitmap_commands.cc) ----
+  void register_bitmap_commands();
+  Task<qmp::CommandResult> bitmap_add(Options args);
+  // remove, clear, enable, disable: `command` is the full command name.
+  Task<qmp::CommandResult> bitmap_verb(std::string command, Options args);
+  Task<qmp::CommandResult> bitmap_merge(Options args);
+
   // ---- blockdev-create (create_commands.cc) ----
   void register_create_commands();
   Task<qmp::CommandResult> blockdev_create(Options args);

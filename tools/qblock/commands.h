@@ -26,6 +26,8 @@ int run_measure(int argc, char** argv);
 // `qblock resize`: qemu-img resize (qemu-compat.md §3.9).
 int run_resize(int argc, char** argv);
 int run_amend(int argc, char** argv);
+// `qblock bitmap`: qemu-img bitmap (persistent dirty bitmaps of qcow2 images).
+int run_bitmap(int argc, char** argv);
 // `qblock commit`: qemu-img commit (qemu-compat.md §3.10).
 int run_commit(int argc, char** argv);
 // `qblock rebase`: qemu-img rebase (qemu-compat.md §3.11).

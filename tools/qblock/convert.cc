@@ -28,6 +28,7 @@
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
 #include "qblock/convert_common.h"
+#include "qblock/dirty_bitmaps.h"
 #include "qblock/event_loop.h"
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
@@ -67,7 +68,9 @@ struct ConvertArgs {
   bool out_of_order = false;
   bool copy_offload = false;  // -C
   bool salvage = false;
-  bool out_format_given = false;  // -O (clashes with --target-image-opts)
+  bool bitmaps = false;              // --bitmaps: copy the source's persistent bitmaps
+  bool skip_broken_bitmaps = false;  // --skip-broken-bitmaps: leave inconsistent ones out
+  bool out_format_given = false;     // -O (clashes with --target-image-opts)
   uint64_t sparse = 4096;
   bool sparse_given = false;  // -S (clashes with -C)
   int coroutines = 8;
@@ -173,10 +176,8 @@ int parse_args(int argc, char** argv, ConvertArgs& args) {
   parser.flag("target-image-opts", &args.target_image_opts);
   parser.flag("target-is-zero", &args.target_is_zero);
   parser.flag("salvage", &args.salvage);
-  parser.without_value("bitmaps", [](const char*) {
-    img_error("--bitmaps is not supported by qblock convert");
-    return 1;
-  });
+  parser.flag("bitmaps", &args.bitmaps);
+  parser.flag("skip-broken-bitmaps", &args.skip_broken_bitmaps);
   parser.flag('C', &args.copy_offload);
   // -r (rate limit) has no effect here.
   parser.ignored('r', true);
@@ -240,6 +241,60 @@ struct Source {
 };
 
 Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
+
+// A qcow2 v3 node keeps persistent bitmaps (qcow2-format.md §14); nothing else does.
+bool supports_persistent_bitmaps(const BlockNode& node) {
+  if (node.driver_name() != "qcow2") return false;
+  for (const auto& [k, v] : node.info().format_specific) {
+    if (k == "compat") return v != "0.10";
+  }
+  return false;
+}
+
+// qemu-img 7.2's checks of --bitmaps before the target is made: one source that keeps
+// bitmaps, none of them inconsistent unless --skip-broken-bitmaps. Prints the error.
+bool check_source_bitmaps(const ConvertArgs& args, const std::vector<Source>& sources) {
+  if (sources.size() > 1) {
+    img_error("Copying bitmaps only possible with single source");
+    return false;
+  }
+  BlockNode& source = sources[0].backend->root();
+  if (!supports_persistent_bitmaps(source)) {
+    img_error("Source lacks bitmap support");
+    return false;
+  }
+  for (const DirtyBitmapInfo& b : dirty_bitmaps(source)) {
+    if (b.persistent && b.inconsistent && !args.skip_broken_bitmaps) {
+      img_error("Cannot copy inconsistent bitmap '" + b.name + "'");
+      std::fprintf(stderr,
+                   "Try --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it\n");
+      return false;
+    }
+  }
+  return true;
+}
+
+// The source's persistent bitmaps onto the target, after the data (its writes must not
+// dirty them): same names, granularities and enabled state, same dirty granules.
+bool copy_bitmaps(const ConvertArgs& args, BlockNode& source, BlockNode& target) {
+  (void)args;
+  for (const DirtyBitmapInfo& b : dirty_bitmaps(source)) {
+    if (!b.persistent) continue;
+    if (b.inconsistent) {
+      img_error("warning: Skipping inconsistent bitmap '" + b.name + "'");
+      continue;
+    }
+    Status s =
+        add_dirty_bitmap(target, b.name, b.granularity, BitmapPersistence::kPersistent,
+                         b.recording ? BitmapRecording::kEnabled : BitmapRecording::kDisabled);
+    if (s) s = merge_dirty_bitmap(target, b.name, source, b.name);
+    if (!s) {
+      img_error("Failed to populate bitmap " + b.name + ": " + s.error().message());
+      return false;
+    }
+  }
+  return true;
+}
 
 // The buffer compared with itself shifted by one byte: libc's memcmp does the scanning, fast
 // in every build type (the zero test runs on the loop thread over every byte copied).
@@ -741,6 +796,7 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
     total += (*opened)->length();
     sources.push_back(Source{std::move(*opened), name});
   }
+  if (args.bitmaps && !check_source_bitmaps(args, sources)) return 1;
   if (args.snapshot.id || args.snapshot.name || args.snapshot.id_or_name) {
     if (sources.size() > 1) {
       img_error("No support for concatenating multiple snapshot");
@@ -823,6 +879,10 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
   if (!opened) return 1;
   target = std::move(*opened);
   if (target->probed_raw()) warn_probed_raw(target->root().filename());
+  if (args.bitmaps && !supports_persistent_bitmaps(target->root())) {
+    img_error("Format driver '" + target->root().driver_name() + "' does not support bitmaps");
+    return 1;
+  }
   if (args.no_create && args.compress && refuse_compression(target->root().driver_name())) {
     return 1;
   }
@@ -845,6 +905,7 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
   Status copied = run_sync(loop, converter.run());
   if (!copied) return 1;
   progress.finish();
+  if (args.bitmaps && !copy_bitmaps(args, sources[0].backend->root(), target->root())) return 1;
   Status closed = run_sync(loop, close_image(target.get()));
   target.reset();
   if (!closed) {

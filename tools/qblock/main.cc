@@ -30,6 +30,7 @@ constexpr Command kCommands[] = {
      "copy one or more images into a new one (qemu-img convert)"},
     {"resize", qblock::tools::run_resize, "change the virtual size of an image (qemu-img resize)"},
     {"amend", qblock::tools::run_amend, "change the options of an image (qemu-img amend)"},
+    {"bitmap", qblock::tools::run_bitmap, "manage persistent dirty bitmaps (qemu-img bitmap)"},
     {"snapshot", qblock::tools::run_snapshot, "manage internal snapshots (qemu-img snapshot)"},
     {"dd", qblock::tools::run_dd, "copy blocks of an image into a new one (qemu-img dd)"},
     {"commit", qblock::tools::run_commit,

@@ -15,6 +15,7 @@
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
 #include "qblock/convert_common.h"
+#include "qblock/dirty_bitmaps.h"
 #include "qblock/event_loop.h"
 #include "qblock/image_options.h"
 #include "qblock/img_common.h"
@@ -347,18 +348,31 @@ int run_measure(int argc, char** argv) {
       required = fully_allocated - align_up(usage.size, cs) + usage.data_bytes;
     }
   }
-  // Persistent bitmaps are only reported for a qcow2 v3 source measured for a qcow2 target;
-  // qblock does not read the bitmaps extension yet, so their size is 0.
+  // Persistent bitmaps are only reported for a qcow2 v3 source measured for a qcow2 target,
+  // as qemu-img 7.2 sizes them: each bitmap wholly allocated in target clusters, its table,
+  // and the directory.
   const bool bitmaps = source && usage.qcow2_v3 && args.out_format == "qcow2";
+  uint64_t bitmaps_size = 0;
+  if (bitmaps) {
+    uint64_t directory = 0;
+    for (const DirtyBitmapInfo& b : dirty_bitmaps(source->root())) {
+      if (!b.persistent) continue;
+      const uint64_t bytes = div_round_up(div_round_up(usage.size, b.granularity), 8);
+      const uint64_t clusters = div_round_up(bytes, cs);
+      bitmaps_size += clusters * cs + align_up(clusters * 8, cs);
+      directory += align_up(24 + b.name.size(), 8);
+    }
+    bitmaps_size += align_up(directory, cs);
+  }
   if (args.json) {
     std::printf("{\n");
-    if (bitmaps) std::printf("    \"bitmaps\": 0,\n");
+    if (bitmaps) std::printf("    \"bitmaps\": %" PRIu64 ",\n", bitmaps_size);
     std::printf("    \"required\": %" PRIu64 ",\n    \"fully-allocated\": %" PRIu64 "\n}\n",
                 required, fully_allocated);
   } else {
     std::printf("required size: %" PRIu64 "\nfully allocated size: %" PRIu64 "\n", required,
                 fully_allocated);
-    if (bitmaps) std::printf("bitmaps size: 0\n");
+    if (bitmaps) std::printf("bitmaps size: %" PRIu64 "\n", bitmaps_size);
   }
   return finish(0);
 }

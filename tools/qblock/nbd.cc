@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -23,6 +24,7 @@
 #include "qblock/background.h"
 #include "qblock/block_backend.h"
 #include "qblock/commands.h"
+#include "qblock/dirty_bitmaps.h"
 #include "qblock/event_loop.h"
 #include "qblock/image.h"
 #include "qblock/image_options.h"
@@ -57,6 +59,7 @@ void print_help() {
       "  -x, --export-name=NAME    expose export by name (default is empty string)\n"
       "  -D, --description=TEXT    export a human-readable description\n"
       "  -A, --allocation-depth    expose the allocation depth (always offered)\n"
+      "  -B, --bitmap=NAME         expose a persistent dirty bitmap\n"
       "  -L, --list                list exports available from another NBD server\n"
       "      --object type,id=ID,...   define an object: tls-creds-x509 or tls-creds-psk\n"
       "                            (dir=DIR,endpoint=server[,verify-peer=on|off])\n"
@@ -166,6 +169,11 @@ std::optional<int> parse_args(int argc, char** argv, Args& args) {
   });
   // qemu:allocation-depth is always offered; -A only counts as a per-device setting.
   parser.without_value({'A', "allocation-depth"}, [&args](const char*) {
+    args.per_device = true;
+    return kContinue;
+  });
+  parser.with_value({'B', "bitmap"}, [&args](const std::string value) {
+    args.export_options.bitmaps.push_back(value);
     args.per_device = true;
     return kContinue;
   });
@@ -446,6 +454,16 @@ int run_nbd(int argc, char** argv) {
       Status closed = run_sync(**loop, (*backend)->close());
       (void)closed;
       return fail("Failed to load snapshot: " + loaded.error().message());
+    }
+  }
+  for (const std::string& name : args.export_options.bitmaps) {
+    const std::vector<DirtyBitmapInfo> bitmaps = dirty_bitmaps((*backend)->root());
+    const bool found = std::any_of(bitmaps.begin(), bitmaps.end(),
+                                   [&name](const DirtyBitmapInfo& b) { return b.name == name; });
+    if (!found) {
+      Status closed = run_sync(**loop, (*backend)->close());
+      (void)closed;
+      return fail("Bitmap '" + name + "' is not found");
     }
   }
   Result<int> listener = open_listener(args);

@@ -93,8 +93,9 @@ std::string failure_message(Action action, const std::string& name, const Error&
              std::strerror(e.errnum()) + ")";
     case Action::kApply:
       return "Could not apply snapshot '" + name + "': " +
-             (e.errnum() == ENOTSUP
-                  ? std::string("Block driver does not support snapshots")
+             (e.errnum() == ENOTSUP ? std::string("Block driver does not support snapshots")
+              : e.errnum() == EBUSY
+                  ? e.message()  // "Device has active dirty bitmaps"
                   : "Failed to load snapshot: " + std::string(std::strerror(e.errnum())));
     case Action::kDelete:
       // 7.2 says "snapshot not found" for a format without snapshots as well.

@@ -104,4 +104,94 @@ Task<Result<BitmapDirectory>> read_bitmap_directory(BlockNode& file, const Heade
   co_return dir;
 }
 
+uint64_t bitmap_table_entries(uint64_t disk_size, uint32_t granularity_bits,
+                              uint64_t cluster_size) {
+  const uint64_t granules = (disk_size + (uint64_t{1} << granularity_bits) - 1) >> granularity_bits;
+  const uint64_t bytes = (granules + 7) / 8;
+  return (bytes + cluster_size - 1) / cluster_size;
+}
+
+Task<Result<std::vector<uint64_t>>> read_bitmap_table(BlockNode& file, const Header& header,
+                                                      const Bitmap& b) {
+  auto error = [&b](int e) {
+    return Error::with_message(
+        e, fmt::format("Could not read bitmap_table table from image for bitmap '{}': {}", b.name,
+                       Error::from_errno(e).errno_text()));
+  };
+  // satisfies_constraints() bounded table_entries by the bitmap's size (at most 512 MiB of
+  // data, so a table of at most 8 MiB).
+  std::vector<uint8_t> raw(uint64_t{b.table_entries} * 8);
+  Status s = co_await read_zero_padded(file, b.table_offset, raw);
+  if (!s) co_return fail(error(s.error().errnum()));
+  std::vector<uint64_t> table(b.table_entries);
+  const uint64_t cs = header.cluster_size();
+  for (uint32_t i = 0; i < b.table_entries; ++i) {
+    const uint64_t e = load_be64(&raw[uint64_t{i} * 8]);
+    const uint64_t offset = e & kBitmapTableOffsetMask;
+    if ((e & ~kBitmapTableOffsetMask & ~kBitmapTableAllOnes) || offset % cs ||
+        (offset && (e & kBitmapTableAllOnes))) {
+      co_return fail(error(EINVAL));
+    }
+    table[i] = e;
+  }
+  co_return table;
+}
+
+Task<Result<DirtyBitmap>> read_bitmap(BlockNode& file, const Header& header, const Bitmap& b,
+                                      uint64_t disk_size) {
+  Task<Result<std::vector<uint64_t>>> read_table = read_bitmap_table(file, header, b);
+  Result<std::vector<uint64_t>> table = co_await std::move(read_table);
+  if (!table) co_return fail(table.error());
+  DirtyBitmap bitmap(disk_size, uint64_t{1} << b.granularity_bits);
+  const uint64_t cs = header.cluster_size();
+  const uint64_t total = bitmap.serialized_bytes();
+  std::vector<uint8_t> cluster(cs);
+  for (std::size_t i = 0; i < table->size() && i * cs < total; ++i) {
+    const uint64_t e = (*table)[i];
+    const uint64_t offset = e & kBitmapTableOffsetMask;
+    const uint64_t first = i * cs;
+    const std::size_t n = static_cast<std::size_t>(std::min(cs, total - first));
+    if (offset == 0) {
+      if (!(e & kBitmapTableAllOnes)) continue;
+      std::fill(cluster.begin(), cluster.end(), 0xff);
+    } else {
+      Status s = co_await read_zero_padded(file, offset, cluster);
+      if (!s) {
+        co_return fail(Error::with_message(
+            s.error().errnum(), fmt::format("Could not read bitmap '{}' from image: {}", b.name,
+                                            s.error().errno_text())));
+      }
+    }
+    bitmap.deserialize(first, std::span<const uint8_t>(cluster.data(), n));
+  }
+  co_return bitmap;
+}
+
+std::vector<uint8_t> encode_bitmap_directory(const std::vector<Bitmap>& bitmaps) {
+  std::vector<uint8_t> out;
+  for (const Bitmap& b : bitmaps) {
+    const std::size_t at = out.size();
+    const std::size_t len = (kEntryHeaderBytes + b.name.size() + 7) / 8 * 8;
+    out.resize(at + len, 0);
+    store_be64(&out[at], b.table_offset);
+    store_be32(&out[at + 8], b.table_entries);
+    store_be32(&out[at + 12], b.flags);
+    out[at + 16] = kDirtyTrackingType;
+    out[at + 17] = b.granularity_bits;
+    store_be16(&out[at + 18], static_cast<uint16_t>(b.name.size()));
+    store_be32(&out[at + 20], 0);
+    std::copy(b.name.begin(), b.name.end(), out.begin() + static_cast<std::ptrdiff_t>(at + 24));
+  }
+  return out;
+}
+
+std::vector<uint8_t> encode_bitmaps_extension(uint32_t nb_bitmaps, uint64_t directory_bytes,
+                                              uint64_t directory_offset) {
+  std::vector<uint8_t> out(24, 0);
+  store_be32(&out[0], nb_bitmaps);
+  store_be64(&out[8], directory_bytes);
+  store_be64(&out[16], directory_offset);
+  return out;
+}
+
 }  // namespace qblock::qcow2

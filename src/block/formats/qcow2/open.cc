@@ -327,10 +327,15 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
       }
     }
   }
+  BitmapDirectory bitmap_directory;
   if (!refuse) {
     Task<Result<BitmapDirectory>> bitmaps = read_bitmap_directory(*file_node, *header);
     Result<BitmapDirectory> directory = co_await std::move(bitmaps);
-    if (!directory) refuse = directory.error();
+    if (directory) {
+      bitmap_directory = std::move(*directory);
+    } else {
+      refuse = directory.error();
+    }
   }
   if (refuse) {
     (void)co_await file_node->close();
@@ -351,12 +356,30 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
           e, "Could not repair dirty image: " + Error::from_errno(e).errno_text()));
     }
   }
-  if (header->autoclear_features && !ctx.flags.read_only && !ctx.flags.check) {
-    // §2.3: qblock maintains none of the structures autoclear bits vouch for (bitmaps), so a
-    // writer must withdraw the promise before it changes anything.
-    header->autoclear_features = 0;
-    uint8_t raw[8] = {};
-    Status cleared = co_await file_node->write(88, IoVec(raw, 8));
+  // §2.3: of the structures autoclear bits vouch for, qblock maintains the bitmaps
+  // (bitmap_store.cc); a writer withdraws every other promise before it changes anything. A
+  // bitmaps extension the header does not vouch for is dropped, as QEMU drops it.
+  const uint64_t autoclear_kept =
+      bitmap_directory.bitmaps.empty() ? 0 : (header->autoclear_features & kAutoclearBitmaps);
+  const bool drop_bitmaps_ext = header->bitmaps && autoclear_kept == 0;
+  if ((header->autoclear_features != autoclear_kept || drop_bitmaps_ext) && !ctx.flags.read_only &&
+      !ctx.flags.check) {
+    header->autoclear_features = autoclear_kept;
+    if (drop_bitmaps_ext) header->bitmaps.reset();
+    Status cleared = ok();
+    if (drop_bitmaps_ext) {
+      Result<std::vector<uint8_t>> raw = serialize_header(*header);
+      if (raw) {
+        raw->resize((raw->size() + 511) / 512 * 512, 0);
+        cleared = co_await file_node->write(0, IoVec(raw->data(), raw->size()));
+      } else {
+        cleared = fail(raw.error());
+      }
+    } else {
+      uint8_t raw[8];
+      store_be64(raw, autoclear_kept);
+      cleared = co_await file_node->write(88, IoVec(raw, 8));
+    }
     if (cleared) cleared = co_await file_node->flush();
     if (!cleared) {
       (void)co_await file_node->close();
@@ -460,6 +483,7 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   // check_image() reads the tables itself, whatever state they are in.
   Status s = ok();
   if (!ctx.flags.check) s = co_await node->load_tables();
+  if (s) s = co_await node->load_bitmaps(std::move(bitmap_directory));
   if (!s) {
     if (backing) (void)co_await backing->close();
     (void)co_await node->close();

@@ -70,6 +70,7 @@ Task<Status> Qcow2Node::do_close() {
   if (read_only() || broken_ || open_flags().check) co_return ok();
   AsyncMutex::Guard guard = co_await lock_.lock();
   Status s = co_await flush_metadata();
+  if (s) s = co_await store_bitmaps();
   if (!s) co_return s;
   co_return co_await file_->flush();
 }

@@ -20,6 +20,7 @@
 
 #include "block/driver.h"
 #include "block/formats/qcow2/allocation_fence.h"
+#include "block/formats/qcow2/bitmaps.h"
 #include "block/formats/qcow2/check.h"
 #include "block/formats/qcow2/header.h"
 #include "block/formats/qcow2/l2_cache.h"
@@ -109,6 +110,42 @@ class Qcow2Node : public BlockNode {
   // temporary snapshot load. REQUIRES: at least one of them given. Errors: EPERM on a writable
   // node, ENOENT "Can't find snapshot", I/O.
   Task<Status> load_snapshot_tmp(std::optional<std::string> id, std::optional<std::string> name);
+
+  // ---- bitmap_store.cc: dirty bitmaps (qcow2-format.md §14) ----
+  // A dirty bitmap of the node: persistent ones live in the bitmap directory.
+  struct NodeBitmap {
+    std::string name;
+    uint32_t granularity_bits = 16;
+    bool persistent = true;
+    bool enabled = true;  // records writes ("auto" on disk)
+    // Null for an inconsistent bitmap (IN_USE when the image was opened: not closed cleanly),
+    // which is kept on disk as it is and can only be removed.
+    std::unique_ptr<DirtyBitmap> bits;
+    Bitmap on_disk;  // its directory entry when loaded (table_offset 0: not stored yet)
+  };
+  // Loads the bitmaps of `dir` (read at open). On a writable node (not a check) they are
+  // marked IN_USE on disk at once, as QEMU does, and stored again by close(): an image that
+  // is not closed cleanly shows them as inconsistent. With OpenFlags::check only the tables
+  // are validated. Errors: read_bitmap()'s, I/O.
+  Task<Status> load_bitmaps(BitmapDirectory dir);
+  // Every write, write-zeroes and discard marks the granules it touches in each enabled
+  // bitmap (a truncate resizes them on the way).
+  void mark_dirty(uint64_t offset, uint64_t bytes) {
+    for (NodeBitmap& b : bitmaps_) {
+      if (!b.bits || !b.enabled) continue;
+      if (b.bits->length() != header_.size) b.bits->resize(header_.size);
+      b.bits->set(offset, bytes);
+    }
+  }
+  const std::vector<NodeBitmap>& bitmaps() const { return bitmaps_; }
+  // The bitmap called `name`, or nullptr.
+  NodeBitmap* find_bitmap(const std::string& name);
+  // block-dirty-bitmap-add as QEMU 7.2 checks it (name, granularity, what qcow2 can store).
+  // REQUIRES: granularity_bits in [9, 31]. Errors: EINVAL with QEMU's messages.
+  Status add_bitmap(std::string name, uint32_t granularity_bits, bool persistent, bool enabled);
+  // block-dirty-bitmap-remove: a persistent bitmap leaves the directory at once (a new
+  // directory is written, the bitmap's clusters freed). Errors: ENOENT, I/O.
+  Task<Status> remove_bitmap(std::string name);
 
   // Whole sectors only, as QEMU sees the disk: a header size that is not a multiple of 512
   // (only a damaged header has one) is rounded down.
@@ -230,6 +267,19 @@ class Qcow2Node : public BlockNode {
   enum class Match : bool { kIdFirst, kNameFirst };
   static int64_t find_snapshot(const std::vector<Snapshot>& snapshots, const std::string& name,
                                Match match);
+
+  // ---- bitmap_store.cc (all REQUIRE lock_ held) ----
+  // Writes every consistent persistent bitmap into new clusters (data, then its table), then
+  // a new directory, then frees the old tables and directory, as QEMU's close does.
+  Task<Status> store_bitmaps();
+  // Writes `entries` as the new bitmap directory (new clusters, the header switched to it,
+  // the old directory freed); none: the extension and autoclear bit 0 go.
+  Task<Status> write_bitmap_directory(const std::vector<Bitmap>& entries);
+  // Frees bitmap `b`'s table and the data clusters it points at.
+  Task<Status> free_bitmap_clusters(const Bitmap& b);
+  // The directory entries for the current persistent bitmaps (consistent ones with `flags`
+  // added, inconsistent ones as they are).
+  std::vector<Bitmap> bitmap_entries(uint32_t flags) const;
 
   // ---- corruption.cc ----
   // qcow2-format.md §13: the metadata structure [offset, offset + bytes) would overwrite,
@@ -401,6 +451,10 @@ class Qcow2Node : public BlockNode {
   uint64_t snapshot_table_bytes_ = 0;       // the snapshot table at header_.snapshots_offset
   std::vector<std::pair<uint64_t, uint64_t>> inactive_l1_;  // snapshots' L1 tables: offset, bytes
   bool zero_cow_ = true;
+  std::vector<NodeBitmap> bitmaps_;
+  uint64_t bitmap_dir_offset_ = 0;  // the directory in the file (0: none)
+  uint64_t bitmap_dir_bytes_ = 0;
+  bool bitmaps_in_use_ = false;  // IN_USE set on disk: close() must store them
   bool pass_discard_request_ = false;
   bool pass_discard_other_ = false;
   uint64_t compressed_end_ = 0;  // where the next compressed data may go (0: a fresh cluster)

@@ -20,6 +20,10 @@ uint64_t snapshot_disk_size(const Snapshot& snap, uint64_t fallback) {
 }  // namespace
 
 Task<Status> Qcow2Node::apply_snapshot(std::string name) {
+  // As QEMU 7.2: the bitmaps would describe another disk (whatever their state).
+  if (!bitmaps_.empty()) {
+    co_return fail(Error::with_message(EBUSY, "Device has active dirty bitmaps"));
+  }
   AsyncMutex::Guard guard = co_await lock_.lock();
   Status s = co_await begin_snapshot_op();
   if (!s) co_return s;

@@ -27,6 +27,7 @@ Task<void> Qcow2Node::wait_inflight(uint64_t start, uint64_t end, AsyncMutex::Gu
 
 Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags) {
   if (Status u = check_usable(); !u) co_return u;
+  mark_dirty(offset, qiov.size());  // the dirty bitmaps (bitmap_store.cc)
   if (flags.has(RequestFlag::kWriteCompressed)) {
     co_return co_await write_compressed(offset, std::move(qiov));
   }

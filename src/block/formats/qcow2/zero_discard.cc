@@ -6,6 +6,7 @@ namespace qblock::qcow2 {
 Task<Status> Qcow2Node::do_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) {
   if (Status u = check_usable(); !u) co_return u;
   if (header_.version < 3) co_return fail(Error::unsupported());
+  mark_dirty(offset, bytes);
   AsyncMutex::Guard guard = co_await lock_.lock();
   // Clusters being filled by an allocating write are not touched until it has linked them.
   co_await wait_inflight(offset - offset % cs_, offset + bytes, guard);
@@ -62,6 +63,7 @@ Task<Status> Qcow2Node::zero_clusters(uint64_t start, uint64_t end, RequestFlags
 
 Task<Status> Qcow2Node::do_discard(uint64_t offset, uint64_t bytes) {
   if (Status u = check_usable(); !u) co_return u;
+  mark_dirty(offset, bytes);
   // §3.7: partial clusters are ignored (the end of the image counts as a cluster end).
   const uint64_t start = (offset + cs_ - 1) / cs_ * cs_;
   const uint64_t end =
