@@ -26,6 +26,7 @@
 #include "block/formats/qcow2/l2_entry.h"
 #include "block/formats/qcow2/refcount.h"
 #include "block/formats/qcow2/snapshot.h"
+#include "block/formats/qcow2/subcluster.h"
 #include "block/formats/qcow2/write_plan.h"
 #include "qblock/image.h"
 #include "runtime/sync.h"
@@ -258,7 +259,13 @@ class Qcow2Node : public BlockNode {
   // ---- read_path.cc ----
   // How the cluster at `guest` is mapped and how many following bytes (at most `bytes`)
   // share that treatment (RunRule::kSameMapping). REQUIRES: lock_ held.
+  // With extended L2 entries (§7) the run is one of subclusters of the same type, and a
+  // subcluster that is not allocated in an allocated cluster maps as kUnallocated with the
+  // entry's host offset (QEMU's UNALLOCATED_ALLOC).
   Task<Result<Mapping>> map(uint64_t guest, uint64_t bytes);
+  // map() for images with extended L2 entries, from the loaded `slice`.
+  Task<Result<Mapping>> map_subclusters(const L2Slice& slice, uint64_t guest, uint64_t bytes);
+  uint64_t subcluster_size() const { return cs_ / kSubclusters; }
   Task<Status> read_mapping(uint64_t guest, IoVec qiov, const Mapping& m);
   // One compressed cluster (or part of one) of a request: where it goes and its L2 entry.
   struct CompressedPiece {

@@ -30,6 +30,7 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
   if (flags.has(RequestFlag::kWriteCompressed)) {
     co_return co_await write_compressed(offset, std::move(qiov));
   }
+  if (header_.extended_l2()) co_return fail(Error::unsupported());  // subcluster writes: next
   // [pos, end) of the request is still to be written: first all of it, then any piece whose
   // joined allocation was given up.
   uint64_t pos = 0;

@@ -6,6 +6,7 @@ namespace qblock::qcow2 {
 Task<Status> Qcow2Node::do_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) {
   if (Status u = check_usable(); !u) co_return u;
   if (header_.version < 3) co_return fail(Error::unsupported());
+  if (header_.extended_l2()) co_return fail(Error::unsupported());  // subcluster writes: next
   AsyncMutex::Guard guard = co_await lock_.lock();
   // Clusters being filled by an allocating write are not touched until it has linked them.
   co_await wait_inflight(offset - offset % cs_, offset + bytes, guard);
@@ -67,6 +68,7 @@ Task<Status> Qcow2Node::do_discard(uint64_t offset, uint64_t bytes) {
   const uint64_t end =
       offset + bytes == header_.size ? offset + bytes : (offset + bytes) / cs_ * cs_;
   if (end <= start) co_return ok();
+  if (header_.extended_l2()) co_return fail(Error::unsupported());  // subcluster writes: next
   // v2 has no zero flag: freeing a cluster would expose the backing file, so QEMU (7.2,
   // observed) leaves such images alone.
   if (header_.version < 3 && backing_) co_return ok();
