@@ -301,6 +301,26 @@ class Qcow2Node : public BlockNode {
   // Links the allocation: new L2 entries for `granted` clusters at `host`, old ones freed.
   Task<Status> link_allocation(const Allocate& step, uint64_t granted, uint64_t host,
                                AllocationFence& fence);
+  // ---- subcluster_write.cc ----
+  // write_step() for images with extended L2 entries (§7): writes a prefix of the request
+  // inside one cluster (or over following clusters that already hold data there) and returns
+  // the bytes written (0 after a wait). REQUIRES: lock_ held through `guard`; returns with it
+  // released.
+  Task<Result<uint64_t>> write_subclusters(uint64_t guest, IoVec data, AsyncMutex::Guard guard);
+
+  // ---- subcluster_zero.cc (extended L2 entries, §7) ----
+  // do_write_zeroes(): a request that does not cover whole subclusters zeroes the subcluster
+  // if the rest of it reads as zeros already (ENOTSUP otherwise: the caller writes zeros).
+  Task<Status> write_zeroes_subclusters(uint64_t offset, uint64_t bytes, RequestFlags flags);
+  // Makes [start, end) read as zeros through the bitmaps: zero bits for subclusters of
+  // partly covered clusters, whole clusters as zero_clusters() does. REQUIRES: lock_ held,
+  // start subcluster-aligned, end subcluster-aligned or the image's end. ENOTSUP for part of
+  // a compressed cluster.
+  Task<Status> zeroize_subclusters(uint64_t start, uint64_t end, RequestFlags flags);
+  // True if [guest, guest + bytes) reads as zeros, asking the backing chain for metadata only
+  // (QEMU's is_zero). REQUIRES: lock_ held.
+  Task<Result<bool>> range_reads_zero(uint64_t guest, uint64_t bytes);
+
   // Waits (releasing and retaking `guard`) until no allocation overlaps [start, end).
   Task<void> wait_inflight(uint64_t start, uint64_t end, AsyncMutex::Guard& guard);
 

@@ -30,7 +30,6 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
   if (flags.has(RequestFlag::kWriteCompressed)) {
     co_return co_await write_compressed(offset, std::move(qiov));
   }
-  if (header_.extended_l2()) co_return fail(Error::unsupported());  // subcluster writes: next
   // [pos, end) of the request is still to be written: first all of it, then any piece whose
   // joined allocation was given up.
   uint64_t pos = 0;
@@ -58,6 +57,10 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
 
 Task<Result<uint64_t>> Qcow2Node::write_step(uint64_t guest, IoVec data, AsyncMutex::Guard guard,
                                              std::vector<JoinedPiece>& joined) {
+  if (header_.extended_l2()) {
+    Task<Result<uint64_t>> sub = write_subclusters(guest, std::move(data), std::move(guard));
+    co_return co_await std::move(sub);
+  }
   // The L2 table this write goes through must be a private, sane one (allocated if absent).
   Result<L2SliceRef> found = co_await get_l2_slice(guest, ForWrite::kYes);
   if (!found) co_return fail(found.error());

@@ -6,7 +6,10 @@ namespace qblock::qcow2 {
 Task<Status> Qcow2Node::do_write_zeroes(uint64_t offset, uint64_t bytes, RequestFlags flags) {
   if (Status u = check_usable(); !u) co_return u;
   if (header_.version < 3) co_return fail(Error::unsupported());
-  if (header_.extended_l2()) co_return fail(Error::unsupported());  // subcluster writes: next
+  if (header_.extended_l2()) {
+    Task<Status> sub = write_zeroes_subclusters(offset, bytes, flags);
+    co_return co_await std::move(sub);
+  }
   AsyncMutex::Guard guard = co_await lock_.lock();
   // Clusters being filled by an allocating write are not touched until it has linked them.
   co_await wait_inflight(offset - offset % cs_, offset + bytes, guard);
@@ -40,6 +43,16 @@ Task<Status> Qcow2Node::zero_clusters(uint64_t start, uint64_t end, RequestFlags
     std::vector<uint64_t> to_free;
     for (uint64_t i = 0; i < count; ++i) {
       uint64_t& e = (*slice)->entries[first + i];
+      if (header_.extended_l2()) {
+        // §7: all subclusters zero; the host cluster goes only with kMayUnmap (a compressed
+        // one always), as QEMU 7.2.
+        if ((e & kCompressedFlag) || (flags.has(RequestFlag::kMayUnmap) && (e & kOffsetMask))) {
+          to_free.push_back(e);
+          e = 0;
+        }
+        (*slice)->bitmaps[first + i] = kAllZeroBits;
+        continue;
+      }
       const ClusterType type = cluster_type(e);
       const bool keep =
           !flags.has(RequestFlag::kMayUnmap) && (e & kCopied) && has_host_cluster(type);
@@ -68,7 +81,6 @@ Task<Status> Qcow2Node::do_discard(uint64_t offset, uint64_t bytes) {
   const uint64_t end =
       offset + bytes == header_.size ? offset + bytes : (offset + bytes) / cs_ * cs_;
   if (end <= start) co_return ok();
-  if (header_.extended_l2()) co_return fail(Error::unsupported());  // subcluster writes: next
   // v2 has no zero flag: freeing a cluster would expose the backing file, so QEMU (7.2,
   // observed) leaves such images alone.
   if (header_.version < 3 && backing_) co_return ok();
@@ -88,6 +100,15 @@ Task<Status> Qcow2Node::do_discard(uint64_t offset, uint64_t bytes) {
     std::vector<uint64_t> to_free;
     for (uint64_t i = 0; i < count; ++i) {
       uint64_t& e = (*slice)->entries[first + i];
+      if (header_.extended_l2()) {
+        // §7, as QEMU 7.2: the cluster reads as zeros afterwards, unless it reads so anyway
+        // (nothing allocated, no backing file), when it is left alone.
+        if (!backing_ && !entry_references_host(e)) continue;
+        if (entry_references_host(e)) to_free.push_back(e);
+        e = 0;
+        (*slice)->bitmaps[first + i] = kAllZeroBits;
+        continue;
+      }
       if (entry_references_host(e)) to_free.push_back(e);
       e = replacement;
     }
