@@ -3,27 +3,35 @@
 // clusters as zero_clusters() makes them. Requests that do not cover whole subclusters are
 // zeroed only where the rest of the subcluster reads as zeros already, as QEMU 7.2 does.
 #include "block/formats/qcow2/qcow2_node.h"
+#include "qblock/chain_status.h"
 
 namespace qblock::qcow2 {
 
 Task<Result<bool>> Qcow2Node::range_reads_zero(uint64_t guest, uint64_t bytes) {
-  if (bytes == 0) co_return true;
-  Result<Mapping> m = co_await map(guest, bytes);
-  if (!m) co_return fail(m.error());
-  // One extent must cover the range, as QEMU's is_zero asks one block status.
-  if (m->bytes < bytes) co_return false;
-  switch (m->type) {
-    case ClusterType::kZeroPlain:
-    case ClusterType::kZeroAlloc: co_return true;
-    case ClusterType::kUnallocated: {
-      if (!backing_ || guest >= backing_->length()) co_return true;
-      const uint64_t len = std::min(bytes, backing_->length() - guest);
-      Result<BlockStatus> st = co_await backing_->block_status(guest, len, WantZero::kNo);
-      if (!st) co_return fail(st.error());
-      co_return (st->flags & kStatusZero) && st->bytes >= len;
+  // As QEMU's is_zero: clamped to the image, extent by extent, zero flags asked for
+  // (WantZero::kYes) down the backing chain.
+  if (guest >= length()) co_return true;
+  bytes = std::min(bytes, length() - guest);
+  while (bytes > 0) {
+    Result<Mapping> m = co_await map(guest, bytes);
+    if (!m) co_return fail(m.error());
+    if (m->type == ClusterType::kNormal || m->type == ClusterType::kCompressed) co_return false;
+    if (m->type == ClusterType::kUnallocated && backing_ && guest < backing_->length()) {
+      // Beyond the backing file's end the image reads as zeros.
+      const uint64_t end = guest + std::min(m->bytes, backing_->length() - guest);
+      for (uint64_t pos = guest; pos < end;) {
+        Task<Result<ChainStatus>> ask = chain_status(backing_, pos, end - pos, ChainStatusQuery{});
+        Result<ChainStatus> st = co_await std::move(ask);
+        if (!st) co_return fail(st.error());
+        if (st->defined && !(st->status.flags & kStatusZero)) co_return false;
+        if (st->status.bytes == 0) co_return false;
+        pos += st->status.bytes;
+      }
     }
-    default: co_return false;
+    guest += m->bytes;
+    bytes -= m->bytes;
   }
+  co_return true;
 }
 
 Task<Status> Qcow2Node::write_zeroes_subclusters(uint64_t offset, uint64_t bytes,
