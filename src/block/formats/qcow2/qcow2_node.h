@@ -304,9 +304,12 @@ class Qcow2Node : public BlockNode {
   // ---- subcluster_write.cc ----
   // write_step() for images with extended L2 entries (§7): writes a prefix of the request
   // inside one cluster (or over following clusters that already hold data there) and returns
-  // the bytes written (0 after a wait). REQUIRES: lock_ held through `guard`; returns with it
-  // released.
-  Task<Result<uint64_t>> write_subclusters(uint64_t guest, IoVec data, AsyncMutex::Guard guard);
+  // the bytes written (0 after a wait). A write into a cluster another request is linking
+  // goes straight into its host cluster when its partly written subclusters are final
+  // there; the piece is appended to `joined`. REQUIRES: lock_ held through `guard`; returns
+  // with it released.
+  Task<Result<uint64_t>> write_subclusters(uint64_t guest, IoVec data, AsyncMutex::Guard guard,
+                                           std::vector<JoinedPiece>& joined);
 
   // ---- subcluster_zero.cc (extended L2 entries, §7) ----
   // do_write_zeroes(): a request that does not cover whole subclusters zeroes the subcluster

@@ -38,13 +38,40 @@ bool needs_new_cluster(uint64_t entry) {
 }  // namespace
 
 Task<Result<uint64_t>> Qcow2Node::write_subclusters(uint64_t guest, IoVec data,
-                                                    AsyncMutex::Guard guard) {
+                                                    AsyncMutex::Guard guard,
+                                                    std::vector<JoinedPiece>& joined) {
   const uint64_t scs = subcluster_size();
   const uint64_t cluster = guest - guest % cs_;
-  // Another request is filling or re-linking this cluster: wait for it, then plan again.
   if (FenceRange* found = find_fence(inflight_, cluster, cluster + cs_)) {
+    // Another request is filling or re-linking this cluster. Once its host cluster holds the
+    // final contents of the subclusters it writes (`ready`), a write whose partly written
+    // subclusters are among those goes straight in, counted among its writers, and its
+    // subclusters are linked with the others (block-semantics.md §6 at subcluster
+    // granularity). Otherwise wait for it, then plan again.
     std::shared_ptr<AllocationFence> fence =
         static_cast<AllocationFence*>(found)->shared_from_this();
+    const uint64_t in = guest % cs_;
+    const uint64_t end = std::min(cs_, in + data.size());
+    if (fence->ready && !fence->subcluster_bits.empty() && fence->start <= cluster &&
+        cluster + cs_ <= fence->end) {
+      uint64_t& filled = fence->subcluster_bits[(cluster - fence->start) / cs_];
+      const uint32_t first_sc = static_cast<uint32_t>(in / scs);
+      const uint32_t last_sc = static_cast<uint32_t>((end - 1) / scs);
+      if ((in % scs == 0 || (filled >> first_sc & 1)) &&
+          (end % scs == 0 || (filled >> last_sc & 1))) {
+        filled |= alloc_range(first_sc, last_sc - first_sc + 1);
+        WriterToken token(*fence);
+        const uint64_t host = fence->host + (cluster - fence->start) + in;
+        guard.unlock();
+        co_await file_->debug_event(DebugEvent::kWriteAio);
+        IoVec part = data.slice(0, end - in);
+        Status s = co_await file_->write(host, std::move(part));
+        token.release();
+        if (!s) co_return fail(s.error());
+        joined.push_back(JoinedPiece{std::move(fence), guest, end - in});
+        co_return end - in;
+      }
+    }
     guard.unlock();
     co_await fence->done.wait();
     co_return uint64_t{0};
@@ -175,6 +202,14 @@ Task<Result<uint64_t>> Qcow2Node::write_subclusters(uint64_t guest, IoVec data,
   // zeroes or discards them meanwhile, and readers keep seeing the old mapping.
   auto fence = std::make_shared<AllocationFence>(*loop_, cluster, cluster + count * cs_);
   FenceRegistration registration(inflight_, fence);
+  fence->subcluster_bits.resize(count);
+  for (uint64_t i = 0; i < count; ++i) {
+    const uint64_t c_from = std::max(from, i * cs_) - i * cs_;
+    const uint64_t c_to = std::min(to, (i + 1) * cs_) - i * cs_;
+    // In place, the subclusters that hold data already are final too.
+    fence->subcluster_bits[i] =
+        written_subclusters(c_from, c_to, scs).set | (in_place ? first_bitmap & kAllAllocBits : 0);
+  }
   slice.reset();
   const uint64_t head = in - from;
   const uint64_t tail = to - end;
@@ -228,10 +263,19 @@ Task<Result<uint64_t>> Qcow2Node::write_subclusters(uint64_t guest, IoVec data,
     s = co_await file_->write(host + from, std::move(merged));
   }
   if (!s) co_return fail(s.error());
+  // Others may write into the subclusters that are final now.
+  fence->mark_ready(host);
 
-  // §6: the entries and bitmaps point at the data only once it is written.
+  // §6: the entries and bitmaps point at the data only once it, and every joined write, is
+  // written.
+  co_await fence->wait_for_writers();
   guard = co_await lock_.lock();
   if (Status u = check_usable(); !u) co_return fail(u.error());
+  while (fence->writers) {  // joined while we waited for the lock
+    guard.unlock();
+    co_await fence->wait_for_writers();
+    guard = co_await lock_.lock();
+  }
   Result<L2SliceRef> again = co_await get_l2_slice(guest, ForWrite::kYes);
   if (!again) co_return fail(again.error());
   L2Slice& linked = **again;
@@ -239,10 +283,8 @@ Task<Result<uint64_t>> Qcow2Node::write_subclusters(uint64_t guest, IoVec data,
   for (uint64_t i = 0; i < count; ++i) {
     old[i] = linked.entries[index + i];
     if (!in_place) linked.entries[index + i] = (host + i * cs_) | kCopied;
-    const uint64_t c_from = std::max(from, i * cs_) - i * cs_;
-    const uint64_t c_to = std::min(to, (i + 1) * cs_) - i * cs_;
-    linked.bitmaps[index + i] =
-        written_subclusters(c_from, c_to, scs).apply(linked.bitmaps[index + i]);
+    const uint64_t bits = fence->subcluster_bits[i];
+    linked.bitmaps[index + i] = BitmapChange{bits, bits << 32}.apply(linked.bitmaps[index + i]);
   }
   s = co_await update_l2_entries(linked, index, count);
   if (!s) co_return fail(s.error());
