@@ -83,7 +83,7 @@ class Qcow2Node : public BlockNode {
   // (qemu-img commit's emptying of the top image). As qemu-img 7.2: a v3 image without
   // snapshots, bitmaps, encryption or data file is rebuilt as a fresh one (rebuild_empty);
   // any other has every L2 entry cleared and the clusters freed (not flushed).
-  // Errors: EPERM read-only, ENOTSUP extended L2 in the second case; write errors.
+  // Errors: EPERM read-only; write errors.
   Task<Status> make_empty();
 
   // ---- internal snapshots (qcow2-format.md §8), snapshot_*.cc ----
