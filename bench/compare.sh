@@ -9,7 +9,8 @@
 # `qemu-img compare` against the raw engine's image. Exits 1 on a failed run or check.
 #
 # Usage: bench/compare.sh          (`make bench-compare` builds the release binary first)
-# Environment: RUNS (default 3), WORKLOADS (default "W1 W2 W3 W4 W5 W6"), QUICK=1 (counts / 10,
+# Environment: RUNS (default 3), WORKLOADS (default "W1 W2 W3 W4 W5 W6"; W1X and W4X are W1 and
+#              W4 on images created with -o extended_l2=on, issue 15), QUICK=1 (counts / 10,
 #              for smoke tests), QBLOCK (default build/release/bin/qblock), QEMU_IMG (default
 #              qemu-img), QEMU_AIO (-i for qemu-img, default io_uring like qblock's only
 #              back end), BENCH_DIR (parent of the temporary directory, default /var/tmp;
@@ -48,7 +49,8 @@ fail() { echo "compare.sh: FAILED: $*" >&2; exit 1; }
 [[ -x $qblock ]] || die "$qblock not found; run 'make bench-compare' (or 'make build') first"
 command -v "$qemu_img" >/dev/null || die "$qemu_img not found"
 for w in $workloads; do
-  [[ $w =~ ^W[1-6]$ ]] || die "unknown workload '$w' in WORKLOADS (expected W1 ... W6)"
+  [[ $w =~ ^(W[1-6]|W1X|W4X)$ ]] ||
+    die "unknown workload '$w' in WORKLOADS (expected W1 ... W6, W1X, W4X)"
 done
 [[ -d $bench_dir ]] || die "BENCH_DIR $bench_dir is not a directory"
 case $(stat -f -c %T "$bench_dir") in
@@ -68,10 +70,13 @@ backing=$tmp/backing.raw
 
 # Sets wl_args (bench options without -f/-t/-i and without the file name), wl_size (virtual
 # size of the fresh image), wl_backing (yes/no), wl_write (yes/no), wl_offset (first offset)
-# for workload $1.
+# for workload $1, and wl_create (extra create options).
 workload() {
   local count depth bufsize step="" offset=0
-  wl_size=$image_size wl_backing=no wl_write=yes
+  wl_size=$image_size wl_backing=no wl_write=yes wl_create=()
+  case $1 in
+    W1X | W4X) workload "${1%X}"; wl_create=(-o extended_l2=on); return 0 ;;
+  esac
   case $1 in
     W1) count=50000 depth=16 bufsize=4k step=64k ;;
     W2) count=200000 depth=16 bufsize=4k ;;
@@ -97,6 +102,8 @@ describe() {
     W4) echo "W1's pattern over a 1 GiB raw backing file of data (COW)" ;;
     W5) echo "4 KiB reads of an image filled by W2 (fill untimed)" ;;
     W6) echo "W1 at queue depth 1" ;;
+    W1X) echo "W1 on extended_l2=on images (2 KiB subclusters)" ;;
+    W4X) echo "W4 on extended_l2=on overlays (no COW at all)" ;;
   esac
 }
 
@@ -115,9 +122,9 @@ fresh_image() {  # fresh_image ENGINE PATH
   [[ $wl_backing == yes ]] && back=(-b "$backing" -F raw)
   rm -f "$img"
   case $engine in
-    qemu | prealloc) "$qemu_img" create -q -f qcow2 "${back[@]}" "$img" "$wl_size" ;;
-    qblock) "$qblock" create -q -f qcow2 "${back[@]}" "$img" "$wl_size" ;;
-    baseline) "$qblock_baseline" create -q -f qcow2 "${back[@]}" "$img" "$wl_size" ;;
+    qemu | prealloc) "$qemu_img" create -q -f qcow2 "${wl_create[@]}" "${back[@]}" "$img" "$wl_size" ;;
+    qblock) "$qblock" create -q -f qcow2 "${wl_create[@]}" "${back[@]}" "$img" "$wl_size" ;;
+    baseline) "$qblock_baseline" create -q -f qcow2 "${wl_create[@]}" "${back[@]}" "$img" "$wl_size" ;;
     raw)
       if [[ $wl_backing == yes ]]; then
         cp "$backing" "$img"
@@ -304,7 +311,7 @@ done
 echo
 
 for w in $workloads; do
-  if [[ $w == W4 && ! -e $backing ]]; then make_backing; fi
+  if [[ $w == W4* && ! -e $backing ]]; then make_backing; fi
   workload "$w"
   if [[ $w == W5 ]]; then run_read_workload; else run_write_workload "$w"; fi
   for engine in "${engines[@]}"; do
@@ -362,6 +369,18 @@ for w in $workloads; do
       ;;
     W2 | W3 | W4 | W6)
       target "$w" "<= qemu with preallocate filter" "$q" "$pr" "prealloc"
+      ;;
+    W4X)
+      target W4X "<= qemu on the same extended_l2 image" "$q" "$qe" "qemu extended_l2 $qe s"
+      if [[ -n ${med[W4:qemu]:-} ]]; then
+        target W4X ">= 4x faster than qemu default (W4)" "$q" "$(limit "${med[W4:qemu]}" 0.25)" \
+          "W4 qemu ${med[W4:qemu]} s / 4"
+      fi
+      ;;
+    W1X)
+      if [[ -n ${med[W1:qblock]:-} ]]; then
+        target W1X "no slower than W1" "$q" "${med[W1:qblock]}" "W1 qblock ${med[W1:qblock]} s"
+      fi
       ;;
     W5)
       target W5 "speed >= 0.95x qemu default" "$q" "$(limit "$qe" "$(awk 'BEGIN {print 1 / 0.95}')")" \

@@ -85,6 +85,13 @@ io -c 'write -P 0x09 4k 4k' prealloc-metadata.qcow2
 
 create -o cluster_size=16k,extended_l2=on extended-l2.qcow2 1M
 io -c 'write -P 0x0a 0 8k' extended-l2.qcow2
+# Every subcluster state (qcow2-format.md §7.2): partly written and COW'd subclusters,
+# unallocated ones of an allocated cluster, zero ones with and without a host cluster, a
+# compressed cluster, a shared cluster's copy, over a backing file.
+create -o cluster_size=16k,extended_l2=on -b backing.qcow2 -F qcow2 extended-l2-subclusters.qcow2
+io -c 'write -P 0x0c 1k 3k' -c 'write -z 20k 2k' -c 'write -c -P 0x0d 64k 16k' \
+  -c 'write -z -u 128k 16k' -c 'write -P 0x0e 200k 1k' -c 'write -z 210k 1k' \
+  -c 'discard 240k 16k' extended-l2-subclusters.qcow2
 create -o cluster_size=4k,data_file=external.raw external-data.qcow2 1M
 io -c 'write -P 0x0b 0 8k' external-data.qcow2
 # Encrypted (LUKS): only the header cluster, with its full disk encryption extension; the
@@ -95,7 +102,7 @@ head -c 4096 luks.qcow2 > luks-header.qcow2
 
 seeds=(plain small-clusters c512 backing backing-raw compressed compressed-zstd compressed-io
   snapshots bitmap rc1 rc64 v2 v2-snapshot lazy lazy-dirty prealloc-metadata extended-l2
-  external-data luks-header)
+  extended-l2-subclusters external-data luks-header)
 for name in "${seeds[@]}"; do
   size=$(stat -c %s "$name.qcow2")
   if ((size > 1 << 20)); then

@@ -8,6 +8,8 @@
 # Environment: QBLOCK (path of the qblock binary); SNAPSHOT=1: QEMU first fills half the
 # image and takes an internal snapshot, so the sequence writes over shared clusters (§3.6
 # COW); at the end both images are reverted and must read as they did at the snapshot.
+# EXTENDED_L2=1: the images have extended L2 entries (qcow2-format.md §7); then the other
+# direction is checked too: qblock checks QEMU's image and compares it with its own.
 set -euo pipefail
 seed=$1 ops=$2 cluster=$3 compat=$4 refbits=$5 backing=$6
 QBLOCK=${QBLOCK:?set QBLOCK to the qblock binary}
@@ -17,6 +19,7 @@ trap '[[ -n ${KEEP:-} ]] || rm -rf "$dir"' EXIT
 img=$dir/test.qcow2 ref=$dir/ref.raw
 
 opts="cluster_size=$cluster,compat=$compat,refcount_bits=$refbits"
+[[ -n ${EXTENDED_L2:-} ]] && opts+=",extended_l2=on"
 if [[ $backing != none ]]; then
   # The backing file holds a pattern everywhere; the reference starts as its copy.
   base=$dir/base.$backing
@@ -92,6 +95,11 @@ fi
 printf '%s\n' "${cmds[@]}" | qemu-io -f qcow2 "$dir/qemu.qcow2" >/dev/null 2>&1
 sync "$dir/qemu.qcow2"
 qemu-img compare "$img" "$dir/qemu.qcow2" >"$dir/cmp" || { echo "vs QEMU's image:"; cat "$dir/cmp"; exit 1; }
+if [[ -n ${EXTENDED_L2:-} ]]; then
+  # QEMU's subclusters as qblock reads them.
+  "$QBLOCK" check -q "$dir/qemu.qcow2" || { echo "qblock check of QEMU's image failed"; exit 1; }
+  "$QBLOCK" compare "$dir/qemu.qcow2" "$img" >"$dir/cmp" || { echo "qblock: vs QEMU's image:"; cat "$dir/cmp"; exit 1; }
+fi
 # Without discards, a raw file written by the same sequence is the reference too.
 # (A loop, not `printf | grep -q`: with pipefail, grep's early exit makes printf die of
 # SIGPIPE on long lists, and the test would compare against a wrong reference.)
@@ -110,4 +118,4 @@ if [[ -n ${SNAPSHOT:-} ]]; then
   qemu-img check -q "$img"
   qemu-img compare "$img" "$dir/at-snapshot.qcow2" >"$dir/cmp" || { echo "after revert:"; cat "$dir/cmp"; exit 1; }
 fi
-echo "ok ${SNAPSHOT:+snapshot }seed=$seed ops=$ops cluster=$cluster compat=$compat refcount_bits=$refbits backing=$backing"
+echo "ok ${SNAPSHOT:+snapshot }${EXTENDED_L2:+extended_l2 }seed=$seed ops=$ops cluster=$cluster compat=$compat refcount_bits=$refbits backing=$backing"

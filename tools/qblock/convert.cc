@@ -896,8 +896,16 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
   const bool zero_init = fresh_zeros || args.target_is_zero;
   // Zero detection granularity: whole target clusters for qcow2, else the sparse size.
   uint64_t align = std::max<uint64_t>(512, pow2_floor(args.sparse ? args.sparse : 512));
-  const uint64_t cluster = target->root().info().cluster_size;
-  if (target->root().driver_name() == "qcow2" && cluster > align) align = cluster;
+  const NodeInfo target_info = target->root().info();
+  const uint64_t cluster = target_info.cluster_size;
+  // With extended L2 entries (qcow2-format.md §7) a zero run left unwritten stays an
+  // unallocated subcluster, as after qemu-img's 4 KiB zero detection: subcluster units.
+  const bool extended_l2 =
+      std::find(target_info.format_specific.begin(), target_info.format_specific.end(),
+                std::pair<std::string, std::string>{"extended l2", "true"}) !=
+      target_info.format_specific.end();
+  const uint64_t unit = extended_l2 ? cluster / 32 : cluster;
+  if (target->root().driver_name() == "qcow2" && unit > align) align = unit;
 
   const uint64_t compress_cluster = args.compress ? cluster : 0;
   Converter converter(loop, args, sources, *target, zero_init, target_has_backing, align,

@@ -189,7 +189,8 @@ int run_map(int argc, char** argv) {
     const uint64_t offset = cur.start + cur.length;
     Result<MapEntry> next = run_sync(**loop, map_extent_task(backend.get(), offset, end - offset));
     if (!next) {
-      img_error(next.error().message());
+      // As qemu-img 7.2: any failure of the walk is reported with the errno alone.
+      img_error("Could not read file metadata: " + next.error().errno_text());
       status = 1;
       break;
     }

@@ -41,7 +41,12 @@ struct AllocationFence : FenceRange, std::enable_shared_from_this<AllocationFenc
   bool finished = false;  // linked, or given up (then `linked` stays false)
   bool linked = false;
   unsigned writers = 0;  // other writes into the clusters still running
-  WaitQueue done;        // woken when ready and when finished
+  // Extended L2 entries (subcluster_write.cc), one word per cluster of the fence: the alloc
+  // bits of the subclusters whose contents are final once `ready` (the allocating write's,
+  // the old cluster's data, joined writers'); the link makes them all allocated. Empty for
+  // standard clusters.
+  std::vector<uint64_t> subcluster_bits;
+  WaitQueue done;  // woken when ready and when finished
   WaitQueue writers_done;
 
   // Publishes the clusters' host offset: their contents are final, others may write in.

@@ -59,9 +59,9 @@ Task<Status> Qcow2Node::make_empty() {
       3 + l1_clusters <= cs_ * 8 / header_.refcount_bits()) {
     co_return co_await rebuild_empty(l1_clusters);
   }
-  if (header_.extended_l2()) co_return fail(Error::unsupported());
   // Unlike a guest discard (zero clusters on v3), every entry becomes 0: unallocated, so the
-  // backing file shows through (§3.3). The clusters are freed once the entries are stable.
+  // backing file shows through (§3.3; with extended L2 entries the bitmap too, §7). The
+  // clusters are freed once the entries are stable.
   for (uint64_t pos = 0; pos < end;) {
     const uint64_t first = index_in_slice(pos);
     const uint64_t count = std::min(l2_cache_.slice_entries() - first, (end - pos + cs_ - 1) / cs_);
@@ -75,9 +75,11 @@ Task<Status> Qcow2Node::make_empty() {
     bool changed = false;
     for (uint64_t i = 0; i < count; ++i) {
       uint64_t& e = (*slice)->entries[first + i];
-      if (e == 0) continue;
+      std::vector<uint64_t>& bitmaps = (*slice)->bitmaps;
+      if (e == 0 && (bitmaps.empty() || bitmaps[first + i] == 0)) continue;
       if (entry_references_host(e)) to_free.push_back(e);
       e = 0;
+      if (!bitmaps.empty()) bitmaps[first + i] = 0;
       changed = true;
     }
     if (changed) {

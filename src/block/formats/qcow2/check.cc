@@ -18,6 +18,7 @@
 #include "block/formats/qcow2/l2_entry.h"
 #include "block/formats/qcow2/refcount.h"
 #include "block/formats/qcow2/snapshot.h"
+#include "block/formats/qcow2/subcluster.h"
 
 namespace qblock::qcow2 {
 
@@ -178,10 +179,14 @@ void Checker::count(uint64_t offset, uint64_t size) {
 Task<void> Checker::count_l2(uint64_t l2_offset, bool active) {
   // Fragmentation is judged within one L2 table (observed with qemu-img 7.2).
   have_previous_data_ = false;
-  const uint64_t entries = entries_in_file(l2_offset, cs_ / 8);
+  // §7.1: with extended L2 entries every entry is followed by its subcluster bitmap.
+  const bool extended = t_.header.extended_l2();
+  const uint64_t stride = extended ? 2 : 1;
+  const uint64_t words = entries_in_file(l2_offset, cs_ / 8);
+  const uint64_t entries = words / stride;
   if (entries == 0) co_return;
   std::vector<uint8_t>& raw = l2_buf_;
-  raw.resize(entries * 8);
+  raw.resize(words * 8);
   Status s = co_await read_at(l2_offset, raw.data(), raw.size());
   if (!s) {
     diag("ERROR: I/O error in check_refcounts_l2");
@@ -189,8 +194,17 @@ Task<void> Checker::count_l2(uint64_t l2_offset, bool active) {
     co_return;
   }
   for (uint64_t i = 0; i < entries; ++i) {
-    uint64_t entry = load_be64(&raw[i * 8]);
+    uint64_t entry = load_be64(&raw[i * 8 * stride]);
+    const uint64_t bitmap = extended ? load_be64(&raw[i * 16 + 8]) : 0;
     if (entry & kCompressedFlag) {
+      if (bitmap) {
+        diag(
+            "ERROR compressed cluster {} with non-zero subcluster allocation bitmap, "
+            "entry={:#x}",
+            i, entry);
+        ++res_.corruptions;
+        continue;
+      }
       if (entry & kCopied) {
         diag("ERROR: coffset={:#x}: copied flag must never be set for compressed clusters",
              decode_compressed(entry & ~kCopied, bits_).host);
@@ -212,8 +226,17 @@ Task<void> Checker::count_l2(uint64_t l2_offset, bool active) {
       ++res_.corruptions;
     }
     const uint64_t offset = entry & kOffsetMask;
+    if (extended && offset == 0 && (bitmap & kAllAllocBits)) {
+      diag("ERROR: Unallocated cluster has non-zero subcluster allocation map");
+      ++res_.corruptions;
+    }
     if (offset == 0) continue;  // unallocated or a plain zero cluster
-    const bool zero_alloc = entry & kZeroFlag;
+    if (extended && ((bitmap >> 32) & bitmap)) {
+      diag("ERROR offset={:x}: Allocated cluster has corrupted subcluster allocation bitmap",
+           offset);
+      ++res_.corruptions;
+    }
+    const bool zero_alloc = !extended && (entry & kZeroFlag);
     if (offset % cs_) {
       if (zero_alloc && (fix_ & kFixErrors)) {
         diag(

@@ -141,10 +141,13 @@ Task<void> Checker::check_copied_flags() {
         ++res_.corruptions;
       }
     }
-    const uint64_t l2_entries = entries_in_file(l2_offset, cs_ / 8);
+    // §7.1: extended L2 entries are pairs of words, the entry first.
+    const uint64_t stride = t_.header.extended_l2() ? 2 : 1;
+    const uint64_t l2_words = entries_in_file(l2_offset, cs_ / 8);
+    const uint64_t l2_entries = l2_words / stride;
     if (l2_entries == 0) continue;
     std::vector<uint8_t>& l2 = l2_buf_;
-    l2.resize(l2_entries * 8);
+    l2.resize(l2_words * 8);
     s = co_await read_at(l2_offset, l2.data(), l2.size());
     if (!s) {
       diag("ERROR: Could not read L2 table: {}", s.error().errno_text());
@@ -153,7 +156,7 @@ Task<void> Checker::check_copied_flags() {
     }
     bool l2_dirty = false;
     for (uint64_t j = 0; j < l2_entries; ++j) {
-      uint64_t entry = load_be64(&l2[j * 8]);
+      uint64_t entry = load_be64(&l2[j * 8 * stride]);
       if ((entry & kCompressedFlag) || (entry & kOffsetMask) == 0) continue;
       Result<uint64_t> data_rc = co_await stored((entry & kOffsetMask) >> bits_);
       if (!data_rc) continue;
@@ -162,7 +165,7 @@ Task<void> Checker::check_copied_flags() {
              repair ? "Repairing" : "ERROR", entry, *data_rc);
         if (repair) {
           entry = *data_rc == 1 ? (entry | kCopied) : (entry & ~kCopied);
-          store_be64(&l2[j * 8], entry);
+          store_be64(&l2[j * 8 * stride], entry);
           l2_dirty = true;
           ++res_.corruptions_fixed;
         } else {

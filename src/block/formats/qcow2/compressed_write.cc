@@ -194,6 +194,8 @@ Task<Status> Qcow2Node::write_compressed_run(uint64_t base,
     const uint64_t index = index_in_slice(guest);
     (*linked)->entries[index] =
         encode_compressed(hosts[i - first], packed[i].size(), header_.cluster_bits);
+    // §7.1: a compressed cluster's subcluster bitmap is 0 (zero bits included).
+    if (!(*linked)->bitmaps.empty()) (*linked)->bitmaps[index] = 0;
     s = co_await update_l2_entries(**linked, index, 1);
     if (!s) co_return s;
   }

@@ -6,9 +6,25 @@
 
 namespace qblock::qcow2 {
 
-L2Cache::L2Cache(BlockNode& file, uint64_t cluster_size, uint64_t slice_bytes, std::size_t capacity)
-    : file_(file), cluster_size_(cluster_size), slice_bytes_(slice_bytes), slices_(capacity) {
+L2Cache::L2Cache(BlockNode& file, uint64_t cluster_size, uint64_t slice_bytes, std::size_t capacity,
+                 uint64_t entry_bytes)
+    : file_(file),
+      cluster_size_(cluster_size),
+      slice_bytes_(slice_bytes),
+      entry_bytes_(entry_bytes),
+      slices_(capacity) {
   CHECK(slice_bytes_ >= 512 && cluster_size_ % slice_bytes_ == 0);
+  CHECK(entry_bytes_ == 8 || entry_bytes_ == 16);
+}
+
+void L2Cache::decode(L2Slice& slice, const uint64_t* words, uint64_t count) const {
+  const uint64_t stride = entry_bytes_ / 8;
+  slice.entries.resize(count / stride);
+  if (stride == 2) slice.bitmaps.resize(count / 2);
+  for (uint64_t i = 0; i < count / stride; ++i) {
+    slice.entries[i] = words[i * stride];
+    if (stride == 2) slice.bitmaps[i] = words[i * 2 + 1];
+  }
 }
 
 Task<Result<L2SliceRef>> L2Cache::get(uint64_t table_offset, uint64_t slice_index) {
@@ -27,8 +43,9 @@ Task<Result<L2SliceRef>> L2Cache::get(uint64_t table_offset, uint64_t slice_inde
   slice->offset = offset;
   slice->table_offset = table_offset;
   slice->first_index = slice_index * slice_entries();
-  slice->entries.resize(slice_entries());
-  for (uint64_t i = 0; i < slice->entries.size(); ++i) slice->entries[i] = load_be64(&raw[i * 8]);
+  std::vector<uint64_t> words(slice_bytes_ / 8);
+  for (uint64_t i = 0; i < words.size(); ++i) words[i] = load_be64(&raw[i * 8]);
+  decode(*slice, words.data(), words.size());
   slices_.insert(offset, slice);
   co_return slice;
 }
@@ -50,10 +67,13 @@ Task<Result<std::vector<uint64_t>>> L2Cache::read_table(uint64_t table_offset) {
   std::vector<uint64_t> table(entries);
   for (uint64_t i = 0; i < entries; ++i) table[i] = load_be64(&raw[i * 8]);
   // Cached slices win: they may hold changes the file does not have yet.
+  const uint64_t stride = entry_bytes_ / 8;
   slices_.for_each([&](uint64_t, const L2SliceRef& slice) {
     if (slice->table_offset != table_offset) return;
-    std::copy(slice->entries.begin(), slice->entries.end(),
-              table.begin() + static_cast<std::ptrdiff_t>(slice->first_index));
+    for (uint64_t i = 0; i < slice->entries.size(); ++i) {
+      table[(slice->first_index + i) * stride] = slice->entries[i];
+      if (stride == 2) table[(slice->first_index + i) * 2 + 1] = slice->bitmaps[i];
+    }
   });
   co_return table;
 }
@@ -75,7 +95,11 @@ std::vector<L2SliceRef> L2Cache::dirty_slices() const {
 Task<Status> L2Cache::write_back(L2Slice& slice) {
   co_await file_.debug_event(DebugEvent::kL2Update);
   std::vector<uint8_t> raw(slice_bytes_);
-  for (uint64_t i = 0; i < slice.entries.size(); ++i) store_be64(&raw[i * 8], slice.entries[i]);
+  const uint64_t stride = entry_bytes_ / 8;
+  for (uint64_t i = 0; i < slice.entries.size(); ++i) {
+    store_be64(&raw[i * 8 * stride], slice.entries[i]);
+    if (stride == 2) store_be64(&raw[i * 16 + 8], slice.bitmaps[i]);
+  }
   // Cleared first: a change made while the write is in flight marks it dirty again.
   slice.dirty = false;
   Status s = co_await file_.write(slice.offset, IoVec(raw.data(), raw.size()));

@@ -21,6 +21,9 @@ struct L2Slice {
   uint64_t table_offset = 0;  // host offset of the L2 table it belongs to
   uint64_t first_index = 0;   // index of entries[0] within the table
   std::vector<uint64_t> entries;
+  // With extended L2 entries (qcow2-format.md §7.1), the subcluster bitmap of each entry
+  // (bitmaps[i] belongs to entries[i]); empty otherwise.
+  std::vector<uint64_t> bitmaps;
   bool dirty = false;  // entries changed in memory, not yet written back
 };
 using L2SliceRef = std::shared_ptr<L2Slice>;
@@ -28,11 +31,14 @@ using L2SliceRef = std::shared_ptr<L2Slice>;
 class L2Cache {
  public:
   // REQUIRES: `file` and `refcounts` outlive the cache; slice_bytes divides cluster_size and
-  // is a power of two >= 512; capacity >= 1 slice.
-  L2Cache(BlockNode& file, uint64_t cluster_size, uint64_t slice_bytes, std::size_t capacity);
+  // is a power of two >= 512; capacity >= 1 slice. `entry_bytes` is 8, or 16 for extended L2
+  // entries (each slice then carries the subcluster bitmaps beside the entries).
+  L2Cache(BlockNode& file, uint64_t cluster_size, uint64_t slice_bytes, std::size_t capacity,
+          uint64_t entry_bytes = 8);
 
   uint64_t slice_bytes() const { return slice_bytes_; }
-  uint64_t slice_entries() const { return slice_bytes_ / 8; }
+  uint64_t slice_entries() const { return slice_bytes_ / entry_bytes_; }
+  bool extended() const { return entry_bytes_ == 16; }
   std::size_t capacity() const { return slices_.capacity(); }
   std::size_t size() const { return slices_.size(); }
   void set_refcounts(Refcounts* refcounts) { refcounts_ = refcounts; }
@@ -42,9 +48,13 @@ class L2Cache {
   Task<Result<L2SliceRef>> get(uint64_t table_offset, uint64_t slice_index);
   // Adds a slice whose contents are already on disk (a freshly written table), making room.
   Task<Status> insert(L2SliceRef slice);
-  // The whole table at `table_offset`: cached slices (with their unwritten changes) over what
+  // The whole table at `table_offset` as 64-bit words in file order (with extended L2 entries
+  // each entry followed by its bitmap): cached slices (with their unwritten changes) over what
   // the file holds. For copying a table (§3.6); touches no cache state.
   Task<Result<std::vector<uint64_t>>> read_table(uint64_t table_offset);
+  // A slice of `words` (file order, as read_table returns) decoded into entries and bitmaps.
+  void decode(L2Slice& slice, const uint64_t* words, uint64_t count) const;
+
   // Forgets every cached slice of the table at `table_offset` (freed or replaced), dirty or
   // not. REQUIRES: nobody holds one of them across a suspension.
   void drop_table(uint64_t table_offset);
@@ -66,6 +76,7 @@ class L2Cache {
   Refcounts* refcounts_ = nullptr;
   const uint64_t cluster_size_;
   const uint64_t slice_bytes_;
+  const uint64_t entry_bytes_;
   LruCache<L2Slice> slices_;  // by slice host offset
 };
 

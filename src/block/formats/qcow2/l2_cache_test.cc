@@ -61,11 +61,13 @@ class Qcow2CacheTest : public LoopTest {
  protected:
   // A fresh image of `size` bytes with `cluster_size` clusters on a recording memory node,
   // opened with the extra qcow2 options `options` (JSON members, each followed by a comma).
-  NodePtr open_fresh(uint64_t size, uint64_t cluster_size, const std::string& options) {
+  NodePtr open_fresh(uint64_t size, uint64_t cluster_size, const std::string& options,
+                     bool extended_l2 = false) {
     Qcow2CreateOptions opts;
     opts.filename = dir_.file("t.qcow2");
     opts.size = size;
     opts.cluster_size = cluster_size;
+    opts.extended_l2 = extended_l2;
     Status s = run_sync(*loop_, create_qcow2(*loop_, opts));
     EXPECT_TRUE(s) << s.error().message();
     return open(R"({"driver":"qcow2",)" + options +
@@ -127,6 +129,32 @@ TEST_F(Qcow2CacheTest, CacheSmallerThanTheDiskLoadsFourKibSlices) {
   std::vector<uint64_t> reads = read_sizes(file);
   EXPECT_EQ(std::count(reads.begin(), reads.end(), 4096u), 8) << "4 slice loads + 4 data reads";
   EXPECT_EQ(std::count(reads.begin(), reads.end(), 65536u), 0) << "no whole-table load";
+  close(*node);
+}
+
+// Extended L2 entries (qcow2-format.md §7): 16-byte entries in 4 KiB slices of two-slice
+// cache; the subcluster bitmaps travel with the entries through eviction and reopen.
+TEST_F(Qcow2CacheTest, ExtendedEntriesKeepTheirBitmapsThroughEviction) {
+  NodePtr node = open_fresh(1ULL << 30, 65536, R"("l2-cache-size":"8k",)", true);
+  const uint64_t slice_span = 256ULL * 65536;  // 4 KiB of 16-byte entries
+  for (uint64_t t = 0; t < 4; ++t) {
+    write_pattern(*node, t * slice_span + 4096, static_cast<uint8_t>(t + 1));
+  }
+  close(*node);
+  const std::vector<uint8_t>& disk = file_of(*node).data();
+  uint64_t l1_offset = 0;
+  for (int i = 0; i < 8; ++i) l1_offset = l1_offset << 8 | disk[40 + i];
+  uint64_t words[2] = {0, 0};  // L1 entry 0, then the first entry's bitmap
+  for (int i = 0; i < 8; ++i) words[0] = words[0] << 8 | disk[l1_offset + i];
+  const uint64_t table = words[0] & kOffsetMask;
+  for (int i = 0; i < 8; ++i) words[1] = words[1] << 8 | disk[table + 8 + i];
+  EXPECT_EQ(words[1], 0xcu) << "subclusters 2 and 3 allocated, nothing else";
+  save(file_of(*node), dir_.file("t.qcow2"));
+  node = reopen(R"("l2-cache-size":"8k",)");
+  for (uint64_t t = 0; t < 4; ++t) {
+    expect_pattern(*node, t * slice_span + 4096, static_cast<uint8_t>(t + 1));
+    expect_pattern(*node, t * slice_span + 8192, 0);
+  }
   close(*node);
 }
 

@@ -82,14 +82,15 @@ Task<Status> Qcow2Node::allocate_l2_table(uint64_t l1i) {
   // §17 R1: the table's refcount is on disk before anything points at it.
   Status s = co_await refcounts_->write_dirty();
   if (!s) co_return s;
-  std::vector<uint64_t> entries(l2_entries_, 0);
+  // The table's 64-bit words in file order (§7.1: entry and bitmap pairs with extended L2).
+  std::vector<uint64_t> words(cs_ / 8, 0);
   if (old_offset) {
     Result<std::vector<uint64_t>> old = co_await l2_cache_.read_table(old_offset);
     if (!old) co_return fail(old.error());
-    entries = std::move(*old);
+    words = std::move(*old);
   }
   std::vector<uint8_t> raw(cs_);
-  for (uint64_t i = 0; i < l2_entries_; ++i) store_be64(&raw[i * 8], entries[i]);
+  for (uint64_t i = 0; i < words.size(); ++i) store_be64(&raw[i * 8], words[i]);
   // §17 R2: the whole table is on disk before the L1 entry.
   s = co_await file_->write(*where, IoVec(raw.data(), cs_));
   if (!s) co_return s;
@@ -110,7 +111,7 @@ Task<Status> Qcow2Node::allocate_l2_table(uint64_t l1i) {
   if (l2_cache_.slice_entries() == l2_entries_) {
     auto slice = std::make_shared<L2Slice>();
     slice->offset = slice->table_offset = *where;
-    slice->entries = std::move(entries);
+    l2_cache_.decode(*slice, words.data(), words.size());
     co_return co_await l2_cache_.insert(std::move(slice));
   }
   co_return ok();
@@ -130,8 +131,9 @@ Task<Status> Qcow2Node::write_l1_entry(uint64_t l1i) {
 Task<Status> Qcow2Node::update_l2_entries(L2Slice& slice, uint64_t first, uint64_t count) {
   // The slice will be written where its table is: refuse now if that place is not its own.
   const uint64_t table_first = slice.first_index + first;
-  const uint64_t begin = table_first * 8 / 512 * 512;
-  const uint64_t end = std::min(cs_, ((table_first + count) * 8 + 511) / 512 * 512);
+  const uint64_t entry_bytes = header_.extended_l2() ? 16 : 8;
+  const uint64_t begin = table_first * entry_bytes / 512 * 512;
+  const uint64_t end = std::min(cs_, ((table_first + count) * entry_bytes + 511) / 512 * 512);
   Status s =
       co_await guard_existing(slice.table_offset + begin, end - begin, slice.table_offset, nullptr);
   if (!s) co_return s;

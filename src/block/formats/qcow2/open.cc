@@ -24,7 +24,7 @@ namespace {
 
 // Incompatible features this driver implements (§2.3).
 constexpr uint64_t kSupportedIncompatible =
-    kIncompatDirty | kIncompatCorrupt | kIncompatCompression;
+    kIncompatDirty | kIncompatCorrupt | kIncompatCompression | kIncompatExtendedL2;
 
 // QEMU 7.2's defaults on Linux and its lower bounds (in cache entries).
 constexpr uint64_t kDefaultL2CacheMaxBytes = 32ULL << 20;
@@ -74,7 +74,8 @@ Result<CacheSettings> cache_settings(const CacheOptions& o, const Header& h) {
   const uint64_t cs = h.cluster_size();
   const uint64_t min_refcount_bytes = kMinRefcountCacheClusters * cs;
   const uint64_t disk_clusters = (h.size + cs - 1) / cs;
-  const uint64_t max_l2_bytes = (disk_clusters * 8 + cs - 1) / cs * cs;
+  const uint64_t entry_bytes = h.extended_l2() ? 16 : 8;  // §7.1
+  const uint64_t max_l2_bytes = (disk_clusters * entry_bytes + cs - 1) / cs * cs;
   CacheSettings c;
   c.l2_entry_bytes = o.l2_cache_entry_size.value_or(cs);
   c.l2_cache_bytes = std::min(max_l2_bytes, o.l2_cache_size.value_or(kDefaultL2CacheMaxBytes));

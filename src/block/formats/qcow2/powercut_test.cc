@@ -48,13 +48,14 @@ Task<void> issue(BlockNode& node, Request* r) {
   r->done = static_cast<bool>(s);
 }
 
-// One instance: its name, the image's cluster size, how many seeds, and extra qcow2 options
-// (JSON members) such as cache sizes.
+// One instance: its name, the image's cluster size, how many seeds, extra qcow2 options
+// (JSON members) such as cache sizes, and whether the image has extended L2 entries.
 struct PowerCutCase {
   const char* name;
   uint64_t cluster_size;
   int seeds;
   const char* options;
+  bool extended_l2 = false;
 };
 
 // gtest (and so ctest's test list) shows an instance by its name, not by its bytes.
@@ -186,11 +187,12 @@ class Qcow2PowerCutTest : public LoopTest, public ::testing::WithParamInterface<
 };
 
 TEST_P(Qcow2PowerCutTest, CrashAtRandomPointKeepsImageConsistentAndFlushedDataIntact) {
-  const auto [name, cluster_size, seeds, options] = GetParam();
+  const auto [name, cluster_size, seeds, options, extended_l2] = GetParam();
   Qcow2CreateOptions opts;
   opts.filename = dir_.file("base.qcow2");
   opts.size = kGuestSize;
   opts.cluster_size = cluster_size;
+  opts.extended_l2 = extended_l2;
   ASSERT_OK(run_sync(*loop_, create_qcow2(*loop_, opts)));
   int failures = 0;
   for (int seed = 0; seed < seeds; ++seed) {
@@ -206,14 +208,19 @@ TEST_P(Qcow2PowerCutTest, CrashAtRandomPointKeepsImageConsistentAndFlushedDataIn
 // 2 x 250 = 500 seeded workloads with the default caches, and 210 with small caches: two of
 // the four L2 tables of a 4 KiB-cluster image, and four of the 256 L2 tables and four of the
 // 64 refcount blocks of a 512-byte-cluster image. Dirty tables and blocks are then written
-// back on eviction, in §17's order, in the middle of allocations.
+// back on eviction, in §17's order, in the middle of allocations. Extended L2 entries
+// (qcow2-format.md §7): 150 workloads with zero COW on, and 100 with 16 KiB clusters and a
+// one-slice L2 cache (subcluster bitmaps written back on eviction).
 INSTANTIATE_TEST_SUITE_P(
     ClusterSizes, Qcow2PowerCutTest,
     ::testing::Values(PowerCutCase{"cluster64k", 65536, 250, ""},
                       PowerCutCase{"cluster4k", 4096, 250, ""},
                       PowerCutCase{"cluster4k_l2cache8k", 4096, 150, R"("l2-cache-size":"8k",)"},
                       PowerCutCase{"cluster512_smallcaches", 512, 60,
-                                   R"("l2-cache-size":"2k","refcount-cache-size":"2k",)"}),
+                                   R"("l2-cache-size":"2k","refcount-cache-size":"2k",)"},
+                      PowerCutCase{"extended_l2_64k", 65536, 150, R"("zero-cow":"on",)", true},
+                      PowerCutCase{"extended_l2_16k_l2cache4k", 16384, 100,
+                                   R"("l2-cache-size":"4k",)", true}),
     [](const ::testing::TestParamInfo<PowerCutCase>& info) {
       return std::string(info.param.name);
     });

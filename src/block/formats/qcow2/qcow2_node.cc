@@ -9,9 +9,10 @@ Qcow2Node::Qcow2Node(EventLoop& loop, NodePtr file, Header header, const CacheSe
       compressed_turns_(loop),
       header_(std::move(header)),
       cs_(header_.cluster_size()),
-      l2_entries_(cs_ / 8),
+      l2_entries_(cs_ / (header_.extended_l2() ? 16 : 8)),
       refcount_cache_blocks_(cache.refcount_cache_bytes / cs_),
-      l2_cache_(*file, cs_, cache.l2_entry_bytes, cache.l2_cache_bytes / cache.l2_entry_bytes),
+      l2_cache_(*file, cs_, cache.l2_entry_bytes, cache.l2_cache_bytes / cache.l2_entry_bytes,
+                header_.extended_l2() ? 16 : 8),
       clean_interval_(std::chrono::seconds(cache.clean_interval_seconds)) {
   flags_ = file->open_flags();
   pass_discard_request_ = flags_.discard == DiscardMode::kUnmap;
@@ -22,7 +23,9 @@ Qcow2Node::Qcow2Node(EventLoop& loop, NodePtr file, Header header, const CacheSe
   if (header_.version >= 3) {
     supported_zero_flags_ = RequestFlag::kMayUnmap | RequestFlag::kNoFallback;
   }
-  limits_.pwrite_zeroes_alignment = static_cast<uint32_t>(cs_);
+  // §7: with extended L2 entries a subcluster can be zeroed on its own.
+  limits_.pwrite_zeroes_alignment =
+      static_cast<uint32_t>(header_.extended_l2() ? cs_ / kSubclusters : cs_);
   supported_write_flags_ |= RequestFlag::kWriteCompressed;
 }
 

@@ -27,6 +27,7 @@
 #include "block/formats/qcow2/l2_entry.h"
 #include "block/formats/qcow2/refcount.h"
 #include "block/formats/qcow2/snapshot.h"
+#include "block/formats/qcow2/subcluster.h"
 #include "block/formats/qcow2/write_plan.h"
 #include "qblock/image.h"
 #include "runtime/sync.h"
@@ -83,7 +84,7 @@ class Qcow2Node : public BlockNode {
   // (qemu-img commit's emptying of the top image). As qemu-img 7.2: a v3 image without
   // snapshots, bitmaps, encryption or data file is rebuilt as a fresh one (rebuild_empty);
   // any other has every L2 entry cleared and the clusters freed (not flushed).
-  // Errors: EPERM read-only, ENOTSUP extended L2 in the second case; write errors.
+  // Errors: EPERM read-only; write errors.
   Task<Status> make_empty();
 
   // ---- internal snapshots (qcow2-format.md §8), snapshot_*.cc ----
@@ -308,7 +309,13 @@ class Qcow2Node : public BlockNode {
   // ---- read_path.cc ----
   // How the cluster at `guest` is mapped and how many following bytes (at most `bytes`)
   // share that treatment (RunRule::kSameMapping). REQUIRES: lock_ held.
+  // With extended L2 entries (§7) the run is one of subclusters of the same type, and a
+  // subcluster that is not allocated in an allocated cluster maps as kUnallocated with the
+  // entry's host offset (QEMU's UNALLOCATED_ALLOC).
   Task<Result<Mapping>> map(uint64_t guest, uint64_t bytes);
+  // map() for images with extended L2 entries, from the loaded `slice`.
+  Task<Result<Mapping>> map_subclusters(const L2Slice& slice, uint64_t guest, uint64_t bytes);
+  uint64_t subcluster_size() const { return cs_ / kSubclusters; }
   Task<Status> read_mapping(uint64_t guest, IoVec qiov, const Mapping& m);
   // One compressed cluster (or part of one) of a request: where it goes and its L2 entry.
   struct CompressedPiece {
@@ -344,6 +351,29 @@ class Qcow2Node : public BlockNode {
   // Links the allocation: new L2 entries for `granted` clusters at `host`, old ones freed.
   Task<Status> link_allocation(const Allocate& step, uint64_t granted, uint64_t host,
                                AllocationFence& fence);
+  // ---- subcluster_write.cc ----
+  // write_step() for images with extended L2 entries (§7): writes a prefix of the request
+  // inside one cluster (or over following clusters that already hold data there) and returns
+  // the bytes written (0 after a wait). A write into a cluster another request is linking
+  // goes straight into its host cluster when its partly written subclusters are final
+  // there; the piece is appended to `joined`. REQUIRES: lock_ held through `guard`; returns
+  // with it released.
+  Task<Result<uint64_t>> write_subclusters(uint64_t guest, IoVec data, AsyncMutex::Guard guard,
+                                           std::vector<JoinedPiece>& joined);
+
+  // ---- subcluster_zero.cc (extended L2 entries, §7) ----
+  // do_write_zeroes(): a request that does not cover whole subclusters zeroes the subcluster
+  // if the rest of it reads as zeros already (ENOTSUP otherwise: the caller writes zeros).
+  Task<Status> write_zeroes_subclusters(uint64_t offset, uint64_t bytes, RequestFlags flags);
+  // Makes [start, end) read as zeros through the bitmaps: zero bits for subclusters of
+  // partly covered clusters, whole clusters as zero_clusters() does. REQUIRES: lock_ held,
+  // start subcluster-aligned, end subcluster-aligned or the image's end. ENOTSUP for part of
+  // a compressed cluster.
+  Task<Status> zeroize_subclusters(uint64_t start, uint64_t end, RequestFlags flags);
+  // True if [guest, guest + bytes) reads as zeros, asking the backing chain for metadata only
+  // (QEMU's is_zero). REQUIRES: lock_ held.
+  Task<Result<bool>> range_reads_zero(uint64_t guest, uint64_t bytes);
+
   // Waits (releasing and retaking `guard`) until no allocation overlaps [start, end).
   Task<void> wait_inflight(uint64_t start, uint64_t end, AsyncMutex::Guard& guard);
 

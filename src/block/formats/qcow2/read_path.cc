@@ -18,6 +18,7 @@ Task<Result<Qcow2Node::Mapping>> Qcow2Node::map(uint64_t guest, uint64_t bytes) 
     co_return Mapping{ClusterType::kUnallocated, 0, std::min(bytes, table_end - guest)};
   }
   const L2Slice& s = **slice;
+  if (header_.extended_l2()) co_return co_await map_subclusters(s, guest, bytes);
   const uint64_t index = index_in_slice(guest);
   const uint64_t entry = s.entries[index];
   const ClusterType type = cluster_type(entry);
@@ -29,6 +30,48 @@ Task<Result<Qcow2Node::Mapping>> Qcow2Node::map(uint64_t guest, uint64_t bytes) 
   }
   const ClusterRun run = scan_run(view(s, guest), guest, bytes, RunRule::kSameMapping, inflight_);
   co_return Mapping{type, entry, run.bytes};
+}
+
+Task<Result<Qcow2Node::Mapping>> Qcow2Node::map_subclusters(const L2Slice& s, uint64_t guest,
+                                                            uint64_t bytes) {
+  const uint64_t sc_size = subcluster_size();
+  const uint64_t first = index_in_slice(guest);
+  const uint64_t entry = s.entries[first];
+  const uint64_t bitmap = s.bitmaps[first];
+  const uint32_t sc = static_cast<uint32_t>(guest % cs_ / sc_size);
+  const SubclusterType type = subcluster_type(entry, bitmap, sc);
+  if (type == SubclusterType::kInvalid) {
+    // QEMU prints the index with %#x, which gives a plain "0" for 0.
+    const uint64_t l2_index = s.first_index + first;
+    const std::string index_text = l2_index ? fmt::format("{:#x}", l2_index) : "0";
+    std::string reason =
+        fmt::format("Invalid cluster entry found  (L2 offset: {:#x}, L2 index: {})", s.table_offset,
+                    index_text);
+    Error e = co_await corruption(std::move(reason));
+    co_return fail(e);
+  }
+  const bool host = type != SubclusterType::kCompressed && (entry & kOffsetMask);
+  if (host && (entry & kOffsetMask) % cs_) {
+    Error e = co_await corruption(
+        fmt::format("Cluster allocation offset {:#x} unaligned (L2 offset: {:#x}, L2 index: {:#x})",
+                    entry & kOffsetMask, s.table_offset, s.first_index + first));
+    co_return fail(e);
+  }
+  // The run of subclusters of this type, across clusters while they continue it (and, for
+  // those with a host cluster, lie right after each other on the host).
+  const uint64_t run_end = (sc + subcluster_run(entry, bitmap, sc)) * sc_size;  // in the cluster
+  uint64_t covered = std::min(bytes, run_end - guest % cs_);
+  for (uint64_t i = first + 1; covered < bytes && i < s.entries.size(); ++i) {
+    if ((guest + covered) % cs_ != 0 || type == SubclusterType::kCompressed) break;
+    const uint64_t e = s.entries[i];
+    if (subcluster_type(e, s.bitmaps[i], 0) != type) break;
+    if (host && ((e & kOffsetMask) != (entry & kOffsetMask) + (i - first) * cs_ ||
+                 (e & kCopied) != (entry & kCopied))) {
+      break;
+    }
+    covered += std::min(bytes - covered, subcluster_run(e, s.bitmaps[i], 0) * sc_size);
+  }
+  co_return Mapping{as_cluster_type(type), entry, covered};
 }
 
 Task<Status> Qcow2Node::read_backing(uint64_t guest, IoVec qiov) {
@@ -211,7 +254,14 @@ Task<Result<BlockStatus>> Qcow2Node::do_block_status(uint64_t offset, uint64_t b
   if (!m) co_return fail(m.error());
   BlockStatus st{0, m->bytes, 0, nullptr};
   switch (m->type) {
-    case ClusterType::kUnallocated: break;
+    case ClusterType::kUnallocated:
+      // §7.2 UNALLOCATED_ALLOC: the host offset is reported, as QEMU does.
+      if (m->entry & kOffsetMask) {
+        st.flags = kStatusOffsetValid;
+        st.host_offset = (m->entry & kOffsetMask) + offset % cs_;
+        st.file = file_;
+      }
+      break;
     case ClusterType::kZeroPlain: st.flags = kStatusZero; break;
     case ClusterType::kZeroAlloc:
       st.flags = kStatusZero | kStatusOffsetValid;

@@ -135,8 +135,12 @@ Task<Status> Qcow2Node::shrink(uint64_t size) {
       Result<L2SliceRef> probe = co_await get_l2_slice(pos, ForWrite::kNo);
       if (!probe) co_return fail(probe.error());
       const std::vector<uint64_t>& entries = (*probe)->entries;
+      const std::vector<uint64_t>& bitmaps = (*probe)->bitmaps;  // §7.1, empty if standard
       used = std::any_of(entries.begin() + static_cast<std::ptrdiff_t>(index_in_slice(pos)),
-                         entries.end(), [](uint64_t e) { return e != 0; });
+                         entries.end(), [](uint64_t e) { return e != 0; }) ||
+             (!bitmaps.empty() &&
+              std::any_of(bitmaps.begin() + static_cast<std::ptrdiff_t>(index_in_slice(pos)),
+                          bitmaps.end(), [](uint64_t b) { return b != 0; }));
     }
     for (uint64_t pos = start; used && pos < table_end;
          pos = pos - pos % slice_span() + slice_span()) {
@@ -150,6 +154,7 @@ Task<Status> Qcow2Node::shrink(uint64_t size) {
           host_clusters(entries[i], freed);
         }
         entries[i] = 0;
+        if (!(*slice)->bitmaps.empty()) (*slice)->bitmaps[i] = 0;
       }
       Status s = co_await update_l2_entries(**slice, first, entries.size() - first);
       if (!s) co_return s;
@@ -168,8 +173,9 @@ Task<Status> Qcow2Node::shrink(uint64_t size) {
     }
     Result<std::vector<uint64_t>> table = co_await l2_cache_.read_table(l2_offset);
     if (!table) co_return fail(table.error());
-    for (uint64_t e : *table) {
-      if (entry_references_host(e)) dropped_refs.push_back(e);
+    const uint64_t stride = header_.extended_l2() ? 2 : 1;  // §7.1: skip the bitmaps
+    for (uint64_t i = 0; i < table->size(); i += stride) {
+      if (entry_references_host((*table)[i])) dropped_refs.push_back((*table)[i]);
     }
     dropped_refs.push_back(l2_offset);  // the table itself, as a normal cluster entry
     l1_changed = true;

@@ -58,6 +58,11 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
 
 Task<Result<uint64_t>> Qcow2Node::write_step(uint64_t guest, IoVec data, AsyncMutex::Guard guard,
                                              std::vector<JoinedPiece>& joined) {
+  if (header_.extended_l2()) {
+    Task<Result<uint64_t>> sub =
+        write_subclusters(guest, std::move(data), std::move(guard), joined);
+    co_return co_await std::move(sub);
+  }
   // The L2 table this write goes through must be a private, sane one (allocated if absent).
   Result<L2SliceRef> found = co_await get_l2_slice(guest, ForWrite::kYes);
   if (!found) co_return fail(found.error());

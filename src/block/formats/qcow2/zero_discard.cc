@@ -7,26 +7,37 @@ Task<Status> Qcow2Node::do_write_zeroes(uint64_t offset, uint64_t bytes, Request
   if (Status u = check_usable(); !u) co_return u;
   if (header_.version < 3) co_return fail(Error::unsupported());
   mark_dirty(offset, bytes);
+  if (header_.extended_l2()) {
+    Task<Status> sub = write_zeroes_subclusters(offset, bytes, flags);
+    co_return co_await std::move(sub);
+  }
   AsyncMutex::Guard guard = co_await lock_.lock();
   // Clusters being filled by an allocating write are not touched until it has linked them.
   co_await wait_inflight(offset - offset % cs_, offset + bytes, guard);
   const uint64_t in_cluster = offset % cs_;
   const bool partial = in_cluster != 0 || (bytes % cs_ != 0 && offset + bytes != header_.size);
   if (partial) {
-    // qcow2-format.md §3.7: a partial cluster can only become a zero cluster if it already
-    // reads as zeros; anything else is the generic layer's job (ENOTSUP → zero buffers).
-    Result<L2SliceRef> slice = co_await get_l2_slice(offset, ForWrite::kNo);
-    if (!slice) co_return fail(slice.error());
-    const uint64_t entry = *slice ? (*slice)->entries[index_in_slice(offset)] : 0;
-    Result<bool> z = co_await reads_as_zero(entry, offset - in_cluster);
+    // qcow2-format.md §3.7, as QEMU 7.2: a piece of a cluster (the generic layer split the
+    // request at cluster boundaries) zeroes the whole cluster if the rest of it reads as zeros
+    // already and the cluster holds no data; anything else is the generic layer's job
+    // (ENOTSUP → zero buffers).
+    const uint64_t end = offset + bytes;
+    const uint64_t tail = end == header_.size ? 0 : (cs_ - end % cs_) % cs_;
+    Result<bool> z = co_await range_reads_zero(offset - in_cluster, in_cluster);
+    if (z && *z) z = co_await range_reads_zero(end, tail);
     if (!z) co_return fail(z.error());
-    if (!*z || cluster_type(entry) == ClusterType::kZeroAlloc) co_return fail(Error::unsupported());
-    if (cluster_type(entry) == ClusterType::kZeroPlain) co_return ok();
+    if (!*z) co_return fail(Error::unsupported());
+    const uint64_t cluster = offset - in_cluster;
+    Result<L2SliceRef> slice = co_await get_l2_slice(cluster, ForWrite::kNo);
+    if (!slice) co_return fail(slice.error());
+    const uint64_t entry = *slice ? (*slice)->entries[index_in_slice(cluster)] : 0;
     slice->reset();
-    Result<L2SliceRef> t = co_await get_l2_slice(offset, ForWrite::kYes);
-    if (!t) co_return fail(t.error());
-    (*t)->entries[index_in_slice(offset)] = kZeroFlag;
-    co_return co_await update_l2_entries(**t, index_in_slice(offset), 1);
+    const ClusterType type = cluster_type(entry);
+    if (type != ClusterType::kUnallocated && type != ClusterType::kZeroPlain &&
+        type != ClusterType::kZeroAlloc) {
+      co_return fail(Error::unsupported());
+    }
+    co_return co_await zero_clusters(cluster, std::min(cluster + cs_, header_.size), flags);
   }
   co_return co_await zero_clusters(offset, offset + bytes, flags);
 }
@@ -40,6 +51,16 @@ Task<Status> Qcow2Node::zero_clusters(uint64_t start, uint64_t end, RequestFlags
     std::vector<uint64_t> to_free;
     for (uint64_t i = 0; i < count; ++i) {
       uint64_t& e = (*slice)->entries[first + i];
+      if (header_.extended_l2()) {
+        // §7: all subclusters zero; the host cluster goes only with kMayUnmap (a compressed
+        // one always), as QEMU 7.2.
+        if ((e & kCompressedFlag) || (flags.has(RequestFlag::kMayUnmap) && (e & kOffsetMask))) {
+          to_free.push_back(e);
+          e = 0;
+        }
+        (*slice)->bitmaps[first + i] = kAllZeroBits;
+        continue;
+      }
       const ClusterType type = cluster_type(e);
       const bool keep =
           !flags.has(RequestFlag::kMayUnmap) && (e & kCopied) && has_host_cluster(type);
@@ -88,6 +109,15 @@ Task<Status> Qcow2Node::do_discard(uint64_t offset, uint64_t bytes) {
     std::vector<uint64_t> to_free;
     for (uint64_t i = 0; i < count; ++i) {
       uint64_t& e = (*slice)->entries[first + i];
+      if (header_.extended_l2()) {
+        // §7, as QEMU 7.2: the cluster reads as zeros afterwards, unless it reads so anyway
+        // (nothing allocated, no backing file), when it is left alone.
+        if (!backing_ && !entry_references_host(e)) continue;
+        if (entry_references_host(e)) to_free.push_back(e);
+        e = 0;
+        (*slice)->bitmaps[first + i] = kAllZeroBits;
+        continue;
+      }
       if (entry_references_host(e)) to_free.push_back(e);
       e = replacement;
     }
