@@ -5,6 +5,7 @@
 #include "base/check.h"
 #include "block/driver.h"
 #include "block/filters/blkdebug.h"
+#include "block/filters/copy_on_read.h"
 #include "block/filters/passthrough.h"
 #include "block/filters/powercut.h"
 #include "block/filters/preallocate.h"
@@ -40,6 +41,7 @@ std::vector<DriverEntry>& registry() {
       {"blkdebug", NodeKind::kFilter, &open_blkdebug_node, nullptr, true},
       {"preallocate", NodeKind::kFilter, &open_preallocate_node, nullptr},
       {"powercut", NodeKind::kFilter, &open_powercut_node, nullptr},  // tests: crash images
+      {"copy-on-read", NodeKind::kFilter, &open_copy_on_read_node, nullptr},
   };
   return drivers;
 }
