@@ -32,7 +32,7 @@ std::vector<DriverEntry>& registry() {
       {"memory", NodeKind::kProtocol, &open_memory_node, nullptr, true},
       {"nbd", NodeKind::kProtocol, &open_nbd_node, nullptr, true},
       {"null-co", NodeKind::kProtocol, &open_null_node, nullptr, true},
-      {"null-aio", NodeKind::kProtocol, &open_null_node, nullptr, true},
+      {"null-aio", NodeKind::kProtocol, &open_null_aio_node, nullptr, true},
       {"rbd", NodeKind::kProtocol, &open_rbd_node, nullptr, true},
       // Formats.
       {"raw", NodeKind::kFormat, &open_raw_node, nullptr},

@@ -54,7 +54,8 @@ TEST_F(CopyOnReadTest, ReadsCopyWholeClustersFromTheBackingFile) {
   close(*root);
   // The copies are in the top image alone: it reads the same without its backing file.
   NodePtr alone = open(R"({"driver":"qcow2","backing":null,"file":{"driver":"file",)"
-                       R"("filename":")" + dir_.file("top.qcow2") + R"("}})");
+                       R"("filename":")" +
+                       dir_.file("top.qcow2") + R"("}})");
   ASSERT_TRUE(alone);
   EXPECT_TRUE(all(read(*alone, 0, 64 * kKiB), 0x11));
   EXPECT_TRUE(all(read(*alone, 192 * kKiB, 64 * kKiB), 0x11));

@@ -11,8 +11,9 @@ namespace {
 
 class NullNode : public BlockNode {
  public:
-  NullNode(EventLoop& loop, uint64_t size, bool read_zeroes, uint64_t latency_ns)
-      : BlockNode(loop, "null-co", NodeKind::kProtocol),
+  NullNode(EventLoop& loop, std::string name, uint64_t size, bool read_zeroes,
+           uint64_t latency_ns)
+      : BlockNode(loop, std::move(name), NodeKind::kProtocol),
         size_(size),
         read_zeroes_(read_zeroes),
         latency_ns_(latency_ns) {
@@ -20,7 +21,15 @@ class NullNode : public BlockNode {
     supported_zero_flags_ = RequestFlag::kFua | RequestFlag::kMayUnmap | RequestFlag::kNoFallback;
   }
   uint64_t length() const override { return size_; }
-  std::string filename() const override { return "null-co://"; }
+  std::string filename() const override { return driver_name() + "://"; }
+  // qemu-io `info`: the driver's name twice (format and protocol name) and no driver info.
+  NodeInfo info() const override {
+    NodeInfo i;
+    i.format_name = driver_name();
+    i.protocol_name = driver_name();
+    i.name_only = true;
+    return i;
+  }
 
  protected:
   Task<Status> delay() {
@@ -48,7 +57,9 @@ class NullNode : public BlockNode {
 
 }  // namespace
 
-Task<Result<NodePtr>> open_null_node(OpenContext& ctx, Options& options) {
+namespace {
+
+Task<Result<NodePtr>> open_null(OpenContext& ctx, Options& options, std::string name) {
   auto size = take_size(options, "size");
   if (!size) co_return fail(size.error());
   auto zeroes = take_bool(options, "read-zeroes");
@@ -56,8 +67,18 @@ Task<Result<NodePtr>> open_null_node(OpenContext& ctx, Options& options) {
   auto latency = take_size(options, "latency-ns");
   if (!latency) co_return fail(latency.error());
   options.erase("filename");  // "null-co://" carries nothing
-  co_return NodePtr(new NullNode(ctx.loop, size->value_or(1ULL << 30), zeroes->value_or(false),
-                                 latency->value_or(0)));
+  co_return NodePtr(new NullNode(ctx.loop, std::move(name), size->value_or(1ULL << 30),
+                                 zeroes->value_or(false), latency->value_or(0)));
+}
+
+}  // namespace
+
+Task<Result<NodePtr>> open_null_node(OpenContext& ctx, Options& options) {
+  co_return co_await open_null(ctx, options, "null-co");
+}
+
+Task<Result<NodePtr>> open_null_aio_node(OpenContext& ctx, Options& options) {
+  co_return co_await open_null(ctx, options, "null-aio");
 }
 
 }  // namespace qblock
