@@ -5,6 +5,7 @@
 #include "base/check.h"
 #include "block/driver.h"
 #include "block/filters/blkdebug.h"
+#include "block/filters/blkverify.h"
 #include "block/filters/compress.h"
 #include "block/filters/copy_on_read.h"
 #include "block/filters/passthrough.h"
@@ -44,6 +45,7 @@ std::vector<DriverEntry>& registry() {
       {"powercut", NodeKind::kFilter, &open_powercut_node, nullptr},  // tests: crash images
       {"copy-on-read", NodeKind::kFilter, &open_copy_on_read_node, nullptr},
       {"compress", NodeKind::kFilter, &open_compress_node, nullptr},
+      {"blkverify", NodeKind::kFilter, &open_blkverify_node, nullptr, true},
   };
   return drivers;
 }
