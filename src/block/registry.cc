@@ -11,6 +11,7 @@
 #include "block/filters/passthrough.h"
 #include "block/filters/powercut.h"
 #include "block/filters/preallocate.h"
+#include "block/filters/quorum.h"
 #include "block/formats/qcow2/qcow2.h"
 #include "block/formats/raw.h"
 #include "block/node_reference.h"
@@ -46,6 +47,7 @@ std::vector<DriverEntry>& registry() {
       {"copy-on-read", NodeKind::kFilter, &open_copy_on_read_node, nullptr},
       {"compress", NodeKind::kFilter, &open_compress_node, nullptr},
       {"blkverify", NodeKind::kFilter, &open_blkverify_node, nullptr, true},
+      {"quorum", NodeKind::kFilter, &open_quorum_node, nullptr},
   };
   return drivers;
 }
