@@ -11,8 +11,7 @@ namespace {
 
 class NullNode : public BlockNode {
  public:
-  NullNode(EventLoop& loop, std::string name, uint64_t size, bool read_zeroes,
-           uint64_t latency_ns)
+  NullNode(EventLoop& loop, std::string name, uint64_t size, bool read_zeroes, uint64_t latency_ns)
       : BlockNode(loop, std::move(name), NodeKind::kProtocol),
         size_(size),
         read_zeroes_(read_zeroes),
