@@ -96,9 +96,10 @@ Task<Status> BlkverifyFilter::do_write(uint64_t offset, IoVec qiov, RequestFlags
   co_return compare_results("write", offset, qiov.size(), t, r);
 }
 
-Task<Result<BlockStatus>> BlkverifyFilter::do_block_status(uint64_t, uint64_t bytes, WantZero) {
-  // QEMU's blkverify has no block status: everything is data, allocated here.
-  co_return BlockStatus{kStatusData, bytes, 0, nullptr};
+Task<Result<BlockStatus>> BlkverifyFilter::do_block_status(uint64_t offset, uint64_t bytes,
+                                                           WantZero) {
+  // QEMU's blkverify is a filter over its raw child: the status is the raw child's.
+  co_return BlockStatus{kStatusRaw | kStatusOffsetValid, bytes, offset, &raw()};
 }
 
 Task<Result<NodePtr>> open_blkverify_node(OpenContext& ctx, Options& options) {

@@ -7,6 +7,7 @@
 // It cannot keep FUA, MAY_UNMAP or NO_FALLBACK for both children at once, so it advertises
 // only WRITE_UNCHANGED (block-semantics.md §2 REQ-FLAGS-4); write-zeroes become zero-buffer
 // writes to both. Discards are accepted and do nothing (QEMU 7.2's blkverify has none).
+// Block status is the raw child's, as for QEMU's filter.
 #pragma once
 
 #include <functional>

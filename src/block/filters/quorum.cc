@@ -8,6 +8,7 @@
 #include <map>
 
 #include "block/filters/probed_child.h"
+#include "qblock/chain_status.h"
 
 namespace qblock {
 
@@ -236,9 +237,29 @@ Task<Status> QuorumNode::do_write_zeroes(uint64_t offset, uint64_t bytes, Reques
   co_return vote_on_writes(offset, bytes, results);
 }
 
-Task<Result<BlockStatus>> QuorumNode::do_block_status(uint64_t, uint64_t bytes, WantZero) {
-  // QEMU's quorum has no block status: everything is data, allocated here.
-  co_return BlockStatus{kStatusData, bytes, 0, nullptr};
+Task<Result<BlockStatus>> QuorumNode::do_block_status(uint64_t offset, uint64_t bytes,
+                                                      WantZero want_zero) {
+  // As QEMU's quorum: data as far as any child has data, else zero as far as any child reads
+  // zeros (through each child's backing chain); no host offset.
+  uint64_t data = 0;
+  uint64_t zero = 0;
+  for (std::size_t i = 0; i < children_.size(); ++i) {
+    ChainStatusQuery query;
+    query.want_zero = want_zero;
+    Result<ChainStatus> st = co_await chain_status(children_[i].node.get(), offset, bytes, query);
+    if (!st) {
+      report_bad("read", i, offset, bytes, fail(st.error()));
+      data = bytes;
+      break;
+    }
+    if (st->status.flags & kStatusZero) {
+      zero = std::max(zero, st->status.bytes);
+    } else {
+      data = std::max(data, st->status.bytes);
+    }
+  }
+  if (data) co_return BlockStatus{kStatusData, std::min(data, bytes), 0, nullptr};
+  co_return BlockStatus{kStatusZero, std::min(std::max<uint64_t>(zero, 1), bytes), 0, nullptr};
 }
 
 namespace {

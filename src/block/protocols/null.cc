@@ -43,6 +43,11 @@ class NullNode : public BlockNode {
   Task<Status> do_write_zeroes(uint64_t, uint64_t, RequestFlags) override {
     co_return co_await delay();
   }
+  // As QEMU's null driver: an offset-valid extent, zero with read-zeroes.
+  Task<Result<BlockStatus>> do_block_status(uint64_t offset, uint64_t bytes, WantZero) override {
+    const uint32_t zero = read_zeroes_ ? uint32_t{kStatusZero} : 0u;
+    co_return BlockStatus{zero | kStatusOffsetValid, bytes, offset, this};
+  }
   Task<Status> do_truncate(uint64_t size, PreallocMode, Exact) override {
     size_ = size;
     co_return ok();
