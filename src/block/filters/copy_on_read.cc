@@ -27,7 +27,50 @@ BlockNode* backing_of(BlockNode* node) { return resolve(node)->child(ChildRole::
 }  // namespace
 
 CopyOnReadFilter::CopyOnReadFilter(EventLoop& loop, NodePtr file, BlockNode* bottom)
-    : PassthroughFilter(loop, "copy-on-read", std::move(file)), bottom_(bottom) {}
+    : PassthroughFilter(loop, "copy-on-read", std::move(file)),
+      bottom_(bottom),
+      range_done_(loop) {}
+
+Task<std::size_t> CopyOnReadFilter::begin_range(Range r) {
+  for (;;) {
+    bool blocked = false;
+    for (const auto& [id, other] : in_flight_) {
+      if (other.start < r.end && r.start < other.end && (r.copy || other.copy)) blocked = true;
+    }
+    if (!blocked) break;
+    co_await range_done_.wait();
+  }
+  const std::size_t id = next_range_id_++;
+  in_flight_.emplace_back(id, r);
+  co_return id;
+}
+
+void CopyOnReadFilter::end_range(std::size_t id) {
+  std::erase_if(in_flight_, [id](const auto& e) { return e.first == id; });
+  range_done_.wake_all();
+}
+
+Task<Status> CopyOnReadFilter::do_write(uint64_t offset, IoVec qiov, RequestFlags flags) {
+  const std::size_t id = co_await begin_range({offset, offset + qiov.size(), false});
+  Status s = co_await child_node().write(offset, std::move(qiov), flags);
+  end_range(id);
+  co_return s;
+}
+
+Task<Status> CopyOnReadFilter::do_write_zeroes(uint64_t offset, uint64_t bytes,
+                                               RequestFlags flags) {
+  const std::size_t id = co_await begin_range({offset, offset + bytes, false});
+  Status s = co_await child_node().write_zeroes(offset, bytes, flags);
+  end_range(id);
+  co_return s;
+}
+
+Task<Status> CopyOnReadFilter::do_discard(uint64_t offset, uint64_t bytes) {
+  const std::size_t id = co_await begin_range({offset, offset + bytes, false});
+  Status s = co_await child_node().discard(offset, bytes);
+  end_range(id);
+  co_return s;
+}
 
 NodeInfo CopyOnReadFilter::info() const {
   NodeInfo i = child_node().info();
@@ -66,15 +109,30 @@ Task<Status> CopyOnReadFilter::copy_and_read(uint64_t offset, IoVec qiov) {
   uint64_t start = round_down_to(offset, cluster);
   const uint64_t stop = std::min(round_up_to(end, cluster), file.length());
   while (start < stop) {
-    const uint64_t n = std::min(kMaxCopyBytes, stop - start);
+    uint64_t n = std::min(kMaxCopyBytes, stop - start);
+    const std::size_t id = co_await begin_range({start, start + n, true});
+    // A write may have allocated clusters while this copy waited: those are read, not copied.
+    Result<std::pair<bool, uint64_t>> now = co_await file.is_allocated(start, n);
+    const bool copy = !now || !now->first;
+    if (now && now->second > 0) n = std::min(n, now->second);
     AlignedBuffer bounce(n);
     Status r = co_await file.read(start, IoVec(bounce.data(), n));
-    if (!r) co_return r;
-    IoVec whole(bounce.data(), n);
-    // Data that reads as zeros is stored as zeros (no buffer written), as QEMU does.
-    Status w = whole.is_zero() ? co_await file.write_zeroes(start, n, RequestFlag::kWriteUnchanged)
-                               : co_await file.write(start, whole, RequestFlag::kWriteUnchanged);
-    if (!w) co_return w;
+    if (!r) {
+      end_range(id);
+      co_return r;
+    }
+    if (copy) {
+      IoVec whole(bounce.data(), n);
+      // Data that reads as zeros is stored as zeros (no buffer written), as QEMU does.
+      Status w = whole.is_zero()
+                     ? co_await file.write_zeroes(start, n, RequestFlag::kWriteUnchanged)
+                     : co_await file.write(start, whole, RequestFlag::kWriteUnchanged);
+      if (!w) {
+        end_range(id);
+        co_return w;
+      }
+    }
+    end_range(id);
     const uint64_t from = std::max(start, offset);
     const uint64_t to = std::min(start + n, end);
     if (to > from) qiov.copy_from(from - offset, bounce.data() + (from - start), to - from);

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "block/filters/filter_test_util.h"
+#include "block/protocols/memory.h"
 
 namespace qblock {
 namespace {
@@ -103,6 +104,39 @@ TEST_F(CopyOnReadTest, BottomStopsTheCopyAtTheNamedNode) {
   EXPECT_TRUE(unallocated(top, 0, 128 * kKiB));
   EXPECT_TRUE(allocated(top, 128 * kKiB, 64 * kKiB));
   EXPECT_TRUE(unallocated(top, 192 * kKiB, kMiB - 192 * kKiB));
+  close(*root);
+}
+
+Task<Status> read_into(BlockNode& node, uint64_t offset, std::vector<uint8_t>* buf) {
+  co_return co_await node.read(offset, IoVec(buf->data(), buf->size()));
+}
+Task<Status> write_from(BlockNode& node, uint64_t offset, std::vector<uint8_t>* buf) {
+  co_return co_await node.write(offset, IoVec(buf->data(), buf->size()));
+}
+
+TEST_F(CopyOnReadTest, ACopyNeverOverwritesAConcurrentGuestWrite) {
+  // top.qcow2 on an asynchronous memory node over an asynchronous backing node full of 0x11:
+  // the copy of cluster 0 (a read at 0) and a guest write into the same cluster run at once.
+  make_qcow2("top.qcow2", kMiB);
+  NodePtr root = open(R"({"driver":"copy-on-read","file":{"driver":"qcow2","file":{"driver":)"
+                      R"("memory","async":true,"efficient-zeroes":true,"image":")" +
+                      dir_.file("top.qcow2") +
+                      R"("},"backing":{"driver":"memory","size":1048576,"async":true}}})");
+  ASSERT_TRUE(root);
+  auto& backing = static_cast<MemoryNode&>(*root->primary_child()->child(ChildRole::kBacking));
+  std::fill(backing.data().begin(), backing.data().end(), 0x11);
+  std::vector<uint8_t> got(4 * kKiB);
+  std::vector<uint8_t> data(4 * kKiB, 0x22);
+  std::vector<Task<Status>> both;
+  both.push_back(read_into(*root, 0, &got));
+  both.push_back(write_from(*root, 4 * kKiB, &data));
+  std::vector<Status> results = run_sync(*loop_, when_all(std::move(both)));
+  ASSERT_OK(results[0]);
+  ASSERT_OK(results[1]);
+  EXPECT_TRUE(all(got, 0x11));
+  EXPECT_TRUE(all(read(*root, 4 * kKiB, 4 * kKiB), 0x22));
+  EXPECT_TRUE(all(read(*root, 0, 4 * kKiB), 0x11));
+  EXPECT_TRUE(all(read(*root, 8 * kKiB, 56 * kKiB), 0x11));
   close(*root);
 }
 
