@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "block/filters/probed_child.h"
+#include "block/qemu_json_name.h"
 
 namespace qblock {
 
@@ -38,7 +39,13 @@ NodeInfo BlkverifyFilter::info() const {
   return i;
 }
 
-std::string BlkverifyFilter::filename() const { return "json:" + options().dump(); }
+std::string BlkverifyFilter::filename() const {
+  // QEMU: "blkverify:RAW:TEST" when both children have plain names, else json:.
+  const std::string r = raw().filename();
+  const std::string t = test().filename();
+  if (r.rfind("json:", 0) != 0 && t.rfind("json:", 0) != 0) return "blkverify:" + r + ":" + t;
+  return qemu_json_filename(options());
+}
 
 Status BlkverifyFilter::mismatch(const char* op, uint64_t offset, uint64_t bytes,
                                  const std::string& what) {

@@ -31,6 +31,7 @@ class BlkverifyFilter : public BlockNode {
   // size and vm state offset 0.
   NodeInfo info() const override;
   BlockNode* primary_child() const override { return &test(); }
+  // QEMU's name: "blkverify:RAW:TEST" when both children have plain names, else json:.
   std::string filename() const override;
 
   void set_mismatch_handler(MismatchHandler handler) { on_mismatch_ = std::move(handler); }

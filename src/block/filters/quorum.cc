@@ -8,6 +8,7 @@
 #include <map>
 
 #include "block/filters/probed_child.h"
+#include "block/qemu_json_name.h"
 #include "qblock/chain_status.h"
 
 namespace qblock {
@@ -92,6 +93,14 @@ Options QuorumNode::options() const {
   for (const Child& c : children_) list.push_back(c.node->options());
   o["children"] = list;
   return o;
+}
+
+std::string QuorumNode::filename() const {
+  Options o;
+  o["driver"] = "quorum";
+  o["vote-threshold"] = settings_.vote_threshold;
+  o["children"] = options()["children"];
+  return qemu_json_filename(o);
 }
 
 void QuorumNode::report_bad(const char* type, std::size_t child, uint64_t offset, uint64_t bytes,

@@ -57,7 +57,8 @@ class QuorumNode : public BlockNode {
   // qemu-io `info`: "format name: quorum" and nothing else (QEMU has no driver info).
   NodeInfo info() const override;
   Options options() const override;
-  std::string filename() const override { return "json:" + options().dump(); }
+  // QEMU's name: json: of driver, vote-threshold and the children.
+  std::string filename() const override;
   BlockNode* primary_child() const override { return children_.front().node.get(); }
 
   void set_mismatch_handler(MismatchHandler handler) { on_mismatch_ = std::move(handler); }

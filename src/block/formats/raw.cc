@@ -2,6 +2,7 @@
 #include "block/formats/raw.h"
 
 #include "block/filters/passthrough.h"
+#include "block/qemu_json_name.h"
 
 namespace qblock {
 
@@ -38,7 +39,11 @@ class RawFormat : public PassthroughFilter {
     return o;
   }
 
-  std::string filename() const override { return child_node().filename(); }
+  // A window is named by its options, as QEMU names it.
+  std::string filename() const override {
+    if (offset_ || size_) return qemu_json_filename(options());
+    return child_node().filename();
+  }
 
  protected:
   Task<Status> do_read(uint64_t offset, IoVec qiov, RequestFlags flags) override {

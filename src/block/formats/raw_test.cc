@@ -90,7 +90,9 @@ TEST(NullDriver, NamesAndStatusAreQemus) {
                                    {}, ""));
     ASSERT_TRUE(node);
     EXPECT_EQ((*node)->driver_name(), name);
-    EXPECT_EQ((*node)->filename(), std::string(name) + "://");
+    // Named by the options given, in QEMU's key order.
+    EXPECT_EQ((*node)->filename(), std::string(R"(json:{"read-zeroes": true, "driver": ")") + name +
+                                       R"(", "size": 1048576})");
     NodeInfo info = (*node)->info();
     EXPECT_EQ(info.format_name, name);
     EXPECT_EQ(info.protocol_name, name);

@@ -3,6 +3,7 @@
 
 #include <chrono>
 
+#include "block/qemu_json_name.h"
 #include "qblock/driver/uring.h"
 
 namespace qblock {
@@ -20,7 +21,13 @@ class NullNode : public BlockNode {
     supported_zero_flags_ = RequestFlag::kFua | RequestFlag::kMayUnmap | RequestFlag::kNoFallback;
   }
   uint64_t length() const override { return size_; }
-  std::string filename() const override { return driver_name() + "://"; }
+  // "null-co://", or the options given, as QEMU names the node.
+  std::string filename() const override {
+    if (given_.size() <= 1) return driver_name() + "://";
+    return qemu_json_filename(given_);
+  }
+  // The options the node was opened with (for its name).
+  void set_given_options(Options given) { given_ = std::move(given); }
   // qemu-io `info`: the driver's name twice (format and protocol name) and no driver info.
   NodeInfo info() const override {
     NodeInfo i;
@@ -57,6 +64,7 @@ class NullNode : public BlockNode {
   uint64_t size_;
   bool read_zeroes_;
   uint64_t latency_ns_;
+  Options given_;
 };
 
 }  // namespace
@@ -71,8 +79,15 @@ Task<Result<NodePtr>> open_null(OpenContext& ctx, Options& options, std::string 
   auto latency = take_size(options, "latency-ns");
   if (!latency) co_return fail(latency.error());
   options.erase("filename");  // "null-co://" carries nothing
-  co_return NodePtr(new NullNode(ctx.loop, std::move(name), size->value_or(1ULL << 30),
-                                 zeroes->value_or(false), latency->value_or(0)));
+  Options given;
+  given["driver"] = name;
+  if (*size) given["size"] = **size;
+  if (*zeroes) given["read-zeroes"] = **zeroes;
+  if (*latency) given["latency-ns"] = **latency;
+  auto node = std::make_unique<NullNode>(ctx.loop, std::move(name), size->value_or(1ULL << 30),
+                                         zeroes->value_or(false), latency->value_or(0));
+  node->set_given_options(std::move(given));
+  co_return NodePtr(std::move(node));
 }
 
 }  // namespace
