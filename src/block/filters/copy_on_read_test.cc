@@ -7,6 +7,7 @@
 
 #include "block/filters/filter_test_util.h"
 #include "block/protocols/memory.h"
+#include "qblock/chain_status.h"
 
 namespace qblock {
 namespace {
@@ -137,6 +138,21 @@ TEST_F(CopyOnReadTest, ACopyNeverOverwritesAConcurrentGuestWrite) {
   EXPECT_TRUE(all(read(*root, 4 * kKiB, 4 * kKiB), 0x22));
   EXPECT_TRUE(all(read(*root, 0, 4 * kKiB), 0x11));
   EXPECT_TRUE(all(read(*root, 8 * kKiB, 56 * kKiB), 0x11));
+  close(*root);
+}
+
+TEST_F(CopyOnReadTest, ChainStatusLooksThroughTheFilterIntoTheBackingFile) {
+  // What the NBD server and qemu-img map ask: data from the backing file is data (layer 1),
+  // not an undefined extent (which an export would serve as zeros without reading).
+  make_chain();
+  NodePtr root = open(cor());
+  ASSERT_TRUE(root);
+  Result<ChainStatus> st = run_sync(*loop_, chain_status(root.get(), 0, kMiB, {}));
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->defined);
+  EXPECT_EQ(st->layer, 1u);
+  EXPECT_TRUE(st->status.flags & kStatusData);
+  EXPECT_EQ(st->status.bytes, 256 * kKiB);
   close(*root);
 }
 
