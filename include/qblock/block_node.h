@@ -111,6 +111,12 @@ struct NodeInfo {
   uint64_t vm_state_offset = 0;
   // Pre-formatted "Format specific information" lines (without indentation), empty if none.
   std::vector<std::pair<std::string, std::string>> format_specific;
+  // QEMU drivers with a protocol name (null-co, blkdebug, blkverify) print a second "format
+  // name: <protocol_name>" line; empty: none.
+  std::string protocol_name;
+  // The driver has no cluster size / vm state offset to tell (QEMU's get_info fails): qemu-io
+  // `info` stops after the name lines.
+  bool name_only = false;
 };
 
 // An edge to a child node.

@@ -26,7 +26,14 @@ Task<Result<ChainStatus>> chain_status(BlockNode* top, uint64_t offset, uint64_t
     bytes = st->bytes;
     out.status = *st;
     if (query.top_only || (st->flags & deciding)) co_return out;
-    BlockNode* backing = node->child(ChildRole::kBacking);
+    // A filter (copy-on-read, compress, ...) answers for the format below it: that node's
+    // backing file is the next layer.
+    BlockNode* below = node;
+    while (below->child(ChildRole::kBacking) == nullptr && below->kind() == NodeKind::kFilter &&
+           below->primary_child() != nullptr) {
+      below = below->primary_child();
+    }
+    BlockNode* backing = below->child(ChildRole::kBacking);
     if (backing && offset < backing->length()) {
       node = backing;
       ++out.layer;

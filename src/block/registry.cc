@@ -5,9 +5,13 @@
 #include "base/check.h"
 #include "block/driver.h"
 #include "block/filters/blkdebug.h"
+#include "block/filters/blkverify.h"
+#include "block/filters/compress.h"
+#include "block/filters/copy_on_read.h"
 #include "block/filters/passthrough.h"
 #include "block/filters/powercut.h"
 #include "block/filters/preallocate.h"
+#include "block/filters/quorum.h"
 #include "block/formats/luks.h"
 #include "block/formats/qcow2/qcow2.h"
 #include "block/formats/raw.h"
@@ -31,7 +35,7 @@ std::vector<DriverEntry>& registry() {
       {"memory", NodeKind::kProtocol, &open_memory_node, nullptr, true},
       {"nbd", NodeKind::kProtocol, &open_nbd_node, nullptr, true},
       {"null-co", NodeKind::kProtocol, &open_null_node, nullptr, true},
-      {"null-aio", NodeKind::kProtocol, &open_null_node, nullptr, true},
+      {"null-aio", NodeKind::kProtocol, &open_null_aio_node, nullptr, true},
       {"rbd", NodeKind::kProtocol, &open_rbd_node, nullptr, true},
       // Formats.
       {"raw", NodeKind::kFormat, &open_raw_node, nullptr},
@@ -42,6 +46,10 @@ std::vector<DriverEntry>& registry() {
       {"blkdebug", NodeKind::kFilter, &open_blkdebug_node, nullptr, true},
       {"preallocate", NodeKind::kFilter, &open_preallocate_node, nullptr},
       {"powercut", NodeKind::kFilter, &open_powercut_node, nullptr},  // tests: crash images
+      {"copy-on-read", NodeKind::kFilter, &open_copy_on_read_node, nullptr},
+      {"compress", NodeKind::kFilter, &open_compress_node, nullptr},
+      {"blkverify", NodeKind::kFilter, &open_blkverify_node, nullptr, true},
+      {"quorum", NodeKind::kFilter, &open_quorum_node, nullptr},
   };
   return drivers;
 }

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "block/node_reference.h"
 #include "qblock/dirty_bitmaps.h"
@@ -56,6 +57,22 @@ std::optional<QmpError> check_blockdev(const Options& args, const std::string& p
   if (entry->kind == NodeKind::kProtocol && (driver == "file" || driver == "host_device") &&
       !args.contains("filename")) {
     return QmpError::generic("Parameter '" + prefix + "filename' is missing");
+  }
+  // Drivers with other members than one `file` child (QAPI checks them in schema order).
+  if (driver == "quorum" || driver == "blkverify") {
+    const std::vector<std::string> members =
+        driver == "quorum" ? std::vector<std::string>{"children", "vote-threshold"}
+                           : std::vector<std::string>{"test", "raw"};
+    for (const std::string& m : members) {
+      if (!args.contains(m)) return QmpError::generic("Parameter '" + prefix + m + "' is missing");
+    }
+    if (driver == "blkverify") {
+      for (const std::string& m : members) {
+        if (!args[m].is_object()) continue;
+        if (std::optional<QmpError> e = check_blockdev(args[m], prefix + m + ".", strict)) return e;
+      }
+    }
+    return std::nullopt;
   }
   if (entry->kind != NodeKind::kProtocol) {
     const char* child = driver == "blkdebug" ? "image" : "file";

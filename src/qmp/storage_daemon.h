@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "block/filters/quorum.h"
 #include "block/node_reference.h"
 #include "jobs/job_registry.h"
 #include "nbd/server.h"
@@ -172,6 +173,9 @@ class StorageDaemon::Impl {
   bool monitors_done_ = false;  // every monitor's run() has returned
   // blockdev-add's children given by node name resolve to the daemon's nodes.
   ScopedNodeResolver node_resolver_{[this](const std::string& n) { return find_any_node(n); }};
+  // The quorum driver's QUORUM_REPORT_BAD / QUORUM_FAILURE become QMP events.
+  ScopedQuorumEventSink quorum_events_{
+      [this](const std::string& name, Options data) { emit_event(name, std::move(data)); }};
 };
 
 }  // namespace qblock

@@ -80,6 +80,8 @@ Result<ChainImage> describe_opened(EventLoop& loop, const std::string& filename,
   image.remote = (format ? file : &root)->driver_name() == "nbd";
   if (info) {
     if (!format) info->format = driver;
+    // A raw window (offset/size) is not the whole file.
+    if (format && driver == "raw") info->virtual_size = (root.length() + 511) / 512 * 512;
     struct stat st;
     const std::string path = format ? file->filename() : image.filename;
     if (::stat(path.c_str(), &st) == 0) image.actual_size = uint64_t(st.st_blocks) * 512;

@@ -693,6 +693,8 @@ int length_f(IoSession& s, const Command&, int, char**) {
 int info_f(IoSession& s, const Command&, int, char**) {
   NodeInfo info = s.blk_->root().info();
   std::printf("format name: %s\n", info.format_name.c_str());
+  if (!info.protocol_name.empty()) std::printf("format name: %s\n", info.protocol_name.c_str());
+  if (info.name_only) return -ENOTSUP;  // QEMU's get_info failed: no message, exit status 1
   std::printf("cluster size: %s\n", cvtstr(static_cast<double>(info.cluster_size)).c_str());
   std::printf("vm state offset: %s\n", cvtstr(static_cast<double>(info.vm_state_offset)).c_str());
   if (!info.format_specific.empty()) {

@@ -2,6 +2,7 @@
 #include "block/formats/raw.h"
 
 #include "block/filters/passthrough.h"
+#include "block/qemu_json_name.h"
 
 namespace qblock {
 
@@ -38,7 +39,11 @@ class RawFormat : public PassthroughFilter {
     return o;
   }
 
-  std::string filename() const override { return child_node().filename(); }
+  // A window is named by its options, as QEMU names it.
+  std::string filename() const override {
+    if (offset_ || size_) return qemu_json_filename(options());
+    return child_node().filename();
+  }
 
  protected:
   Task<Status> do_read(uint64_t offset, IoVec qiov, RequestFlags flags) override {
@@ -56,11 +61,11 @@ class RawFormat : public PassthroughFilter {
     co_return co_await child_node().discard(offset_ + offset, bytes);
   }
   Task<Status> do_truncate(uint64_t size, PreallocMode mode, Exact exact) override {
-    if (offset_ || size_) {
-      co_return fail(Error::with_message(
-          ENOTSUP, "The new size must be the same as the size of the raw image"));
+    // QEMU 7.2: a window with a size is fixed; one with only an offset moves its end.
+    if (size_) {
+      co_return fail(Error::with_message(ENOTSUP, "Cannot resize fixed-size raw disks"));
     }
-    co_return co_await child_node().truncate(size, mode, exact);
+    co_return co_await child_node().truncate(offset_ + size, mode, exact);
   }
   Task<Result<BlockStatus>> do_block_status(uint64_t offset, uint64_t bytes, WantZero) override {
     co_return BlockStatus{kStatusRaw | kStatusOffsetValid, bytes, offset_ + offset, &child_node()};
@@ -82,12 +87,22 @@ Task<Result<NodePtr>> open_raw_node(OpenContext& ctx, Options& options) {
   if (!file) co_return fail(file.error());
   uint64_t off = offset->value_or(0);
   uint64_t file_len = (*file)->length();
+  // QEMU 7.2's checks, in its order and words (the double space is QEMU's).
+  std::string error;
   if (off > file_len) {
+    error = "Offset (" + std::to_string(off) +
+            ") cannot be greater than size of the containing file (" + std::to_string(file_len) +
+            ")";
+  } else if (*size && file_len - off < **size) {
+    error = "The sum of offset (" + std::to_string(off) + ") and size (" + std::to_string(**size) +
+            ") has to be smaller or equal to the  actual size of the containing file (" +
+            std::to_string(file_len) + ")";
+  } else if (*size && **size % 512 != 0) {
+    error = "Specified size is not multiple of 512";
+  }
+  if (!error.empty()) {
     (void)co_await (*file)->close();
-    co_return fail(Error::with_message(EINVAL, "The sum of offset (" + std::to_string(off) +
-                                                   ") and size (0) has to be smaller or equal to "
-                                                   "the actual size of the containing file (" +
-                                                   std::to_string(file_len) + ")"));
+    co_return fail(Error::with_message(EINVAL, error));
   }
   co_return NodePtr(new RawFormat(ctx.loop, std::move(*file), off, *size));
 }

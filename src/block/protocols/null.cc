@@ -3,6 +3,7 @@
 
 #include <chrono>
 
+#include "block/qemu_json_name.h"
 #include "qblock/driver/uring.h"
 
 namespace qblock {
@@ -11,8 +12,8 @@ namespace {
 
 class NullNode : public BlockNode {
  public:
-  NullNode(EventLoop& loop, uint64_t size, bool read_zeroes, uint64_t latency_ns)
-      : BlockNode(loop, "null-co", NodeKind::kProtocol),
+  NullNode(EventLoop& loop, std::string name, uint64_t size, bool read_zeroes, uint64_t latency_ns)
+      : BlockNode(loop, std::move(name), NodeKind::kProtocol),
         size_(size),
         read_zeroes_(read_zeroes),
         latency_ns_(latency_ns) {
@@ -20,7 +21,21 @@ class NullNode : public BlockNode {
     supported_zero_flags_ = RequestFlag::kFua | RequestFlag::kMayUnmap | RequestFlag::kNoFallback;
   }
   uint64_t length() const override { return size_; }
-  std::string filename() const override { return "null-co://"; }
+  // "null-co://", or the options given, as QEMU names the node.
+  std::string filename() const override {
+    if (given_.size() <= 1) return driver_name() + "://";
+    return qemu_json_filename(given_);
+  }
+  // The options the node was opened with (for its name).
+  void set_given_options(Options given) { given_ = std::move(given); }
+  // qemu-io `info`: the driver's name twice (format and protocol name) and no driver info.
+  NodeInfo info() const override {
+    NodeInfo i;
+    i.format_name = driver_name();
+    i.protocol_name = driver_name();
+    i.name_only = true;
+    return i;
+  }
 
  protected:
   Task<Status> delay() {
@@ -35,6 +50,11 @@ class NullNode : public BlockNode {
   Task<Status> do_write_zeroes(uint64_t, uint64_t, RequestFlags) override {
     co_return co_await delay();
   }
+  // As QEMU's null driver: an offset-valid extent, zero with read-zeroes.
+  Task<Result<BlockStatus>> do_block_status(uint64_t offset, uint64_t bytes, WantZero) override {
+    const uint32_t zero = read_zeroes_ ? uint32_t{kStatusZero} : 0u;
+    co_return BlockStatus{zero | kStatusOffsetValid, bytes, offset, this};
+  }
   Task<Status> do_truncate(uint64_t size, PreallocMode, Exact) override {
     size_ = size;
     co_return ok();
@@ -44,11 +64,14 @@ class NullNode : public BlockNode {
   uint64_t size_;
   bool read_zeroes_;
   uint64_t latency_ns_;
+  Options given_;
 };
 
 }  // namespace
 
-Task<Result<NodePtr>> open_null_node(OpenContext& ctx, Options& options) {
+namespace {
+
+Task<Result<NodePtr>> open_null(OpenContext& ctx, Options& options, std::string name) {
   auto size = take_size(options, "size");
   if (!size) co_return fail(size.error());
   auto zeroes = take_bool(options, "read-zeroes");
@@ -56,8 +79,25 @@ Task<Result<NodePtr>> open_null_node(OpenContext& ctx, Options& options) {
   auto latency = take_size(options, "latency-ns");
   if (!latency) co_return fail(latency.error());
   options.erase("filename");  // "null-co://" carries nothing
-  co_return NodePtr(new NullNode(ctx.loop, size->value_or(1ULL << 30), zeroes->value_or(false),
-                                 latency->value_or(0)));
+  Options given;
+  given["driver"] = name;
+  if (*size) given["size"] = **size;
+  if (*zeroes) given["read-zeroes"] = **zeroes;
+  if (*latency) given["latency-ns"] = **latency;
+  auto node = std::make_unique<NullNode>(ctx.loop, std::move(name), size->value_or(1ULL << 30),
+                                         zeroes->value_or(false), latency->value_or(0));
+  node->set_given_options(std::move(given));
+  co_return NodePtr(std::move(node));
+}
+
+}  // namespace
+
+Task<Result<NodePtr>> open_null_node(OpenContext& ctx, Options& options) {
+  co_return co_await open_null(ctx, options, "null-co");
+}
+
+Task<Result<NodePtr>> open_null_aio_node(OpenContext& ctx, Options& options) {
+  co_return co_await open_null(ctx, options, "null-aio");
 }
 
 }  // namespace qblock

@@ -451,6 +451,15 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
     ctx.flags.backing_chain = &self;
   }
   NodePtr backing;
+  // `backing.node-name=X` alone names the backing file the header gives (QEMU merges the
+  // options into those of the image's backing file); the copy-on-read filter's `bottom`
+  // finds it by that name.
+  std::string backing_node_name;
+  if (backing_opts && backing_opts->is_object() && backing_opts->size() == 1 &&
+      backing_opts->contains("node-name") && (*backing_opts)["node-name"].is_string()) {
+    backing_node_name = (*backing_opts)["node-name"].get<std::string>();
+    backing_opts.reset();
+  }
   if (backing_opts) {
     OpenFlags backing_flags = ctx.flags;
     backing_flags.read_only = true;
@@ -468,6 +477,7 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
       co_return fail(b.error());
     }
     backing = std::move(*b);
+    if (!backing_node_name.empty()) backing->set_node_name(backing_node_name);
   }
   auto node =
       std::make_unique<Qcow2Node>(ctx.loop, std::move(file_node), std::move(*header), *cache);
