@@ -13,9 +13,9 @@
 #include <memory>
 #include <vector>
 
+#include "block/dirty_bitmap.h"
 #include "block/filters/mirror_top.h"
 #include "jobs/buffer_pool.h"
-#include "jobs/dirty_bitmap.h"
 #include "jobs/job.h"
 #include "jobs/range_locks.h"
 

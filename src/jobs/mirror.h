@@ -11,9 +11,9 @@
 #include <memory>
 #include <string>
 
+#include "block/dirty_bitmap.h"
 #include "block/filters/mirror_top.h"
 #include "jobs/buffer_pool.h"
-#include "jobs/dirty_bitmap.h"
 #include "jobs/job.h"
 #include "jobs/range_locks.h"
 

@@ -9,9 +9,9 @@
 #include <algorithm>
 #include <random>
 
+#include "block/dirty_bitmap.h"
 #include "block/protocols/memory.h"
 #include "block/test_util.h"
-#include "jobs/dirty_bitmap.h"
 
 namespace qblock {
 namespace {

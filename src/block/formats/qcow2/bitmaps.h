@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "block/dirty_bitmap.h"
 #include "block/driver.h"
 #include "block/formats/qcow2/header.h"
-#include "jobs/dirty_bitmap.h"
 
 namespace qblock::qcow2 {
 

@@ -1,5 +1,5 @@
 // DirtyBitmap (see dirty_bitmap.h).
-#include "jobs/dirty_bitmap.h"
+#include "block/dirty_bitmap.h"
 
 #include <algorithm>
 #include <bit>

@@ -1,5 +1,5 @@
 // DirtyBitmap's serialized form (QEMU's bitmap data clusters), merge, resize and clear.
-#include "jobs/dirty_bitmap.h"
+#include "block/dirty_bitmap.h"
 
 #include <gtest/gtest.h>
 
