@@ -215,8 +215,6 @@ Task<Status> amend(BlockBackend* backend, Qcow2AmendOptions options, AmendProgre
   co_return co_await amend_image(backend->root(), std::move(options), std::move(progress));
 }
 
-Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
-
 // Everything after the progress output starts: every way out of here is followed by the
 // progress output's final newline, as in qemu-img.
 int open_and_amend(const AmendArgs& args) {
@@ -263,12 +261,7 @@ int open_and_amend(const AmendArgs& args) {
       status = 1;
     }
   }
-  Status closed = run_sync(**loop, close_image(backend.get()));
-  if (!closed && status == 0) {
-    img_error(closed.error().message());
-    status = 1;
-  }
-  return status;
+  return close_image_at_exit(**loop, *backend, status);
 }
 
 }  // namespace

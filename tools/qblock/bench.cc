@@ -18,6 +18,7 @@
 #include "qblock/commands.h"
 #include "qblock/event_loop.h"
 #include "qblock/image_options.h"
+#include "qblock/img_common.h"
 #include "qblock/iovec.h"
 #include "qblock/options.h"
 #include "qblock/task.h"
@@ -287,8 +288,6 @@ Task<void> slot_main(Bench* b, std::size_t slot) {
     complete_request(b, s);
   }
 }
-
-Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
 
 }  // namespace
 

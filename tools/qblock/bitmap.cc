@@ -130,8 +130,6 @@ Task<Status> remove_bitmap(BlockNode* node, std::string name) {
   co_return co_await remove_dirty_bitmap(*node, std::move(name));
 }
 
-Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
-
 Status run_action(EventLoop& loop, BlockNode& node, BlockNode& source_node, const BitmapArgs& args,
                   const BitmapAction& a) {
   switch (a.action) {
@@ -191,12 +189,7 @@ int run_bitmap(int argc, char** argv) {
     }
   }
   if (source) (void)run_sync(**loop, close_image(source.get()));
-  Status closed = run_sync(**loop, close_image(backend.get()));
-  if (!closed && status == 0) {
-    img_error(closed.error().message());
-    status = 1;
-  }
-  return status;
+  return close_image_at_exit(**loop, *backend, status);
 }
 
 }  // namespace qblock::tools

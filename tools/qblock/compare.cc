@@ -99,8 +99,6 @@ Task<Status> read_task(BlockBackend* backend, uint64_t offset, IoVec qiov) {
   co_return co_await backend->read(offset, std::move(qiov));
 }
 
-Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
-
 // The comparison; the caller owns the images and the loop.
 class Comparison {
  public:

@@ -240,8 +240,6 @@ struct Source {
   std::string name;
 };
 
-Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
-
 // A qcow2 v3 node keeps persistent bitmaps (qcow2-format.md §14); nothing else does.
 bool supports_persistent_bitmaps(const BlockNode& node) {
   if (node.driver_name() != "qcow2") return false;

@@ -144,4 +144,15 @@ void print_snapshot_table(const std::vector<SnapshotInfo>& snapshots) {
   }
 }
 
+Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
+
+int close_image_at_exit(EventLoop& loop, BlockBackend& backend, int status) {
+  Status closed = run_sync(loop, close_image(&backend));
+  if (!closed && status == 0) {
+    img_error(closed.error().message());
+    status = 1;
+  }
+  return status;
+}
+
 }  // namespace qblock::tools

@@ -68,4 +68,11 @@ Task<Status> resolve_preallocated(BlockNode* node, BlockStatus* st);
 // as `info` and `snapshot -l` print it.
 void print_snapshot_table(const std::vector<SnapshotInfo>& snapshots);
 
+// Closes `backend`: its caches written back, its preallocated tail trimmed.
+Task<Status> close_image(BlockBackend* backend);
+
+// Closes `backend` at the end of a subcommand: a failure is printed as qemu-img prints it and
+// turns a successful exit `status` into 1. Returns the exit status.
+int close_image_at_exit(EventLoop& loop, BlockBackend& backend, int status);
+
 }  // namespace qblock::tools

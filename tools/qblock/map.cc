@@ -106,8 +106,6 @@ Task<Result<MapEntry>> map_extent_task(BlockBackend* backend, uint64_t offset, u
   co_return co_await map_extent(&backend->root(), offset, bytes);
 }
 
-Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
-
 // Parses --start-offset/--max-length with qemu-img's message (qemu-compat.md §1.2).
 bool parse_offset_arg(const char* text, const char* what, uint64_t& value) {
   Result<uint64_t> v = parse_size(text);

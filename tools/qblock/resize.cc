@@ -32,8 +32,6 @@ Task<Status> truncate_image(BlockBackend* backend, uint64_t size, PreallocMode m
   co_return co_await backend->truncate(size, mode);
 }
 
-Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
-
 // True if `text` (qemu_strtosz syntax) denotes a value that fits in 64 bits. parse_size()
 // refuses everything from 2^63 on with ERANGE; 7.2 accepts sizes below 2^64 and only then
 // finds the result negative ("New image size must be positive").
@@ -184,12 +182,7 @@ int run_resize(int argc, char** argv) {
       std::printf("Image resized.\n");
     }
   }
-  Status closed = run_sync(**loop, close_image(backend.get()));
-  if (!closed && status == 0) {
-    img_error(closed.error().message());
-    status = 1;
-  }
-  return status;
+  return close_image_at_exit(**loop, *backend, status);
 }
 
 }  // namespace qblock::tools

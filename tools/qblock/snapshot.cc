@@ -83,8 +83,6 @@ Task<Status> act(BlockBackend* backend, Action action, std::string name) {
   co_return ok();
 }
 
-Task<Status> close_image(BlockBackend* backend) { co_return co_await backend->close(); }
-
 // qemu-img's message for a failed action, in 7.2's words for each.
 std::string failure_message(Action action, const std::string& name, const Error& e) {
   switch (action) {
@@ -153,12 +151,7 @@ int run_snapshot(int argc, char** argv) {
       status = 1;
     }
   }
-  Status closed = run_sync(**loop, close_image(backend.get()));
-  if (!closed && status == 0) {
-    img_error(closed.error().message());
-    status = 1;
-  }
-  return status;
+  return close_image_at_exit(**loop, *backend, status);
 }
 
 }  // namespace qblock::tools
