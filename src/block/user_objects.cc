@@ -99,7 +99,7 @@ Result<SecretBytes> read_secret_file(const std::string& path) {
   while ((n = std::fread(chunk, 1, sizeof(chunk), f)) > 0) buf.insert(buf.end(), chunk, chunk + n);
   std::fclose(f);
   SecretBytes out(buf.data(), buf.size());
-  explicit_bzero(buf.data(), buf.size());
+  if (!buf.empty()) explicit_bzero(buf.data(), buf.size());  // an empty file: data() is null
   explicit_bzero(chunk, sizeof(chunk));
   return out;
 }

@@ -100,10 +100,20 @@ Cipher::Cipher(CipherAlg alg, CipherMode mode, const nettle_cipher& meta)
       dec_ctx_(meta.context_size),
       tweak_ctx_(mode == CipherMode::kXts ? meta.context_size : 0) {}
 
+namespace {
+
+// explicit_bzero of a vector that may be empty (its data() is then null, which the function
+// must not be given).
+void wipe(std::vector<uint8_t>& v) {
+  if (!v.empty()) explicit_bzero(v.data(), v.size());
+}
+
+}  // namespace
+
 Cipher::~Cipher() {
-  explicit_bzero(enc_ctx_.data(), enc_ctx_.size());
-  explicit_bzero(dec_ctx_.data(), dec_ctx_.size());
-  explicit_bzero(tweak_ctx_.data(), tweak_ctx_.size());
+  wipe(enc_ctx_);
+  wipe(dec_ctx_);
+  wipe(tweak_ctx_);  // empty outside xts
 }
 
 Result<std::unique_ptr<Cipher>> Cipher::create(CipherAlg alg, CipherMode mode, const uint8_t* key,
