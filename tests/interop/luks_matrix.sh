@@ -8,6 +8,7 @@
 # Environment: QBLOCK (the qblock binary). Runs in well under 60 s.
 set -uo pipefail
 QBLOCK=${QBLOCK:?set QBLOCK to the qblock binary}
+. "$(dirname "$0")/../lib/qemu_img_retry.rc"
 dir=$(mktemp -d "${TMPDIR:-/var/tmp}/qblock-luks-matrix.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 cd "$dir" || exit 1
