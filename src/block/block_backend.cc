@@ -7,6 +7,7 @@
 
 #include "base/check.h"
 #include "block/driver.h"
+#include "block/preopened_child.h"
 #include "block/protocols/nbd_address.h"
 #include "block/protocols/rbd_address.h"
 #include "qblock/options.h"
@@ -40,21 +41,17 @@ Options options_for_filename(const std::string& filename) {
   return file;
 }
 
-// Reads the first bytes of the protocol subtree to guess the format. Formats score > 0;
-// nothing matching means raw.
-Task<Result<std::string>> probe_format(EventLoop& loop, const Options& file_tree, OpenFlags flags) {
-  flags.read_only = true;
-  flags.force_share = true;  // a probe must not fight over locks
-  Result<NodePtr> file = co_await open_node(loop, file_tree, flags, "file");
-  if (!file) co_return fail(file.error());
+// Guesses the format from the first bytes of `file`: formats score > 0; nothing matching
+// means raw.
+Task<Result<std::string>> probe_format(BlockNode& file) {
   AlignedBuffer header(2048, 4096);
   header.fill(0);
-  uint64_t len = std::min<uint64_t>(2048, (*file)->length());
+  uint64_t len = std::min<uint64_t>(2048, file.length());
   uint64_t aligned_len = (len + 511) / 512 * 512;
-  Status s = ok();
-  if (aligned_len) s = co_await (*file)->read(0, IoVec(header.data(), aligned_len));
-  (void)co_await (*file)->close();
-  if (!s) co_return fail(s.error());
+  if (aligned_len) {
+    Status s = co_await file.read(0, IoVec(header.data(), aligned_len));
+    if (!s) co_return fail(s.error());
+  }
   std::string best = "raw";
   int best_score = 0;
   for (const DriverEntry& d : driver_registry()) {
@@ -93,6 +90,12 @@ Task<Result<std::unique_ptr<BlockBackend>>> BlockBackend::open(EventLoop& loop,
   // precedence over the filename's.
   if (!options.format.empty()) tree["driver"] = options.format;
   bool probed_raw = false;
+  // Without a format, the protocol node is probed first. A remote one (nbd, rbd) is opened
+  // once: the probe reads it and the format driver then takes it as its file
+  // (block/preopened_child.h). A local file is probed read-only without locks and opened
+  // again by the format (which may open it with other flags: a repair's discards).
+  NodePtr probed_file;
+  Options file_options;
   if (!tree.contains("driver")) {
     if (!tree.contains("file")) {
       co_return fail(Error::with_message(EINVAL, "The 'file' block driver requires a file name"));
@@ -103,14 +106,35 @@ Task<Result<std::unique_ptr<BlockBackend>>> BlockBackend::open(EventLoop& loop,
       co_return fail(Error::with_message(
           ENOENT, "Cannot find device='" + ref + "' nor node-name='" + ref + "'"));
     }
-    Result<std::string> format = co_await probe_format(loop, tree["file"], options.flags);
+    file_options = tree["file"];
+    const std::string protocol = file_options.value("driver", std::string());
+    const bool remote = protocol == "nbd" || protocol == "rbd";
+    OpenFlags probe_flags = options.flags;
+    if (!remote) {
+      probe_flags.read_only = true;
+      probe_flags.force_share = true;  // a probe must not fight over locks
+    }
+    Result<NodePtr> file = co_await open_node(loop, file_options, probe_flags, "file");
+    if (!file) co_return fail(file.error());
+    probed_file = std::move(*file);
+    Result<std::string> format = co_await probe_format(*probed_file);
+    if (!format || !remote) {
+      (void)co_await probed_file->close();
+      probed_file.reset();
+    }
     if (!format) co_return fail(format.error());
     tree["driver"] = *format;
     probed_raw = *format == "raw";
   }
   OpenFlags flags = options.flags;
   flags.probed_raw = probed_raw;
-  Result<NodePtr> root = co_await open_node(loop, std::move(tree), flags, "");
+  Result<NodePtr> root;
+  {
+    ScopedPreopenedChild handoff(file_options, flags, probed_file);
+    root = co_await open_node(loop, std::move(tree), flags, "");
+  }
+  // A probed file the format did not take (it failed first) is closed here.
+  if (probed_file) (void)co_await probed_file->close();
   if (!root) co_return fail(root.error());
   std::unique_ptr<BlockBackend> backend(new BlockBackend(loop, std::move(*root)));
   backend->probed_raw_ = probed_raw;

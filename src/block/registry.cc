@@ -16,6 +16,7 @@
 #include "block/formats/qcow2/qcow2.h"
 #include "block/formats/raw.h"
 #include "block/node_reference.h"
+#include "block/preopened_child.h"
 #include "block/protocols/file.h"
 #include "block/protocols/memory.h"
 #include "block/protocols/nbd.h"
@@ -224,6 +225,7 @@ Task<Result<NodePtr>> open_child(OpenContext& ctx, Options& options, std::string
     // qemu-compat.md §5.2: a string child is a reference to an existing node name.
     co_return open_node_reference(ctx.loop, sub.get<std::string>());
   }
+  if (NodePtr preopened = take_preopened_child(sub, ctx.flags)) co_return preopened;
   co_return co_await open_node(ctx.loop, std::move(sub), ctx.flags, default_driver);
 }
 

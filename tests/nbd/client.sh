@@ -208,6 +208,40 @@ c_qcow2_over_nbd() {
     "$WORK/qref.qcow2"
 }
 
+# Without -f the format is probed on the image's own connection, as QEMU does: a server that
+# serves one client and then exits (no -t) still serves the whole command.
+c_probe_one_connection() {
+  must "qemu-img create" qemu-img create -q -f qcow2 "$WORK/p.qcow2" 4M || return 1
+  must "qemu-io fill" qemu-io -c 'write -P 0x5a 64k 64k' "$WORK/p.qcow2" || return 1
+  local what i
+  for what in io info; do
+    start_server p -x p -f raw "$WORK/p.qcow2" || return 1
+    if [[ $what == io ]]; then
+      must "qblock io (format probed)" "$QBLOCK" io -c 'read -P 0x5a 64k 64k' \
+        -c 'read -P 0 0 64k' "$(uri p p)" || return 1
+      if grep -qiE 'fail|mismatch' <<<"$OUT"; then
+        why "qblock io: $(grep -iE -m1 'fail|mismatch' <<<"$OUT")"
+        return 1
+      fi
+    else
+      must "qblock info (format probed)" "$QBLOCK" info "$(uri p p)" || return 1
+      if [[ $OUT != *"file format: qcow2"* ]]; then
+        why "qblock info did not probe qcow2: $(head -c 200 <<<"$OUT")"
+        return 1
+      fi
+    fi
+    # Its only client gone, the server exits by itself.
+    for ((i = 0; i < 200; i++)); do
+      [[ -f $WORK/p.status ]] && break
+      sleep 0.05
+    done
+    if [[ $(cat "$WORK/p.status" 2>/dev/null) != "exit 0" ]]; then
+      why "the one-client server did not exit 0 after qblock $what"
+      return 1
+    fi
+  done
+}
+
 c_multi_conn() {
   must "qemu-img create" qemu-img create -q -f raw "$WORK/m.raw" 8M || return 1
   start_server m -t -e 8 -x exp -f raw --cache=writeback --aio=threads "$WORK/m.raw" ||
@@ -300,6 +334,7 @@ run_case info c_info
 run_case convert-from-export c_convert_from_export
 run_case convert-to-export c_convert_to_export
 run_case qcow2-over-nbd c_qcow2_over_nbd
+run_case probe-one-connection c_probe_one_connection
 run_case multi-conn c_multi_conn
 run_case errors c_errors
 run_case read-only-export c_read_only_export
