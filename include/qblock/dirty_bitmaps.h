@@ -17,16 +17,19 @@
 
 namespace qblock {
 
+class DirtyBitmap;  // the granules of one bitmap (internal)
+
 enum class BitmapPersistence : bool { kTransient = false, kPersistent = true };
 enum class BitmapRecording : bool { kDisabled = false, kEnabled = true };
 
 struct DirtyBitmapInfo {
-  std::string name;
+  std::string name;  // empty for a busy bitmap's successor (QEMU's anonymous bitmap)
   uint64_t granularity = 0;
   uint64_t count = 0;  // dirty bytes
   bool recording = false;
   bool persistent = false;
   bool inconsistent = false;  // found IN_USE at open: usable only by remove
+  bool busy = false;          // a job uses it (freeze_dirty_bitmap)
 };
 
 // The granularity QEMU picks when none is given: the cluster size, at least 4 KiB (64 KiB
@@ -55,7 +58,30 @@ Status disable_dirty_bitmap(BlockNode& node, const std::string& name);
 // (different disk sizes) or an inconsistent source.
 Status merge_dirty_bitmap(BlockNode& node, const std::string& target, BlockNode& source_node,
                           const std::string& source);
-// The node's bitmaps, in the order they were loaded or added.
+// Whether a job may use bitmap `name` as QEMU's bdrv_dirty_bitmap_check does, in its order:
+// EBUSY "Bitmap 'NAME' is currently in use by another operation and cannot be used", EPERM
+// for a read-only node when the job will `modify` it, EINVAL for an inconsistent bitmap;
+// ENOENT "Dirty bitmap 'NAME' not found". (Every operation above refuses a busy bitmap too.)
+Status check_dirty_bitmap(BlockNode& node, const std::string& name, bool modify);
+// A job (blockdev-backup with a bitmap) takes bitmap `name` as QEMU freezes it: its bits stay
+// as they are now and are returned (valid until the thaw), the writes made meanwhile are kept
+// apart (in a successor that records as the bitmap did), and the bitmap is busy. Errors: those
+// of check_dirty_bitmap(node, name, modify).
+Result<const DirtyBitmap*> freeze_dirty_bitmap(BlockNode& node, const std::string& name,
+                                               bool modify);
+// How a job gives a frozen bitmap back.
+enum class BitmapThaw {
+  kReclaim,   // the bits it was frozen with, plus the writes made meanwhile
+  kAbdicate,  // only the writes made meanwhile (what the job copied is clean); QEMU then
+              // lists the bitmap as the node's newest
+};
+// Ends freeze_dirty_bitmap(): the bitmap is no longer busy. With `also_dirty`, every granule
+// dirty there is dirty in the bitmap afterwards (a failed bitmap-mode=always backup gives back
+// what it did not copy). No-op when the bitmap is not frozen.
+void thaw_dirty_bitmap(BlockNode& node, const std::string& name, BitmapThaw how,
+                       const DirtyBitmap* also_dirty = nullptr);
+// The node's bitmaps, in the order they were loaded or added; after them, the successor of
+// each busy bitmap (unnamed).
 std::vector<DirtyBitmapInfo> dirty_bitmaps(BlockNode& node);
 // The dirty and clean runs of bitmap `name` from `offset` (granule-aligned runs clipped to
 // [offset, offset + bytes)): (length, dirty) pairs covering the range in order.

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "jobs/extent_copy.h"
+#include "qblock/dirty_bitmaps.h"
 
 namespace qblock {
 
@@ -35,7 +36,11 @@ BackupJob::BackupJob(EventLoop& loop, BackupOptions options, JobListener& listen
   // The point in time is now: everything is pending until the job has looked at the source
   // (sync=top narrows it down in run(), before any guest write can have passed the filter's
   // copy-before-write, which copies what is pending).
-  pending_.set(0, length_);
+  if (options_.sync == BackupSync::kBitmap) {
+    pending_.merge(*options_.frozen);
+  } else {
+    pending_.set(0, length_);
+  }
   total_bytes_ = options_.sync == BackupSync::kNone ? length_ : 0;
   switch_users_(*filter_);
 }
@@ -98,6 +103,7 @@ Task<Status> BackupJob::copy_pending(uint64_t offset, uint64_t bytes, bool& is_r
 Task<Status> BackupJob::mark_pending() {
   if (options_.sync != BackupSync::kTop) {
     if (options_.sync == BackupSync::kFull) total_bytes_ = length_;
+    if (options_.sync == BackupSync::kBitmap) total_bytes_ = pending_.dirty_bytes();
     co_return ok();
   }
   // Only what the top layer allocates is part of the backup; the rest is the target's
@@ -161,8 +167,25 @@ Task<void> BackupJob::remove_filter() {
   while (filter_->tracked_requests() > 0) co_await loop_.yield();
 }
 
-Task<void> BackupJob::commit() { co_await remove_filter(); }
+void BackupJob::release_bitmap(bool succeeded) {
+  if (options_.bitmap.empty()) return;
+  const BitmapMode mode = options_.bitmap_mode;
+  const bool clean_copied =
+      mode == BitmapMode::kAlways || (succeeded && mode != BitmapMode::kNever);
+  thaw_dirty_bitmap(source_, options_.bitmap,
+                    clean_copied ? BitmapThaw::kAbdicate : BitmapThaw::kReclaim,
+                    !succeeded && mode == BitmapMode::kAlways ? &pending_ : nullptr);
+  options_.bitmap.clear();
+}
 
-Task<void> BackupJob::abort() { co_await remove_filter(); }
+Task<void> BackupJob::commit() {
+  co_await remove_filter();
+  release_bitmap(true);
+}
+
+Task<void> BackupJob::abort() {
+  co_await remove_filter();
+  release_bitmap(false);
+}
 
 }  // namespace qblock

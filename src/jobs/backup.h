@@ -11,6 +11,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "block/dirty_bitmap.h"
@@ -21,13 +22,26 @@
 
 namespace qblock {
 
-enum class BackupSync { kFull, kTop, kNone };
+// sync=bitmap copies what a dirty bitmap of the source marks (sync=incremental is sync=bitmap
+// with BitmapMode::kOnSuccess).
+enum class BackupSync { kFull, kTop, kNone, kBitmap };
+
+// What becomes of the job's bitmap (QMP's bitmap-mode): after success it holds only the writes
+// made during the job (kOnSuccess, kAlways), or it keeps its bits plus those writes (kNever, and
+// kOnSuccess after a failure); after a failure kAlways keeps the writes and what was not copied.
+enum class BitmapMode { kOnSuccess, kNever, kAlways };
 
 struct BackupOptions {
   JobOptions job;
   BackupSync sync = BackupSync::kFull;
   OnError on_source_error = OnError::kReport;
   OnError on_target_error = OnError::kReport;
+  // The source's bitmap `bitmap` (empty: none), frozen by the caller with
+  // freeze_dirty_bitmap(); `frozen` is what that returned. The job gives it back
+  // (thaw_dirty_bitmap) when it ends, as `bitmap_mode` says.
+  std::string bitmap{};
+  const DirtyBitmap* frozen = nullptr;
+  BitmapMode bitmap_mode = BitmapMode::kOnSuccess;
 };
 
 class BackupJob : public Job, private MirrorTopFilter::Hooks {
@@ -40,11 +54,15 @@ class BackupJob : public Job, private MirrorTopFilter::Hooks {
   ~BackupJob() override;
 
   const char* type() const override { return "backup"; }
+  bool cancel_wakes_throttle() const override { return true; }
   uint64_t current_progress() const override { return copied_bytes_; }
   uint64_t total_progress() const override { return total_bytes_; }
   BlockNode& source() const { return source_; }
   BlockNode& target() const { return target_; }
   MirrorTopFilter& filter() { return *filter_; }
+  // The granules the target still lacks (QEMU lists this copy bitmap among the source's
+  // bitmaps while the job runs).
+  const DirtyBitmap& copy_bitmap() const { return pending_; }
   // True until the users are back on the source: a new user must go through the filter.
   bool filter_in_path() const { return !filter_removed_; }
 
@@ -65,6 +83,8 @@ class BackupJob : public Job, private MirrorTopFilter::Hooks {
   Task<Status> copy_pending(uint64_t offset, uint64_t bytes, bool& is_read_error);
   Task<Status> copy_range(uint64_t offset, uint64_t bytes, bool& is_read_error);
   Task<void> remove_filter();
+  // Gives the frozen bitmap back as the job ended (`succeeded` or not).
+  void release_bitmap(bool succeeded);
 
   BackupOptions options_;
   BlockNode& source_;

@@ -1,7 +1,8 @@
 // BackupJob on memory nodes: the target ends equal to the source as it was when the job
 // started, whatever guest writes, write-zeroes and discards pass the filter during the copy
 // (copy-before-write); sync=none copies only what guests overwrite; the users end on the
-// source. Also the chain helpers the commit job uses (layers_above, replace_child).
+// source; sync=bitmap copies what a frozen dirty bitmap marks and gives the bitmap back as its
+// bitmap-mode says. Also the chain helpers the commit job uses (layers_above, replace_child).
 #include "jobs/backup.h"
 
 #include <gtest/gtest.h>
@@ -10,9 +11,11 @@
 #include <chrono>
 #include <random>
 
+#include "block/formats/qcow2/create.h"
 #include "block/protocols/memory.h"
 #include "block/test_util.h"
 #include "jobs/allocated_above.h"
+#include "qblock/dirty_bitmaps.h"
 
 namespace qblock {
 namespace {
@@ -130,6 +133,116 @@ TEST_F(BackupTest, SyncNoneCopiesOnlyWhatGuestsOverwrite) {
   spin_until(ev.finished);
   EXPECT_EQ(users, &source);
   EXPECT_EQ(ev.log, "created running aborting CANCELLED concluded null ");
+}
+
+// sync=bitmap from a qcow2 source whose bitmap "bm" marks the granules at 0 and 6 MiB (64 KiB
+// granules); a guest write at 2 MiB lands during the job. The job copies in 1 MiB steps, so at
+// 1 byte/s it copies the granule at 0 and then waits: a cancel leaves 6 MiB uncopied.
+class BackupBitmapTest : public BackupTest {
+ protected:
+  void SetUp() override {
+    BackupTest::SetUp();
+    target_ =
+        std::make_unique<MemoryNode>(*loop_, MemoryNode::Config{.size = kSize, .async = true});
+    qcow2::Qcow2CreateOptions opts;
+    opts.filename = path_;
+    opts.size = kSize;
+    ASSERT_OK(run_sync(*loop_, qcow2::create_qcow2(*loop_, opts)));
+    source_ = open(R"({"driver":"qcow2","file":{"driver":"file","filename":")" + path_ + "\"}}");
+    ASSERT_OK(add_dirty_bitmap(*source_, "bm", 65536, BitmapPersistence::kTransient,
+                               BitmapRecording::kEnabled));
+    write(*source_, 0, 0x11);
+    write(*source_, 6 << 20, 0x66);
+  }
+  void TearDown() override {
+    close(*source_);
+    BackupTest::TearDown();
+  }
+  void write(BlockNode& node, uint64_t offset, uint8_t value) {
+    AlignedBuffer buf(4096, 4096);
+    std::fill_n(buf.data(), 4096, value);
+    ASSERT_OK(run_sync(*loop_, node.write(offset, IoVec(buf.data(), 4096))));
+  }
+  DirtyBitmapInfo bm() {
+    for (const DirtyBitmapInfo& b : dirty_bitmaps(*source_)) {
+      if (b.name == "bm") return b;
+    }
+    ADD_FAILURE() << "bitmap bm missing";
+    return {};
+  }
+  // Runs sync=bitmap with `mode` at `speed`; the guest writes at 2 MiB once the job runs;
+  // cancels the job when `cancel`. Returns the job's last status line.
+  std::string backup(BitmapMode mode, uint64_t speed, bool cancel) {
+    Result<const DirtyBitmap*> frozen = freeze_dirty_bitmap(*source_, "bm", true);
+    EXPECT_TRUE(frozen.has_value());
+    EXPECT_TRUE(bm().busy);
+    EXPECT_FALSE(clear_dirty_bitmap(*source_, "bm").has_value());
+    Events ev;
+    BlockNode* users = source_.get();
+    BackupJob job(*loop_,
+                  BackupOptions{.job = {.id = "b", .speed = speed},
+                                .sync = BackupSync::kBitmap,
+                                .bitmap = "bm",
+                                .frozen = *frozen,
+                                .bitmap_mode = mode},
+                  ev, *source_, *target_, [&](BlockNode& n) { users = &n; });
+    job.start();
+    write(*users, 2 << 20, 0x22);
+    if (cancel) {
+      EXPECT_FALSE(ev.finished);
+      EXPECT_TRUE(job.cancel(true));
+    }
+    spin_until(ev.finished);
+    EXPECT_EQ(job.total_progress(), 128u << 10);  // the two granules dirty at the start
+    EXPECT_FALSE(bm().busy);
+    return ev.log;
+  }
+  // Whether the target holds `value` at `offset` (what the backup copied there).
+  bool copied(uint64_t offset, uint8_t value) { return target_->data()[offset] == value; }
+
+  static constexpr uint64_t kSize = 8 << 20;
+  testing::TempDir dir_;
+  std::string path_ = dir_.file("src.qcow2");
+  NodePtr source_;
+  std::unique_ptr<MemoryNode> target_;  // made in SetUp (the loop exists then)
+};
+
+TEST_F(BackupBitmapTest, OnSuccessKeepsOnlyTheWritesMadeDuringTheJob) {
+  EXPECT_EQ(backup(BitmapMode::kOnSuccess, 0, false),
+            "created running waiting pending concluded null ");
+  EXPECT_TRUE(copied(0, 0x11));
+  EXPECT_TRUE(copied(6 << 20, 0x66));
+  EXPECT_FALSE(copied(2 << 20, 0x22));  // written after the point in time
+  EXPECT_FALSE(copied(1 << 20, 0x11));  // never dirty: not copied
+  EXPECT_EQ(bm().count, 64u << 10);     // the write at 2 MiB
+}
+
+TEST_F(BackupBitmapTest, NeverKeepsTheBitmapAndAddsTheWrites) {
+  backup(BitmapMode::kNever, 0, false);
+  EXPECT_TRUE(copied(6 << 20, 0x66));
+  EXPECT_EQ(bm().count, 192u << 10);
+}
+
+TEST_F(BackupBitmapTest, CancelledOnSuccessGivesEverythingBack) {
+  EXPECT_EQ(backup(BitmapMode::kOnSuccess, 1, true),
+            "created running aborting CANCELLED concluded null ");
+  EXPECT_EQ(bm().count, 192u << 10);
+}
+
+TEST_F(BackupBitmapTest, CancelledAlwaysKeepsWhatWasNotCopied) {
+  backup(BitmapMode::kAlways, 1, true);
+  EXPECT_TRUE(copied(0, 0x11));
+  EXPECT_FALSE(copied(6 << 20, 0x66));
+  // 6 MiB (not copied) and 2 MiB (written meanwhile); 0 was copied.
+  Result<std::vector<std::pair<uint64_t, bool>>> runs =
+      dirty_bitmap_extents(*source_, "bm", 0, kSize);
+  ASSERT_TRUE(runs.has_value());
+  const std::vector<std::pair<uint64_t, bool>> expected = {{2 << 20, false},
+                                                           {64 << 10, true},
+                                                           {(4 << 20) - (64 << 10), false},
+                                                           {64 << 10, true},
+                                                           {(2 << 20) - (64 << 10), false}};
+  EXPECT_EQ(*runs, expected);
 }
 
 TEST_F(BackupTest, LayersAboveAndReplaceChild) {

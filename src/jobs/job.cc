@@ -255,12 +255,14 @@ Task<bool> Job::pause_point() {
 
 Task<void> Job::throttle(uint64_t bytes) {
   std::chrono::nanoseconds wait = rate_.take(bytes, RateLimit::Clock::now());
+  throttling_ = true;
   while (wait.count() > 0 && !cancelled_) {
     std::chrono::nanoseconds step = std::min<std::chrono::nanoseconds>(wait, kMaxThrottleSleep);
     Task<void> sleep = loop_.sleep_for(step);
     co_await std::move(sleep);
     wait -= step;
   }
+  throttling_ = false;
 }
 
 Task<void> Job::idle_wait() {

@@ -103,6 +103,12 @@ class Job {
   bool paused() const { return pause_count_ > 0; }
   // Running a chunk of work now (not paused, not idle, not waiting for the user).
   bool busy() const { return busy_; }
+  // Sleeping in throttle() (the speed limit).
+  bool throttling() const { return throttling_; }
+  // Whether a cancel ends the job before job-cancel replies when it sleeps in throttle(), as
+  // QEMU's backup does (its copy is woken from the rate limit and finishes at once); a QEMU
+  // mirror sleeps on and gets the reply first. Default false.
+  virtual bool cancel_wakes_throttle() const { return false; }
   bool ready() const { return status_ == JobStatus::kReady || status_ == JobStatus::kStandby; }
   // Why the job failed or "Operation canceled"; empty if it succeeded (so far).
   const std::string& error() const { return error_; }
@@ -170,6 +176,7 @@ class Job {
   bool in_pause_ = false;  // parked in paused/standby
   bool idle_ = false;      // in idle_wait()
   bool busy_ = false;
+  bool throttling_ = false;
   bool cancelled_ = false;
   bool force_cancel_ = false;
   bool finalize_requested_ = false;

@@ -1,6 +1,5 @@
 // block-dirty-bitmap-add, -remove, -clear, -enable, -disable and -merge, with
-// qemu-storage-daemon 7.2's errors, over qblock/dirty_bitmaps.h. A message's hint (its second
-// line, which qemu-img prints) is not part of QMP's "desc".
+// qemu-storage-daemon 7.2's errors, over qblock/dirty_bitmaps.h.
 #include <string>
 #include <vector>
 
@@ -16,12 +15,6 @@ using qmp::QmpError;
 using qmp::required;
 
 namespace {
-
-QmpError bitmap_error(const Error& e) {
-  std::string desc = e.message();
-  if (std::size_t nl = desc.find('\n'); nl != std::string::npos) desc.resize(nl);
-  return QmpError::generic(desc);
-}
 
 Task<Status> remove_bitmap(BlockNode* node, std::string name) {
   co_return co_await remove_dirty_bitmap(*node, std::move(name));
@@ -65,7 +58,7 @@ Task<CommandResult> StorageDaemon::Impl::bitmap_add(Options args) {
       args.value("disabled", false) ? BitmapRecording::kDisabled : BitmapRecording::kEnabled;
   Status s =
       add_dirty_bitmap(*n, args["name"].get<std::string>(), granularity, persistence, recording);
-  if (!s) co_return qmp_fail(bitmap_error(s.error()));
+  if (!s) co_return qmp_fail(QmpError::from_without_hint(s.error()));
   co_return Options::object();
 }
 
@@ -85,7 +78,7 @@ Task<CommandResult> StorageDaemon::Impl::bitmap_verb(std::string command, Option
   } else {
     s = disable_dirty_bitmap(*n, name);
   }
-  if (!s) co_return qmp_fail(bitmap_error(s.error()));
+  if (!s) co_return qmp_fail(QmpError::from_without_hint(s.error()));
   co_return Options::object();
 }
 
@@ -125,7 +118,7 @@ Task<CommandResult> StorageDaemon::Impl::bitmap_merge(Options args) {
           "Invalid parameter type for 'bitmaps[0]', expected: BlockDirtyBitmapOrStr"));
     }
     Status s = merge_dirty_bitmap(*n, target, *source_node, source);
-    if (!s) co_return qmp_fail(bitmap_error(s.error()));
+    if (!s) co_return qmp_fail(QmpError::from_without_hint(s.error()));
   }
   co_return Options::object();
 }

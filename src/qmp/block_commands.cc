@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "block/node_reference.h"
+#include "jobs/backup.h"
 #include "qblock/dirty_bitmaps.h"
 #include "qblock/driver/driver.h"
 #include "qmp/storage_daemon.h"
@@ -181,10 +182,10 @@ Options node_info(const BlockNode& node, int backing_depth) {
     Options list = Options::array();
     for (auto it = bitmaps.rbegin(); it != bitmaps.rend(); ++it) {
       Options b = Options::object();
-      b["name"] = it->name;
+      if (!it->name.empty()) b["name"] = it->name;
       b["recording"] = it->recording;
       b["persistent"] = it->persistent;
-      b["busy"] = false;
+      b["busy"] = it->busy;
       b["granularity"] = it->granularity;
       b["count"] = it->count;
       if (it->inconsistent) b["inconsistent"] = true;
@@ -332,6 +333,22 @@ Task<CommandResult> StorageDaemon::Impl::query_named_block_nodes(Options) {
   Options list = Options::array();
   for (const auto& [seq, backend] : roots) {
     collect_nodes(const_cast<BlockBackend*>(backend)->root(), list);
+  }
+  // A running backup's copy bitmap is the newest (unnamed) bitmap of its source, as in QEMU.
+  for (Job* j : jobs_.list()) {
+    auto* backup = dynamic_cast<BackupJob*>(j);
+    if (backup == nullptr || !backup->filter_in_path()) continue;
+    for (Options& n : list) {
+      if (n["node-name"] != backup->source().node_name()) continue;
+      const DirtyBitmap& copy = backup->copy_bitmap();
+      Options b = {{"recording", false},
+                   {"persistent", false},
+                   {"busy", false},
+                   {"granularity", copy.granularity()},
+                   {"count", copy.dirty_bytes()}};
+      if (!n.contains("dirty-bitmaps")) n["dirty-bitmaps"] = Options::array();
+      n["dirty-bitmaps"].insert(n["dirty-bitmaps"].begin(), std::move(b));
+    }
   }
   co_return list;
 }

@@ -7,6 +7,7 @@
 #include "jobs/chain_edit.h"
 #include "jobs/live_commit.h"
 #include "jobs/mirror.h"
+#include "qblock/dirty_bitmaps.h"
 #include "qmp/storage_daemon.h"
 
 namespace qblock {
@@ -204,6 +205,49 @@ Task<CommandResult> StorageDaemon::Impl::block_commit(Options args) {
   co_return Options::object();
 }
 
+// blockdev-backup's bitmap arguments, checked in QEMU 7.2's order. sync=incremental becomes
+// sync=bitmap with bitmap-mode=on-success (`sync` and `args` are rewritten so).
+std::optional<QmpError> StorageDaemon::Impl::check_backup_bitmap(BlockNode& source, Options& args,
+                                                                 std::string& sync) {
+  const bool has_bitmap = args.contains("bitmap");
+  const bool has_mode = args.contains("bitmap-mode");
+  if ((sync == "incremental" || sync == "bitmap") && !has_bitmap) {
+    return QmpError::generic("must provide a valid bitmap name for '" + sync + "' sync mode");
+  }
+  if (sync == "incremental") {
+    if (has_mode && args["bitmap-mode"] != "on-success") {
+      return QmpError::generic(
+          "Bitmap sync mode must be 'on-success' when using sync mode 'incremental'");
+    }
+    sync = "bitmap";
+    args["bitmap-mode"] = "on-success";
+  }
+  if (!has_bitmap) {
+    if (has_mode) return QmpError::generic("Cannot specify bitmap sync mode without a bitmap");
+    return std::nullopt;
+  }
+  const std::string name = args["bitmap"].get<std::string>();
+  Status usable = check_dirty_bitmap(source, name, false);
+  if (!usable && usable.error().errnum() == ENOENT) {
+    return QmpError::generic("Bitmap '" + name + "' could not be found");
+  }
+  if (!args.contains("bitmap-mode")) {
+    return QmpError::generic("Bitmap sync mode must be given when providing a bitmap");
+  }
+  if (!usable) return QmpError::from_without_hint(usable.error());
+  if (sync == "none") {
+    return QmpError::generic("sync mode 'none' does not produce meaningful bitmap outputs");
+  }
+  const std::string mode = args["bitmap-mode"].get<std::string>();
+  if (mode == "never" && sync != "bitmap") {
+    return QmpError::generic(
+        "Bitmap sync mode 'never' has no meaningful effect when combined "
+        "with sync mode '" +
+        sync + "'");
+  }
+  return std::nullopt;
+}
+
 Task<CommandResult> StorageDaemon::Impl::blockdev_backup(Options args) {
   const std::string device = args["device"].get<std::string>();
   const std::string target_name = args["target"].get<std::string>();
@@ -215,15 +259,10 @@ Task<CommandResult> StorageDaemon::Impl::blockdev_backup(Options args) {
   BlockBackend* dst = find_node(target_name);
   if (dst == nullptr) co_return qmp_fail(not_found(target_name));
   if (src == dst) co_return qmp_fail(QmpError::generic("Source and target cannot be the same"));
-  const std::string sync = args["sync"].get<std::string>();
-  if (sync == "incremental" || sync == "bitmap") {
-    // No persistent dirty bitmaps on the daemon's nodes yet: none can be found.
-    if (!args.contains("bitmap")) {
-      co_return qmp_fail(
-          QmpError::generic("must provide a valid bitmap name for '" + sync + "' sync mode"));
-    }
-    co_return qmp_fail(
-        QmpError::generic("Bitmap '" + args["bitmap"].get<std::string>() + "' could not be found"));
+  std::string sync = args["sync"].get<std::string>();
+  BlockNode& source_root = src->root();
+  if (std::optional<QmpError> e = check_backup_bitmap(source_root, args, sync)) {
+    co_return qmp_fail(std::move(*e));
   }
   for (const std::string* name : {&device, &target_name}) {
     if (std::string busy = node_busy_reason(*name); !busy.empty()) {
@@ -238,13 +277,24 @@ Task<CommandResult> StorageDaemon::Impl::blockdev_backup(Options args) {
   const std::string id = job->id;
   BackupOptions options;
   options.job = std::move(*job);
-  options.sync = sync == "full"  ? BackupSync::kFull
-                 : sync == "top" ? BackupSync::kTop
-                                 : BackupSync::kNone;
+  options.sync = sync == "full"     ? BackupSync::kFull
+                 : sync == "top"    ? BackupSync::kTop
+                 : sync == "bitmap" ? BackupSync::kBitmap
+                                    : BackupSync::kNone;
   options.on_source_error = on_error_policy(args, "on-source-error");
   options.on_target_error = on_error_policy(args, "on-target-error");
+  if (args.contains("bitmap")) {
+    const std::string mode = args["bitmap-mode"].get<std::string>();
+    options.bitmap_mode = mode == "never"    ? BitmapMode::kNever
+                          : mode == "always" ? BitmapMode::kAlways
+                                             : BitmapMode::kOnSuccess;
+    options.bitmap = args["bitmap"].get<std::string>();
+    Result<const DirtyBitmap*> frozen =
+        freeze_dirty_bitmap(source_root, options.bitmap, options.bitmap_mode != BitmapMode::kNever);
+    if (!frozen) co_return qmp_fail(QmpError::from_without_hint(frozen.error()));
+    options.frozen = *frozen;
+  }
   // `compress` is accepted and not honoured: the target gets the same data, uncompressed.
-  BlockNode& source_root = src->root();
   auto switch_users = users_switcher(source_root, device, source_root, device);
   auto backup = std::make_unique<BackupJob>(loop_, std::move(options), *job_events_, source_root,
                                             dst->root(), std::move(switch_users));

@@ -4,6 +4,8 @@
 // pause/resume/finalize/dismiss, and the job events (JOB_STATUS_CHANGE, BLOCK_JOB_READY,
 // BLOCK_JOB_PENDING, BLOCK_JOB_COMPLETED, BLOCK_JOB_CANCELLED, BLOCK_JOB_ERROR) with
 // qemu-storage-daemon 7.2's payloads, replies and messages.
+#include <chrono>
+
 #include "jobs/backup.h"
 #include "jobs/live_commit.h"
 #include "jobs/mirror.h"
@@ -150,11 +152,14 @@ void StorageDaemon::Impl::register_job_commands() {
 
   dispatcher_.add({"job-pause", id_arg, verb(pause, false, false)});
   dispatcher_.add({"job-resume", id_arg, verb(resume, false, false)});
-  // QEMU concludes an idle job (a backup with sync=none) before it replies to job-cancel; a
-  // job that is copying or sleeping gets the reply first.
+  // QEMU concludes an idle job (a backup with sync=none) and a backup sleeping in its speed
+  // limit before it replies to job-cancel; a job that is copying, or a mirror sleeping, gets
+  // the reply first.
   dispatcher_.add({"job-cancel", id_arg, [this](Options args) {
                      Job* j = jobs_.find(args.value("id", std::string()));
-                     const bool idle = j != nullptr && !j->busy();
+                     const bool idle =
+                         j != nullptr &&
+                         (!j->busy() || (j->throttling() && j->cancel_wakes_throttle()));
                      return job_verb(
                          std::move(args), [](Job& job, const Options&) { return job.cancel(true); },
                          false, idle);
@@ -204,10 +209,15 @@ Task<CommandResult> StorageDaemon::Impl::job_verb(Options args,
   if (settle) {
     // finalize and dismiss report their outcome before the reply, as QEMU does.
     const JobStatus before = job->status();
+    // A job ending its speed-limit sleep takes up to one sleep step (milliseconds).
     for (int i = 0; i < 1000; ++i) {
       Job* still = jobs_.find(id);
       if (still == nullptr || still->status() != before) break;
-      co_await loop_.yield();
+      if (still->throttling()) {
+        co_await loop_.sleep_for(std::chrono::milliseconds(1));
+      } else {
+        co_await loop_.yield();
+      }
     }
   }
   co_return Options::object();

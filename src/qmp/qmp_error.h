@@ -22,6 +22,13 @@ struct QmpError {
   static QmpError device_not_found(std::string desc) { return {"DeviceNotFound", std::move(desc)}; }
   // A library error as QEMU reports it: GenericError with the error's message.
   static QmpError from(const Error& e) { return generic(e.message()); }
+  // The same without the message's hint (a second line after '\n', which qemu-img prints and
+  // QMP leaves out).
+  static QmpError from_without_hint(const Error& e) {
+    std::string desc = e.message();
+    if (std::size_t nl = desc.find('\n'); nl != std::string::npos) desc.resize(nl);
+    return generic(std::move(desc));
+  }
 };
 
 // What a command handler returns: the "return" value (an object, or an array for queries).

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,10 @@ class StorageDaemon::Impl {
   bool is_non_root_node(const std::string& name);
   Task<qmp::CommandResult> block_commit(Options args);
   Task<qmp::CommandResult> blockdev_backup(Options args);
+  // blockdev-backup's bitmap and bitmap-mode against `sync` (QEMU's messages and order);
+  // turns sync=incremental into sync=bitmap with bitmap-mode=on-success.
+  std::optional<qmp::QmpError> check_backup_bitmap(BlockNode& source, Options& args,
+                                                   std::string& sync);
 
   // ---- block-dirty-bitmap-* (bitmap_commands.cc) ----
   void register_bitmap_commands();

@@ -3,13 +3,16 @@
 prints every input and every reply and event, normalised so that the transcripts of
 qemu-storage-daemon and `qblock storage-daemon` can be compared (keys sorted; timestamps,
 versions, auto-generated node names and allocated sizes replaced; with QMP_JOB_PROGRESS=any
-also a job's progress figures, which depend on timing).
+also a job's progress figures, which depend on timing, and the count of a backup job's unnamed
+copy bitmap).
 
 Script lines (blank lines and lines starting with '#' are skipped):
   {json...}            sent as is; waits for its reply (events before it are printed too)
   raw N <bytes>        sends a Python bytes literal; waits for N replies (0: none)
   shell <command>      runs a shell command ($DIR is the test directory) and prints its output
   wait EVENT           prints messages until the event EVENT has arrived (a job's progress)
+  bitmaps NODE         query-named-block-nodes, of which only NODE's dirty-bitmaps are printed
+                       (the rest, such as file sizes, depends on each engine's allocation)
   reconnect            closes the connection and opens a new one (greeting printed)
   close                closes the connection without waiting (a client that goes away)
 
@@ -36,6 +39,9 @@ def normalise(msg):
                     out[k] = "SIZE"
                 elif k in ("offset", "current-progress") and os.environ.get("QMP_JOB_PROGRESS") == "any":
                     out[k] = "PROGRESS"
+                elif (k == "count" and "name" not in v and v.get("recording") is False
+                      and os.environ.get("QMP_JOB_PROGRESS") == "any"):
+                    out[k] = "PROGRESS"  # a backup job's copy bitmap: what is still to copy
                 else:
                     out[k] = walk(x, k)
             return out
@@ -81,6 +87,20 @@ class Client:
             if "return" in msg or "error" in msg:
                 seen += 1
 
+    def bitmaps(self, node):
+        """Prints the dirty-bitmaps of `node` from query-named-block-nodes (events before the
+        reply are printed as they come)."""
+        self.send(b'{"execute":"query-named-block-nodes"}\n')
+        while True:
+            msg = self.read_message()
+            if "return" in msg:
+                found = [n.get("dirty-bitmaps", []) for n in msg["return"]
+                         if n.get("node-name") == node]
+                print("<<< " + normalise({"node-name": node,
+                                           "dirty-bitmaps": found[0] if found else None}))
+                return
+            print("<<< " + normalise(msg))
+
     def wait_event(self, name):
         """Prints messages until the event `name` has arrived."""
         while True:
@@ -120,6 +140,9 @@ def main():
         elif line.startswith("wait "):
             print("--- wait " + line[5:])
             client.wait_event(line[5:].strip())
+        elif line.startswith("bitmaps "):
+            print(">>> " + line)
+            client.bitmaps(line[len("bitmaps "):].strip())
         elif line == "reconnect":
             if client is not None:
                 client.sock.close()

@@ -1,7 +1,9 @@
 // The dirty bitmap operations of qblock/dirty_bitmaps.h on the qcow2 node that keeps them.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <bit>
+#include <memory>
 
 #include "block/formats/qcow2/qcow2_node.h"
 #include "qblock/dirty_bitmaps.h"
@@ -32,9 +34,15 @@ Result<Qcow2Node::NodeBitmap*> lookup(BlockNode& node, const std::string& name) 
   return b;
 }
 
-// QEMU's bdrv_dirty_bitmap_check: an inconsistent bitmap serves nothing but remove; a bitmap
-// of a read-only node cannot be modified (`modify`).
-Status usable(BlockNode& node, const Qcow2Node::NodeBitmap& b, bool modify) {
+// QEMU's bdrv_dirty_bitmap_check: a bitmap a job uses serves nothing else; an inconsistent
+// bitmap serves nothing but remove; a bitmap of a read-only node cannot be modified (`modify`).
+// Reading the bits (`reading`) is allowed while a job uses them.
+Status usable(BlockNode& node, const Qcow2Node::NodeBitmap& b, bool modify, bool reading = false) {
+  if (b.successor && !reading) {
+    return fail(Error::with_message(
+        EBUSY,
+        "Bitmap '" + b.name + "' is currently in use by another operation and cannot be used"));
+  }
   if (modify && node.read_only()) {
     return fail(
         Error::with_message(EPERM, "Bitmap '" + b.name + "' is readonly and cannot be modified"));
@@ -84,7 +92,47 @@ Status add_dirty_bitmap(BlockNode& node, const std::string& name,
 Task<Status> remove_dirty_bitmap(BlockNode& node, std::string name) {
   Qcow2Node* q = qcow2_of(node);
   if (!q) co_return fail(not_found(name));
+  if (const Qcow2Node::NodeBitmap* b = q->find_bitmap(name); b && b->successor) {
+    co_return fail(usable(node, *b, false).error());
+  }
   co_return co_await remove_from(q, std::move(name));
+}
+
+Status check_dirty_bitmap(BlockNode& node, const std::string& name, bool modify) {
+  Result<Qcow2Node::NodeBitmap*> b = lookup(node, name);
+  if (!b) return fail(b.error());
+  return usable(node, **b, modify);
+}
+
+Result<const DirtyBitmap*> freeze_dirty_bitmap(BlockNode& node, const std::string& name,
+                                               bool modify) {
+  Result<Qcow2Node::NodeBitmap*> b = lookup(node, name);
+  if (!b) return fail(b.error());
+  if (Status s = usable(node, **b, modify); !s) return fail(s.error());
+  DirtyBitmap& bits = *(*b)->bits;
+  if (bits.length() != node.length()) bits.resize(node.length());
+  (*b)->successor = std::make_unique<DirtyBitmap>(bits.length(), bits.granularity());
+  return &bits;
+}
+
+void thaw_dirty_bitmap(BlockNode& node, const std::string& name, BitmapThaw how,
+                       const DirtyBitmap* also_dirty) {
+  Qcow2Node* q = qcow2_of(node);
+  if (!q) return;
+  std::vector<Qcow2Node::NodeBitmap>& all = q->bitmaps();
+  auto it = std::find_if(all.begin(), all.end(), [&name](const Qcow2Node::NodeBitmap& b) {
+    return b.name == name && b.successor;
+  });
+  if (it == all.end()) return;
+  std::unique_ptr<DirtyBitmap> successor = std::move(it->successor);
+  if (successor->length() != it->bits->length()) successor->resize(it->bits->length());
+  if (how == BitmapThaw::kReclaim) {
+    it->bits->merge(*successor);
+  } else {
+    it->bits = std::move(successor);
+  }
+  if (also_dirty) it->bits->merge(*also_dirty);
+  if (how == BitmapThaw::kAbdicate) std::rotate(it, it + 1, all.end());
 }
 
 Status clear_dirty_bitmap(BlockNode& node, const std::string& name) {
@@ -141,6 +189,15 @@ std::vector<DirtyBitmapInfo> dirty_bitmaps(BlockNode& node) {
     i.recording = b.enabled && b.bits;
     i.persistent = b.persistent;
     i.inconsistent = !b.bits;
+    i.busy = b.successor != nullptr;
+    out.push_back(std::move(i));
+  }
+  for (const Qcow2Node::NodeBitmap& b : q->bitmaps()) {
+    if (!b.successor) continue;
+    DirtyBitmapInfo i;
+    i.granularity = uint64_t{1} << b.granularity_bits;
+    i.count = b.successor->dirty_bytes();
+    i.recording = b.enabled;
     out.push_back(std::move(i));
   }
   return out;
@@ -152,7 +209,7 @@ Result<std::vector<std::pair<uint64_t, bool>>> dirty_bitmap_extents(BlockNode& n
                                                                     uint64_t bytes) {
   Result<Qcow2Node::NodeBitmap*> b = lookup(node, name);
   if (!b) return fail(b.error());
-  if (Status s = usable(node, **b, false); !s) return fail(s.error());
+  if (Status s = usable(node, **b, false, true); !s) return fail(s.error());
   DirtyBitmap& bits = *(*b)->bits;
   if (bits.length() != node.length()) bits.resize(node.length());
   std::vector<std::pair<uint64_t, bool>> runs;

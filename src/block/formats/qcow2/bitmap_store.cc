@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "base/byte_order.h"
 #include "block/formats/qcow2/qcow2_node.h"
@@ -207,10 +208,19 @@ Task<Status> Qcow2Node::store_bitmaps() {
       continue;
     }
     if (b.bits->length() != header_.size) b.bits->resize(header_.size);
+    // A busy bitmap is stored with the writes its job has not yet accounted for: nothing
+    // dirty is ever lost, whatever becomes of the job.
+    std::optional<DirtyBitmap> with_successor;
+    if (b.successor) {
+      with_successor.emplace(*b.bits);
+      if (b.successor->length() != header_.size) b.successor->resize(header_.size);
+      with_successor->merge(*b.successor);
+    }
+    const DirtyBitmap& bits = with_successor ? *with_successor : *b.bits;
     const uint64_t n = bitmap_table_entries(header_.size, b.granularity_bits, cs_);
     std::vector<uint64_t> table(n, 0);
     for (uint64_t i = 0; i < n; ++i) {
-      b.bits->serialize(i * cs_, cluster);
+      bits.serialize(i * cs_, cluster);
       if (std::all_of(cluster.begin(), cluster.end(), [](uint8_t v) { return v == 0; })) continue;
       Result<uint64_t> at = co_await refcounts_->allocate(1);
       if (!at) co_return fail(at.error());

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/byte_order.h"
+#include "block/dirty_bitmap.h"
 #include "block/formats/qcow2/bitmaps.h"
 #include "block/formats/qcow2/create.h"
 #include "block/formats/qcow2/header.h"
@@ -114,6 +115,66 @@ TEST_F(Qcow2BitmapTest, WritesAreRecordedStoredAndReloaded) {
                                                            {(8 << 20) - (128 << 10), false}};
   EXPECT_EQ(*runs, expected);
   close(*node);
+}
+
+// A bitmap a job froze (freeze_dirty_bitmap): busy for every other operation, the writes
+// kept apart and listed as an unnamed successor, both stored if the image closes meanwhile;
+// thawing reclaims or abdicates (the bitmap then listed as the newest).
+TEST_F(Qcow2BitmapTest, FrozenBitmapKeepsItsBitsAndTheWritesApart) {
+  NodePtr node = open_image();
+  for (const char* name : {"a", "b"}) {
+    ASSERT_OK(add_dirty_bitmap(*node, name, std::nullopt, BitmapPersistence::kPersistent,
+                               BitmapRecording::kEnabled));
+  }
+  write(*node, 0, 4096);
+  Result<const DirtyBitmap*> frozen = freeze_dirty_bitmap(*node, "a", true);
+  ASSERT_TRUE(frozen.has_value());
+  EXPECT_EQ((*frozen)->dirty_bytes(), 64u << 10);
+  const std::string busy = "Bitmap 'a' is currently in use by another operation and cannot be used";
+  EXPECT_EQ(freeze_dirty_bitmap(*node, "a", false).error().message(), busy);
+  EXPECT_EQ(clear_dirty_bitmap(*node, "a").error().message(), busy);
+  EXPECT_EQ(disable_dirty_bitmap(*node, "a").error().message(), busy);
+  EXPECT_EQ(merge_dirty_bitmap(*node, "b", *node, "a").error().message(), busy);
+  EXPECT_EQ(run_sync(*loop_, remove_dirty_bitmap(*node, "a")).error().message(), busy);
+  ASSERT_TRUE(dirty_bitmap_extents(*node, "a", 0, 1 << 20).has_value());  // reading is fine
+  write(*node, 1 << 20, 4096);
+  EXPECT_EQ((*frozen)->dirty_bytes(), 64u << 10);
+  std::vector<DirtyBitmapInfo> list = dirty_bitmaps(*node);
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_TRUE(list[0].busy);
+  EXPECT_EQ(list[0].count, 64u << 10);
+  EXPECT_EQ(list[1].count, 128u << 10);  // "b" recorded both writes
+  EXPECT_EQ(list[2].name, "");           // the successor
+  EXPECT_EQ(list[2].count, 64u << 10);
+  EXPECT_TRUE(list[2].recording);
+
+  // Reclaim: the frozen bits and the writes.
+  thaw_dirty_bitmap(*node, "a", BitmapThaw::kReclaim);
+  EXPECT_EQ(count(*node, "a"), 128u << 10);
+  EXPECT_EQ(dirty_bitmaps(*node).size(), 2u);
+
+  // Abdicate with what was not copied: only the writes since the freeze and `also_dirty`;
+  // "a" is now the newest bitmap.
+  ASSERT_TRUE(freeze_dirty_bitmap(*node, "a", true).has_value());
+  write(*node, 2 << 20, 4096);
+  DirtyBitmap not_copied(node->length(), 1 << 20);
+  not_copied.set(4 << 20, 1);
+  thaw_dirty_bitmap(*node, "a", BitmapThaw::kAbdicate, &not_copied);
+  EXPECT_EQ(count(*node, "a"), (64u << 10) + (1u << 20));
+  list = dirty_bitmaps(*node);
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].name, "b");
+  EXPECT_EQ(list[1].name, "a");
+  EXPECT_FALSE(list[1].busy);
+
+  // Closed while frozen: what is stored is the frozen bits plus the writes.
+  ASSERT_TRUE(freeze_dirty_bitmap(*node, "b", true).has_value());
+  write(*node, 3 << 20, 4096);
+  close(*node);
+  node = open_image(true);
+  EXPECT_EQ(count(*node, "b"), 256u << 10);
+  close(*node);
+  EXPECT_EQ(problems(), 0u);
 }
 
 TEST_F(Qcow2BitmapTest, InUseWhileOpenAndAfterAnUncleanClose) {

@@ -122,6 +122,9 @@ class Qcow2Node : public BlockNode {
     // Null for an inconsistent bitmap (IN_USE when the image was opened: not closed cleanly),
     // which is kept on disk as it is and can only be removed.
     std::unique_ptr<DirtyBitmap> bits;
+    // While a job uses the bitmap (it is "busy", QEMU's frozen bitmap): `bits` stay as they
+    // were when the job began and the writes made meanwhile go here (freeze_dirty_bitmap()).
+    std::unique_ptr<DirtyBitmap> successor;
     Bitmap on_disk;  // its directory entry when loaded (table_offset 0: not stored yet)
   };
   // Loads the bitmaps of `dir` (read at open). On a writable node (not a check) they are
@@ -130,15 +133,17 @@ class Qcow2Node : public BlockNode {
   // are validated. Errors: read_bitmap()'s, I/O.
   Task<Status> load_bitmaps(BitmapDirectory dir);
   // Every write, write-zeroes and discard marks the granules it touches in each enabled
-  // bitmap (a truncate resizes them on the way).
+  // bitmap, or in its successor while it is busy (a truncate resizes them on the way).
   void mark_dirty(uint64_t offset, uint64_t bytes) {
     for (NodeBitmap& b : bitmaps_) {
       if (!b.bits || !b.enabled) continue;
-      if (b.bits->length() != header_.size) b.bits->resize(header_.size);
-      b.bits->set(offset, bytes);
+      DirtyBitmap& target = b.successor ? *b.successor : *b.bits;
+      if (target.length() != header_.size) target.resize(header_.size);
+      target.set(offset, bytes);
     }
   }
   const std::vector<NodeBitmap>& bitmaps() const { return bitmaps_; }
+  std::vector<NodeBitmap>& bitmaps() { return bitmaps_; }
   // The bitmap called `name`, or nullptr.
   NodeBitmap* find_bitmap(const std::string& name);
   // block-dirty-bitmap-add as QEMU 7.2 checks it (name, granularity, what qcow2 can store).
