@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -110,6 +111,13 @@ class Server {
   // Stops accepting, ends every connection (requests in flight complete first) and makes
   // listen() return. Idempotent; callable from any coroutine on the loop.
   void stop();
+
+  // TLS client authorization (qemu-nbd --tls-authz=ID): after each TLS handshake the
+  // client's x509 certificate must satisfy the authorization object `authz_id` of
+  // user_objects() (looked up then, as QEMU does); a client refused is disconnected and
+  // `report` gets QEMU's message ("option negotiation failed: TLS x509 authz check for DN is
+  // denied", or "...: Cannot find QAuthZ object ID ID"). Call before serving.
+  void set_tls_authz(std::string authz_id, std::function<void(const std::string&)> report);
 
   // Connections being served now.
   std::size_t connection_count() const;

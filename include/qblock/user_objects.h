@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "qblock/block_node.h"
 #include "qblock/error.h"
@@ -37,6 +38,22 @@ struct TlsCredsObject {
   std::string psk_file() const { return dir + "/keys.psk"; }
 };
 
+// An authz-simple or authz-list object: who may use a TLS-protected NBD server
+// (--tls-authz=ID), judged by the distinguished name of the client's x509 certificate.
+struct AuthzObject {
+  struct Rule {
+    std::string match;  // the identity, or a pattern with * and ? (glob)
+    bool allow = true;
+    bool glob = false;
+  };
+  std::string id;
+  std::vector<Rule> rules;       // the first rule that matches decides
+  bool allow_otherwise = false;  // authz-list's policy (authz-simple: deny)
+
+  // Whether `identity` (a certificate's distinguished name) is allowed.
+  bool allows(const std::string& identity) const;
+};
+
 class ObjectRegistry {
  public:
   // Creates the object that `definition` describes: QEMU's --object text
@@ -44,7 +61,10 @@ class ObjectRegistry {
   // Types: tls-creds-x509 and tls-creds-psk (properties id, dir, endpoint=server|client,
   // verify-peer=on|off, priority, username for psk); secret (data=...|file=PATH,
   // format=raw|base64, keyid=ID and iv=BASE64 for a value encrypted with AES-256-CBC under
-  // the secret ID); iothread is accepted and kept by id only.
+  // the secret ID); authz-simple (identity) and authz-list (policy=allow|deny, rules: a list
+  // of {match, policy, format=exact|glob}, also as rules.N.KEY); iothread is accepted and kept
+  // by id only. authz-listfile and authz-pam are "invalid object type: T", as in QEMU 7.2's
+  // tools.
   // Secret errors (EINVAL, QEMU 7.2's words): "Either 'file' or 'data' must be provided",
   // "'file' and 'data' are mutually exclusive", "Parameter 'format' does not accept value
   // 'V'", "Unable to read PATH: ...", "Base64 data contains invalid characters", "No secret
@@ -74,6 +94,10 @@ class ObjectRegistry {
   // secret".
   Result<SecretBytes> secret(std::string_view id) const;
 
+  // The authorization object `id`. Errors (EINVAL, QEMU's words): "Cannot find QAuthZ
+  // object ID ID".
+  Result<const AuthzObject*> authz(std::string_view id) const;
+
   // Whether an object with `id` exists.
   bool contains(std::string_view id) const;
 
@@ -81,8 +105,11 @@ class ObjectRegistry {
   Status add_secret(const std::string& id, const Options& definition);
 
   std::map<std::string, std::unique_ptr<TlsCredsObject>, std::less<>> tls_;
+  Status add_authz(const std::string& id, const std::string& type, const Options& definition);
+
   std::map<std::string, SecretBytes, std::less<>> secrets_;  // wiped with the registry
-  std::map<std::string, std::string, std::less<>> others_;   // id -> qom-type
+  std::map<std::string, AuthzObject, std::less<>> authz_;
+  std::map<std::string, std::string, std::less<>> others_;  // id -> qom-type
 };
 
 // The process's registry: the one the tools' --object options fill and the NBD client

@@ -201,7 +201,12 @@ Status ObjectRegistry::add_options(const Options& definition) {
   const std::string type = text_of(*type_it);
   const bool x509 = type == "tls-creds-x509";
   const bool psk = type == "tls-creds-psk";
-  if (!x509 && !psk && type != "secret" && type != "iothread") {
+  const bool authz = type == "authz-simple" || type == "authz-list";
+  if (type == "authz-listfile" || type == "authz-pam") {
+    // Types QEMU's schema knows and Debian's QEMU 7.2 tools are built without.
+    return tl::unexpected(invalid("invalid object type: " + type));
+  }
+  if (!x509 && !psk && !authz && type != "secret" && type != "iothread") {
     return tl::unexpected(invalid("Parameter 'qom-type' does not accept value '" + type + "'"));
   }
   auto id_it = definition.find("id");
@@ -212,6 +217,7 @@ Status ObjectRegistry::add_options(const Options& definition) {
         invalid("attempt to add duplicate property '" + id + "' to object (type 'container')"));
   }
   if (type == "secret") return add_secret(id, definition);
+  if (authz) return add_authz(id, type, definition);
   if (!x509 && !psk) {
     others_.emplace(id, type);
     return {};
@@ -248,11 +254,150 @@ Status ObjectRegistry::add_options(const Options& definition) {
   return {};
 }
 
+namespace {
+
+// QEMU's "exact" and "glob" (* any run of characters, ? one character) matches.
+bool glob_match(std::string_view pattern, std::string_view text) {
+  std::size_t p = 0, t = 0, star = std::string_view::npos, resume = 0;
+  while (t < text.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
+      ++p, ++t;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = t;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      t = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+Result<bool> parse_policy(const Options& v) {
+  const std::string text = text_of(v);
+  if (text != "allow" && text != "deny") {
+    return tl::unexpected(invalid("Parameter 'policy' does not accept value '" + text + "'"));
+  }
+  return text == "allow";
+}
+
+}  // namespace
+
+bool AuthzObject::allows(const std::string& identity) const {
+  for (const Rule& r : rules) {
+    if (r.glob ? glob_match(r.match, identity) : r.match == identity) return r.allow;
+  }
+  return allow_otherwise;
+}
+
+Status ObjectRegistry::add_authz(const std::string& id, const std::string& type,
+                                 const Options& definition) {
+  AuthzObject authz;
+  authz.id = id;
+  if (type == "authz-simple") {
+    for (auto it = definition.begin(); it != definition.end(); ++it) {
+      if (it.key() != "qom-type" && it.key() != "id" && it.key() != "identity") {
+        return tl::unexpected(invalid("Parameter '" + it.key() + "' is unexpected"));
+      }
+    }
+    auto identity = definition.find("identity");
+    if (identity == definition.end()) {
+      return tl::unexpected(invalid("Parameter 'identity' is missing"));
+    }
+    authz.rules.push_back({text_of(*identity), true, false});
+    authz_.emplace(id, std::move(authz));
+    return {};
+  }
+  // authz-list: rules as a JSON list, or as rules.N.KEY from the key=value form.
+  Options rules = Options::array();
+  for (auto it = definition.begin(); it != definition.end(); ++it) {
+    const std::string& key = it.key();
+    if (key == "qom-type" || key == "id") continue;
+    if (key == "policy") {
+      Result<bool> allow = parse_policy(*it);
+      if (!allow) return tl::unexpected(allow.error());
+      authz.allow_otherwise = *allow;
+    } else if (key == "rules" && it->is_array()) {
+      rules = *it;
+    } else if (key == "rules" && it->is_object()) {
+      // A parsed definition may carry the list as {"0": {...}, "1": {...}}.
+      for (auto r = it->begin(); r != it->end(); ++r) {
+        if (r.key().empty() || r.key().size() > 4 ||
+            r.key().find_first_not_of("0123456789") != std::string::npos) {
+          return tl::unexpected(invalid("Parameter 'rules." + r.key() + "' is unexpected"));
+        }
+        const std::size_t n = std::stoul(r.key());
+        while (rules.size() <= n) rules.push_back(Options::object());
+        rules[n] = *r;
+      }
+    } else if (key.rfind("rules.", 0) == 0) {
+      const std::string rest = key.substr(6);
+      const std::size_t dot = rest.find('.');
+      const std::string index = rest.substr(0, dot);
+      if (dot == std::string::npos || index.empty() ||
+          index.find_first_not_of("0123456789") != std::string::npos || index.size() > 4) {
+        return tl::unexpected(invalid("Parameter '" + key + "' is unexpected"));
+      }
+      const std::size_t n = std::stoul(index);
+      while (rules.size() <= n) rules.push_back(Options::object());
+      rules[n][rest.substr(dot + 1)] = *it;
+    } else {
+      return tl::unexpected(invalid("Parameter '" + key + "' is unexpected"));
+    }
+  }
+  for (std::size_t i = 0; i < rules.size(); ++i) {
+    const Options& r = rules[i];
+    const std::string where = "rules[" + std::to_string(i) + "]";
+    if (!r.is_object()) {
+      return tl::unexpected(
+          invalid("Invalid parameter type for '" + where + "', expected: QAuthZListRule"));
+    }
+    AuthzObject::Rule rule;
+    for (auto it = r.begin(); it != r.end(); ++it) {
+      if (it.key() == "match") {
+        rule.match = text_of(*it);
+      } else if (it.key() == "policy") {
+        Result<bool> allow = parse_policy(*it);
+        if (!allow) return tl::unexpected(allow.error());
+        rule.allow = *allow;
+      } else if (it.key() == "format") {
+        const std::string format = text_of(*it);
+        if (format != "exact" && format != "glob") {
+          return tl::unexpected(
+              invalid("Parameter 'format' does not accept value '" + format + "'"));
+        }
+        rule.glob = format == "glob";
+      } else {
+        return tl::unexpected(invalid("Parameter '" + where + "." + it.key() + "' is unexpected"));
+      }
+    }
+    for (const char* required : {"match", "policy"}) {
+      if (!r.contains(required)) {
+        return tl::unexpected(invalid("Parameter '" + where + "." + required + "' is missing"));
+      }
+    }
+    authz.rules.push_back(std::move(rule));
+  }
+  authz_.emplace(id, std::move(authz));
+  return {};
+}
+
+Result<const AuthzObject*> ObjectRegistry::authz(std::string_view id) const {
+  auto it = authz_.find(id);
+  if (it == authz_.end()) {
+    return tl::unexpected(invalid("Cannot find QAuthZ object ID " + std::string(id)));
+  }
+  return &it->second;
+}
+
 Result<const TlsCredsObject*> ObjectRegistry::tls_creds(std::string_view id,
                                                         TlsEndpoint endpoint) const {
   auto it = tls_.find(id);
   if (it == tls_.end()) {
-    if (others_.find(id) != others_.end() || secrets_.find(id) != secrets_.end()) {
+    if (contains(id)) {
       return tl::unexpected(
           invalid("Object with id '" + std::string(id) + "' is not TLS credentials"));
     }
@@ -277,7 +422,7 @@ Result<SecretBytes> ObjectRegistry::secret(std::string_view id) const {
 
 bool ObjectRegistry::contains(std::string_view id) const {
   return tls_.find(id) != tls_.end() || secrets_.find(id) != secrets_.end() ||
-         others_.find(id) != others_.end();
+         authz_.find(id) != authz_.end() || others_.find(id) != others_.end();
 }
 
 ObjectRegistry& user_objects() {

@@ -56,6 +56,42 @@ TEST_F(UserObjectsTest, CreatesX509AndPskCredentials) {
   ASSERT_OK(registry_.tls_creds("q", TlsEndpoint::kServer));
 }
 
+TEST_F(UserObjectsTest, AuthzObjectsJudgeIdentities) {
+  ASSERT_OK(registry_.add("authz-simple,id=s,identity=CN=a,,O=b"));
+  ASSERT_OK(registry_.add(R"({"qom-type":"authz-list","id":"l","policy":"allow","rules":[)"
+                          R"({"match":"CN=bad*","policy":"deny","format":"glob"},)"
+                          R"({"match":"CN=?ood","policy":"allow","format":"glob"},)"
+                          R"({"match":"CN=*","policy":"deny","format":"exact"}]})"));
+  ASSERT_OK(
+      registry_.add("authz-list,id=k,rules.1.match=x,rules.1.policy=allow,"
+                    "rules.0.match=y*,rules.0.policy=allow,rules.0.format=glob"));
+  Result<const AuthzObject*> simple = registry_.authz("s");
+  ASSERT_OK(simple);
+  EXPECT_TRUE((*simple)->allows("CN=a,O=b"));
+  EXPECT_FALSE((*simple)->allows("CN=a"));
+  Result<const AuthzObject*> list = registry_.authz("l");
+  ASSERT_OK(list);
+  EXPECT_FALSE((*list)->allows("CN=badger"));
+  EXPECT_TRUE((*list)->allows("CN=good"));
+  EXPECT_TRUE((*list)->allows("CN=wood"));
+  EXPECT_FALSE((*list)->allows("CN=*"));      // exact: only the literal text
+  EXPECT_TRUE((*list)->allows("CN=anyone"));  // no rule: the policy
+  Result<const AuthzObject*> keys = registry_.authz("k");
+  ASSERT_OK(keys);
+  EXPECT_TRUE((*keys)->allows("x"));
+  EXPECT_TRUE((*keys)->allows("yes"));
+  EXPECT_FALSE((*keys)->allows("z"));  // authz-list's default policy is deny
+  EXPECT_EQ(registry_.authz("nosuch").error().message(), "Cannot find QAuthZ object ID nosuch");
+  EXPECT_EQ(registry_.tls_creds("s", TlsEndpoint::kServer).error().message(),
+            "Object with id 's' is not TLS credentials");
+  EXPECT_EQ(message("authz-simple,id=e"), "Parameter 'identity' is missing");
+  EXPECT_EQ(message(R"({"qom-type":"authz-list","id":"e","rules":[{"policy":"allow"}]})"),
+            "Parameter 'rules[0].match' is missing");
+  EXPECT_EQ(message("authz-list,id=e,rules.0.match=x,rules.0.policy=allow,rules.0.format=re"),
+            "Parameter 'format' does not accept value 're'");
+  EXPECT_EQ(message("authz-pam,id=e,service=x"), "invalid object type: authz-pam");
+}
+
 TEST_F(UserObjectsTest, PropertyErrorsAreQemus) {
   EXPECT_EQ(message("id=x"), "Parameter 'qom-type' is missing");
   EXPECT_EQ(message("bogus,id=x"), "Parameter 'qom-type' does not accept value 'bogus'");

@@ -125,6 +125,8 @@ struct Server::State {
   // they chose, so a removed export outlives their last request.
   std::vector<std::shared_ptr<Export>> exports;
   const TlsCredentials* tls;
+  std::string tls_authz;  // set_tls_authz()
+  std::function<void(const std::string&)> report_authz_denial;
   ServerLimits limits;
   std::vector<Connection*> connections;
   WaitQueue changed;  // a connection came or went
@@ -461,10 +463,16 @@ Task<Server::Connection::Next> Server::Connection::start_tls() {
   const int fd = socket->release();
   stream_.reset();
   handshake_fd_ = fd;
-  Task<Result<std::unique_ptr<Stream>>> handshake = tls_accept(loop_, fd, *server_.tls);
+  Task<Result<std::unique_ptr<Stream>>> handshake =
+      tls_accept(loop_, fd, *server_.tls, server_.tls_authz);
   Result<std::unique_ptr<Stream>> tls = co_await std::move(handshake);
   handshake_fd_ = -1;
-  if (!tls) co_return Next::kClose;
+  if (!tls) {
+    if (tls.error().errnum() == EACCES && server_.report_authz_denial) {
+      server_.report_authz_denial("option negotiation failed: " + tls.error().message());
+    }
+    co_return Next::kClose;
+  }
   stream_ = std::move(*tls);
   if (stopping_) stream_->shutdown();
   tls_active_ = true;
@@ -992,6 +1000,11 @@ Server::Server(EventLoop& loop, const TlsCredentials* tls, ServerLimits limits)
     : state_(std::make_unique<State>(loop, tls, limits)) {}
 
 Server::~Server() = default;
+
+void Server::set_tls_authz(std::string authz_id, std::function<void(const std::string&)> report) {
+  state_->tls_authz = std::move(authz_id);
+  state_->report_authz_denial = std::move(report);
+}
 
 std::size_t Server::connection_count() const { return state_->connections.size(); }
 

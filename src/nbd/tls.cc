@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "qblock/driver/uring.h"
+#include "qblock/user_objects.h"
 
 namespace qblock::nbd {
 
@@ -429,6 +430,8 @@ class TlsStream final : public Stream {
   Status init(const TlsCredentialsImpl& credentials);
   // Runs the server side of the handshake.
   Task<Status> handshake();
+  // After the handshake: whether the authorization object `authz_id` lets the client in.
+  Status check_authz(const std::string& authz_id) const;
 
   Task<Result<std::size_t>> read_some(void* buf, std::size_t len) override;
   Task<Status> write_all(std::span<const iovec> iov) override;
@@ -642,8 +645,42 @@ Result<std::unique_ptr<TlsCredentials>> TlsCredentials::load_psk(const std::stri
   return std::unique_ptr<TlsCredentials>(std::move(credentials));
 }
 
+Status TlsStream::check_authz(const std::string& authz_id) const {
+  Result<const AuthzObject*> authz = user_objects().authz(authz_id);
+  if (!authz) return fail(Error::with_message(EACCES, authz.error().message()));
+  // As QEMU: the x509 certificate the client presented (asked for with verify-peer) is
+  // judged by its distinguished name; PSK sessions and sessions without one are not.
+  if (gnutls_auth_get_type(session_) != GNUTLS_CRD_CERTIFICATE) return ok();
+  unsigned count = 0;
+  const gnutls_datum_t* peers = gnutls_certificate_get_peers(session_, &count);
+  if (peers == nullptr || count == 0) return ok();
+  gnutls_x509_crt_t cert = nullptr;
+  if (gnutls_x509_crt_init(&cert) < 0) {
+    return fail(Error::with_message(EACCES, "Cannot initialize x509 certificate"));
+  }
+  std::string dn;
+  std::size_t size = 0;
+  int r = gnutls_x509_crt_import(cert, &peers[0], GNUTLS_X509_FMT_DER);
+  if (r >= 0) r = gnutls_x509_crt_get_dn(cert, nullptr, &size);
+  if (r == GNUTLS_E_SHORT_MEMORY_BUFFER) {
+    dn.resize(size);
+    r = gnutls_x509_crt_get_dn(cert, dn.data(), &size);
+    dn.resize(std::strlen(dn.c_str()));
+  }
+  gnutls_x509_crt_deinit(cert);
+  if (r < 0) {
+    return fail(Error::with_message(
+        EACCES, std::string("Cannot get client distinguished name: ") + gnutls_strerror(r)));
+  }
+  if (!(*authz)->allows(dn)) {
+    return fail(Error::with_message(EACCES, "TLS x509 authz check for " + dn + " is denied"));
+  }
+  return ok();
+}
+
 Task<Result<std::unique_ptr<Stream>>> tls_accept(EventLoop& loop, int fd,
-                                                 const TlsCredentials& credentials) {
+                                                 const TlsCredentials& credentials,
+                                                 const std::string& authz_id) {
   // The stream owns `fd` from here on: every failure below closes it.
   auto stream = std::make_unique<TlsStream>(loop, fd);
   // Every TlsCredentials comes from load_x509 or load_psk.
@@ -651,6 +688,10 @@ Task<Result<std::unique_ptr<Stream>>> tls_accept(EventLoop& loop, int fd,
   if (!ready) co_return fail(ready.error());
   Status shaken = co_await stream->handshake();
   if (!shaken) co_return fail(shaken.error());
+  if (!authz_id.empty()) {
+    Status allowed = stream->check_authz(authz_id);
+    if (!allowed) co_return fail(allowed.error());
+  }
   co_return std::unique_ptr<Stream>(std::move(stream));
 }
 

@@ -24,8 +24,12 @@ namespace qblock::nbd {
 // Errors (here and from the stream): EIO with a message "TLS handshake|receive|send failed:
 // <GnuTLS's message>" (an unknown PSK identity and a probably wrong PSK key are named as
 // such); the socket's errno (ECONNRESET, EPIPE, ...) when the socket itself fails.
+// With `authz_id` (qemu-nbd --tls-authz), the client's x509 certificate must then satisfy
+// that authorization object of user_objects(): EACCES "TLS x509 authz check for DN is denied"
+// or "Cannot find QAuthZ object ID ID" otherwise (QEMU's words).
 // REQUIRES: `credentials` outlives the returned stream (sessions use it until destroyed).
 Task<Result<std::unique_ptr<Stream>>> tls_accept(EventLoop& loop, int fd,
-                                                 const TlsCredentials& credentials);
+                                                 const TlsCredentials& credentials,
+                                                 const std::string& authz_id = "");
 
 }  // namespace qblock::nbd

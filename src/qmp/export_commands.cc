@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "qblock/dirty_bitmaps.h"
@@ -103,10 +104,6 @@ CommandResult StorageDaemon::Impl::nbd_server_start(const Options& args, bool le
     if (!loaded) return qmp_fail(QmpError::generic(loaded.error().message()));
     tls = std::move(*loaded);
   }
-  if (args.contains("tls-authz")) {
-    // --object makes no authz objects, so no id can name one.
-    return qmp_fail(QmpError::generic("qblock does not support tls-authz"));
-  }
   const Options& addr = args["addr"];
   const Options& data = legacy ? addr["data"] : addr;
   const std::string type = text_of(addr["type"]);
@@ -139,6 +136,8 @@ CommandResult StorageDaemon::Impl::nbd_server_start(const Options& args, bool le
   nbd_address_ = address;
   nbd_max_connections_ = max_connections;
   nbd_tls_ = std::move(tls);
+  // Looked up when a client has finished its TLS handshake, as QEMU does.
+  nbd_tls_authz_ = args.contains("tls-authz") ? text_of(args["tls-authz"]) : std::string();
   if (Status s = open_nbd_listener(); !s) return qmp_fail(QmpError::from(s.error()));
   nbd_running_ = true;
   return Options::object();
@@ -229,6 +228,11 @@ CommandResult StorageDaemon::Impl::block_export_add(const Options& args, bool fr
   if (Status s = open_nbd_listener(); !s) return qmp_fail(QmpError::from(s.error()));
   if (nbd_server_ == nullptr) {
     nbd_server_ = std::make_unique<nbd::Server>(loop_, nbd_tls_.get());
+    if (!nbd_tls_authz_.empty()) {
+      nbd_server_->set_tls_authz(nbd_tls_authz_, [](const std::string& message) {
+        std::fprintf(stderr, "qemu-storage-daemon: %s\n", message.c_str());
+      });
+    }
     nbd_server_done_ = false;
     spawn(run_nbd_server(nbd_server_.get(), nbd_listen_fd_));
   }

@@ -167,6 +167,7 @@ class StorageDaemon::Impl {
   // One server for every export (started with the first, stopped with the last export's
   // server); nbd_server_done_: its listen() returned.
   std::unique_ptr<nbd::Server> nbd_server_;
+  std::string nbd_tls_authz_;  // nbd-server-start's tls-authz
   bool nbd_server_done_ = false;
   class JobEvents;  // the JobListener that turns job reports into QMP events
   std::unique_ptr<JobListener> job_events_;

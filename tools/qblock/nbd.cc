@@ -429,11 +429,6 @@ int run_nbd(int argc, char** argv) {
     if (!loaded) return fail(loaded.error().message());
     tls = std::move(*loaded);
   }
-  if (!args.tls_authz.empty()) {
-    // No authz object types exist (--object refuses authz-simple and authz-list), so the id
-    // cannot name one; QEMU would refuse every client at its handshake.
-    return fail("--tls-authz: authorization objects are not supported by qblock");
-  }
 
   Result<std::unique_ptr<EventLoop>> loop = EventLoop::create();
   if (!loop) return fail(loop.error().message());
@@ -484,6 +479,11 @@ int run_nbd(int argc, char** argv) {
   if (ready_fd >= 0 && !report_ready(ready_fd)) return EXIT_FAILURE;
 
   nbd::Server server(**backend, args.export_options, tls.get(), args.limits);
+  if (!args.tls_authz.empty()) {
+    server.set_tls_authz(args.tls_authz, [](const std::string& message) {
+      std::fprintf(stderr, "qemu-nbd: %s\n", message.c_str());
+    });
+  }
   Status served = run_sync(**loop, signals.serve(**loop, serve(server, **backend, *listener, args),
                                                  [&server] { server.stop(); }));
   ::close(*listener);
