@@ -100,6 +100,8 @@ struct Qcow2Info {
   uint32_t refcount_bits = 0;
   uint8_t compression_type = 0;  // 0 zlib, 1 zstd
   bool encrypted = false;
+  std::string encrypt_format;    // "aes" or "luks" when encrypted
+  std::optional<LuksInfo> luks;  // encrypt_format "luks": the header inside the image
   bool lazy_refcounts = false;
   bool dirty = false;    // not cleanly shut down
   bool corrupt = false;  // marked corrupt: refused read-write until repaired

@@ -59,6 +59,12 @@ Status luks_check_options(const LuksCreateOptions& options) {
   return ok();
 }
 
+uint64_t luks_payload_bytes(const LuksCreateOptions& options) {
+  const std::size_t split_len = key_bytes_of(options.spec) * kLuksStripes;
+  const uint64_t slot_bytes = (split_len + kLuksAlignment - 1) / kLuksAlignment * kLuksAlignment;
+  return kLuksAlignment + kLuksSlotCount * slot_bytes;
+}
+
 Result<LuksFormatted> luks_format(const LuksCreateOptions& options, const SecretBytes& password) {
   if (Status s = luks_check_options(options); !s) return fail(s.error());
   const SectorCryptoSpec& spec = options.spec;

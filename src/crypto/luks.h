@@ -37,6 +37,10 @@ struct LuksFormatted {
 // sectors (aes/serpent/twofish-192 outside xts: QEMU 7.2 aborts on an assertion there).
 Status luks_check_options(const LuksCreateOptions& options);
 
+// The bytes luks_format() puts before the payload for `options` (header and the eight key
+// slots' material, each 4 KiB aligned): what QEMU calls the payload offset.
+uint64_t luks_payload_bytes(const LuksCreateOptions& options);
+
 // Formats a volume protected by `password` in slot 0. Calibrates PBKDF2 (about 0.1 s) and
 // then spends about iter_time_ms on the slot's key derivation. Errors: luks_check_options's,
 // "PBKDF iterations N too large to scale" (ERANGE), the random generator's.
