@@ -52,6 +52,10 @@ struct Qcow2CreateOptions {
   uint8_t compression_type = 0;  // 0 zlib, 1 zstd
   bool extended_l2 = false;
   FileCreateOptions file;  // for the image file itself
+  // Encryption: "aes" or "luks" (empty: none) and, for LUKS, its options (key_secret is
+  // required for both; filename, size and preallocation are not used).
+  std::string encrypt_format;
+  LuksImageOptions encrypt;
 };
 
 // Checks the options as qemu-img 7.2 does, in its order, with its messages, e.g. "Cluster

@@ -37,6 +37,8 @@ qcow2::Qcow2CreateOptions to_internal(Qcow2CreateOptions o) {
   r.compression_type = o.compression_type;
   r.extended_l2 = o.extended_l2;
   r.file = o.file;
+  r.encrypt_format = std::move(o.encrypt_format);
+  r.encrypt = std::move(o.encrypt);
   return r;
 }
 
