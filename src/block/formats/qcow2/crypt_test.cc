@@ -11,6 +11,7 @@
 #include "block/formats/qcow2/create.h"
 #include "block/protocols/memory.h"
 #include "block/test_util.h"
+#include "qblock/image.h"
 #include "qblock/user_objects.h"
 
 namespace qblock::qcow2 {
@@ -200,6 +201,36 @@ TEST_F(Qcow2CryptTest, OpenNeedsTheRightKey) {
   EXPECT_NE(std::find(info.format_specific.begin(), info.format_specific.end(),
                       std::pair<std::string, std::string>("    format", "luks")),
             info.format_specific.end());
+  close(*node);
+}
+
+// amend -o compat=0.10 expands zero clusters (v2 has no zero flag): on an encrypted image the
+// host clusters get encrypted zeros, never zeroed bytes, which would read back as garbage
+// (QEMU 7.2 zeroes them, qcow2-format.md §19).
+TEST_F(Qcow2CryptTest, DowngradeWritesEncryptedZeros) {
+  const std::string path = create("aes", "d.qcow2");
+  const std::string json = R"({"driver":"qcow2","encrypt":{"key-secret":")" + std::string(kSecret) +
+                           R"("},"file":{"driver":"file","filename":")" + path + "\"}}";
+  {
+    NodePtr node = open(json);
+    ASSERT_TRUE(node);
+    std::vector<uint8_t> data(65536, 0x44);
+    ASSERT_OK(run_sync(*loop_, node->write(0, IoVec(data.data(), data.size()))));
+    // A preallocated zero cluster (the data cluster is kept, without kMayUnmap) and a plain one.
+    ASSERT_OK(run_sync(*loop_, node->write_zeroes(0, 65536)));
+    ASSERT_OK(run_sync(*loop_, node->write_zeroes(131072, 65536)));
+    Qcow2AmendOptions o;
+    o.compat = "0.10";
+    ASSERT_OK(run_sync(*loop_, amend_image(*node, o, nullptr)));
+    EXPECT_TRUE(all(read(*node, 0, 262144), 0));
+    close(*node);
+  }
+  NodePtr node = open(json);
+  ASSERT_TRUE(node);
+  EXPECT_TRUE(all(read(*node, 0, 262144), 0));
+  EXPECT_EQ(node->info().format_specific[0].second, "0.10");
+  // The kept host cluster (0x50000 in a fresh image) holds ciphertext.
+  EXPECT_FALSE(all(read(*node->primary_child(), 0x50000, 512), 0));
   close(*node);
 }
 
