@@ -6,7 +6,7 @@
 #  - qblock writes: qblock creates (cipher algorithm x mode combinations) and runs the same
 #    kind of workload; the image must pass `qemu-img check` and `qemu-img compare --object`
 #    against a plain qcow2 image that qemu-io wrote with the same workload.
-# With and without a backing file, cluster sizes 512, 4k, 64k and 2M.
+# With and without a backing file, cluster sizes 512, 4k, 64k and 2M, and extended L2 entries.
 # Environment: QBLOCK (the qblock binary); SEED (optional).
 set -uo pipefail
 QBLOCK=${QBLOCK:?set QBLOCK to the qblock binary}
@@ -57,7 +57,7 @@ for cs in 512 4k 64k 2M; do
           -o cluster_size=$cs,encrypt.format=$fmt,encrypt.key-secret=s$extra q.qcow2 $SIZE; then
         ok_or_fail 0 "$name (create)"; continue
       fi
-      workload 25
+      workload 20
       ok=1
       qemu-io $S --image-opts "${cmds[@]}" "$(E q.qcow2)" >/dev/null || ok=0
       "$QBLOCK" convert $S --image-opts "$(E q.qcow2)" -O raw qblock.raw || ok=0
@@ -66,6 +66,22 @@ for cs in 512 4k 64k 2M; do
       ok_or_fail $ok "$name"
     done
   done
+done
+
+# Extended L2 entries, written by QEMU.
+for fmt in luks aes; do
+  rm -f q.qcow2 qemu.raw qblock.raw
+  extra=""
+  [ "$fmt" = luks ] && extra=",encrypt.iter-time=10"
+  qemu-img create -q -f qcow2 $S -o extended_l2=on,encrypt.format=$fmt,encrypt.key-secret=s$extra \
+    -b base.qcow2 -F qcow2 q.qcow2 $SIZE || { ok_or_fail 0 "qemu-written $fmt extended_l2 (create)"; continue; }
+  workload 20
+  ok=1
+  qemu-io $S --image-opts "${cmds[@]}" "$(E q.qcow2)" >/dev/null || ok=0
+  "$QBLOCK" convert $S --image-opts "$(E q.qcow2)" -O raw qblock.raw || ok=0
+  qemu-img convert $S --image-opts "$(E q.qcow2)" -O raw qemu.raw || ok=0
+  cmp -s qblock.raw qemu.raw || ok=0
+  ok_or_fail $ok "qemu-written $fmt extended_l2"
 done
 
 # ---- qblock writes, QEMU reads ----
@@ -80,7 +96,7 @@ one() {
     ok_or_fail 0 "$name (create)"; return
   fi
   qemu-img create -q -f qcow2 -o cluster_size=$cs$extra plain.qcow2 $SIZE
-  workload 25
+  workload 20
   "$QBLOCK" io $S --image-opts "${cmds[@]}" "$(E b.qcow2)" >out.txt 2>&1 || ok=0
   grep -q -i -e 'error' -e "can't" -e 'failed' out.txt && { ok=0; cat out.txt; }
   qemu-io "${cmds[@]}" plain.qcow2 >/dev/null || ok=0
@@ -104,6 +120,12 @@ for alg in aes-128 aes-256 serpent-128 serpent-256 twofish-128 twofish-256 cast5
       encrypt.format=luks,encrypt.iter-time=1,encrypt.cipher-alg=$alg,encrypt.cipher-mode=$mode \
       64k ""
   done
+done
+# Extended L2 entries (qcow2-format.md §7): subcluster COW encrypted too.
+for backing in "" base.qcow2; do
+  one "qblock-written aes extended_l2${backing:+ backing}" extended_l2=on,encrypt.format=aes 64k "$backing"
+  one "qblock-written luks extended_l2 32k${backing:+ backing}" \
+    extended_l2=on,encrypt.format=luks,encrypt.iter-time=1 32k "$backing"
 done
 one "qblock-written luks essiv" \
   encrypt.format=luks,encrypt.iter-time=1,encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,encrypt.hash-alg=sha1 \

@@ -256,20 +256,21 @@ TEST_P(Qcow2PowerCutTest, CrashAtRandomPointKeepsImageConsistentAndFlushedDataIn
 // (qcow2-format.md §7): 150 workloads with zero COW on, and 100 with 16 KiB clusters and a
 // one-slice L2 cache (subcluster bitmaps written back on eviction). Encrypted images
 // (qcow2-format.md §9): 100 LUKS workloads with 64 KiB clusters and 100 legacy AES ones with
-// 4 KiB clusters, zero COW asked for (and never used: §9.1), every sector checked to read as
-// what some write or the flushed state left there, never as garbage.
+// 4 KiB clusters, and 60 LUKS ones with extended L2 entries, zero COW asked for (and never
+// used: §9.1), every sector checked to read as what some write or the flushed state left
+// there, never as garbage.
 INSTANTIATE_TEST_SUITE_P(
     ClusterSizes, Qcow2PowerCutTest,
-    ::testing::Values(PowerCutCase{"cluster64k", 65536, 250, ""},
-                      PowerCutCase{"cluster4k", 4096, 250, ""},
-                      PowerCutCase{"cluster4k_l2cache8k", 4096, 150, R"("l2-cache-size":"8k",)"},
-                      PowerCutCase{"cluster512_smallcaches", 512, 60,
-                                   R"("l2-cache-size":"2k","refcount-cache-size":"2k",)"},
-                      PowerCutCase{"extended_l2_64k", 65536, 150, R"("zero-cow":"on",)", true},
-                      PowerCutCase{"extended_l2_16k_l2cache4k", 16384, 100,
-                                   R"("l2-cache-size":"4k",)", true},
-                      PowerCutCase{"luks_64k", 65536, 100, R"("zero-cow":"on",)", false, "luks"},
-                      PowerCutCase{"aes_4k", 4096, 100, R"("zero-cow":"on",)", false, "aes"}),
+    ::testing::Values(
+        PowerCutCase{"cluster64k", 65536, 250, ""}, PowerCutCase{"cluster4k", 4096, 250, ""},
+        PowerCutCase{"cluster4k_l2cache8k", 4096, 150, R"("l2-cache-size":"8k",)"},
+        PowerCutCase{"cluster512_smallcaches", 512, 60,
+                     R"("l2-cache-size":"2k","refcount-cache-size":"2k",)"},
+        PowerCutCase{"extended_l2_64k", 65536, 150, R"("zero-cow":"on",)", true},
+        PowerCutCase{"extended_l2_16k_l2cache4k", 16384, 100, R"("l2-cache-size":"4k",)", true},
+        PowerCutCase{"luks_64k", 65536, 100, R"("zero-cow":"on",)", false, "luks"},
+        PowerCutCase{"aes_4k", 4096, 100, R"("zero-cow":"on",)", false, "aes"},
+        PowerCutCase{"luks_extended_l2_32k", 32768, 60, R"("zero-cow":"on",)", true, "luks"}),
     [](const ::testing::TestParamInfo<PowerCutCase>& info) {
       return std::string(info.param.name);
     });

@@ -37,10 +37,6 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
     }
     co_return co_await write_compressed(offset, std::move(qiov));
   }
-  if (encrypted() && header_.extended_l2()) {
-    co_return fail(Error::with_message(
-        ENOTSUP, "Writing to encrypted images with extended L2 entries is not supported"));
-  }
   // [pos, end) of the request is still to be written: first all of it, then any piece whose
   // joined allocation was given up.
   uint64_t pos = 0;
