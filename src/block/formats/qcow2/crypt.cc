@@ -14,7 +14,10 @@ namespace {
 // §9.2: the passphrase's first 16 bytes, zero padded, as an AES-128 key.
 Result<std::unique_ptr<crypto::SectorCrypto>> aes_crypto(const SecretBytes& password) {
   SecretBytes key(16);
-  std::copy_n(password.data(), std::min<std::size_t>(16, password.size()), key.data());
+  // An empty secret has no data() to copy from (a null pointer for memmove).
+  if (!password.empty()) {
+    std::copy_n(password.data(), std::min<std::size_t>(16, password.size()), key.data());
+  }
   crypto::SectorCryptoSpec spec;
   spec.cipher = crypto::CipherAlg::kAes128;
   spec.mode = crypto::CipherMode::kCbc;
