@@ -180,6 +180,14 @@ struct Qcow2AmendOptions {
   std::optional<bool> data_file_raw;
   std::optional<uint64_t> size;  // virtual size; 0 (as in QEMU) changes nothing
   bool encryption = false;       // an encrypt.* option was given
+  // LUKS key slots (encrypt.state, encrypt.keyslot, encrypt.new-secret, encrypt.old-secret,
+  // encrypt.iter-time: secret ids and milliseconds), and amend's --force.
+  std::optional<std::string> encrypt_state;
+  std::optional<uint64_t> encrypt_keyslot;
+  std::optional<std::string> encrypt_new_secret;
+  std::optional<std::string> encrypt_old_secret;
+  std::optional<uint64_t> encrypt_iter_time;
+  bool force = false;
 };
 
 // Called with the percentage done of the steps that report progress (upgrade, zero-cluster

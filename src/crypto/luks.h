@@ -46,6 +46,15 @@ uint64_t luks_payload_bytes(const LuksCreateOptions& options);
 // "PBKDF iterations N too large to scale" (ERANGE), the random generator's.
 Result<LuksFormatted> luks_format(const LuksCreateOptions& options, const SecretBytes& password);
 
+// Makes slot `slot_index` of `h` (whose key_bytes and key offsets are set) an active slot
+// for `password`: new salt, iterations for about iter_time_ms of PBKDF2, stripes. Returns
+// the slot's key material (master_key AF-split and encrypted), to be written at its key
+// offset. Errors: "PBKDF iterations N too large to scale" (ERANGE), the random generator's.
+Result<std::vector<uint8_t>> luks_fill_slot(LuksHeader& h, const SectorCryptoSpec& spec,
+                                            HashAlg hash, std::size_t slot_index,
+                                            const SecretBytes& master_key,
+                                            const SecretBytes& password, uint64_t iter_time_ms);
+
 // Tries `password` on active slot `slot` whose key material (luks_split_key_size(header)
 // bytes, read from its key offset) is `material`. Returns the master key, or an empty one if
 // the password is not this slot's. REQUIRES: header came from decode_luks_header.

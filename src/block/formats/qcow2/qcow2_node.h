@@ -346,6 +346,13 @@ class Qcow2Node : public BlockNode {
   // Encrypts a copy of `data` (guest [guest, ...)) for host offset `host` and writes it
   // there. REQUIRES: as read_decrypted.
   Task<Status> write_encrypted(uint64_t guest, uint64_t host, IoVec data);
+  // amend's encrypt.* options on a LUKS image (qemu-compat.md, QEMU 7.2's messages): with
+  // encrypt.state=active, a new slot (encrypt.keyslot or the first free one) for
+  // encrypt.new-secret holding the master key the image was opened with; with
+  // encrypt.state=inactive, slot encrypt.keyslot or every slot encrypt.old-secret opens is
+  // erased, unless that leaves none active (then only with `force`). Key material before
+  // header, each flushed. REQUIRES: lock_ held, a LUKS image opened with its key.
+  Task<Status> amend_luks_slots(const Qcow2AmendOptions& o);
   // Writes into `out` (data.size() bytes) `data` encrypted as it is stored at `host`.
   // REQUIRES: as read_decrypted.
   Task<Status> encrypt_copy(uint64_t guest, uint64_t host, IoVec data, uint8_t* out);
