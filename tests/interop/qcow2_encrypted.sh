@@ -96,7 +96,7 @@ one() {
     ok_or_fail 0 "$name (create)"; return
   fi
   qemu-img create -q -f qcow2 -o cluster_size=$cs$extra plain.qcow2 $SIZE
-  workload 20
+  workload "${WL:-20}"
   "$QBLOCK" io $S --image-opts "${cmds[@]}" "$(E b.qcow2)" >out.txt 2>&1 || ok=0
   grep -q -i -e 'error' -e "can't" -e 'failed' out.txt && { ok=0; cat out.txt; }
   qemu-io "${cmds[@]}" plain.qcow2 >/dev/null || ok=0
@@ -113,10 +113,11 @@ for cs in 512 4k 64k 2M; do
       $cs "$backing"
   done
 done
+# Every cipher x mode with a shorter workload (the cluster paths are covered above).
 for alg in aes-128 aes-256 serpent-128 serpent-256 twofish-128 twofish-256 cast5-128; do
   for mode in xts cbc ecb ctr; do
     [ "$alg-$mode" = cast5-128-xts ] && continue
-    one "qblock-written luks $alg-$mode" \
+    WL=8 one "qblock-written luks $alg-$mode" \
       encrypt.format=luks,encrypt.iter-time=1,encrypt.cipher-alg=$alg,encrypt.cipher-mode=$mode \
       64k ""
   done
