@@ -52,6 +52,10 @@ struct Qcow2CreateOptions {
   uint8_t compression_type = 0;  // 0 zlib, 1 zstd
   bool extended_l2 = false;
   FileCreateOptions file;  // for the image file itself
+  // Encryption: "aes" or "luks" (empty: none) and, for LUKS, its options (key_secret is
+  // required for both; filename, size and preallocation are not used).
+  std::string encrypt_format;
+  LuksImageOptions encrypt;
 };
 
 // Checks the options as qemu-img 7.2 does, in its order, with its messages, e.g. "Cluster
@@ -100,6 +104,8 @@ struct Qcow2Info {
   uint32_t refcount_bits = 0;
   uint8_t compression_type = 0;  // 0 zlib, 1 zstd
   bool encrypted = false;
+  std::string encrypt_format;    // "aes" or "luks" when encrypted
+  std::optional<LuksInfo> luks;  // encrypt_format "luks": the header inside the image
   bool lazy_refcounts = false;
   bool dirty = false;    // not cleanly shut down
   bool corrupt = false;  // marked corrupt: refused read-write until repaired
@@ -174,6 +180,14 @@ struct Qcow2AmendOptions {
   std::optional<bool> data_file_raw;
   std::optional<uint64_t> size;  // virtual size; 0 (as in QEMU) changes nothing
   bool encryption = false;       // an encrypt.* option was given
+  // LUKS key slots (encrypt.state, encrypt.keyslot, encrypt.new-secret, encrypt.old-secret,
+  // encrypt.iter-time: secret ids and milliseconds), and amend's --force.
+  std::optional<std::string> encrypt_state;
+  std::optional<uint64_t> encrypt_keyslot;
+  std::optional<std::string> encrypt_new_secret;
+  std::optional<std::string> encrypt_old_secret;
+  std::optional<uint64_t> encrypt_iter_time;
+  bool force = false;
 };
 
 // Called with the percentage done of the steps that report progress (upgrade, zero-cluster

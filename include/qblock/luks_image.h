@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "qblock/block_node.h"
@@ -37,6 +38,10 @@ struct LuksImageOptions {
 // available".
 Status check_luks_image_options(const LuksImageOptions& options);
 
+// The bytes of header and key slots a volume created with `options` starts with (qemu-img
+// measure adds them for a LUKS-encrypted qcow2 image). Errors: check_luks_image_options's.
+Result<uint64_t> luks_header_bytes(const LuksImageOptions& options);
+
 // Creates (or truncates) options.filename as a LUKS1 volume with one key slot (slot 0) and a
 // payload of `size` bytes rounded up to whole sectors, laid out as qemu-img 7.2 lays it out.
 // Errors: check_luks_image_options's, "PBKDF iterations N too large to scale" (ERANGE), and
@@ -64,8 +69,19 @@ struct LuksInfo {
   uint32_t master_key_iters = 0;
 };
 
-// Parses the header at the start of `head` (a LUKS volume of file_length bytes). Errors:
-// the header's validation messages (EINVAL).
+// Parses the header at the start of `head` (a LUKS volume of file_length bytes; for the LUKS
+// header inside a qcow2 image, the length of its area). Errors: the header's validation
+// messages (EINVAL).
 Result<LuksInfo> parse_luks_info(const uint8_t* head, std::size_t len, uint64_t file_length);
+
+// Where a LUKS header is described: as a luks image's format specific information, or as
+// the `encrypt` tree of a qcow2 image, which names the format among the fields.
+enum class LuksInfoIn { kLuksImage, kQcow2Encrypt };
+
+// The fields qemu-img info and qemu-io's info print for `info`, in QEMU 7.2's order, as
+// (key, value) pairs. Nested keys carry four more spaces of indentation per level (slots'
+// entries); a key with an empty value opens a nested block ("slots:").
+std::vector<std::pair<std::string, std::string>> luks_info_fields(const LuksInfo& info,
+                                                                  LuksInfoIn where);
 
 }  // namespace qblock

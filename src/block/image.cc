@@ -37,6 +37,8 @@ qcow2::Qcow2CreateOptions to_internal(Qcow2CreateOptions o) {
   r.compression_type = o.compression_type;
   r.extended_l2 = o.extended_l2;
   r.file = o.file;
+  r.encrypt_format = std::move(o.encrypt_format);
+  r.encrypt = std::move(o.encrypt);
   return r;
 }
 
@@ -173,6 +175,22 @@ Task<Result<ImageInfo>> read_image_info(BlockNode& file, std::string format) {
   q.refcount_bits = h->refcount_bits();
   q.compression_type = h->compression_type;
   q.encrypted = h->crypt_method != 0;
+  if (q.encrypted) {
+    q.encrypt_format = h->crypt_method == 1 ? "aes" : "luks";
+    // qcow2-format.md §9.3: the LUKS header lies in the area the extension points at.
+    if (h->crypt_method == 2 && h->crypto_header) {
+      const auto [area, area_len] = *h->crypto_header;
+      if (area >= info.file_length || info.file_length - area < 1024) {
+        co_return fail(Error::with_message(EINVAL, "Volume is not in LUKS format"));
+      }
+      AlignedBuffer luks_head(1024, 4096);
+      Status r = co_await file.read(area, IoVec(luks_head.data(), luks_head.size()));
+      if (!r) co_return fail(r.error());
+      Result<LuksInfo> luks = parse_luks_info(luks_head.data(), luks_head.size(), area_len);
+      if (!luks) co_return fail(luks.error());
+      q.luks = std::move(*luks);
+    }
+  }
   q.lazy_refcounts = (h->compatible_features & qcow2::kCompatLazyRefcounts) != 0;
   q.dirty = (h->incompatible_features & qcow2::kIncompatDirty) != 0;
   q.corrupt = (h->incompatible_features & qcow2::kIncompatCorrupt) != 0;

@@ -59,6 +59,35 @@ Status luks_check_options(const LuksCreateOptions& options) {
   return ok();
 }
 
+uint64_t luks_payload_bytes(const LuksCreateOptions& options) {
+  const std::size_t split_len = key_bytes_of(options.spec) * kLuksStripes;
+  const uint64_t slot_bytes = (split_len + kLuksAlignment - 1) / kLuksAlignment * kLuksAlignment;
+  return kLuksAlignment + kLuksSlotCount * slot_bytes;
+}
+
+Result<std::vector<uint8_t>> luks_fill_slot(LuksHeader& h, const SectorCryptoSpec& spec,
+                                            HashAlg hash, std::size_t slot_index,
+                                            const SecretBytes& master_key,
+                                            const SecretBytes& password, uint64_t iter_time_ms) {
+  const std::size_t key_bytes = h.key_bytes;
+  LuksKeySlot& slot = h.slots[slot_index];
+  if (Status s = random_bytes(slot.salt.data(), kLuksSaltLen); !s) return fail(s.error());
+  Result<uint32_t> slot_iters =
+      scale_iterations(pbkdf2_iterations_per_second(hash, key_bytes), iter_time_ms);
+  if (!slot_iters) return fail(slot_iters.error());
+  slot.iterations = std::max(kMinIterations, *slot_iters);
+  slot.stripes = kLuksStripes;
+  SecretBytes slot_key = pbkdf2(hash, password.data(), password.size(), slot.salt.data(),
+                                kLuksSaltLen, slot.iterations, key_bytes);
+  Result<SecretBytes> split = af_split(hash, master_key, kLuksStripes);
+  if (!split) return fail(split.error());
+  Result<std::unique_ptr<SectorCrypto>> slot_crypto = SectorCrypto::create(spec, slot_key);
+  if (!slot_crypto) return fail(slot_crypto.error());
+  (*slot_crypto)->encrypt(0, split->data(), split->size());
+  slot.active = true;
+  return std::vector<uint8_t>(split->data(), split->data() + split->size());
+}
+
 Result<LuksFormatted> luks_format(const LuksCreateOptions& options, const SecretBytes& password) {
   if (Status s = luks_check_options(options); !s) return fail(s.error());
   const SectorCryptoSpec& spec = options.spec;
@@ -100,21 +129,10 @@ Result<LuksFormatted> luks_format(const LuksCreateOptions& options, const Secret
   }
   h.payload_offset = static_cast<uint32_t>(first + kLuksSlotCount * slot_sectors);
 
-  LuksKeySlot& slot = h.slots[0];
-  if (Status s = random_bytes(slot.salt.data(), kLuksSaltLen); !s) return fail(s.error());
-  Result<uint32_t> slot_iters =
-      scale_iterations(pbkdf2_iterations_per_second(options.hash, key_bytes), options.iter_time_ms);
-  if (!slot_iters) return fail(slot_iters.error());
-  slot.iterations = std::max(kMinIterations, *slot_iters);
-  slot.active = true;
-  SecretBytes slot_key = pbkdf2(options.hash, password.data(), password.size(), slot.salt.data(),
-                                kLuksSaltLen, slot.iterations, key_bytes);
-  Result<SecretBytes> split = af_split(options.hash, master_key, kLuksStripes);
-  if (!split) return fail(split.error());
-  Result<std::unique_ptr<SectorCrypto>> slot_crypto = SectorCrypto::create(spec, slot_key);
-  if (!slot_crypto) return fail(slot_crypto.error());
-  (*slot_crypto)->encrypt(0, split->data(), split->size());
-  out.key_material.assign(split->data(), split->data() + split->size());
+  Result<std::vector<uint8_t>> material =
+      luks_fill_slot(h, spec, options.hash, 0, master_key, password, options.iter_time_ms);
+  if (!material) return fail(material.error());
+  out.key_material = std::move(*material);
 
   Result<std::unique_ptr<SectorCrypto>> payload = SectorCrypto::create(spec, master_key);
   if (!payload) return fail(payload.error());

@@ -37,10 +37,23 @@ struct LuksFormatted {
 // sectors (aes/serpent/twofish-192 outside xts: QEMU 7.2 aborts on an assertion there).
 Status luks_check_options(const LuksCreateOptions& options);
 
+// The bytes luks_format() puts before the payload for `options` (header and the eight key
+// slots' material, each 4 KiB aligned): what QEMU calls the payload offset.
+uint64_t luks_payload_bytes(const LuksCreateOptions& options);
+
 // Formats a volume protected by `password` in slot 0. Calibrates PBKDF2 (about 0.1 s) and
 // then spends about iter_time_ms on the slot's key derivation. Errors: luks_check_options's,
 // "PBKDF iterations N too large to scale" (ERANGE), the random generator's.
 Result<LuksFormatted> luks_format(const LuksCreateOptions& options, const SecretBytes& password);
+
+// Makes slot `slot_index` of `h` (whose key_bytes and key offsets are set) an active slot
+// for `password`: new salt, iterations for about iter_time_ms of PBKDF2, stripes. Returns
+// the slot's key material (master_key AF-split and encrypted), to be written at its key
+// offset. Errors: "PBKDF iterations N too large to scale" (ERANGE), the random generator's.
+Result<std::vector<uint8_t>> luks_fill_slot(LuksHeader& h, const SectorCryptoSpec& spec,
+                                            HashAlg hash, std::size_t slot_index,
+                                            const SecretBytes& master_key,
+                                            const SecretBytes& password, uint64_t iter_time_ms);
 
 // Tries `password` on active slot `slot` whose key material (luks_split_key_size(header)
 // bytes, read from its key offset) is `material`. Returns the master key, or an empty one if

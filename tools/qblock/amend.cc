@@ -126,6 +126,8 @@ bool parse_amend_options(const std::string& text, Qcow2AmendOptions& out) {
           return false;
         }
         if (name == "refcount_bits") out.refcount_bits = *n;
+        if (name == "encrypt.keyslot") out.encrypt_keyslot = *n;
+        if (name == "encrypt.iter-time") out.encrypt_iter_time = *n;
         if (name.rfind("encrypt.", 0) == 0) out.encryption = true;
         break;
       }
@@ -146,6 +148,9 @@ bool parse_amend_options(const std::string& text, Qcow2AmendOptions& out) {
         if (name == "backing_file") out.backing_file = value;
         if (name == "backing_fmt") out.backing_fmt = value;
         if (name == "data_file") out.data_file = value;
+        if (name == "encrypt.state") out.encrypt_state = value;
+        if (name == "encrypt.new-secret") out.encrypt_new_secret = value;
+        if (name == "encrypt.old-secret") out.encrypt_old_secret = value;
         if (name.rfind("encrypt.", 0) == 0) out.encryption = true;
         break;
     }
@@ -249,6 +254,7 @@ int open_and_amend(const AmendArgs& args) {
   } else if (!parse_amend_options(args.options, options)) {
     status = 1;
   } else {
+    options.force = args.force;
     AmendProgress progress;
     if (args.progress) {
       print_progress(0);

@@ -825,6 +825,10 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
       return 1;
     }
     if (args.compress && refuse_compression(args.out_format)) return 1;
+    if (args.compress && (opts->get("encryption") || opts->get("encrypt.format"))) {
+      img_error("Compression and encryption not supported at the same time");
+      return 1;
+    }
     if (args.compress) {
       const std::string* prealloc = opts->get("preallocation");
       if (prealloc && *prealloc != "off") {
@@ -871,6 +875,18 @@ int convert(EventLoop& loop, const ConvertArgs& args, std::vector<Source>& sourc
                   ",file.filename=" + escaped;
     target_args.image_opts = true;
     target_args.format.reset();
+  }
+  if (!args.no_create && args.out_format == "qcow2" && !args.target_image_opts) {
+    // An encrypted target too (qcow2-format.md §9): opened with its -o key.
+    Result<TargetOptions> o = check_target_options("qcow2", args.options);
+    const std::string* secret = o ? o->get("encrypt.key-secret") : nullptr;
+    if (secret) {
+      std::string escaped;
+      for (char c : args.target) escaped += c == ',' ? std::string(",,") : std::string(1, c);
+      target_name = "driver=qcow2,encrypt.key-secret=" + *secret + ",file.filename=" + escaped;
+      target_args.image_opts = true;
+      target_args.format.reset();
+    }
   }
   Result<std::unique_ptr<BlockBackend>> opened =
       open_image(loop, target_name, target_args, dst_flags);

@@ -158,10 +158,42 @@ Result<Qcow2CreateOptions> to_create_options(const TargetOptions& p) {
     return fail(
         invalid(std::string("Parameter '") + param + "' does not accept value '" + v + "'"));
   };
-  if (const std::string* v = p.get("encryption");
-      (v && *parse_bool(*v)) || p.get("encrypt.format") || p.get("data_file")) {
-    return fail(Error::with_message(
-        ENOTSUP, "Encryption and external data files are not supported by qblock yet"));
+  if (p.get("data_file")) {
+    return fail(
+        Error::with_message(ENOTSUP, "External data files are not supported by qblock yet"));
+  }
+  // qcow2-format.md §9: encrypt.format=aes|luks, or its deprecated alias encryption=on.
+  const std::string* encryption = p.get("encryption");
+  if (encryption && p.get("encrypt.format")) {
+    return fail(
+        invalid("'encrypt.format' and its alias 'encryption' can't be used at the same time"));
+  }
+  if (encryption && *parse_bool(*encryption)) o.encrypt_format = "aes";
+  if (const std::string* v = p.get("encrypt.format")) {
+    if (*v != "aes" && *v != "luks") return bad("format", *v);
+    o.encrypt_format = *v;
+  }
+  static constexpr const char* kLuksKeys[] = {"cipher-alg",     "cipher-mode", "ivgen-alg",
+                                              "ivgen-hash-alg", "hash-alg",    "iter-time"};
+  for (const auto& [key, value] : p.values) {
+    if (!key.starts_with("encrypt.")) continue;
+    if (o.encrypt_format.empty()) return fail(invalid("Parameter 'encrypt.format' is missing"));
+    const std::string sub = key.substr(8);
+    if (o.encrypt_format == "aes" && sub != "format" && sub != "key-secret") {
+      return fail(invalid("Parameter '" + key + "' is unexpected"));
+    }
+  }
+  if (!o.encrypt_format.empty()) {
+    TargetOptions luks;
+    for (const auto& [key, value] : p.values) {
+      if (key == "encrypt.key-secret") luks.values.emplace_back("key-secret", value);
+      for (const char* k : kLuksKeys) {
+        if (key == std::string("encrypt.") + k) luks.values.emplace_back(k, value);
+      }
+    }
+    Result<LuksImageOptions> e = to_luks_create_options(luks);
+    if (!e) return fail(e.error());
+    o.encrypt = std::move(*e);
   }
   if (const std::string* v = p.get("extended_l2")) o.extended_l2 = *parse_bool(*v);
   if (const std::string* v = p.get("compat")) {

@@ -147,6 +147,10 @@ Json to_json(const ChainImage& i) {
       data["bitmaps"] = std::move(list);
     }
     data["refcount-bits"] = h->refcount_bits;
+    if (h->encrypted) {
+      data["encrypt"] = h->luks ? luks_info_json(*h->luks, LuksInfoIn::kQcow2Encrypt)
+                                : Json{{"format", h->encrypt_format}};
+    }
     if (h->version >= 3) {
       data["corrupt"] = h->corrupt;
       data["extended-l2"] = h->extended_l2;
@@ -222,6 +226,14 @@ void print_human(const ChainImage& i) {
     }
   }
   std::printf("    refcount bits: %u\n", h->refcount_bits);
+  if (h->encrypted) {
+    std::printf("    encrypt:\n");
+    if (h->luks) {
+      print_luks_info(*h->luks, LuksInfoIn::kQcow2Encrypt, "        ");
+    } else {
+      std::printf("        format: %s\n", h->encrypt_format.c_str());
+    }
+  }
   if (h->version >= 3) {
     std::printf("    corrupt: %s\n", h->corrupt ? "true" : "false");
     std::printf("    extended l2: %s\n", h->extended_l2 ? "true" : "false");

@@ -8,10 +8,14 @@
 
 namespace qblock::tools {
 
-// The lines after "Format specific information:" (indented by four spaces).
-void print_luks_info(const LuksInfo& info);
+// The lines after "Format specific information:" (indented by `indent`: four spaces for a
+// luks image, eight in a qcow2 image's "encrypt:" tree).
+void print_luks_info(const LuksInfo& info, LuksInfoIn where = LuksInfoIn::kLuksImage,
+                     const char* indent = "    ");
 
-// The "format-specific" object: {"type": "luks", "data": {...}}.
-nlohmann::ordered_json luks_info_json(const LuksInfo& info);
+// A luks image's "format-specific" object, {"type": "luks", "data": {...}}; in a qcow2
+// image, the "encrypt" object (with "format": "luks").
+nlohmann::ordered_json luks_info_json(const LuksInfo& info,
+                                      LuksInfoIn where = LuksInfoIn::kLuksImage);
 
 }  // namespace qblock::tools

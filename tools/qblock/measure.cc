@@ -256,10 +256,30 @@ int run_measure(int argc, char** argv) {
   uint64_t refcount_bits = 16;
   bool extended_l2 = false;
   PreallocMode prealloc = PreallocMode::kOff;
+  uint64_t luks_area = 0;  // bytes of an encrypt.format=luks target's LUKS header area
   if (args.out_format == "qcow2") {
-    if (opts->get("encryption") || opts->get("encrypt.format")) {
-      img_error("Encryption is not supported by qblock measure");
+    // qcow2-format.md §9.3: a LUKS image holds its header and key slots in clusters of
+    // their own, which measure counts in both sizes.
+    TargetOptions crypt_opts;
+    for (const auto& [k, v] : opts->values) {
+      if (k.starts_with("encrypt")) crypt_opts.values.emplace_back(k, v);
+    }
+    Result<Qcow2CreateOptions> create = to_create_options(crypt_opts);
+    if (!create) {
+      img_error(create.error().message());
       return finish(1);
+    }
+    if (!create->encrypt_format.empty() && !create->encrypt.key_secret) {
+      img_error("Parameter 'encrypt.key-secret' is required for cipher");
+      return finish(1);
+    }
+    if (create->encrypt_format == "luks") {
+      Result<uint64_t> area = luks_header_bytes(create->encrypt);
+      if (!area) {
+        img_error(area.error().message());
+        return finish(1);
+      }
+      luks_area = *area;
     }
     if (const std::string* v = opts->get("cluster_size")) cs = std::stoull(*v);
     if (cs < 512 || cs > (2 << 20) || (cs & (cs - 1))) {
@@ -347,6 +367,8 @@ int run_measure(int argc, char** argv) {
     } else {
       required = fully_allocated - align_up(usage.size, cs) + usage.data_bytes;
     }
+    fully_allocated += align_up(luks_area, cs);
+    required += align_up(luks_area, cs);
   }
   // Persistent bitmaps are only reported for a qcow2 v3 source measured for a qcow2 target,
   // as qemu-img 7.2 sizes them: each bitmap wholly allocated in target clusters, its table,

@@ -44,26 +44,7 @@ class LuksFormat : public BlockNode {
   NodeInfo info() const override {
     NodeInfo i;
     i.format_name = "luks";
-    auto& f = i.format_specific;
-    f.emplace_back("ivgen alg", crypto::ivgen_alg_name(params_.spec.ivgen));
-    f.emplace_back("hash alg", crypto::hash_alg_name(params_.hash));
-    f.emplace_back("cipher alg", crypto::cipher_alg_name(params_.spec.cipher));
-    f.emplace_back("uuid", header_.uuid);
-    if (params_.spec.ivgen == crypto::IvGenAlg::kEssiv) {
-      f.emplace_back("ivgen hash alg", crypto::hash_alg_name(params_.spec.ivgen_hash));
-    }
-    f.emplace_back("cipher mode", crypto::cipher_mode_name(params_.spec.mode));
-    f.emplace_back("slots", "");
-    for (std::size_t n = 0; n < header_.slots.size(); ++n) {
-      const crypto::LuksKeySlot& slot = header_.slots[n];
-      f.emplace_back("    [" + std::to_string(n) + "]", "");
-      f.emplace_back("        active", slot.active ? "true" : "false");
-      if (slot.active) f.emplace_back("        iters", std::to_string(slot.iterations));
-      f.emplace_back("        key offset", std::to_string(uint64_t{slot.key_offset} * kSectorSize));
-      if (slot.active) f.emplace_back("        stripes", std::to_string(slot.stripes));
-    }
-    f.emplace_back("payload offset", std::to_string(payload_));
-    f.emplace_back("master key iters", std::to_string(header_.mk_digest_iterations));
+    i.format_specific = luks_info_fields(luks_info(header_, params_), LuksInfoIn::kLuksImage);
     return i;
   }
 

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "block/driver.h"
+#include "block/formats/luks.h"
 #include "crypto/luks.h"
 #include "qblock/image.h"
 #include "qblock/luks_image.h"
@@ -59,11 +60,21 @@ Status check_luks_image_options(const LuksImageOptions& options) {
   return crypto::luks_check_options(*c);
 }
 
-Task<Status> create_luks_image(EventLoop& loop, LuksImageOptions options) {
-  if (Status s = check_luks_image_options(options); !s) co_return s;
+Result<uint64_t> luks_header_bytes(const LuksImageOptions& options) {
+  if (Status s = check_luks_image_options(options); !s) return fail(s.error());
+  Result<crypto::LuksCreateOptions> c = to_crypto_options(options);
+  return crypto::luks_payload_bytes(*c);
+}
+
+Result<crypto::LuksFormatted> format_luks(const LuksImageOptions& options) {
+  if (Status s = check_luks_image_options(options); !s) return fail(s.error());
   Result<crypto::LuksCreateOptions> c = to_crypto_options(options);
   Result<SecretBytes> password = user_objects().secret(*options.key_secret);
-  Result<crypto::LuksFormatted> volume = crypto::luks_format(*c, *password);
+  return crypto::luks_format(*c, *password);
+}
+
+Task<Status> create_luks_image(EventLoop& loop, LuksImageOptions options) {
+  Result<crypto::LuksFormatted> volume = format_luks(options);
   if (!volume) co_return fail(volume.error());
 
   Status created = co_await create_raw_image(loop, options.filename, 0, PreallocMode::kOff);
@@ -96,6 +107,12 @@ Result<LuksInfo> parse_luks_info(const uint8_t* head, std::size_t len, uint64_t 
   if (!h) return fail(h.error());
   Result<crypto::LuksParams> p = crypto::luks_params(*h);
   if (!p) return fail(p.error());
+  return luks_info(*h, *p);
+}
+
+LuksInfo luks_info(const crypto::LuksHeader& header, const crypto::LuksParams& params) {
+  const crypto::LuksHeader* h = &header;
+  const crypto::LuksParams* p = &params;
   LuksInfo info;
   info.cipher_alg = std::string(crypto::cipher_alg_name(p->spec.cipher));
   info.cipher_mode = std::string(crypto::cipher_mode_name(p->spec.mode));
@@ -112,6 +129,30 @@ Result<LuksInfo> parse_luks_info(const uint8_t* head, std::size_t len, uint64_t 
   info.payload_offset = uint64_t{h->payload_offset} * crypto::kSectorSize;
   info.master_key_iters = h->mk_digest_iterations;
   return info;
+}
+
+std::vector<std::pair<std::string, std::string>> luks_info_fields(const LuksInfo& i,
+                                                                  LuksInfoIn where) {
+  std::vector<std::pair<std::string, std::string>> f;
+  f.emplace_back("ivgen alg", i.ivgen_alg);
+  f.emplace_back("hash alg", i.hash_alg);
+  f.emplace_back("cipher alg", i.cipher_alg);
+  f.emplace_back("uuid", i.uuid);
+  if (i.ivgen_hash_alg) f.emplace_back("ivgen hash alg", *i.ivgen_hash_alg);
+  if (where == LuksInfoIn::kQcow2Encrypt) f.emplace_back("format", "luks");
+  f.emplace_back("cipher mode", i.cipher_mode);
+  f.emplace_back("slots", "");
+  for (std::size_t n = 0; n < i.slots.size(); ++n) {
+    const LuksSlotInfo& slot = i.slots[n];
+    f.emplace_back("    [" + std::to_string(n) + "]", "");
+    f.emplace_back("        active", slot.active ? "true" : "false");
+    if (slot.active) f.emplace_back("        iters", std::to_string(slot.iterations));
+    f.emplace_back("        key offset", std::to_string(slot.key_offset));
+    if (slot.active) f.emplace_back("        stripes", std::to_string(slot.stripes));
+  }
+  f.emplace_back("payload offset", std::to_string(i.payload_offset));
+  f.emplace_back("master key iters", std::to_string(i.master_key_iters));
+  return f;
 }
 
 }  // namespace qblock

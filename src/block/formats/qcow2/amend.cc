@@ -60,7 +60,14 @@ Task<Status> Qcow2Node::amend(Qcow2AmendOptions o, AmendProgress progress) {
     if (header_.crypt_method == 0) {
       co_return fail(invalid("Can't amend encryption options - encryption not present"));
     }
-    co_return fail(Error::with_message(ENOTSUP, "Amending encryption options is not supported"));
+    if (header_.crypt_method != kCryptLuks) {
+      co_return fail(Error::with_message(ENOTSUP, "Amending encryption options is not supported"));
+    }
+    Status slots = co_await amend_luks_slots(o);
+    if (!slots) co_return slots;
+    const bool more = o.compat || o.lazy_refcounts || o.refcount_bits || o.backing_file ||
+                      o.backing_fmt || o.data_file || o.data_file_raw || o.size;
+    if (!more) co_return ok();
   }
   if (o.compat) {
     if (*o.compat == "0.10" || *o.compat == "v2") {

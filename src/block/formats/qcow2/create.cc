@@ -17,11 +17,13 @@
 
 #include "base/byte_order.h"
 #include "block/driver.h"
+#include "block/formats/luks.h"
 #include "block/formats/qcow2/header.h"
 #include "block/protocols/rbd.h"
 #include "block/protocols/rbd_address.h"
 #include "qblock/block_backend.h"
 #include "qblock/messages.h"
+#include "qblock/user_objects.h"
 
 namespace qblock::qcow2 {
 
@@ -322,10 +324,45 @@ Status validate_create_options(const Qcow2CreateOptions& o) {
         "Non-zlib compression type is only supported with compatibility level 1.1 and above "
         "(use version=v3 or greater)"));
   }
+  if (!o.encrypt_format.empty()) {
+    if (o.encrypt_format != "aes" && o.encrypt_format != "luks") {
+      return fail(
+          create_error("Parameter 'format' does not accept value '" + o.encrypt_format + "'"));
+    }
+    if (!o.encrypt.key_secret) {
+      return fail(create_error("Parameter 'encrypt.key-secret' is required for cipher"));
+    }
+    Result<SecretBytes> password = user_objects().secret(*o.encrypt.key_secret);
+    if (!password) return fail(password.error());
+    if (o.encrypt_format == "luks") {
+      if (Status s = check_luks_image_options(o.encrypt); !s) return s;
+    }
+  }
   return ok();
 }
 
-Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& o, uint64_t size) {
+Result<CryptArea> prepare_crypt_area(const Qcow2CreateOptions& o) {
+  CryptArea area;
+  if (o.encrypt_format.empty()) return area;
+  if (o.encrypt_format == "aes") {
+    area.method = 1;  // §9.2: no key material in the image
+    return area;
+  }
+  Result<crypto::LuksFormatted> volume = format_luks(o.encrypt);
+  if (!volume) return fail(volume.error());
+  area.method = 2;
+  area.length = uint64_t{volume->header.payload_offset} * crypto::kSectorSize;
+  // The whole area is written, zeros included, as qemu-img writes it.
+  area.data.assign(area.length, 0);
+  std::copy(volume->header_bytes.begin(), volume->header_bytes.end(), area.data.begin());
+  const uint64_t key_at = uint64_t{volume->header.slots[0].key_offset} * crypto::kSectorSize;
+  std::copy(volume->key_material.begin(), volume->key_material.end(),
+            area.data.begin() + static_cast<std::ptrdiff_t>(key_at));
+  return area;
+}
+
+Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& o, uint64_t size,
+                                      const CryptArea& crypt) {
   // QEMU stores the virtual size rounded up to whole sectors (observed with qemu-img 7.2).
   size = div_round_up(size, 512) * 512;
   const uint64_t cs = o.cluster_size;
@@ -347,6 +384,13 @@ Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& o, uint64_t size
     Result<uint64_t> c = alloc.alloc(div_round_up(l1_size * 8, cs));
     if (!c) return fail(c.error());
     l1_offset = *c * cs;
+  }
+  // §9.3: the LUKS area is allocated right after the L1 table (observed with qemu-img 7.2).
+  uint64_t crypt_offset = 0;
+  if (crypt.method == 2) {
+    Result<uint64_t> c = alloc.alloc(div_round_up(crypt.length, cs));
+    if (!c) return fail(c.error());
+    crypt_offset = *c * cs;
   }
   std::vector<uint8_t> l1(l1_size * 8, 0);
   std::map<uint64_t, std::vector<uint8_t>> l2_tables;  // cluster index -> table
@@ -423,6 +467,8 @@ Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& o, uint64_t size
   h.refcount_table_clusters = static_cast<uint32_t>(alloc.reftable().size() * 8 / cs);
   h.backing_file = o.backing_file;
   h.backing_format = o.backing_fmt;
+  h.crypt_method = crypt.method;
+  if (crypt.method == 2) h.crypto_header = {crypt_offset, crypt.length};
   if (o.version >= 3) {
     h.refcount_order = refcount_order;
     h.compression_type = o.compression_type;
@@ -456,6 +502,14 @@ Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& o, uint64_t size
     layout.file_size = std::max(layout.file_size, c * cs + bytes.size());
     layout.writes.push_back({c * cs, std::move(bytes)});
   }
+  // The LUKS area, its last cluster whole in the file (as qemu-img sizes it).
+  if (crypt.method == 2) {
+    layout.writes.push_back({crypt_offset, crypt.data});
+    layout.file_size =
+        std::max(layout.file_size, div_round_up(crypt_offset + crypt.length, cs) * cs);
+  }
+  std::sort(layout.writes.begin(), layout.writes.end(),
+            [](const PlannedWrite& a, const PlannedWrite& b) { return a.offset < b.offset; });
   layout.file_size = std::max(layout.file_size, data_end);
   layout.data_start = data_start;
   layout.data_end = data_start ? data_end : 0;
@@ -592,7 +646,9 @@ Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts) {
   } else {
     co_return fail(create_error("Image creation needs a size parameter"));
   }
-  Result<Qcow2Layout> layout = plan_qcow2_layout(opts, size);
+  Result<CryptArea> crypt = prepare_crypt_area(opts);
+  if (!crypt) co_return fail(crypt.error());
+  Result<Qcow2Layout> layout = plan_qcow2_layout(opts, size, *crypt);
   if (!layout) co_return fail(layout.error());
   Result<NodePtr> node = co_await open_emptied_file(loop, opts.filename, opts.file);
   if (!node) co_return fail(node.error());
@@ -613,7 +669,9 @@ Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts) {
 Task<Status> create_qcow2_on_node(BlockNode& node, Qcow2CreateOptions opts) {
   if (Status s = validate_create_options(opts); !s) co_return s;
   if (!opts.size) co_return fail(create_error("Image creation needs a size parameter"));
-  Result<Qcow2Layout> layout = plan_qcow2_layout(opts, *opts.size);
+  Result<CryptArea> crypt = prepare_crypt_area(opts);
+  if (!crypt) co_return fail(crypt.error());
+  Result<Qcow2Layout> layout = plan_qcow2_layout(opts, *opts.size, *crypt);
   if (!layout) co_return fail(layout.error());
   Status emptied = co_await node.truncate(0, PreallocMode::kOff);
   if (!emptied) co_return emptied;

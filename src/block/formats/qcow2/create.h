@@ -12,6 +12,7 @@
 #include "qblock/error.h"
 #include "qblock/event_loop.h"
 #include "qblock/image.h"
+#include "qblock/luks_image.h"
 #include "qblock/task.h"
 
 namespace qblock::qcow2 {
@@ -32,7 +33,25 @@ struct Qcow2CreateOptions {
   uint8_t compression_type = 0;  // 0 zlib, 1 zstd
   bool extended_l2 = false;
   FileCreateOptions file;  // for the image file itself
+  // Encryption (qcow2-format.md §9): "aes" or "luks" (empty: none), and the LUKS options as
+  // the luks format takes them (key_secret is needed for both; filename, size and
+  // preallocation are not used).
+  std::string encrypt_format;
+  LuksImageOptions encrypt;
 };
+
+// What an encrypted image gets at creation: its crypt_method and, for LUKS (§9.3), the area
+// holding the LUKS header and key material (placed after the L1 table, as qemu-img does).
+struct CryptArea {
+  uint32_t method = 0;
+  uint64_t length = 0;        // LUKS: the area's bytes (its payload offset)
+  std::vector<uint8_t> data;  // LUKS: the area's contents (header, slot 0's key material)
+};
+
+// The area for opts' encryption: for LUKS, a freshly formatted volume (PBKDF2 runs for
+// about encrypt.iter_time_ms). REQUIRES: validate_create_options(opts) succeeded.
+// Errors: format_luks()'s.
+Result<CryptArea> prepare_crypt_area(const Qcow2CreateOptions& opts);
 
 // Checks the options as qemu-img 7.2 does, in its order, with its messages
 // (qcow2-format.md §15.4), e.g. "Cluster size must be a power of two between 512 and 2048k".
@@ -57,7 +76,8 @@ struct Qcow2Layout {
 // Plans the image for a virtual size of `size` bytes. Pure: no I/O.
 // REQUIRES: validate_create_options(opts) succeeded.
 // Errors: EFBIG for sizes whose refcount table would exceed QEMU's limit.
-Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& opts, uint64_t size);
+Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& opts, uint64_t size,
+                                      const CryptArea& crypt = {});
 
 // Creates (or truncates) opts.filename and writes a fresh qcow2 image into it through a file
 // protocol node. Without an explicit size the backing file is opened (format backing_fmt) and

@@ -303,8 +303,6 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   std::optional<Error> refuse;
   if (unsupported) {
     refuse = Error::with_message(ENOTSUP, unsupported_features_message(*header, unsupported));
-  } else if (header->crypt_method != 0) {
-    refuse = Error::with_message(ENOTSUP, "Encrypted qcow2 images are not supported yet");
   } else if ((header->incompatible_features & kIncompatCorrupt) && !ctx.flags.read_only &&
              !ctx.flags.check) {
     refuse = Error::with_message(EACCES, "qcow2: Image is corrupt; cannot be opened read/write");
@@ -336,6 +334,17 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
       bitmap_directory = std::move(*directory);
     } else {
       refuse = directory.error();
+    }
+  }
+  // §9: the key is checked at open (a wrong password fails here, not at the first read).
+  Qcow2Crypt crypt;
+  if (!refuse) {
+    Task<Result<Qcow2Crypt>> opening = open_crypt(ctx, options, *file_node, *header);
+    Result<Qcow2Crypt> c = co_await std::move(opening);
+    if (c) {
+      crypt = std::move(*c);
+    } else {
+      refuse = c.error();
     }
   }
   if (refuse) {
@@ -479,6 +488,7 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
     backing = std::move(*b);
     if (!backing_node_name.empty()) backing->set_node_name(backing_node_name);
   }
+  const bool header_encrypted = header->crypt_method != 0;
   auto node =
       std::make_unique<Qcow2Node>(ctx.loop, std::move(file_node), std::move(*header), *cache);
   // Two requests (zeroing, then data) cost more than one merged write on a rotating disk,
@@ -486,11 +496,17 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   // so only the data write remains. (Virtual disks often claim to rotate: virtio-blk does.)
   const bool preallocating = node->primary_child()->driver_name() == "preallocate";
   node->set_snapshot_table(snapshot_table);
+  node->set_crypt(std::move(crypt));
   node->set_discard_passthrough(
       pass_discard_request->value_or(node->open_flags().discard == DiscardMode::kUnmap),
       pass_discard_other->value_or(false));
-  node->set_zero_cow(zero_cow == "on" ||
-                     (zero_cow == "auto" && (preallocating || !on_rotational_storage(image_name))));
+  // §9.1: zeroed host clusters do not decrypt to zeros, so encrypted images never zero COW
+  // regions with write-zeroes.
+  node->set_zero_cow(
+      header_encrypted
+          ? false
+          : zero_cow == "on" ||
+                (zero_cow == "auto" && (preallocating || !on_rotational_storage(image_name))));
   // check_image() reads the tables itself, whatever state they are in.
   Status s = ok();
   if (!ctx.flags.check) s = co_await node->load_tables();

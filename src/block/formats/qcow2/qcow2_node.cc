@@ -1,6 +1,8 @@
 // The qcow2 node's construction and its whole-image operations: info, flush, close.
 #include "block/formats/qcow2/qcow2_node.h"
 
+#include "block/formats/luks.h"
+
 namespace qblock::qcow2 {
 
 Qcow2Node::Qcow2Node(EventLoop& loop, NodePtr file, Header header, const CacheSettings& cache)
@@ -54,6 +56,17 @@ NodeInfo Qcow2Node::info() const {
         "lazy refcounts", header_.compatible_features & kCompatLazyRefcounts ? "true" : "false");
   }
   i.format_specific.emplace_back("refcount bits", std::to_string(header_.refcount_bits()));
+  if (encrypted()) {
+    i.format_specific.emplace_back("encrypt", "");
+    if (crypt_.luks_header) {
+      const LuksInfo luks = luks_info(*crypt_.luks_header, crypt_.luks_params);
+      for (auto& [key, value] : luks_info_fields(luks, LuksInfoIn::kQcow2Encrypt)) {
+        i.format_specific.emplace_back("    " + key, std::move(value));
+      }
+    } else {
+      i.format_specific.emplace_back("    format", crypt_format_name(crypt_.method));
+    }
+  }
   if (v3) {
     i.format_specific.emplace_back(
         "corrupt", header_.incompatible_features & kIncompatCorrupt ? "true" : "false");

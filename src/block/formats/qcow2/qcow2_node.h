@@ -22,6 +22,7 @@
 #include "block/formats/qcow2/allocation_fence.h"
 #include "block/formats/qcow2/bitmaps.h"
 #include "block/formats/qcow2/check.h"
+#include "block/formats/qcow2/crypt.h"
 #include "block/formats/qcow2/header.h"
 #include "block/formats/qcow2/l2_cache.h"
 #include "block/formats/qcow2/l2_entry.h"
@@ -61,6 +62,9 @@ class Qcow2Node : public BlockNode {
     pass_discard_request_ = request;
     pass_discard_other_ = other;
   }
+  // An encrypted image's cipher (crypt.h), set at open before any I/O. Requests then come in
+  // whole sectors (each sector is en/decrypted with its own IV).
+  void set_crypt(Qcow2Crypt crypt);
   // The snapshot table read at open: its place and the snapshots' L1 tables join the
   // structures the overlap checks protect.
   void set_snapshot_table(const SnapshotTable& table);
@@ -156,7 +160,8 @@ class Qcow2Node : public BlockNode {
   // Whole sectors only, as QEMU sees the disk: a header size that is not a multiple of 512
   // (only a damaged header has one) is rounded down.
   uint64_t length() const override { return header_.size / 512 * 512; }
-  std::string filename() const override { return file_->filename(); }
+  std::string filename() const override;
+  Options options() const override;
   NodeInfo info() const override;
 
  protected:
@@ -196,6 +201,7 @@ class Qcow2Node : public BlockNode {
   // this request's own next allocation (Join::then_allocate).
   struct JoinedPrefix {
     uint64_t host;
+    uint64_t guest;
     IoVec data;
     WriterToken token;  // released once the prefix is written or given up
   };
@@ -336,6 +342,26 @@ class Qcow2Node : public BlockNode {
   // (asking the backing chain for metadata only).
   Task<Result<bool>> reads_as_zero(uint64_t entry, uint64_t guest_cluster);
 
+  // ---- crypt_io.cc: data clusters of encrypted images (§9) ----
+  bool encrypted() const { return crypt_.method != kCryptNone; }
+  // Reads host [host, host + qiov.size()) that holds guest [guest, ...) and decrypts it into
+  // qiov (through a bounce buffer, on the loop's worker threads). REQUIRES: encrypted(),
+  // guest and host sector-aligned, qiov.size() a multiple of 512.
+  Task<Status> read_decrypted(uint64_t guest, uint64_t host, IoVec qiov);
+  // Encrypts a copy of `data` (guest [guest, ...)) for host offset `host` and writes it
+  // there. REQUIRES: as read_decrypted.
+  Task<Status> write_encrypted(uint64_t guest, uint64_t host, IoVec data);
+  // amend's encrypt.* options on a LUKS image (qemu-compat.md, QEMU 7.2's messages): with
+  // encrypt.state=active, a new slot (encrypt.keyslot or the first free one) for
+  // encrypt.new-secret holding the master key the image was opened with; with
+  // encrypt.state=inactive, slot encrypt.keyslot or every slot encrypt.old-secret opens is
+  // erased, unless that leaves none active (then only with `force`). Key material before
+  // header, each flushed. REQUIRES: lock_ held, a LUKS image opened with its key.
+  Task<Status> amend_luks_slots(const Qcow2AmendOptions& o);
+  // Writes into `out` (data.size() bytes) `data` encrypted as it is stored at `host`.
+  // REQUIRES: as read_decrypted.
+  Task<Status> encrypt_copy(uint64_t guest, uint64_t host, IoVec data, uint8_t* out);
+
   // ---- write_path.cc ----
   // Writes a prefix of [offset, offset + qiov.size()) as planned by plan_write_step();
   // returns the bytes written (0 after a wait). Joined pieces are appended to `joined`.
@@ -353,6 +379,11 @@ class Qcow2Node : public BlockNode {
   Task<Status> fill_new_clusters(const Allocate& step, const AllocationLayout& layout,
                                  uint64_t host, uint64_t head_entry, uint64_t tail_entry,
                                  IoVec data, AllocationFence& fence, JoinedPrefix* prefix);
+  // fill_new_clusters() for encrypted images: the joined `prefix` (if it goes out with this
+  // write), the COW head, the data and the COW tail encrypted into one buffer, one write.
+  Task<Status> write_new_encrypted(const Allocate& step, const AllocationLayout& layout,
+                                   uint64_t host, uint64_t head_entry, uint64_t tail_entry,
+                                   IoVec payload, JoinedPrefix* prefix);
   // Links the allocation: new L2 entries for `granted` clusters at `host`, old ones freed.
   Task<Status> link_allocation(const Allocate& step, uint64_t granted, uint64_t host,
                                AllocationFence& fence);
@@ -486,6 +517,7 @@ class Qcow2Node : public BlockNode {
   uint64_t snapshot_table_bytes_ = 0;       // the snapshot table at header_.snapshots_offset
   std::vector<std::pair<uint64_t, uint64_t>> inactive_l1_;  // snapshots' L1 tables: offset, bytes
   bool zero_cow_ = true;
+  Qcow2Crypt crypt_;  // method kCryptNone: a plaintext image
   std::vector<NodeBitmap> bitmaps_;
   uint64_t bitmap_dir_offset_ = 0;  // the directory in the file (0: none)
   uint64_t bitmap_dir_bytes_ = 0;

@@ -97,6 +97,7 @@ Task<Status> Qcow2Node::read_mapping(uint64_t guest, IoVec qiov, const Mapping& 
     case ClusterType::kNormal: {
       co_await file_->debug_event(DebugEvent::kReadAio);
       const uint64_t host = (m.entry & kOffsetMask) + guest % cs_;
+      if (encrypted()) co_return co_await read_decrypted(guest, host, std::move(qiov));
       co_return co_await file_->read(host, std::move(qiov));
     }
     case ClusterType::kCompressed: {
@@ -253,6 +254,15 @@ Task<Result<BlockStatus>> Qcow2Node::do_block_status(uint64_t offset, uint64_t b
   Result<Mapping> m = co_await map(offset, bytes);
   if (!m) co_return fail(m.error());
   BlockStatus st{0, m->bytes, 0, nullptr};
+  // An encrypted cluster's host bytes are not the guest's: no offset is reported (QEMU's
+  // map then says "File contains external, encrypted or compressed clusters.").
+  if (encrypted()) {
+    if (m->type == ClusterType::kNormal) st.flags = kStatusData;
+    if (m->type == ClusterType::kZeroPlain || m->type == ClusterType::kZeroAlloc) {
+      st.flags = kStatusZero;
+    }
+    co_return st;
+  }
   switch (m->type) {
     case ClusterType::kUnallocated:
       // §7.2 UNALLOCATED_ALLOC: the host offset is reported, as QEMU does.

@@ -65,7 +65,13 @@ Task<Result<uint64_t>> Qcow2Node::write_subclusters(uint64_t guest, IoVec data,
         guard.unlock();
         co_await file_->debug_event(DebugEvent::kWriteAio);
         IoVec part = data.slice(0, end - in);
-        Status s = co_await file_->write(host, std::move(part));
+        Status s = ok();
+        if (encrypted()) {
+          Task<Status> sealed = write_encrypted(guest, host, std::move(part));
+          s = co_await std::move(sealed);
+        } else {
+          s = co_await file_->write(host, std::move(part));
+        }
         token.release();
         if (!s) co_return fail(s.error());
         joined.push_back(JoinedPiece{std::move(fence), guest, end - in});
@@ -176,7 +182,13 @@ Task<Result<uint64_t>> Qcow2Node::write_subclusters(uint64_t guest, IoVec data,
     guard.unlock();
     co_await file_->debug_event(DebugEvent::kWriteAio);
     IoVec part = data.slice(0, bytes);
-    Status s = co_await file_->write(host, std::move(part));
+    Status s = ok();
+    if (encrypted()) {
+      Task<Status> sealed = write_encrypted(guest, host, std::move(part));
+      s = co_await std::move(sealed);
+    } else {
+      s = co_await file_->write(host, std::move(part));
+    }
     if (!s) co_return fail(s.error());
     co_return bytes;
   }
@@ -216,7 +228,7 @@ Task<Result<uint64_t>> Qcow2Node::write_subclusters(uint64_t guest, IoVec data,
   // block-semantics.md §5.2, as QEMU's handle_alloc_space: COW regions that read as zeros
   // are not copied; the written range is zeroed efficiently and only the data goes out.
   bool zeroed = false;
-  if ((head || tail) && zero_cow_) {
+  if ((head || tail) && zero_cow_ && !encrypted()) {
     Result<bool> z = co_await range_reads_zero(cluster + from, head);
     if (!z) co_return fail(z.error());
     if (*z) {
@@ -239,7 +251,12 @@ Task<Result<uint64_t>> Qcow2Node::write_subclusters(uint64_t guest, IoVec data,
   if (zeroed || (!head && !tail)) {
     co_await file_->debug_event(DebugEvent::kWriteAio);
     IoVec part = data.slice(0, end - in);
-    s = co_await file_->write(host + in, std::move(part));
+    if (encrypted()) {
+      Task<Status> sealed = write_encrypted(guest, host + in, std::move(part));
+      s = co_await std::move(sealed);
+    } else {
+      s = co_await file_->write(host + in, std::move(part));
+    }
   } else {
     // The COW regions hold what the guest sees there now (backing data, zeros, old data).
     AlignedBuffer head_buf(head, 4096), tail_buf(tail, 4096);
@@ -260,7 +277,12 @@ Task<Result<uint64_t>> Qcow2Node::write_subclusters(uint64_t guest, IoVec data,
     if (tail) merged.append(tail_buf.data(), tail);
     co_await file_->debug_event(DebugEvent::kCowWrite);
     loop().submit_promptly();
-    s = co_await file_->write(host + from, std::move(merged));
+    if (encrypted()) {
+      Task<Status> sealed = write_encrypted(cluster + from, host + from, std::move(merged));
+      s = co_await std::move(sealed);
+    } else {
+      s = co_await file_->write(host + from, std::move(merged));
+    }
   }
   if (!s) co_return fail(s.error());
   // Others may write into the subclusters that are final now.

@@ -29,6 +29,12 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
   if (Status u = check_usable(); !u) co_return u;
   mark_dirty(offset, qiov.size());  // the dirty bitmaps (bitmap_store.cc)
   if (flags.has(RequestFlag::kWriteCompressed)) {
+    // §9.1: compressed clusters are never encrypted; QEMU 7.2's qemu-io stores them in plain
+    // text (§19), qblock refuses.
+    if (encrypted()) {
+      co_return fail(Error::with_message(
+          ENOTSUP, "Compression and encryption not supported at the same time"));
+    }
     co_return co_await write_compressed(offset, std::move(qiov));
   }
   // [pos, end) of the request is still to be written: first all of it, then any piece whose
@@ -96,7 +102,7 @@ Task<Result<uint64_t>> Qcow2Node::write_step(uint64_t guest, IoVec data, AsyncMu
   std::shared_ptr<AllocationFence> fence = owning(join.fence);
   WriterToken token(*fence);
   if (join.then_allocate) {
-    JoinedPrefix prefix{join.host, data.slice(0, join.bytes), std::move(token)};
+    JoinedPrefix prefix{join.host, guest, data.slice(0, join.bytes), std::move(token)};
     IoVec rest = data.slice(join.bytes, data.size() - join.bytes);
     Task<Result<uint64_t>> write =
         allocate_and_write(*join.then_allocate, std::move(rest), std::move(guard), &prefix);
@@ -108,7 +114,13 @@ Task<Result<uint64_t>> Qcow2Node::write_step(uint64_t guest, IoVec data, AsyncMu
   guard.unlock();
   co_await file_->debug_event(DebugEvent::kWriteAio);
   IoVec part = data.slice(0, join.bytes);
-  Status s = co_await file_->write(join.host, std::move(part));
+  Status s = ok();
+  if (encrypted()) {
+    Task<Status> sealed = write_encrypted(guest, join.host, std::move(part));
+    s = co_await std::move(sealed);
+  } else {
+    s = co_await file_->write(join.host, std::move(part));
+  }
   token.release();
   if (!s) co_return fail(s.error());
   joined.push_back(JoinedPiece{std::move(fence), guest, join.bytes});
@@ -125,7 +137,13 @@ Task<Result<uint64_t>> Qcow2Node::write_in_place(uint64_t guest, IoVec data, Wri
   if (step.zero_alloc.empty()) {
     guard.unlock();
     co_await file_->debug_event(DebugEvent::kWriteAio);
-    Status s = co_await file_->write(step.host, std::move(part));
+    Status s = ok();
+    if (encrypted()) {
+      Task<Status> sealed = write_encrypted(guest, step.host, std::move(part));
+      s = co_await std::move(sealed);
+    } else {
+      s = co_await file_->write(step.host, std::move(part));
+    }
     if (!s) co_return fail(s.error());
     co_return step.bytes;
   }
@@ -137,7 +155,13 @@ Task<Result<uint64_t>> Qcow2Node::write_in_place(uint64_t guest, IoVec data, Wri
                           std::make_shared<AllocationFence>(*loop_, first_cluster, end_cluster));
   guard.unlock();
   co_await file_->debug_event(DebugEvent::kWriteAio);
-  Status s = co_await file_->write(step.host, std::move(part));
+  Status s = ok();
+  if (encrypted()) {
+    Task<Status> sealed = write_encrypted(guest, step.host, std::move(part));
+    s = co_await std::move(sealed);
+  } else {
+    s = co_await file_->write(step.host, std::move(part));
+  }
   guard = co_await lock_.lock();
   if (s) {
     Result<L2SliceRef> slice = co_await get_l2_slice(guest, ForWrite::kYes);
@@ -223,7 +247,9 @@ Task<Status> Qcow2Node::fill_new_clusters(const Allocate& step, const Allocation
     if (!z) co_return fail(z.error());
     tail_zero = *z;
   }
-  CowMethod method = choose_cow(layout, head_zero, tail_zero, zero_cow_);
+  // §9.1: zeroed host clusters decrypt to garbage, so an encrypted image always writes its
+  // COW regions (encrypted zeros or re-encrypted old data) merged with the data.
+  CowMethod method = choose_cow(layout, head_zero, tail_zero, zero_cow_ && !encrypted());
   if (method == CowMethod::kZeroThenData) {
     // block-semantics.md §5.2: one efficient zeroing of the whole allocation, data only after.
     co_await file_->debug_event(DebugEvent::kClusterAllocSpace);
@@ -241,11 +267,20 @@ Task<Status> Qcow2Node::fill_new_clusters(const Allocate& step, const Allocation
   Status s = ok();
   if (prefix && !merge_prefix) {
     co_await file_->debug_event(DebugEvent::kWriteAio);
-    s = co_await file_->write(prefix->host, prefix->data);
+    if (encrypted()) {
+      Task<Status> sealed = write_encrypted(prefix->guest, prefix->host, prefix->data);
+      s = co_await std::move(sealed);
+    } else {
+      s = co_await file_->write(prefix->host, prefix->data);
+    }
     prefix->token.release();
     if (!s) co_return s;
   }
-  if (method != CowMethod::kMergedCow) {
+  if (encrypted()) {
+    Task<Status> write = write_new_encrypted(step, layout, host, head_entry, tail_entry,
+                                             std::move(payload), merge_prefix ? prefix : nullptr);
+    s = co_await std::move(write);
+  } else if (method != CowMethod::kMergedCow) {
     co_await file_->debug_event(DebugEvent::kWriteAio);
     if (merge_prefix) {
       IoVec merged = prefix->data;
@@ -284,6 +319,47 @@ Task<Status> Qcow2Node::fill_new_clusters(const Allocate& step, const Allocation
   }
   if (prefix) prefix->token.release();
   co_return s;
+}
+
+Task<Status> Qcow2Node::write_new_encrypted(const Allocate& step, const AllocationLayout& layout,
+                                            uint64_t host, uint64_t head_entry, uint64_t tail_entry,
+                                            IoVec payload, JoinedPrefix* prefix) {
+  // The COW regions in plain text (decrypted from the old clusters, from the backing file,
+  // or zeros), then everything encrypted into one bounce buffer and written at once.
+  const uint64_t guest_start = step.guest - layout.head;
+  const uint64_t prefix_len = prefix ? prefix->data.size() : 0;
+  const uint64_t total = prefix_len + layout.head + layout.data + layout.tail;
+  AlignedBuffer plain(total, 4096);
+  Status s = ok();
+  if (prefix) prefix->data.copy_to(0, plain.data(), prefix_len);
+  if (layout.head) {
+    co_await file_->debug_event(DebugEvent::kCowRead);
+    const Mapping m{cluster_type(head_entry), head_entry, layout.head};
+    s = co_await read_mapping(guest_start, IoVec(plain.data() + prefix_len, layout.head), m);
+    if (!s) co_return s;
+  }
+  payload.copy_to(0, plain.data() + prefix_len + layout.head, layout.data);
+  if (layout.tail) {
+    co_await file_->debug_event(DebugEvent::kCowRead);
+    const Mapping m{cluster_type(tail_entry), tail_entry, layout.tail};
+    IoVec tail(plain.data() + prefix_len + layout.head + layout.data, layout.tail);
+    s = co_await read_mapping(step.guest + layout.data, std::move(tail), m);
+    if (!s) co_return s;
+  }
+  if (Status u = check_usable(); !u) co_return u;
+  AlignedBuffer sealed(total, 4096);
+  if (prefix) {
+    s = co_await encrypt_copy(prefix->guest, prefix->host, IoVec(plain.data(), prefix_len),
+                              sealed.data());
+    if (!s) co_return s;
+  }
+  s = co_await encrypt_copy(guest_start, host, IoVec(plain.data() + prefix_len, total - prefix_len),
+                            sealed.data() + prefix_len);
+  if (!s) co_return s;
+  co_await file_->debug_event((layout.head || layout.tail) ? DebugEvent::kCowWrite
+                                                           : DebugEvent::kWriteAio);
+  if (layout.head || layout.tail) loop().submit_promptly();
+  co_return co_await file_->write(prefix ? prefix->host : host, IoVec(sealed.data(), total));
 }
 
 Task<Status> Qcow2Node::link_allocation(const Allocate& step, uint64_t granted, uint64_t host,

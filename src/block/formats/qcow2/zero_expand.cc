@@ -29,8 +29,14 @@ Task<Status> Qcow2Node::expand_zero_clusters() {
 
   std::set<uint64_t> done;  // L2 tables expanded (a table may be shared between L1 tables)
   std::vector<uint8_t> raw(cs_);
+  // §9.1: on an encrypted image a zeroed host cluster decrypts to garbage, so the clusters
+  // get encrypted zeros (QEMU 7.2 zeroes them: they then read as garbage, §19).
+  AlignedBuffer sealed(encrypted() ? cs_ : 0);
+  AlignedBuffer plain_zeros(encrypted() ? cs_ : 0);
+  if (encrypted()) plain_zeros.fill(0);
   for (const std::vector<uint64_t>& l1 : l1_tables) {
-    for (uint64_t l1_entry : l1) {
+    for (uint64_t l1i = 0; l1i < l1.size(); ++l1i) {
+      const uint64_t l1_entry = l1[l1i];
       const uint64_t l2_offset = l1_entry & kOffsetMask;
       if (!l2_offset || !done.insert(l2_offset).second) continue;
       if (l2_offset % cs_) co_return fail(Error::io());
@@ -40,7 +46,8 @@ Task<Status> Qcow2Node::expand_zero_clusters() {
       if (!l2_refcount) co_return fail(l2_refcount.error());
       if (*l2_refcount == 0) co_return fail(Error::io());  // QEMU: a corrupt table
 
-      std::vector<uint64_t> to_zero;  // host clusters that must read as zeros
+      // Host clusters that must read as zeros, with the guest offset they map.
+      std::vector<std::pair<uint64_t, uint64_t>> to_zero;
       // Shared host clusters this table stops referencing (each by *l2_refcount).
       std::vector<uint64_t> to_release;
       bool changed = false;
@@ -78,14 +85,22 @@ Task<Status> Qcow2Node::expand_zero_clusters() {
         } else {
           if (Status o = co_await refuse_metadata_overlap(host, cs_); !o) co_return o;
         }
-        to_zero.push_back(host);
+        to_zero.emplace_back(host, (l1i * l2_entries_ + i) * cs_);
         store_be64(&raw[i * 8], host | (refcount == 1 ? kCopied : 0));
       }
       if (!changed) continue;
       // §17's order: the new clusters' refcounts and zeros are stable before the table
       // points at them, so a cut in between can only leak.
       if (Status w = co_await refcounts_->write_dirty(); !w) co_return w;
-      for (uint64_t host : to_zero) {
+      for (const auto& [host, guest] : to_zero) {
+        if (encrypted()) {
+          Status e =
+              co_await encrypt_copy(guest, host, IoVec(plain_zeros.data(), cs_), sealed.data());
+          if (!e) co_return e;
+          Status z = co_await file_->write(host, IoVec(sealed.data(), cs_));
+          if (!z) co_return z;
+          continue;
+        }
         Status z = co_await file_->write_zeroes(host, cs_);
         if (!z) co_return z;
       }
