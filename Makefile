@@ -1,5 +1,5 @@
 # qblock top-level targets. Each target installs what it needs first.
-.PHONY: all deps build debug asan test unit-tests iotests format-check format demo bench bench-compare bench-nbd bench-rbd bench-l2-cache bench-convert bench-lifecycle bench-mirror fuzz clean
+.PHONY: all deps build debug asan test unit-tests iotests format-check format demo bench bench-compare bench-nbd bench-rbd bench-l2-cache bench-convert bench-lifecycle bench-mirror bench-encrypted fuzz clean
 
 JOBS ?= $(shell nproc)
 
@@ -72,6 +72,11 @@ bench-lifecycle: build
 # QUICK=1, BENCH_DIR).
 bench-mirror: build
 	bash bench/mirror.sh
+
+# Encrypted qcow2: LUKS aes-256-xts images served over NBD by qblock storage-daemon and by
+# qemu-storage-daemon, driven by qemu-img bench and fio (RUNS, WORKLOADS, QUICK=1, BENCH_DIR).
+bench-encrypted: build
+	bash bench/encrypted.sh
 
 # libFuzzer on every fuzz target (fuzz/*_fuzz.cc), one after the other: FUZZ_SECONDS each
 # (default 60), or FUZZ_RUNS executions each (passed as -runs=; then no time limit unless
