@@ -2,18 +2,8 @@
 # (cipher algorithms x modes, IV generators and hashes, PBKDF2 hashes, iter-time), the
 # layout (header fields and the LUKS area's place for 512 B to 2 MiB clusters), and info's
 # encrypt tree (text and JSON). UUIDs and iteration counts are random/calibrated: filtered.
+. ./crypt.rc
 . ./common.rc
-S="--object secret,id=sec0,data=abc"
-# _img, run again while the reference qemu-img fails its PBKDF2 calibration ("Unable to get
-# accurate CPU usage", tests/lib/qemu_img_retry.rc); qblock never prints that.
-_imgr() {
-    local out i
-    for i in $(seq 30); do
-        out=$(_img "$@")
-        [[ $out == *"Unable to get accurate CPU usage"* ]] || break
-    done
-    printf '%s\n' "$out"
-}
 _f() { sed -e 's/[0-9a-f]\{8\}-[0-9a-f]\{4\}-[0-9a-f]\{4\}-[0-9a-f]\{4\}-[0-9a-f]\{12\}/UUID/' \
     -e 's/iters: [0-9]*/iters: N/' -e 's/"iters": [0-9]*/"iters": N/' \
     -e 's/"master-key-iters": [0-9]*/"master-key-iters": N/'; }

@@ -1,17 +1,7 @@
 # Legacy AES qcow2 images (encrypt.format=aes and the deprecated encryption=on) and the
 # encrypt.* refusals of create, measure with encryption, and info of an AES image.
+. ./crypt.rc
 . ./common.rc
-S="--object secret,id=sec0,data=abc"
-# _img, run again while the reference qemu-img fails its PBKDF2 calibration ("Unable to get
-# accurate CPU usage", tests/lib/qemu_img_retry.rc); qblock never prints that.
-_imgr() {
-    local out i
-    for i in $(seq 30); do
-        out=$(_img "$@")
-        [[ $out == *"Unable to get accurate CPU usage"* ]] || break
-    done
-    printf '%s\n' "$out"
-}
 
 _section "aes"
 _img create -f qcow2 $S -o encrypt.format=aes,encrypt.key-secret=sec0 a.qcow2 1M

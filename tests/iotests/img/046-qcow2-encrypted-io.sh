@@ -1,8 +1,8 @@
 # Encrypted qcow2 images through the subcommands: images qemu-img created and qemu-io wrote
 # (misaligned writes, zero writes, discards, a backing file) read back by compare, convert,
 # map and check of the tool under test; the wrong and missing secrets.
+. ./crypt.rc
 . ./common.rc
-S="--object secret,id=sec0,data=abc"
 E() { echo "driver=qcow2,encrypt.key-secret=sec0,file.filename=$1"; }
 w=(-c 'write -P 0x5a 0 64k' -c 'write -P 0x11 100k 3000' -c 'write -z 512k 64k'
    -c 'write -z 700k 4k' -c 'discard 192k 64k' -c 'write -P 0x22 900k 1')

@@ -1,17 +1,7 @@
 # convert to and from encrypted qcow2 images: -o encrypt.* creates an encrypted target that
 # is opened with its key, --target-image-opts writes into an existing one, -c is refused.
+. ./crypt.rc
 . ./common.rc
-S="--object secret,id=sec0,data=abc"
-# _img, run again while the reference qemu-img fails its PBKDF2 calibration ("Unable to get
-# accurate CPU usage", tests/lib/qemu_img_retry.rc); qblock never prints that.
-_imgr() {
-    local out i
-    for i in $(seq 30); do
-        out=$(_img "$@")
-        [[ $out == *"Unable to get accurate CPU usage"* ]] || break
-    done
-    printf '%s\n' "$out"
-}
 E() { echo "driver=qcow2,encrypt.key-secret=sec0,file.filename=$1"; }
 qemu-img create -q -f raw src.raw 3M
 qemu-io -f raw -c 'write -P 7 100k 1M' -c 'write -P 9 2500k 10k' src.raw >/dev/null
