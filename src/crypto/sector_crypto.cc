@@ -20,24 +20,27 @@ Result<std::unique_ptr<SectorCrypto>> SectorCrypto::create(const SectorCryptoSpe
       new SectorCrypto(spec, std::move(*cipher), std::move(*ivgen)));
 }
 
-void SectorCrypto::encrypt(uint64_t sector, uint8_t* buf, std::size_t len) const {
+void SectorCrypto::crypt(bool encrypt, uint64_t sector, uint8_t* buf, std::size_t len) const {
   CHECK(len % kSectorSize == 0);
   uint8_t iv[16];
   const std::size_t iv_len = cipher_->iv_size();
+  Cipher::Session session = cipher_->session();
   for (std::size_t off = 0; off < len; off += kSectorSize, ++sector) {
     ivgen_->compute(sector, iv, iv_len);
-    cipher_->encrypt(buf + off, kSectorSize, iv);
+    if (encrypt) {
+      session.encrypt(buf + off, kSectorSize, iv);
+    } else {
+      session.decrypt(buf + off, kSectorSize, iv);
+    }
   }
 }
 
+void SectorCrypto::encrypt(uint64_t sector, uint8_t* buf, std::size_t len) const {
+  crypt(true, sector, buf, len);
+}
+
 void SectorCrypto::decrypt(uint64_t sector, uint8_t* buf, std::size_t len) const {
-  CHECK(len % kSectorSize == 0);
-  uint8_t iv[16];
-  const std::size_t iv_len = cipher_->iv_size();
-  for (std::size_t off = 0; off < len; off += kSectorSize, ++sector) {
-    ivgen_->compute(sector, iv, iv_len);
-    cipher_->decrypt(buf + off, kSectorSize, iv);
-  }
+  crypt(false, sector, buf, len);
 }
 
 namespace {

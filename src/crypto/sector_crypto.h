@@ -52,6 +52,7 @@ class SectorCrypto {
   SectorCrypto(const SectorCryptoSpec& spec, std::unique_ptr<Cipher> cipher,
                std::unique_ptr<IvGen> ivgen)
       : spec_(spec), cipher_(std::move(cipher)), ivgen_(std::move(ivgen)) {}
+  void crypt(bool encrypt, uint64_t sector, uint8_t* buf, std::size_t len) const;
 
   SectorCryptoSpec spec_;
   std::unique_ptr<Cipher> cipher_;

@@ -45,6 +45,18 @@ qemu-img create -q -f qcow2 base.qcow2 $SIZE
 qemu-io -c "write -P 0x5a 0 $SIZE" -c "write -z 100000 70000" base.qcow2 >/dev/null
 
 # ---- QEMU writes, qblock reads ----
+# qemu_writes_qblock_reads NAME: qemu-io writes a random workload into q.qcow2; qblock and
+# qemu-img must read it back as the same raw bytes.
+qemu_writes_qblock_reads() {
+  local ok=1
+  workload 20
+  qemu-io $S --image-opts "${cmds[@]}" "$(E q.qcow2)" >/dev/null || ok=0
+  "$QBLOCK" convert $S --image-opts "$(E q.qcow2)" -O raw qblock.raw || ok=0
+  qemu-img convert $S --image-opts "$(E q.qcow2)" -O raw qemu.raw || ok=0
+  cmp -s qblock.raw qemu.raw || ok=0
+  ok_or_fail $ok "$1"
+}
+
 for cs in 512 4k 64k 2M; do
   for fmt in luks aes; do
     for backing in "" base.qcow2; do
@@ -57,13 +69,7 @@ for cs in 512 4k 64k 2M; do
           -o cluster_size=$cs,encrypt.format=$fmt,encrypt.key-secret=s$extra q.qcow2 $SIZE; then
         ok_or_fail 0 "$name (create)"; continue
       fi
-      workload 20
-      ok=1
-      qemu-io $S --image-opts "${cmds[@]}" "$(E q.qcow2)" >/dev/null || ok=0
-      "$QBLOCK" convert $S --image-opts "$(E q.qcow2)" -O raw qblock.raw || ok=0
-      qemu-img convert $S --image-opts "$(E q.qcow2)" -O raw qemu.raw || ok=0
-      cmp -s qblock.raw qemu.raw || ok=0
-      ok_or_fail $ok "$name"
+      qemu_writes_qblock_reads "$name"
     done
   done
 done
@@ -75,13 +81,7 @@ for fmt in luks aes; do
   [ "$fmt" = luks ] && extra=",encrypt.iter-time=10"
   qemu-img create -q -f qcow2 $S -o extended_l2=on,encrypt.format=$fmt,encrypt.key-secret=s$extra \
     -b base.qcow2 -F qcow2 q.qcow2 $SIZE || { ok_or_fail 0 "qemu-written $fmt extended_l2 (create)"; continue; }
-  workload 20
-  ok=1
-  qemu-io $S --image-opts "${cmds[@]}" "$(E q.qcow2)" >/dev/null || ok=0
-  "$QBLOCK" convert $S --image-opts "$(E q.qcow2)" -O raw qblock.raw || ok=0
-  qemu-img convert $S --image-opts "$(E q.qcow2)" -O raw qemu.raw || ok=0
-  cmp -s qblock.raw qemu.raw || ok=0
-  ok_or_fail $ok "qemu-written $fmt extended_l2"
+  qemu_writes_qblock_reads "qemu-written $fmt extended_l2"
 done
 
 # ---- qblock writes, QEMU reads ----

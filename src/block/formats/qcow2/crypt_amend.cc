@@ -18,7 +18,8 @@ Error invalid(std::string text) { return Error::with_message(EINVAL, std::move(t
 Task<Result<SecretBytes>> try_slots(BlockNode& file, uint64_t area, const crypto::LuksHeader& h,
                                     const crypto::LuksParams& params, const SecretBytes& password,
                                     std::vector<std::size_t>* matching) {
-  std::vector<uint8_t> material(crypto::luks_split_key_size(h));
+  const std::size_t material_bytes = crypto::luks_split_key_size(h);
+  AlignedBuffer material((material_bytes + 511) / 512 * 512, 4096);
   SecretBytes found;
   for (std::size_t i = 0; i < crypto::kLuksSlotCount; ++i) {
     if (!h.slots[i].active) continue;
@@ -31,8 +32,21 @@ Task<Result<SecretBytes>> try_slots(BlockNode& file, uint64_t area, const crypto
     if (found.empty()) found = std::move(key);
     if (!matching) break;
   }
-  std::fill(material.begin(), material.end(), 0);
+  std::fill(material.data(), material.data() + material.size(), uint8_t{0});
   co_return found;
+}
+
+// Writes header `h` over the first sectors of the LUKS area at `area` (the rest of the last
+// sector kept as it is), then flushes: the header is on disk when this returns.
+Task<Status> write_luks_header(BlockNode& file, uint64_t area, const crypto::LuksHeader& h) {
+  std::vector<uint8_t> raw = crypto::encode_luks_header(h);
+  AlignedBuffer head((raw.size() + 511) / 512 * 512, 4096);
+  Status s = co_await file.read(area, IoVec(head.data(), head.size()));
+  if (!s) co_return s;
+  std::copy(raw.begin(), raw.end(), head.data());
+  s = co_await file.write(area, IoVec(head.data(), head.size()));
+  if (!s) co_return s;
+  co_return co_await file.flush();
 }
 
 }  // namespace
@@ -143,13 +157,8 @@ Task<Status> Qcow2Node::amend_luks_slots(const Qcow2AmendOptions& o) {
       h.slots[k].iterations = 0;
       h.slots[k].salt.fill(0);
     }
-    std::vector<uint8_t> raw = crypto::encode_luks_header(h);
-    AlignedBuffer head((raw.size() + 511) / 512 * 512, 4096);
-    Status s = co_await file_->read(area, IoVec(head.data(), head.size()));
-    if (!s) co_return s;
-    std::copy(raw.begin(), raw.end(), head.data());
-    s = co_await file_->write(area, IoVec(head.data(), head.size()));
-    if (s) s = co_await file_->flush();
+    Task<Status> header_written = write_luks_header(*file_, area, h);
+    Status s = co_await std::move(header_written);
     if (!s) co_return s;
     AlignedBuffer noise((material_bytes + 511) / 512 * 512, 4096);
     for (std::size_t k : erase) {
@@ -164,14 +173,8 @@ Task<Status> Qcow2Node::amend_luks_slots(const Qcow2AmendOptions& o) {
     co_return ok();
   }
   // The header makes the new slot active.
-  std::vector<uint8_t> raw = crypto::encode_luks_header(h);
-  AlignedBuffer head((raw.size() + 511) / 512 * 512, 4096);
-  Status s = co_await file_->read(area, IoVec(head.data(), head.size()));
-  if (!s) co_return s;
-  std::copy(raw.begin(), raw.end(), head.data());
-  s = co_await file_->write(area, IoVec(head.data(), head.size()));
-  if (s) s = co_await file_->flush();
-  if (!s) co_return s;
+  Task<Status> header_written = write_luks_header(*file_, area, h);
+  if (Status s = co_await std::move(header_written); !s) co_return s;
   crypt_.luks_header = h;
   co_return ok();
 }
