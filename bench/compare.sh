@@ -10,7 +10,8 @@
 #
 # Usage: bench/compare.sh          (`make bench-compare` builds the release binary first)
 # Environment: RUNS (default 3), WORKLOADS (default "W1 W2 W3 W4 W5 W6"; W1X and W4X are W1 and
-#              W4 on images created with -o extended_l2=on, issue 15), QUICK=1 (counts / 10,
+#              W4 on images created with -o extended_l2=on, issue 15; W1B and W2B are W1
+#              and W2 on images with two enabled persistent dirty bitmaps), QUICK=1 (counts / 10,
 #              for smoke tests), QBLOCK (default build/release/bin/qblock), QEMU_IMG (default
 #              qemu-img), QEMU_AIO (-i for qemu-img, default io_uring like qblock's only
 #              back end), BENCH_DIR (parent of the temporary directory, default /var/tmp;
@@ -49,8 +50,8 @@ fail() { echo "compare.sh: FAILED: $*" >&2; exit 1; }
 [[ -x $qblock ]] || die "$qblock not found; run 'make bench-compare' (or 'make build') first"
 command -v "$qemu_img" >/dev/null || die "$qemu_img not found"
 for w in $workloads; do
-  [[ $w =~ ^(W[1-6]|W1X|W4X)$ ]] ||
-    die "unknown workload '$w' in WORKLOADS (expected W1 ... W6, W1X, W4X)"
+  [[ $w =~ ^(W[1-6]|W1X|W4X|W1B|W2B)$ ]] ||
+    die "unknown workload '$w' in WORKLOADS (expected W1 ... W6, W1X, W4X, W1B, W2B)"
 done
 [[ -d $bench_dir ]] || die "BENCH_DIR $bench_dir is not a directory"
 case $(stat -f -c %T "$bench_dir") in
@@ -70,12 +71,14 @@ backing=$tmp/backing.raw
 
 # Sets wl_args (bench options without -f/-t/-i and without the file name), wl_size (virtual
 # size of the fresh image), wl_backing (yes/no), wl_write (yes/no), wl_offset (first offset)
-# for workload $1, and wl_create (extra create options).
+# for workload $1, wl_create (extra create options) and wl_bitmaps (enabled persistent dirty
+# bitmaps added to every fresh qcow2 image).
 workload() {
   local count depth bufsize step="" offset=0
-  wl_size=$image_size wl_backing=no wl_write=yes wl_create=()
+  wl_size=$image_size wl_backing=no wl_write=yes wl_create=() wl_bitmaps=0
   case $1 in
     W1X | W4X) workload "${1%X}"; wl_create=(-o extended_l2=on); return 0 ;;
+    W1B | W2B) workload "${1%B}"; wl_bitmaps=2; return 0 ;;
   esac
   case $1 in
     W1) count=50000 depth=16 bufsize=4k step=64k ;;
@@ -104,6 +107,8 @@ describe() {
     W6) echo "W1 at queue depth 1" ;;
     W1X) echo "W1 on extended_l2=on images (2 KiB subclusters)" ;;
     W4X) echo "W4 on extended_l2=on overlays (no COW at all)" ;;
+    W1B) echo "W1 with two enabled persistent dirty bitmaps" ;;
+    W2B) echo "W2 with two enabled persistent dirty bitmaps" ;;
   esac
 }
 
@@ -133,6 +138,13 @@ fresh_image() {  # fresh_image ENGINE PATH
       fi
       ;;
   esac || fail "could not create $img for $engine"
+  local b tool=$qemu_img
+  [[ $engine == qblock ]] && tool=$qblock
+  [[ $engine == baseline ]] && tool=$qblock_baseline
+  for ((b = 0; b < wl_bitmaps; b++)); do
+    [[ $engine == raw ]] && break
+    "$tool" bitmap --add "$img" "b$b" || fail "could not add bitmap b$b to $img for $engine"
+  done
   sync
 }
 
@@ -380,6 +392,12 @@ for w in $workloads; do
     W1X)
       if [[ -n ${med[W1:qblock]:-} ]]; then
         target W1X "no slower than W1" "$q" "${med[W1:qblock]}" "W1 qblock ${med[W1:qblock]} s"
+      fi
+      ;;
+    W1B | W2B)
+      if [[ -n ${med[${w%B}:qblock]:-} ]]; then
+        target "$w" "at most 3% slower than ${w%B}" "$q" "$(limit "${med[${w%B}:qblock]}" 1.03)" \
+          "${w%B} qblock ${med[${w%B}:qblock]} s x 1.03"
       fi
       ;;
     W5)
