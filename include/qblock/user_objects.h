@@ -62,9 +62,14 @@ class ObjectRegistry {
   // verify-peer=on|off, priority, username for psk); secret (data=...|file=PATH,
   // format=raw|base64, keyid=ID and iv=BASE64 for a value encrypted with AES-256-CBC under
   // the secret ID); authz-simple (identity) and authz-list (policy=allow|deny, rules: a list
-  // of {match, policy, format=exact|glob}, also as rules.N.KEY); iothread is accepted and kept
-  // by id only. authz-listfile and authz-pam are "invalid object type: T", as in QEMU 7.2's
-  // tools.
+  // of {match, policy, format=exact|glob}, also as rules.N.KEY); iothread (poll-max-ns,
+  // poll-grow, poll-shrink, aio-max-batch, thread-pool-min, thread-pool-max: checked as QEMU
+  // checks them, then kept by id only: qblock has one event loop). authz-listfile and
+  // authz-pam are "invalid object type: T", as in QEMU 7.2's tools. Every id must be an
+  // identifier ("Parameter 'id' expects an identifier", with QEMU's hint line).
+  // iothread errors: "Parameter 'P' is unexpected", "Parameter 'P' expects integer"
+  // (key=value text), "Invalid parameter type for 'P', expected: integer" (JSON), "P value
+  // must be in range [0, 9223372036854775807]", "bad thread-pool-min/thread-pool-max values".
   // Secret errors (EINVAL, QEMU 7.2's words): "Either 'file' or 'data' must be provided",
   // "'file' and 'data' are mutually exclusive", "Parameter 'format' does not accept value
   // 'V'", "Unable to read PATH: ...", "Base64 data contains invalid characters", "No secret
@@ -86,7 +91,7 @@ class ObjectRegistry {
   // The TLS credentials with `id`, for use at `endpoint`. Errors (EINVAL, QEMU's words):
   // "No TLS credentials with id 'ID'", "Object with id 'ID' is not TLS credentials",
   // "Expected TLS credentials for a server endpoint" (or "client endpoint"). The pointer
-  // stays valid for the registry's life (objects are never deleted).
+  // stays valid for the registry's life (remove() keeps deleted credentials allocated).
   Result<const TlsCredsObject*> tls_creds(std::string_view id, TlsEndpoint endpoint) const;
 
   // A copy of the value of the secret `id` (the caller's copy is wiped when it goes).
@@ -100,11 +105,22 @@ class ObjectRegistry {
 
   // Whether an object with `id` exists.
   bool contains(std::string_view id) const;
+  // Whether `id` names an iothread object.
+  bool is_iothread(std::string_view id) const;
+
+  // Deletes the object `id` (QMP's object-del); a secret's value is wiped. TLS credentials
+  // stay allocated (a running server may hold them) but their id is free again. Error
+  // (EINVAL, QEMU's words): "object 'ID' not found".
+  Status remove(std::string_view id);
 
  private:
+  // add()/add_options(); `key_value`: the definition was "TYPE,key=value" text, whose
+  // values are strings (QEMU words their errors differently from JSON's).
+  Status add_checked(const Options& definition, bool key_value);
   Status add_secret(const std::string& id, const Options& definition);
 
   std::map<std::string, std::unique_ptr<TlsCredsObject>, std::less<>> tls_;
+  std::vector<std::unique_ptr<TlsCredsObject>> retired_tls_;  // deleted, still referenced
   Status add_authz(const std::string& id, const std::string& type, const Options& definition);
 
   std::map<std::string, SecretBytes, std::less<>> secrets_;  // wiped with the registry

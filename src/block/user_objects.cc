@@ -6,8 +6,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <initializer_list>
@@ -185,15 +187,95 @@ Status ObjectRegistry::add_secret(const std::string& id, const Options& definiti
   return {};
 }
 
+namespace {
+
+// QEMU's identifiers: letters, digits, '-', '.' and '_', starting with a letter.
+bool is_identifier(std::string_view id) {
+  if (id.empty() || !std::isalpha(static_cast<unsigned char>(id.front()))) return false;
+  for (char c : id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') {
+      return false;
+    }
+  }
+  return true;
+}
+
+// An iothread's integer property: a JSON integer, or from a key=value definition a decimal,
+// 0x hex or 0 octal text; at least 0.
+Result<int64_t> iothread_number(const Options& v, const std::string& name, bool key_value) {
+  int64_t n = 0;
+  if (key_value && v.is_string()) {
+    const std::string text = v.get<std::string>();
+    char* end = nullptr;
+    errno = 0;
+    n = std::strtoll(text.c_str(), &end, 0);
+    if (text.empty() || *end != '\0' || errno == ERANGE) {
+      return tl::unexpected(invalid("Parameter '" + name + "' expects integer"));
+    }
+  } else if (v.is_number_integer()) {
+    n = v.get<int64_t>();
+  } else {
+    return tl::unexpected(invalid("Invalid parameter type for '" + name + "', expected: integer"));
+  }
+  if (n < 0) {
+    return tl::unexpected(invalid(name + " value must be in range [0, 9223372036854775807]"));
+  }
+  return n;
+}
+
+// Checks an iothread's properties as QEMU 7.2 does (qblock runs every node on its one event
+// loop and worker pool: an iothread changes nothing but must be a valid one).
+Status check_iothread(const Options& definition, bool key_value) {
+  int64_t pool_min = 0, pool_max = 64;
+  for (auto it = definition.begin(); it != definition.end(); ++it) {
+    const std::string& key = it.key();
+    if (key == "qom-type" || key == "id") continue;
+    if (key != "poll-max-ns" && key != "poll-grow" && key != "poll-shrink" &&
+        key != "aio-max-batch" && key != "thread-pool-min" && key != "thread-pool-max") {
+      return tl::unexpected(invalid("Parameter '" + key + "' is unexpected"));
+    }
+    Result<int64_t> n = iothread_number(*it, key, key_value);
+    if (!n) return tl::unexpected(n.error());
+    if (key == "thread-pool-min") pool_min = *n;
+    if (key == "thread-pool-max") pool_max = *n;
+  }
+  if (pool_min > pool_max || pool_max <= 0) {
+    return tl::unexpected(invalid("bad thread-pool-min/thread-pool-max values"));
+  }
+  return {};
+}
+
+}  // namespace
+
 Status ObjectRegistry::add(std::string_view definition) {
-  Result<Options> tree = !definition.empty() && definition.front() == '{'
-                             ? parse_json_options(definition)
-                             : parse_key_value_options(definition, "qom-type");
+  const bool json = !definition.empty() && definition.front() == '{';
+  Result<Options> tree =
+      json ? parse_json_options(definition) : parse_key_value_options(definition, "qom-type");
   if (!tree) return tl::unexpected(tree.error());
-  return add_options(*tree);
+  return add_checked(*tree, !json);
 }
 
 Status ObjectRegistry::add_options(const Options& definition) {
+  return add_checked(definition, false);
+}
+
+Status ObjectRegistry::remove(std::string_view id) {
+  const std::string key(id);
+  if (secrets_.erase(key) || authz_.erase(key) || others_.erase(key)) return {};
+  if (auto it = tls_.find(id); it != tls_.end()) {
+    retired_tls_.push_back(std::move(it->second));  // a server may still hold the pointer
+    tls_.erase(it);
+    return {};
+  }
+  return tl::unexpected(invalid("object '" + std::string(id) + "' not found"));
+}
+
+bool ObjectRegistry::is_iothread(std::string_view id) const {
+  auto it = others_.find(id);
+  return it != others_.end() && it->second == "iothread";
+}
+
+Status ObjectRegistry::add_checked(const Options& definition, bool key_value) {
   auto type_it = definition.find("qom-type");
   if (type_it == definition.end()) {
     return tl::unexpected(invalid("Parameter 'qom-type' is missing"));
@@ -212,6 +294,11 @@ Status ObjectRegistry::add_options(const Options& definition) {
   auto id_it = definition.find("id");
   if (id_it == definition.end()) return tl::unexpected(invalid("Parameter 'id' is missing"));
   const std::string id = text_of(*id_it);
+  if (!is_identifier(id)) {
+    return tl::unexpected(
+        invalid("Parameter 'id' expects an identifier\nIdentifiers consist of letters, digits, "
+                "'-', '.', '_', starting with a letter."));
+  }
   if (contains(id)) {
     return tl::unexpected(
         invalid("attempt to add duplicate property '" + id + "' to object (type 'container')"));
@@ -219,6 +306,7 @@ Status ObjectRegistry::add_options(const Options& definition) {
   if (type == "secret") return add_secret(id, definition);
   if (authz) return add_authz(id, type, definition);
   if (!x509 && !psk) {
+    if (Status checked = check_iothread(definition, key_value); !checked) return checked;
     others_.emplace(id, type);
     return {};
   }

@@ -112,6 +112,48 @@ TEST_F(UserObjectsTest, PropertyErrorsAreQemus) {
             "attempt to add duplicate property 't' to object (type 'container')");
 }
 
+// --object iothread on the command line (key=value text): qemu-storage-daemon 7.2's words.
+// The QMP (JSON) forms are in tests/qmp/objects.qmp, compared with the daemon itself.
+TEST_F(UserObjectsTest, IothreadPropertiesAreCheckedAsQemus) {
+  EXPECT_EQ(message("iothread,id=a,poll-max-ns=0x10,poll-grow=2,poll-shrink=2,aio-max-batch=1,"
+                    "thread-pool-min=1,thread-pool-max=4"),
+            "ok");
+  EXPECT_TRUE(registry_.is_iothread("a"));
+  EXPECT_EQ(message("iothread,id=b,bogus=1"), "Parameter 'bogus' is unexpected");
+  EXPECT_EQ(message("iothread,id=b,poll-max-ns=x"), "Parameter 'poll-max-ns' expects integer");
+  EXPECT_EQ(message("iothread,id=b,aio-max-batch=1k"), "Parameter 'aio-max-batch' expects integer");
+  EXPECT_EQ(message("iothread,id=b,poll-max-ns="), "Parameter 'poll-max-ns' expects integer");
+  EXPECT_EQ(message("iothread,id=b,poll-max-ns=99999999999999999999"),
+            "Parameter 'poll-max-ns' expects integer");
+  EXPECT_EQ(message("iothread,id=b,poll-grow=-1"),
+            "poll-grow value must be in range [0, 9223372036854775807]");
+  EXPECT_EQ(message("iothread,id=b,thread-pool-min=5,thread-pool-max=2"),
+            "bad thread-pool-min/thread-pool-max values");
+  EXPECT_EQ(message("iothread,id=b,thread-pool-max=0"),
+            "bad thread-pool-min/thread-pool-max values");
+  EXPECT_EQ(message("iothread,id=1a"),
+            "Parameter 'id' expects an identifier\nIdentifiers consist of letters, digits, "
+            "'-', '.', '_', starting with a letter.");
+  EXPECT_EQ(message("secret,id=1a"),
+            "Parameter 'id' expects an identifier\nIdentifiers consist of letters, digits, "
+            "'-', '.', '_', starting with a letter.");
+  EXPECT_FALSE(registry_.is_iothread("b"));
+}
+
+TEST_F(UserObjectsTest, RemoveFreesTheId) {
+  ASSERT_OK(registry_.add("secret,id=s,data=x"));
+  ASSERT_OK(registry_.add("iothread,id=io"));
+  ASSERT_OK(registry_.add("tls-creds-x509,id=c,dir=" + dir_ + ",endpoint=client"));
+  Result<const TlsCredsObject*> creds = registry_.tls_creds("c", TlsEndpoint::kClient);
+  ASSERT_TRUE(creds.has_value());
+  for (const char* id : {"s", "io", "c"}) ASSERT_OK(registry_.remove(id));
+  EXPECT_EQ((*creds)->id, "c");  // still allocated for whoever holds it
+  EXPECT_FALSE(registry_.contains("s"));
+  EXPECT_FALSE(registry_.is_iothread("io"));
+  EXPECT_EQ(registry_.remove("s").error().message(), "object 's' not found");
+  EXPECT_EQ(message("secret,id=s,data=y"), "ok");
+}
+
 TEST_F(UserObjectsTest, ServerNeedsItsCertificateAndKey) {
   std::filesystem::remove(dir_ + "/server-key.pem");
   EXPECT_EQ(message("tls-creds-x509,id=t,endpoint=server,dir=" + dir_),

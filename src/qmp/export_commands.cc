@@ -199,6 +199,13 @@ CommandResult StorageDaemon::Impl::block_export_add(const Options& args, bool fr
   if (backend == nullptr) {
     return qmp_fail(QmpError::generic("Cannot find device='' nor node-name='" + node_name + "'"));
   }
+  // qblock runs every export on its one event loop; the iothread must exist all the same.
+  if (auto it = checked.find("iothread"); it != checked.end()) {
+    const std::string iothread = it->get<std::string>();
+    if (!user_objects().is_iothread(iothread)) {
+      return qmp_fail(QmpError::generic("iothread \"" + iothread + "\" not found"));
+    }
+  }
   if (!nbd_running_) return qmp_fail(QmpError::generic("NBD server not running"));
   const std::string name = checked.value("name", node_name);
   for (const auto& [other_id, other] : exports_) {

@@ -34,6 +34,7 @@ StorageDaemon::Impl::Impl(EventLoop& loop) : loop_(loop), changed_(loop) {
   register_job_commands();
   register_create_commands();
   register_bitmap_commands();
+  register_object_commands();
 }
 
 void StorageDaemon::Impl::register_commands() {

@@ -130,6 +130,9 @@ class StorageDaemon::Impl {
   Task<qmp::CommandResult> bitmap_verb(std::string command, Options args);
   Task<qmp::CommandResult> bitmap_merge(Options args);
 
+  // ---- object-add, object-del (object_commands.cc) ----
+  void register_object_commands();
+
   // ---- blockdev-create (create_commands.cc) ----
   void register_create_commands();
   Task<qmp::CommandResult> blockdev_create(Options args);
