@@ -44,6 +44,12 @@ Task<Status> Qcow2Node::encrypt_copy(uint64_t guest, uint64_t host, IoVec data, 
   co_return ok();
 }
 
+Task<Status> Qcow2Node::write_payload(uint64_t guest, uint64_t host, IoVec data) {
+  if (!encrypted()) co_return co_await file_->write(host, std::move(data));
+  Task<Status> sealed = write_encrypted(guest, host, std::move(data));
+  co_return co_await std::move(sealed);
+}
+
 Task<Status> Qcow2Node::write_encrypted(uint64_t guest, uint64_t host, IoVec data) {
   if (data.size() == 0) co_return ok();
   AlignedBuffer bounce(data.size(), 4096);

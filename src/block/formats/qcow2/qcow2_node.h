@@ -351,6 +351,9 @@ class Qcow2Node : public BlockNode {
   // Encrypts a copy of `data` (guest [guest, ...)) for host offset `host` and writes it
   // there. REQUIRES: as read_decrypted.
   Task<Status> write_encrypted(uint64_t guest, uint64_t host, IoVec data);
+  // Writes guest data [guest, guest + data.size()) at host offset `host` of the file:
+  // through write_encrypted() on an encrypted image, as it is otherwise.
+  Task<Status> write_payload(uint64_t guest, uint64_t host, IoVec data);
   // amend's encrypt.* options on a LUKS image (qemu-compat.md, QEMU 7.2's messages): with
   // encrypt.state=active, a new slot (encrypt.keyslot or the first free one) for
   // encrypt.new-secret holding the master key the image was opened with; with

@@ -65,13 +65,7 @@ Task<Result<uint64_t>> Qcow2Node::write_subclusters(uint64_t guest, IoVec data,
         guard.unlock();
         co_await file_->debug_event(DebugEvent::kWriteAio);
         IoVec part = data.slice(0, end - in);
-        Status s = ok();
-        if (encrypted()) {
-          Task<Status> sealed = write_encrypted(guest, host, std::move(part));
-          s = co_await std::move(sealed);
-        } else {
-          s = co_await file_->write(host, std::move(part));
-        }
+        Status s = co_await write_payload(guest, host, std::move(part));
         token.release();
         if (!s) co_return fail(s.error());
         joined.push_back(JoinedPiece{std::move(fence), guest, end - in});
@@ -182,13 +176,7 @@ Task<Result<uint64_t>> Qcow2Node::write_subclusters(uint64_t guest, IoVec data,
     guard.unlock();
     co_await file_->debug_event(DebugEvent::kWriteAio);
     IoVec part = data.slice(0, bytes);
-    Status s = ok();
-    if (encrypted()) {
-      Task<Status> sealed = write_encrypted(guest, host, std::move(part));
-      s = co_await std::move(sealed);
-    } else {
-      s = co_await file_->write(host, std::move(part));
-    }
+    Status s = co_await write_payload(guest, host, std::move(part));
     if (!s) co_return fail(s.error());
     co_return bytes;
   }
@@ -251,12 +239,7 @@ Task<Result<uint64_t>> Qcow2Node::write_subclusters(uint64_t guest, IoVec data,
   if (zeroed || (!head && !tail)) {
     co_await file_->debug_event(DebugEvent::kWriteAio);
     IoVec part = data.slice(0, end - in);
-    if (encrypted()) {
-      Task<Status> sealed = write_encrypted(guest, host + in, std::move(part));
-      s = co_await std::move(sealed);
-    } else {
-      s = co_await file_->write(host + in, std::move(part));
-    }
+    s = co_await write_payload(guest, host + in, std::move(part));
   } else {
     // The COW regions hold what the guest sees there now (backing data, zeros, old data).
     AlignedBuffer head_buf(head, 4096), tail_buf(tail, 4096);
@@ -277,12 +260,7 @@ Task<Result<uint64_t>> Qcow2Node::write_subclusters(uint64_t guest, IoVec data,
     if (tail) merged.append(tail_buf.data(), tail);
     co_await file_->debug_event(DebugEvent::kCowWrite);
     loop().submit_promptly();
-    if (encrypted()) {
-      Task<Status> sealed = write_encrypted(cluster + from, host + from, std::move(merged));
-      s = co_await std::move(sealed);
-    } else {
-      s = co_await file_->write(host + from, std::move(merged));
-    }
+    s = co_await write_payload(cluster + from, host + from, std::move(merged));
   }
   if (!s) co_return fail(s.error());
   // Others may write into the subclusters that are final now.

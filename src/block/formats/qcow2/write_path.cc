@@ -114,13 +114,7 @@ Task<Result<uint64_t>> Qcow2Node::write_step(uint64_t guest, IoVec data, AsyncMu
   guard.unlock();
   co_await file_->debug_event(DebugEvent::kWriteAio);
   IoVec part = data.slice(0, join.bytes);
-  Status s = ok();
-  if (encrypted()) {
-    Task<Status> sealed = write_encrypted(guest, join.host, std::move(part));
-    s = co_await std::move(sealed);
-  } else {
-    s = co_await file_->write(join.host, std::move(part));
-  }
+  Status s = co_await write_payload(guest, join.host, std::move(part));
   token.release();
   if (!s) co_return fail(s.error());
   joined.push_back(JoinedPiece{std::move(fence), guest, join.bytes});
@@ -137,13 +131,7 @@ Task<Result<uint64_t>> Qcow2Node::write_in_place(uint64_t guest, IoVec data, Wri
   if (step.zero_alloc.empty()) {
     guard.unlock();
     co_await file_->debug_event(DebugEvent::kWriteAio);
-    Status s = ok();
-    if (encrypted()) {
-      Task<Status> sealed = write_encrypted(guest, step.host, std::move(part));
-      s = co_await std::move(sealed);
-    } else {
-      s = co_await file_->write(step.host, std::move(part));
-    }
+    Status s = co_await write_payload(guest, step.host, std::move(part));
     if (!s) co_return fail(s.error());
     co_return step.bytes;
   }
@@ -155,13 +143,7 @@ Task<Result<uint64_t>> Qcow2Node::write_in_place(uint64_t guest, IoVec data, Wri
                           std::make_shared<AllocationFence>(*loop_, first_cluster, end_cluster));
   guard.unlock();
   co_await file_->debug_event(DebugEvent::kWriteAio);
-  Status s = ok();
-  if (encrypted()) {
-    Task<Status> sealed = write_encrypted(guest, step.host, std::move(part));
-    s = co_await std::move(sealed);
-  } else {
-    s = co_await file_->write(step.host, std::move(part));
-  }
+  Status s = co_await write_payload(guest, step.host, std::move(part));
   guard = co_await lock_.lock();
   if (s) {
     Result<L2SliceRef> slice = co_await get_l2_slice(guest, ForWrite::kYes);
@@ -267,12 +249,7 @@ Task<Status> Qcow2Node::fill_new_clusters(const Allocate& step, const Allocation
   Status s = ok();
   if (prefix && !merge_prefix) {
     co_await file_->debug_event(DebugEvent::kWriteAio);
-    if (encrypted()) {
-      Task<Status> sealed = write_encrypted(prefix->guest, prefix->host, prefix->data);
-      s = co_await std::move(sealed);
-    } else {
-      s = co_await file_->write(prefix->host, prefix->data);
-    }
+    s = co_await write_payload(prefix->guest, prefix->host, prefix->data);
     prefix->token.release();
     if (!s) co_return s;
   }
