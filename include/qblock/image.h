@@ -110,6 +110,11 @@ struct Qcow2Info {
   bool dirty = false;    // not cleanly shut down
   bool corrupt = false;  // marked corrupt: refused read-write until repaired
   bool extended_l2 = false;
+  // qcow2-format.md §10: the external data file's name as recorded (empty: none, or an image
+  // without the data-file bit) and whether it is kept a raw image (data_file_raw).
+  bool has_data_file = false;
+  std::string data_file;
+  bool data_file_raw = false;
   std::string backing_file;    // as recorded in the image; empty: none
   std::string backing_format;  // empty: none
   std::vector<SnapshotInfo> snapshots;

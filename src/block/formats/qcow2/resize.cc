@@ -12,6 +12,9 @@ Task<Status> Qcow2Node::do_truncate(uint64_t size, PreallocMode mode, Exact) {
     co_return fail(Error::with_message(EINVAL, "The new size must be a multiple of 512"));
   }
   if (Status u = check_usable(); !u) co_return u;
+  // §10: resizing an image with a data file is not implemented (the data file would have to
+  // follow); refused rather than half done.
+  if (has_data_file()) co_return fail(Error::from_errno(ENOTSUP));
   AsyncMutex::Guard guard = co_await lock_.lock();
   if (size < header_.size && header_.nb_snapshots) {
     // 7.2 shrinks such images too; shrink() assumes every L2 table it drops is unshared.
