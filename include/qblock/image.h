@@ -51,6 +51,11 @@ struct Qcow2CreateOptions {
   bool unsafe_backing = false;
   uint8_t compression_type = 0;  // 0 zlib, 1 zstd
   bool extended_l2 = false;
+  // qcow2-format.md §10: the external data file (empty: none), created as a raw image of the
+  // virtual size (its preallocation as `preallocation`, metadata meaning none); with
+  // data_file_raw it stays a raw image of the disk and every L2 table is preallocated 1:1.
+  std::string data_file;
+  bool data_file_raw = false;
   FileCreateOptions file;  // for the image file itself
   // Encryption: "aes" or "luks" (empty: none) and, for LUKS, its options (key_secret is
   // required for both; filename, size and preallocation are not used).

@@ -36,6 +36,8 @@ qcow2::Qcow2CreateOptions to_internal(Qcow2CreateOptions o) {
   r.unsafe_backing = o.unsafe_backing;
   r.compression_type = o.compression_type;
   r.extended_l2 = o.extended_l2;
+  r.data_file = o.data_file;
+  r.data_file_raw = o.data_file_raw;
   r.file = o.file;
   r.encrypt_format = std::move(o.encrypt_format);
   r.encrypt = std::move(o.encrypt);
