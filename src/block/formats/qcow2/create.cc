@@ -691,7 +691,13 @@ Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts) {
     // as given, relative to the working directory).
     const PreallocMode mode =
         opts.preallocation == PreallocMode::kMetadata ? PreallocMode::kOff : opts.preallocation;
-    Status created = co_await create_raw(loop, opts.data_file, size, mode, FileCreateOptions{});
+    // With its L2 tables preallocated the data file covers the last cluster whole, as
+    // qemu-img 7.2's (observed) does.
+    const bool mapped = opts.preallocation != PreallocMode::kOff || opts.data_file_raw;
+    const uint64_t cs = opts.cluster_size;
+    const uint64_t data_size = mapped ? (size + cs - 1) / cs * cs : size;
+    Status created =
+        co_await create_raw(loop, opts.data_file, data_size, mode, FileCreateOptions{});
     if (!created) co_return created;
   }
   Result<NodePtr> node = co_await open_emptied_file(loop, opts.filename, opts.file);
