@@ -255,9 +255,10 @@ class Qcow2Node : public BlockNode {
   // (so that it may be handed out again before the free is applied) is left alone.
   Task<Status> queue_data_free(uint64_t entry, DiscardType type, uint64_t keep = 0,
                                uint64_t keep_bytes = 0);
-  // Applies a queued free. A reference whose cluster's refcount is already 0 (a damaged
-  // entry) releases nothing. The freed cluster is discarded in the file only as QEMU's
-  // pass-discard-* options say for `type`.
+  // Applies a queued free (with a data file at once, from queue_data_free: §10, nothing is
+  // refcounted, the data file's cluster is only discarded). A reference whose cluster's
+  // refcount is already 0 (a damaged entry) releases nothing. The freed cluster is discarded in the
+  // file only as QEMU's pass-discard-* options say for `type`.
   Task<Status> release_entry(uint64_t entry, DiscardType type);
   Task<Status> write_header();
   // Host clusters of `entry` (data cluster or compressed span) appended to `out`.
