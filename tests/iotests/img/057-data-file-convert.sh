@@ -1,7 +1,7 @@
 # convert into and out of qcow2 images with an external data file (qcow2-format.md §10), by
 # the tool under test: -O qcow2 -o data_file=NAME[,data_file_raw=on] (with preallocation),
 # the image and data file bytes, map, check and compare; a data-file image as the source;
-# commit of an overlay into a data-file image.
+# commit of an overlay into a data-file image; amend of the data file options.
 . ./common.rc
 qemu-img create -q -f qcow2 src.qcow2 3M
 qemu-io -c 'write -P 1 0 100k' -c 'write -z 1M 64k' -c 'write -P 3 2M 4k' -c 'write -P 4 3068k 4k' \
@@ -37,3 +37,18 @@ _sum t.qcow2
 _sum d.raw
 _img map --output=json t.qcow2
 _img check t.qcow2
+
+_section "amend: the data file's name, data_file_raw"
+rm -f t.qcow2 d.raw
+qemu-img create -q -f qcow2 -o data_file=d.raw,data_file_raw=on t.qcow2 1M
+_img amend -o data_file=renamed.raw t.qcow2
+mv d.raw renamed.raw
+_img info t.qcow2 | grep '^    data'
+_img amend -o data_file_raw=off t.qcow2
+_img amend -o data_file_raw=on t.qcow2
+_img info --output=json t.qcow2 | grep '"data-file'
+_sum t.qcow2
+qemu-img create -q -f qcow2 plain.qcow2 1M
+_img amend -o data_file=d.raw plain.qcow2
+_img amend -o data_file_raw=on plain.qcow2
+_sum plain.qcow2
