@@ -48,6 +48,30 @@ Task<Status> Qcow2Node::read_locked(uint64_t guest, IoVec qiov) {
   co_return ok();
 }
 
+Task<Status> Qcow2Node::grow_data_file(uint64_t old_size, uint64_t size, PreallocMode mode) {
+  const bool map = mode != PreallocMode::kOff || data_file_raw_;
+  if (size > data_->length()) {
+    const PreallocMode data_mode = mode == PreallocMode::kMetadata ? PreallocMode::kOff : mode;
+    Status s = co_await data_->truncate(size, data_mode);
+    if (!s) co_return s;
+  }
+  if (!map) co_return ok();
+  // The old last cluster, if partial, keeps its mapping: the data file past the old end need
+  // not read as zeros there.
+  for (uint64_t guest = (old_size + cs_ - 1) / cs_ * cs_; guest < size;) {
+    Result<SliceRun> run = co_await private_slice_run(guest, size);
+    if (!run) co_return fail(run.error());
+    for (uint64_t i = 0; i < run->count; ++i) {
+      uint64_t& e = run->slice->entries[run->first + i];
+      if (entry_type(e) != ClusterType::kNormal) e = (guest + i * cs_) | kCopied;
+    }
+    Status s = co_await update_l2_entries(*run->slice, run->first, run->count);
+    if (!s) co_return s;
+    guest += run->count * cs_;
+  }
+  co_return co_await flush_metadata();
+}
+
 Task<Status> Qcow2Node::write_data_file(uint64_t offset, IoVec qiov) {
   AsyncMutex::Guard guard = co_await lock_.lock();
   const uint64_t n = qiov.size();

@@ -373,6 +373,11 @@ class Qcow2Node : public BlockNode {
   // it read before) and flushed before their L2 entries (offset | COPIED) are recorded. No
   // refcounts change. Requests are serialized. REQUIRES: has_data_file().
   Task<Status> write_data_file(uint64_t offset, IoVec qiov);
+  // grow() of an image with a data file: the data file grows to `size` (`mode` passed on,
+  // metadata as none); with data_file_raw or a preallocation the new clusters past the old
+  // last one are mapped 1:1 (offset = guest offset | COPIED), stable before the caller
+  // writes the new size. REQUIRES: lock_ held, the L1 table grown to cover `size`.
+  Task<Status> grow_data_file(uint64_t old_size, uint64_t size, PreallocMode mode);
   // Reads guest [guest, guest + qiov.size()) as the image shows it now. REQUIRES: lock_ held.
   Task<Status> read_locked(uint64_t guest, IoVec qiov);
 
