@@ -84,6 +84,12 @@ printf '\0\0\0\0' | dd of=noname.qcow2 bs=1 seek=112 conv=notrunc status=none
 _io -c 'read 0 64k' noname.qcow2
 _io -c 'read -P 0x11 0 64k' "json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"noname.qcow2\"},\"data-file\":{\"driver\":\"file\",\"filename\":\"d.raw\"}}"
 
+_section "qemu-io info"
+_io -c info t.qcow2
+rm -f r.qcow2 r.raw
+qemu-img create -q -f qcow2 -o data_file=r.raw,data_file_raw=on r.qcow2 1M
+_io -c info r.qcow2
+
 _section "refused: compressed writes, internal snapshots"
 _io -c 'write -c 0 64k' t.qcow2
 _img snapshot -c s1 t.qcow2

@@ -57,6 +57,10 @@ NodeInfo Qcow2Node::info() const {
         "lazy refcounts", header_.compatible_features & kCompatLazyRefcounts ? "true" : "false");
   }
   i.format_specific.emplace_back("refcount bits", std::to_string(header_.refcount_bits()));
+  const bool data_file = header_.incompatible_features & kIncompatDataFile;
+  if (data_file && !header_.data_file.empty()) {
+    i.format_specific.emplace_back("data file", header_.data_file);
+  }
   if (encrypted()) {
     i.format_specific.emplace_back("encrypt", "");
     if (crypt_.luks_header) {
@@ -67,6 +71,10 @@ NodeInfo Qcow2Node::info() const {
     } else {
       i.format_specific.emplace_back("    format", crypt_format_name(crypt_.method));
     }
+  }
+  if (data_file) {
+    i.format_specific.emplace_back(
+        "data file raw", header_.autoclear_features & kAutoclearDataFileRaw ? "true" : "false");
   }
   if (v3) {
     i.format_specific.emplace_back(
