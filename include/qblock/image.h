@@ -51,6 +51,11 @@ struct Qcow2CreateOptions {
   bool unsafe_backing = false;
   uint8_t compression_type = 0;  // 0 zlib, 1 zstd
   bool extended_l2 = false;
+  // qcow2-format.md §10: the external data file (empty: none), created as a raw image of the
+  // virtual size (its preallocation as `preallocation`, metadata meaning none); with
+  // data_file_raw it stays a raw image of the disk and every L2 table is preallocated 1:1.
+  std::string data_file;
+  bool data_file_raw = false;
   FileCreateOptions file;  // for the image file itself
   // Encryption: "aes" or "luks" (empty: none) and, for LUKS, its options (key_secret is
   // required for both; filename, size and preallocation are not used).
@@ -110,6 +115,11 @@ struct Qcow2Info {
   bool dirty = false;    // not cleanly shut down
   bool corrupt = false;  // marked corrupt: refused read-write until repaired
   bool extended_l2 = false;
+  // qcow2-format.md §10: the external data file's name as recorded (empty: none, or an image
+  // without the data-file bit) and whether it is kept a raw image (data_file_raw).
+  bool has_data_file = false;
+  std::string data_file;
+  bool data_file_raw = false;
   std::string backing_file;    // as recorded in the image; empty: none
   std::string backing_format;  // empty: none
   std::vector<SnapshotInfo> snapshots;

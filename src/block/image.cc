@@ -36,6 +36,8 @@ qcow2::Qcow2CreateOptions to_internal(Qcow2CreateOptions o) {
   r.unsafe_backing = o.unsafe_backing;
   r.compression_type = o.compression_type;
   r.extended_l2 = o.extended_l2;
+  r.data_file = o.data_file;
+  r.data_file_raw = o.data_file_raw;
   r.file = o.file;
   r.encrypt_format = std::move(o.encrypt_format);
   r.encrypt = std::move(o.encrypt);
@@ -195,6 +197,9 @@ Task<Result<ImageInfo>> read_image_info(BlockNode& file, std::string format) {
   q.dirty = (h->incompatible_features & qcow2::kIncompatDirty) != 0;
   q.corrupt = (h->incompatible_features & qcow2::kIncompatCorrupt) != 0;
   q.extended_l2 = h->extended_l2();
+  q.has_data_file = h->incompatible_features & qcow2::kIncompatDataFile;
+  q.data_file = h->data_file;
+  q.data_file_raw = h->autoclear_features & qcow2::kAutoclearDataFileRaw;
   q.backing_file = h->backing_file;
   q.backing_format = h->backing_format;
   if (h->nb_snapshots || h->bitmaps) {

@@ -158,10 +158,6 @@ Result<Qcow2CreateOptions> to_create_options(const TargetOptions& p) {
     return fail(
         invalid(std::string("Parameter '") + param + "' does not accept value '" + v + "'"));
   };
-  if (p.get("data_file")) {
-    return fail(
-        Error::with_message(ENOTSUP, "External data files are not supported by qblock yet"));
-  }
   // qcow2-format.md §9: encrypt.format=aes|luks, or its deprecated alias encryption=on.
   const std::string* encryption = p.get("encryption");
   if (encryption && p.get("encrypt.format")) {
@@ -196,6 +192,8 @@ Result<Qcow2CreateOptions> to_create_options(const TargetOptions& p) {
     o.encrypt = std::move(*e);
   }
   if (const std::string* v = p.get("extended_l2")) o.extended_l2 = *parse_bool(*v);
+  if (const std::string* v = p.get("data_file")) o.data_file = *v;
+  if (const std::string* v = p.get("data_file_raw")) o.data_file_raw = *parse_bool(*v);
   if (const std::string* v = p.get("compat")) {
     if (*v == "0.10" || *v == "v2") {
       o.version = 2;

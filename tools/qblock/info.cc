@@ -147,10 +147,12 @@ Json to_json(const ChainImage& i) {
       data["bitmaps"] = std::move(list);
     }
     data["refcount-bits"] = h->refcount_bits;
+    if (h->has_data_file && !h->data_file.empty()) data["data-file"] = h->data_file;
     if (h->encrypted) {
       data["encrypt"] = h->luks ? luks_info_json(*h->luks, LuksInfoIn::kQcow2Encrypt)
                                 : Json{{"format", h->encrypt_format}};
     }
+    if (h->has_data_file) data["data-file-raw"] = h->data_file_raw;
     if (h->version >= 3) {
       data["corrupt"] = h->corrupt;
       data["extended-l2"] = h->extended_l2;
@@ -226,6 +228,9 @@ void print_human(const ChainImage& i) {
     }
   }
   std::printf("    refcount bits: %u\n", h->refcount_bits);
+  if (h->has_data_file && !h->data_file.empty()) {
+    std::printf("    data file: %s\n", h->data_file.c_str());
+  }
   if (h->encrypted) {
     std::printf("    encrypt:\n");
     if (h->luks) {
@@ -233,6 +238,9 @@ void print_human(const ChainImage& i) {
     } else {
       std::printf("        format: %s\n", h->encrypt_format.c_str());
     }
+  }
+  if (h->has_data_file) {
+    std::printf("    data file raw: %s\n", h->data_file_raw ? "true" : "false");
   }
   if (h->version >= 3) {
     std::printf("    corrupt: %s\n", h->corrupt ? "true" : "false");

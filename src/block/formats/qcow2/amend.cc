@@ -133,6 +133,13 @@ Task<Status> Qcow2Node::amend(Qcow2AmendOptions o, AmendProgress progress) {
       const auto order = static_cast<uint32_t>(std::countr_zero(*o.refcount_bits));
       if (Status s = co_await change_refcount_order(order); !s) co_return s;
     }
+    // §10: the data file's name in the header (the open data file stays), and dropping
+    // data_file_raw (checked above: it cannot be set again).
+    if (o.data_file) header_.data_file = *o.data_file;
+    if (o.data_file_raw && !*o.data_file_raw) {
+      header_.autoclear_features &= ~kAutoclearDataFileRaw;
+      data_file_raw_ = false;
+    }
     // QEMU rewrites the header here whatever changed.
     if (Status s = co_await write_header_cluster(*file_, header_); !s) {
       co_return fail(with_prefix(s.error(), "Failed to update the image header"));

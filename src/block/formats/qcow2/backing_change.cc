@@ -55,7 +55,7 @@ Task<Status> Qcow2Node::make_empty() {
   // dirty bit; no snapshots, bitmaps, encryption or external data file; the first four
   // structures counted by one refcount block): the image is rebuilt as a fresh one.
   if (header_.version >= 3 && header_.nb_snapshots == 0 && !header_.bitmaps &&
-      header_.crypt_method == 0 && header_.data_file.empty() && !header_.crypto_header &&
+      header_.crypt_method == 0 && !has_data_file() && !header_.crypto_header &&
       3 + l1_clusters <= cs_ * 8 / header_.refcount_bits()) {
     co_return co_await rebuild_empty(l1_clusters);
   }
@@ -77,7 +77,7 @@ Task<Status> Qcow2Node::make_empty() {
       uint64_t& e = (*slice)->entries[first + i];
       std::vector<uint64_t>& bitmaps = (*slice)->bitmaps;
       if (e == 0 && (bitmaps.empty() || bitmaps[first + i] == 0)) continue;
-      if (entry_references_host(e)) to_free.push_back(e);
+      if (references_data(e)) to_free.push_back(e);
       e = 0;
       if (!bitmaps.empty()) bitmaps[first + i] = 0;
       changed = true;

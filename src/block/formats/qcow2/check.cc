@@ -230,7 +230,12 @@ Task<void> Checker::count_l2(uint64_t l2_offset, bool active) {
       diag("ERROR: Unallocated cluster has non-zero subcluster allocation map");
       ++res_.corruptions;
     }
-    if (offset == 0) continue;  // unallocated or a plain zero cluster
+    // §10: data clusters live in the data file and are not refcounted; offset 0 with COPIED
+    // (and no zero flag) is guest cluster 0 there.
+    const bool data_file = t_.header.incompatible_features & kIncompatDataFile;
+    const bool data_at_zero =
+        data_file && !extended && offset == 0 && (entry & kCopied) && !(entry & kZeroFlag);
+    if (offset == 0 && !data_at_zero) continue;  // unallocated or a plain zero cluster
     if (extended && ((bitmap >> 32) & bitmap)) {
       diag("ERROR offset={:x}: Allocated cluster has corrupted subcluster allocation bitmap",
            offset);
@@ -273,7 +278,7 @@ Task<void> Checker::count_l2(uint64_t l2_offset, bool active) {
       have_previous_data_ = true;
       next_contiguous_ = offset + cs_;
     }
-    count(offset, cs_);
+    if (!data_file) count(offset, cs_);
   }
 }
 

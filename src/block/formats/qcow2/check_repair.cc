@@ -158,6 +158,8 @@ Task<void> Checker::check_copied_flags() {
     for (uint64_t j = 0; j < l2_entries; ++j) {
       uint64_t entry = load_be64(&l2[j * 8 * stride]);
       if ((entry & kCompressedFlag) || (entry & kOffsetMask) == 0) continue;
+      // §10: data clusters in a data file have no refcount to agree with.
+      if (t_.header.incompatible_features & kIncompatDataFile) continue;
       Result<uint64_t> data_rc = co_await stored((entry & kOffsetMask) >> bits_);
       if (!data_rc) continue;
       if ((*data_rc == 1) != ((entry & kCopied) != 0)) {

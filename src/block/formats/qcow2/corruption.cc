@@ -43,6 +43,11 @@ void Qcow2Node::set_snapshot_table(const SnapshotTable& table) {
 
 Task<Status> Qcow2Node::queue_data_free(uint64_t entry, DiscardType type, uint64_t keep,
                                         uint64_t keep_bytes) {
+  // §10: data clusters in a data file hold no reference in the refcounts; the cluster is
+  // discarded now, not at the next flush, when a write may have put new data there.
+  if (has_data_file() && !(entry & kCompressedFlag)) {
+    co_return co_await release_entry(entry, type);
+  }
   uint64_t host = entry & kOffsetMask;
   uint64_t bytes = cs_;
   if (cluster_type(entry) == ClusterType::kCompressed) {

@@ -32,6 +32,9 @@ struct Qcow2CreateOptions {
   bool unsafe_backing = false;
   uint8_t compression_type = 0;  // 0 zlib, 1 zstd
   bool extended_l2 = false;
+  // §10: the external data file (empty: none) and data_file_raw, as in qblock/image.h.
+  std::string data_file;
+  bool data_file_raw = false;
   FileCreateOptions file;  // for the image file itself
   // Encryption (qcow2-format.md §9): "aes" or "luks" (empty: none), and the LUKS options as
   // the luks format takes them (key_secret is needed for both; filename, size and

@@ -171,6 +171,18 @@ Task<Status> Qcow2Node::flush_metadata() {
 }
 
 Task<Status> Qcow2Node::release_entry(uint64_t entry, DiscardType type) {
+  if (has_data_file() && !(entry & kCompressedFlag)) {
+    // §10: nothing is refcounted; the data file's cluster is discarded as the pass-discard
+    // options say.
+    const bool discard =
+        type == DiscardType::kRequest ? pass_discard_request_ : pass_discard_other_;
+    const uint64_t host = entry & kOffsetMask;
+    if (discard && host < data_->length()) {
+      co_await file_->debug_event(DebugEvent::kClusterFree);
+      (void)co_await data_->discard(host, std::min(cs_, data_->length() - host));
+    }
+    co_return ok();
+  }
   std::vector<uint64_t> clusters;
   host_clusters(entry, clusters);
   for (uint64_t c : clusters) {

@@ -23,8 +23,9 @@ namespace qblock::qcow2 {
 namespace {
 
 // Incompatible features this driver implements (§2.3).
-constexpr uint64_t kSupportedIncompatible =
-    kIncompatDirty | kIncompatCorrupt | kIncompatCompression | kIncompatExtendedL2;
+constexpr uint64_t kSupportedIncompatible = kIncompatDirty | kIncompatCorrupt |
+                                            kIncompatCompression | kIncompatExtendedL2 |
+                                            kIncompatDataFile;
 
 // QEMU 7.2's defaults on Linux and its lower bounds (in cache entries).
 constexpr uint64_t kDefaultL2CacheMaxBytes = 32ULL << 20;
@@ -303,6 +304,10 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   std::optional<Error> refuse;
   if (unsupported) {
     refuse = Error::with_message(ENOTSUP, unsupported_features_message(*header, unsupported));
+  } else if ((header->incompatible_features & kIncompatDataFile) &&
+             (header->extended_l2() || header->crypt_method != 0)) {
+    // §10 together with extended L2 entries or encryption: not implemented.
+    refuse = Error::with_message(ENOTSUP, unsupported_features_message(*header, kIncompatDataFile));
   } else if ((header->incompatible_features & kIncompatCorrupt) && !ctx.flags.read_only &&
              !ctx.flags.check) {
     refuse = Error::with_message(EACCES, "qcow2: Image is corrupt; cannot be opened read/write");
@@ -369,9 +374,13 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   // §2.3: of the structures autoclear bits vouch for, qblock maintains the bitmaps
   // (bitmap_store.cc); a writer withdraws every other promise before it changes anything. A
   // bitmaps extension the header does not vouch for is dropped, as QEMU drops it.
+  // §10: data_file_raw is a property of the image, kept as long as the data file is.
   const uint64_t autoclear_kept =
-      bitmap_directory.bitmaps.empty() ? 0 : (header->autoclear_features & kAutoclearBitmaps);
-  const bool drop_bitmaps_ext = header->bitmaps && autoclear_kept == 0;
+      (bitmap_directory.bitmaps.empty() ? 0 : (header->autoclear_features & kAutoclearBitmaps)) |
+      ((header->incompatible_features & kIncompatDataFile)
+           ? (header->autoclear_features & kAutoclearDataFileRaw)
+           : 0);
+  const bool drop_bitmaps_ext = header->bitmaps && (autoclear_kept & kAutoclearBitmaps) == 0;
   if ((header->autoclear_features != autoclear_kept || drop_bitmaps_ext) && !ctx.flags.read_only &&
       !ctx.flags.check) {
     header->autoclear_features = autoclear_kept;
@@ -488,13 +497,29 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
     backing = std::move(*b);
     if (!backing_node_name.empty()) backing->set_node_name(backing_node_name);
   }
+  // §10: the data file, from the option or the header's name. qemu-img info (no I/O)
+  // describes the image even when the data file cannot be opened.
+  NodePtr data_file;
+  {
+    Task<Result<NodePtr>> opening = open_data_file(ctx, options, *header);
+    Result<NodePtr> d = co_await std::move(opening);
+    if (d) {
+      data_file = std::move(*d);
+    } else if (!ctx.flags.no_io) {
+      if (backing) (void)co_await backing->close();
+      (void)co_await file_node->close();
+      co_return fail(d.error());
+    }
+  }
   const bool header_encrypted = header->crypt_method != 0;
+  const bool data_file_raw = header->autoclear_features & kAutoclearDataFileRaw;
   auto node =
       std::make_unique<Qcow2Node>(ctx.loop, std::move(file_node), std::move(*header), *cache);
   // Two requests (zeroing, then data) cost more than one merged write on a rotating disk,
   // unless a preallocate filter sits below: it drops the zeroing of space it preallocated,
   // so only the data write remains. (Virtual disks often claim to rotate: virtio-blk does.)
   const bool preallocating = node->primary_child()->driver_name() == "preallocate";
+  if (data_file) node->set_data_file(std::move(data_file), data_file_raw);
   node->set_snapshot_table(snapshot_table);
   node->set_crypt(std::move(crypt));
   node->set_discard_passthrough(

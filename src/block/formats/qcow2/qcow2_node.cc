@@ -20,6 +20,7 @@ Qcow2Node::Qcow2Node(EventLoop& loop, NodePtr file, Header header, const CacheSe
   pass_discard_request_ = flags_.discard == DiscardMode::kUnmap;
   add_child(ChildRole::kFile, "file", std::move(file));
   file_ = primary_child();
+  data_ = file_;
   replace_refcounts();
   // §3.7: write-zeroes of whole clusters is a metadata operation on v3; v2 has no zero flag.
   if (header_.version >= 3) {
@@ -56,6 +57,10 @@ NodeInfo Qcow2Node::info() const {
         "lazy refcounts", header_.compatible_features & kCompatLazyRefcounts ? "true" : "false");
   }
   i.format_specific.emplace_back("refcount bits", std::to_string(header_.refcount_bits()));
+  const bool data_file = header_.incompatible_features & kIncompatDataFile;
+  if (data_file && !header_.data_file.empty()) {
+    i.format_specific.emplace_back("data file", header_.data_file);
+  }
   if (encrypted()) {
     i.format_specific.emplace_back("encrypt", "");
     if (crypt_.luks_header) {
@@ -66,6 +71,10 @@ NodeInfo Qcow2Node::info() const {
     } else {
       i.format_specific.emplace_back("    format", crypt_format_name(crypt_.method));
     }
+  }
+  if (data_file) {
+    i.format_specific.emplace_back(
+        "data file raw", header_.autoclear_features & kAutoclearDataFileRaw ? "true" : "false");
   }
   if (v3) {
     i.format_specific.emplace_back(
@@ -79,13 +88,20 @@ Task<Status> Qcow2Node::do_flush() {
   if (read_only() || broken_) co_return ok();
   AsyncMutex::Guard guard = co_await lock_.lock();
   co_await file_->debug_event(DebugEvent::kFlushToOs);
+  // §10: guest data written in place in the data file is stable with the metadata.
+  if (has_data_file()) {
+    Status d = co_await data_->flush();
+    if (!d) co_return d;
+  }
   co_return co_await flush_metadata();
 }
 
 Task<Status> Qcow2Node::do_close() {
   if (read_only() || broken_ || open_flags().check) co_return ok();
   AsyncMutex::Guard guard = co_await lock_.lock();
-  Status s = co_await flush_metadata();
+  Status s = ok();
+  if (has_data_file()) s = co_await data_->flush();
+  if (s) s = co_await flush_metadata();
   if (s) s = co_await store_bitmaps();
   if (!s) co_return s;
   co_return co_await file_->flush();

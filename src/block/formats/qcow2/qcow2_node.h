@@ -7,6 +7,7 @@
 //   read_path.cc      mapping, reads, zero tests, block status
 //   write_path.cc     the executor of write_plan.h's steps
 //   compressed_write.cc, zero_discard.cc, resize.cc, open.cc
+//   data_file.cc      images with an external data file (qcow2-format.md §10)
 //   snapshot_refs.cc, snapshot_create.cc, snapshot_apply.cc, snapshot_delete.cc
 //                     internal snapshots (qcow2-format.md §8)
 #pragma once
@@ -43,6 +44,13 @@ struct CacheSettings {
   uint64_t clean_interval_seconds = 600;
 };
 
+// §10: the data-file child of an image with `header`: the `data-file` option (a node
+// reference or a nested tree, removed from `options`) or else the name the header records;
+// null when the image has no data file. Errors: EINVAL "'data-file' is required for this
+// image" (bit 2 without a name), "'data-file' can only be set for images with an external
+// data file"; the child's open errors.
+Task<Result<NodePtr>> open_data_file(OpenContext& ctx, Options& options, const Header& header);
+
 class Qcow2Node : public BlockNode {
  public:
   // REQUIRES: `header` parsed from `file`; `cache` validated (l2_entry_bytes a power of two
@@ -65,6 +73,12 @@ class Qcow2Node : public BlockNode {
   // An encrypted image's cipher (crypt.h), set at open before any I/O. Requests then come in
   // whole sectors (each sector is en/decrypted with its own IV).
   void set_crypt(Qcow2Crypt crypt);
+  // §10: guest data goes to `data_file` (the child with role kDataFile) at host offset =
+  // guest offset; metadata stays in the file child. `raw`: data_file_raw (autoclear bit 1),
+  // write-zeroes and discard also zero the data file. REQUIRES: called once at open, before
+  // any I/O, on an image with incompatible bit 2.
+  void set_data_file(NodePtr data_file, bool raw);
+  bool has_data_file() const { return data_ != file_; }
   // The snapshot table read at open: its place and the snapshots' L1 tables join the
   // structures the overlap checks protect.
   void set_snapshot_table(const SnapshotTable& table);
@@ -241,9 +255,10 @@ class Qcow2Node : public BlockNode {
   // (so that it may be handed out again before the free is applied) is left alone.
   Task<Status> queue_data_free(uint64_t entry, DiscardType type, uint64_t keep = 0,
                                uint64_t keep_bytes = 0);
-  // Applies a queued free. A reference whose cluster's refcount is already 0 (a damaged
-  // entry) releases nothing. The freed cluster is discarded in the file only as QEMU's
-  // pass-discard-* options say for `type`.
+  // Applies a queued free (with a data file at once, from queue_data_free: §10, nothing is
+  // refcounted, the data file's cluster is only discarded). A reference whose cluster's
+  // refcount is already 0 (a damaged entry) releases nothing. The freed cluster is discarded in the
+  // file only as QEMU's pass-discard-* options say for `type`.
   Task<Status> release_entry(uint64_t entry, DiscardType type);
   Task<Status> write_header();
   // Host clusters of `entry` (data cluster or compressed span) appended to `out`.
@@ -341,6 +356,30 @@ class Qcow2Node : public BlockNode {
   // True if the cluster at guest offset `guest_cluster` with L2 entry `entry` reads as zeros
   // (asking the backing chain for metadata only).
   Task<Result<bool>> reads_as_zero(uint64_t entry, uint64_t guest_cluster);
+
+  // ---- data_file.cc: images with an external data file (§10) ----
+  // The cluster type of `entry`: as cluster_type(), except that with a data file offset 0
+  // with COPIED is a data cluster (guest cluster 0 at data-file offset 0).
+  ClusterType entry_type(uint64_t entry) const {
+    if (has_data_file() && entry == kCopied) return ClusterType::kNormal;
+    return cluster_type(entry);
+  }
+  // True if `entry` references a data cluster (in the file or in the data file).
+  bool references_data(uint64_t entry) const {
+    return entry_references_host(entry) || (has_data_file() && (entry & kCopied));
+  }
+  // do_write() on an image with a data file: in place where the cluster is allocated,
+  // otherwise the whole clusters written at their guest offset (the rest of each cluster as
+  // it read before) and flushed before their L2 entries (offset | COPIED) are recorded. No
+  // refcounts change. Requests are serialized. REQUIRES: has_data_file().
+  Task<Status> write_data_file(uint64_t offset, IoVec qiov);
+  // grow() of an image with a data file: the data file grows to `size` (`mode` passed on,
+  // metadata as none); with data_file_raw or a preallocation the new clusters past the old
+  // last one are mapped 1:1 (offset = guest offset | COPIED), stable before the caller
+  // writes the new size. REQUIRES: lock_ held, the L1 table grown to cover `size`.
+  Task<Status> grow_data_file(uint64_t old_size, uint64_t size, PreallocMode mode);
+  // Reads guest [guest, guest + qiov.size()) as the image shows it now. REQUIRES: lock_ held.
+  Task<Status> read_locked(uint64_t guest, IoVec qiov);
 
   // ---- crypt_io.cc: data clusters of encrypted images (§9) ----
   bool encrypted() const { return crypt_.method != kCryptNone; }
@@ -510,6 +549,8 @@ class Qcow2Node : public BlockNode {
   const uint64_t l2_entries_;
   BlockNode* file_ = nullptr;
   BlockNode* backing_ = nullptr;
+  BlockNode* data_ = nullptr;   // where guest data lives: the data-file child, or file_
+  bool data_file_raw_ = false;  // §10: autoclear bit 1, the data file is a raw image
   std::unique_ptr<Refcounts> refcounts_;
   std::size_t refcount_cache_blocks_;
   std::vector<uint64_t> l1_;

@@ -21,7 +21,11 @@ Task<Result<Qcow2Node::Mapping>> Qcow2Node::map(uint64_t guest, uint64_t bytes) 
   if (header_.extended_l2()) co_return co_await map_subclusters(s, guest, bytes);
   const uint64_t index = index_in_slice(guest);
   const uint64_t entry = s.entries[index];
-  const ClusterType type = cluster_type(entry);
+  const ClusterType type = entry_type(entry);
+  if (type == ClusterType::kNormal && !(entry & kOffsetMask)) {
+    // §10: guest cluster 0 at data-file offset 0, a run of its own.
+    co_return Mapping{type, entry, std::min(bytes, cs_ - guest % cs_)};
+  }
   if (has_host_cluster(type) && (entry & kOffsetMask) % cs_) {
     Error e = co_await corruption(
         fmt::format("Cluster allocation offset {:#x} unaligned (L2 offset: {:#x}, L2 index: {:#x})",
@@ -98,7 +102,7 @@ Task<Status> Qcow2Node::read_mapping(uint64_t guest, IoVec qiov, const Mapping& 
       co_await file_->debug_event(DebugEvent::kReadAio);
       const uint64_t host = (m.entry & kOffsetMask) + guest % cs_;
       if (encrypted()) co_return co_await read_decrypted(guest, host, std::move(qiov));
-      co_return co_await file_->read(host, std::move(qiov));
+      co_return co_await data_->read(host, std::move(qiov));
     }
     case ClusterType::kCompressed: {
       co_await file_->debug_event(DebugEvent::kReadCompressed);
@@ -269,19 +273,19 @@ Task<Result<BlockStatus>> Qcow2Node::do_block_status(uint64_t offset, uint64_t b
       if (m->entry & kOffsetMask) {
         st.flags = kStatusOffsetValid;
         st.host_offset = (m->entry & kOffsetMask) + offset % cs_;
-        st.file = file_;
+        st.file = data_;
       }
       break;
     case ClusterType::kZeroPlain: st.flags = kStatusZero; break;
     case ClusterType::kZeroAlloc:
       st.flags = kStatusZero | kStatusOffsetValid;
       st.host_offset = (m->entry & kOffsetMask) + offset % cs_;
-      st.file = file_;
+      st.file = data_;
       break;
     case ClusterType::kNormal:
       st.flags = kStatusData | kStatusOffsetValid;
       st.host_offset = (m->entry & kOffsetMask) + offset % cs_;
-      st.file = file_;
+      st.file = data_;
       break;
     case ClusterType::kCompressed: st.flags = kStatusData; break;
   }

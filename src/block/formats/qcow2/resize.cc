@@ -13,6 +13,9 @@ Task<Status> Qcow2Node::do_truncate(uint64_t size, PreallocMode mode, Exact) {
   }
   if (Status u = check_usable(); !u) co_return u;
   AsyncMutex::Guard guard = co_await lock_.lock();
+  // §10: shrinking an image with a data file is not implemented (shrink() frees and punches
+  // clusters in the image file); refused rather than half done.
+  if (has_data_file() && size < header_.size) co_return fail(Error::from_errno(ENOTSUP));
   if (size < header_.size && header_.nb_snapshots) {
     // 7.2 shrinks such images too; shrink() assumes every L2 table it drops is unshared.
     co_return fail(Error::with_message(
@@ -41,7 +44,10 @@ Task<Status> Qcow2Node::grow(uint64_t size, PreallocMode mode, AsyncMutex::Guard
     Status s = co_await grow_l1_table(needed);
     if (!s) co_return s;
   }
-  if (mode != PreallocMode::kOff) {
+  if (has_data_file()) {
+    Status s = co_await grow_data_file(old_size, size, mode);
+    if (!s) co_return s;
+  } else if (mode != PreallocMode::kOff) {
     Status s = ok();
     if (mode == PreallocMode::kMetadata) {
       s = co_await preallocate_metadata(old_size, size);

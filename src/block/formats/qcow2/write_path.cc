@@ -35,8 +35,11 @@ Task<Status> Qcow2Node::do_write(uint64_t offset, IoVec qiov, RequestFlags flags
       co_return fail(Error::with_message(
           ENOTSUP, "Compression and encryption not supported at the same time"));
     }
+    // §10: no compressed clusters in a data file (QEMU 7.2: ENOTSUP).
+    if (has_data_file()) co_return fail(Error::from_errno(ENOTSUP));
     co_return co_await write_compressed(offset, std::move(qiov));
   }
+  if (has_data_file()) co_return co_await write_data_file(offset, std::move(qiov));
   // [pos, end) of the request is still to be written: first all of it, then any piece whose
   // joined allocation was given up.
   uint64_t pos = 0;

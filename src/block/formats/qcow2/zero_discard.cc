@@ -7,6 +7,11 @@ Task<Status> Qcow2Node::do_write_zeroes(uint64_t offset, uint64_t bytes, Request
   if (Status u = check_usable(); !u) co_return u;
   if (header_.version < 3) co_return fail(Error::unsupported());
   mark_dirty(offset, bytes);
+  if (data_file_raw_) {
+    // §10: the data file stays a raw image of the disk.
+    Status z = co_await data_->write_zeroes(offset, bytes, flags);
+    if (!z) co_return z;
+  }
   if (header_.extended_l2()) {
     Task<Status> sub = write_zeroes_subclusters(offset, bytes, flags);
     co_return co_await std::move(sub);
@@ -32,7 +37,7 @@ Task<Status> Qcow2Node::do_write_zeroes(uint64_t offset, uint64_t bytes, Request
     if (!slice) co_return fail(slice.error());
     const uint64_t entry = *slice ? (*slice)->entries[index_in_slice(cluster)] : 0;
     slice->reset();
-    const ClusterType type = cluster_type(entry);
+    const ClusterType type = entry_type(entry);
     if (type != ClusterType::kUnallocated && type != ClusterType::kZeroPlain &&
         type != ClusterType::kZeroAlloc) {
       co_return fail(Error::unsupported());
@@ -61,13 +66,14 @@ Task<Status> Qcow2Node::zero_clusters(uint64_t start, uint64_t end, RequestFlags
         (*slice)->bitmaps[first + i] = kAllZeroBits;
         continue;
       }
-      const ClusterType type = cluster_type(e);
-      const bool keep =
-          !flags.has(RequestFlag::kMayUnmap) && (e & kCopied) && has_host_cluster(type);
+      const ClusterType type = entry_type(e);
+      // §10: guest cluster 0 of a data file keeps offset 0 with COPIED.
+      const bool keep = !flags.has(RequestFlag::kMayUnmap) && (e & kCopied) &&
+                        (has_host_cluster(type) || type == ClusterType::kNormal);
       if (keep) {
         e = (e & (kOffsetMask | kCopied)) | kZeroFlag;  // ZERO_ALLOC
       } else {
-        if (entry_references_host(e)) to_free.push_back(e);
+        if (references_data(e)) to_free.push_back(e);
         e = kZeroFlag;  // ZERO_PLAIN
       }
     }
@@ -93,6 +99,11 @@ Task<Status> Qcow2Node::do_discard(uint64_t offset, uint64_t bytes) {
   // v2 has no zero flag: freeing a cluster would expose the backing file, so QEMU (7.2,
   // observed) leaves such images alone.
   if (header_.version < 3 && backing_) co_return ok();
+  if (data_file_raw_) {
+    // §10: the data file stays a raw image of the disk, reading as the image does.
+    Status z = co_await data_->write_zeroes(start, end - start, RequestFlags{});
+    if (!z) co_return z;
+  }
   AsyncMutex::Guard guard = co_await lock_.lock();
   co_await wait_inflight(start, end, guard);
   // v3: the range reads as zeros afterwards; v2 has no zero flag and shows the backing file.
@@ -118,7 +129,7 @@ Task<Status> Qcow2Node::do_discard(uint64_t offset, uint64_t bytes) {
         (*slice)->bitmaps[first + i] = kAllZeroBits;
         continue;
       }
-      if (entry_references_host(e)) to_free.push_back(e);
+      if (references_data(e)) to_free.push_back(e);
       e = replacement;
     }
     Status s = co_await update_l2_entries(**slice, first, count);

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# qcow2 images with an external data file (qcow2-format.md §10) both ways with QEMU 7.2:
+#  - QEMU writes: qemu-img creates, qemu-io runs a random workload of misaligned writes, zero
+#    writes and discards; qblock must read the image exactly as qemu-img does (both converted
+#    to raw and compared) and find it clean (`qblock check`).
+#  - qblock writes: qblock creates and runs the same workload; the image must pass
+#    `qemu-img check`, read as the image qemu-io wrote with the same workload
+#    (`qemu-img compare`), and the data file must hold the same bytes as QEMU's; with
+#    data_file_raw=on it must read as the guest disk on its own.
+# Cluster sizes 512, 4k, 64k and 2M; data_file_raw off (with and without a backing file) and
+# on. Environment: QBLOCK (the qblock binary); SEED (optional).
+set -uo pipefail
+QBLOCK=${QBLOCK:?set QBLOCK to the qblock binary}
+. "$(dirname "$0")/../lib/qemu_img_retry.rc"
+dir=$(mktemp -d "${TMPDIR:-/var/tmp}/qblock-qcow2-data-file.XXXXXX")
+# KEEP=1 keeps the directory and, for a failed qblock-written case, its images and commands.
+if [ -n "${KEEP:-}" ]; then echo "kept: $dir" >&2; else trap 'rm -rf "$dir"' EXIT; fi
+cd "$dir" || exit 1
+RANDOM=${SEED:-210}
+SIZE=$((2 * 1024 * 1024 + 7 * 4096))  # not a whole number of 64k clusters
+passed=0 failed=0
+
+# workload N: N random commands (qemu-io syntax) over the first SIZE bytes.
+workload() {
+  local n=$1 i off len
+  cmds=()
+  for ((i = 0; i < n; i++)); do
+    off=$(((RANDOM * 32768 + RANDOM) % (SIZE - 1)))
+    len=$((RANDOM % 150000 + 1))
+    ((off + len > SIZE)) && len=$((SIZE - off))
+    case $((RANDOM % 7)) in
+      0) cmds+=(-c "write -z $off $len") ;;
+      1) cmds+=(-c "write -z -u $((off / 65536 * 65536)) $(((len + 65535) / 65536 * 65536 > SIZE - off / 65536 * 65536 ? SIZE - off / 65536 * 65536 : (len + 65535) / 65536 * 65536))") ;;
+      2) cmds+=(-c "discard $((off / 65536 * 65536)) $(((len + 65535) / 65536 * 65536 > SIZE - off / 65536 * 65536 ? SIZE - off / 65536 * 65536 : (len + 65535) / 65536 * 65536))") ;;
+      *) cmds+=(-c "write -P $((RANDOM % 255 + 1)) $off $len") ;;
+    esac
+  done
+}
+
+ok_or_fail() {
+  if [ "$1" = 1 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL $2"; fi
+}
+
+# A backing file with data everywhere.
+qemu-img create -q -f qcow2 base.qcow2 $SIZE
+qemu-io -c "write -P 0x5a 0 $SIZE" -c "write -z 100000 70000" base.qcow2 >/dev/null
+
+for cs in 512 4k 64k 2M; do
+  for mode in off backing on; do
+    opts="cluster_size=$cs,data_file_raw=$([ $mode = on ] && echo on || echo off)"
+    back=()
+    [ $mode = backing ] && back=(-b base.qcow2 -F qcow2)
+    name="cs=$cs $mode"
+    workload 25
+
+    # ---- QEMU writes, qblock reads ----
+    rm -f q.qcow2 qd.raw qemu.raw qblock.raw
+    qemu-img create -q -f qcow2 -o "$opts,data_file=qd.raw" "${back[@]}" q.qcow2 $SIZE
+    qemu-io "${cmds[@]}" q.qcow2 >/dev/null
+    qemu-img convert -O raw q.qcow2 qemu.raw
+    ok=1
+    "$QBLOCK" convert -O raw q.qcow2 qblock.raw || ok=0
+    cmp -s qemu.raw qblock.raw || ok=0
+    "$QBLOCK" check q.qcow2 >/dev/null || ok=0
+    ok_or_fail $ok "qemu-written $name (qblock reads it differently or finds errors)"
+
+    # ---- qblock writes, QEMU reads ----
+    rm -f t.qcow2 td.raw
+    ok=1
+    "$QBLOCK" create -q -f qcow2 -o "$opts,data_file=td.raw" "${back[@]}" t.qcow2 $SIZE || ok=0
+    "$QBLOCK" io "${cmds[@]}" t.qcow2 >/dev/null || ok=0
+    qemu-img check -q t.qcow2 || ok=0
+    qemu-img compare -q q.qcow2 t.qcow2 || ok=0
+    cmp -s qd.raw td.raw || ok=0
+    if [ $mode = on ]; then
+      qemu-img compare -q -f raw -F raw td.raw qemu.raw || ok=0
+    fi
+    [ $ok = 1 ] || [ -z "${KEEP:-}" ] || { printf "%q " "${cmds[@]}" > "cmds-$cs-$mode"; cp t.qcow2 "t-$cs-$mode.qcow2"; cp td.raw "td-$cs-$mode.raw"; cp q.qcow2 "q-$cs-$mode.qcow2"; cp qd.raw "qd-$cs-$mode.raw"; }
+    ok_or_fail $ok "qblock-written $name (check, compare or data file bytes differ from QEMU's)"
+  done
+done
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
