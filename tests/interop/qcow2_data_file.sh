@@ -12,38 +12,15 @@
 set -uo pipefail
 QBLOCK=${QBLOCK:?set QBLOCK to the qblock binary}
 . "$(dirname "$0")/../lib/qemu_img_retry.rc"
+. "$(dirname "$0")/../lib/random_workload.rc"
 dir=$(mktemp -d "${TMPDIR:-/var/tmp}/qblock-qcow2-data-file.XXXXXX")
 # KEEP=1 keeps the directory and, for a failed qblock-written case, its images and commands.
 if [ -n "${KEEP:-}" ]; then echo "kept: $dir" >&2; else trap 'rm -rf "$dir"' EXIT; fi
 cd "$dir" || exit 1
 RANDOM=${SEED:-210}
 SIZE=$((2 * 1024 * 1024 + 7 * 4096))  # not a whole number of 64k clusters
-passed=0 failed=0
 
-# workload N: N random commands (qemu-io syntax) over the first SIZE bytes.
-workload() {
-  local n=$1 i off len
-  cmds=()
-  for ((i = 0; i < n; i++)); do
-    off=$(((RANDOM * 32768 + RANDOM) % (SIZE - 1)))
-    len=$((RANDOM % 150000 + 1))
-    ((off + len > SIZE)) && len=$((SIZE - off))
-    case $((RANDOM % 7)) in
-      0) cmds+=(-c "write -z $off $len") ;;
-      1) cmds+=(-c "write -z -u $((off / 65536 * 65536)) $(((len + 65535) / 65536 * 65536 > SIZE - off / 65536 * 65536 ? SIZE - off / 65536 * 65536 : (len + 65535) / 65536 * 65536))") ;;
-      2) cmds+=(-c "discard $((off / 65536 * 65536)) $(((len + 65535) / 65536 * 65536 > SIZE - off / 65536 * 65536 ? SIZE - off / 65536 * 65536 : (len + 65535) / 65536 * 65536))") ;;
-      *) cmds+=(-c "write -P $((RANDOM % 255 + 1)) $off $len") ;;
-    esac
-  done
-}
-
-ok_or_fail() {
-  if [ "$1" = 1 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL $2"; fi
-}
-
-# A backing file with data everywhere.
-qemu-img create -q -f qcow2 base.qcow2 $SIZE
-qemu-io -c "write -P 0x5a 0 $SIZE" -c "write -z 100000 70000" base.qcow2 >/dev/null
+make_base
 
 for cs in 512 4k 64k 2M; do
   for mode in off backing on; do
@@ -51,7 +28,7 @@ for cs in 512 4k 64k 2M; do
     back=()
     [ $mode = backing ] && back=(-b base.qcow2 -F qcow2)
     name="cs=$cs $mode"
-    workload 25
+    workload 25 unmap
 
     # ---- QEMU writes, qblock reads ----
     rm -f q.qcow2 qd.raw qemu.raw qblock.raw

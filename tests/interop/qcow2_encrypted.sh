@@ -11,38 +11,16 @@
 set -uo pipefail
 QBLOCK=${QBLOCK:?set QBLOCK to the qblock binary}
 . "$(dirname "$0")/../lib/qemu_img_retry.rc"
+. "$(dirname "$0")/../lib/random_workload.rc"
 dir=$(mktemp -d "${TMPDIR:-/var/tmp}/qblock-qcow2-encrypted.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 cd "$dir" || exit 1
 RANDOM=${SEED:-134}
 S="--object secret,id=s,data=astrochicken"
 SIZE=$((2 * 1024 * 1024))
-passed=0 failed=0
 E() { echo "driver=qcow2,encrypt.key-secret=s,file.filename=$1"; }
 
-# workload N: N random commands (qemu-io syntax) over the first SIZE bytes.
-workload() {
-  local n=$1 i off len
-  cmds=()
-  for ((i = 0; i < n; i++)); do
-    off=$(((RANDOM * 32768 + RANDOM) % (SIZE - 1)))
-    len=$((RANDOM % 150000 + 1))
-    ((off + len > SIZE)) && len=$((SIZE - off))
-    case $((RANDOM % 6)) in
-      0) cmds+=(-c "write -z $off $len") ;;
-      1) cmds+=(-c "discard $((off / 65536 * 65536)) $(((len + 65535) / 65536 * 65536 > SIZE - off / 65536 * 65536 ? SIZE - off / 65536 * 65536 : (len + 65535) / 65536 * 65536))") ;;
-      *) cmds+=(-c "write -P $((RANDOM % 255 + 1)) $off $len") ;;
-    esac
-  done
-}
-
-ok_or_fail() {
-  if [ "$1" = 1 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL $2"; fi
-}
-
-# A backing file with data everywhere.
-qemu-img create -q -f qcow2 base.qcow2 $SIZE
-qemu-io -c "write -P 0x5a 0 $SIZE" -c "write -z 100000 70000" base.qcow2 >/dev/null
+make_base
 
 # ---- QEMU writes, qblock reads ----
 # qemu_writes_qblock_reads NAME: qemu-io writes a random workload into q.qcow2; qblock and
