@@ -415,20 +415,27 @@ Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& o, uint64_t size
     return l2_tables[l2_cluster].data() + index * entry_size;
   };
 
+  // The L2 table (its cluster number) that maps guest cluster `guest`: allocated and linked
+  // into the L1 table on first use.
+  auto l2_table_for = [&](uint64_t guest) -> Result<uint64_t> {
+    const uint64_t l1_index = guest / l2_entries;
+    const uint64_t linked = (load_be64(&l1[l1_index * 8]) & 0x00fffffffffffe00ULL) / cs;
+    if (linked) return linked;
+    Result<uint64_t> c = alloc.alloc(1);
+    if (!c) return fail(c.error());
+    l2_tables[*c].assign(cs, 0);
+    store_be64(&l1[l1_index * 8], (*c * cs) | kOffsetCopied);
+    return *c;
+  };
+
   const bool data_file = !o.data_file.empty();
   if (data_file && (o.preallocation != PreallocMode::kOff || o.data_file_raw) && data_clusters) {
     // §10: the L2 tables, one after another, mapping each cluster 1:1 into the data file
     // (observed with qemu-img 7.2 for data_file_raw=on and every preallocation mode).
     for (uint64_t guest = 0; guest < data_clusters; ++guest) {
-      const uint64_t l1_index = guest / l2_entries;
-      uint64_t l2_cluster = (load_be64(&l1[l1_index * 8]) & 0x00fffffffffffe00ULL) / cs;
-      if (!l2_cluster) {
-        Result<uint64_t> c = alloc.alloc(1);
-        if (!c) return fail(c.error());
-        l2_cluster = *c;
-        l2_tables[l2_cluster].assign(cs, 0);
-        store_be64(&l1[l1_index * 8], (l2_cluster * cs) | kOffsetCopied);
-      }
+      Result<uint64_t> table = l2_table_for(guest);
+      if (!table) return fail(table.error());
+      const uint64_t l2_cluster = *table;
       store_be64(l2_entry_ref(l2_cluster, guest % l2_entries), (guest * cs) | kOffsetCopied);
     }
   } else if (data_file) {
@@ -439,16 +446,9 @@ Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& o, uint64_t size
     const uint64_t max_chunk = INT_MAX / cs;
     uint64_t guest = 0;
     while (guest < data_clusters) {
-      const uint64_t l1_index = guest / l2_entries;
-      uint64_t l2_cluster = load_be64(&l1[l1_index * 8]) & 0x00fffffffffffe00ULL;
-      l2_cluster /= cs;
-      if (!l2_cluster) {
-        Result<uint64_t> c = alloc.alloc(1);
-        if (!c) return fail(c.error());
-        l2_cluster = *c;
-        l2_tables[l2_cluster].assign(cs, 0);
-        store_be64(&l1[l1_index * 8], (l2_cluster * cs) | kOffsetCopied);
-      }
+      Result<uint64_t> table = l2_table_for(guest);
+      if (!table) return fail(table.error());
+      const uint64_t l2_cluster = *table;
       const uint64_t in_table = l2_entries - guest % l2_entries;
       const uint64_t n = std::min({data_clusters - guest, in_table, max_chunk});
       Result<uint64_t> d = alloc.alloc(n);
@@ -474,15 +474,9 @@ Result<Qcow2Layout> plan_qcow2_layout(const Qcow2CreateOptions& o, uint64_t size
     data_start = end * cs;
     data_end = (end + data_clusters) * cs;
     for (uint64_t guest = 0; guest < data_clusters; ++guest) {
-      const uint64_t l1_index = guest / l2_entries;
-      uint64_t l2_cluster = (load_be64(&l1[l1_index * 8]) & 0x00fffffffffffe00ULL) / cs;
-      if (!l2_cluster) {
-        Result<uint64_t> c = alloc.alloc(1);
-        if (!c) return fail(c.error());
-        l2_cluster = *c;
-        l2_tables[l2_cluster].assign(cs, 0);
-        store_be64(&l1[l1_index * 8], (l2_cluster * cs) | kOffsetCopied);
-      }
+      Result<uint64_t> table = l2_table_for(guest);
+      if (!table) return fail(table.error());
+      const uint64_t l2_cluster = *table;
       store_be64(l2_entry_ref(l2_cluster, guest % l2_entries),
                  ((end + guest) * cs) | kOffsetCopied);
     }
