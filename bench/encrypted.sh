@@ -34,6 +34,9 @@ export LC_ALL=C
 repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/stats.sh
 source "$repo/bench/stats.sh"
+# qemu-img create of a LUKS image retried while QEMU fails its PBKDF2 calibration ("Unable to
+# get accurate CPU usage", a flake of loaded machines).
+source "$repo/tests/lib/qemu_img_retry.rc"
 quick=${QUICK:-0}
 if [[ $quick == 1 ]]; then
   runs=${RUNS:-1} runtime=${RUNTIME:-1} read_size=${READ_SIZE:-128M}
