@@ -22,28 +22,6 @@ namespace qblock {
 
 namespace {
 
-qcow2::Qcow2CreateOptions to_internal(Qcow2CreateOptions o) {
-  qcow2::Qcow2CreateOptions r;
-  r.filename = std::move(o.filename);
-  r.size = o.size;
-  r.cluster_size = o.cluster_size;
-  r.version = o.version;
-  r.lazy_refcounts = o.lazy_refcounts;
-  r.refcount_bits = o.refcount_bits;
-  r.preallocation = o.preallocation;
-  r.backing_file = std::move(o.backing_file);
-  r.backing_fmt = std::move(o.backing_fmt);
-  r.unsafe_backing = o.unsafe_backing;
-  r.compression_type = o.compression_type;
-  r.extended_l2 = o.extended_l2;
-  r.data_file = o.data_file;
-  r.data_file_raw = o.data_file_raw;
-  r.file = o.file;
-  r.encrypt_format = std::move(o.encrypt_format);
-  r.encrypt = std::move(o.encrypt);
-  return r;
-}
-
 // Incompatible features qblock's qcow2 support knows (qcow2-format.md §2.3).
 constexpr uint64_t kKnownIncompatible = 0x1f;
 
@@ -109,11 +87,11 @@ Task<Status> read_tables(BlockNode& file, qcow2::Header header, Qcow2Info* info)
 }  // namespace
 
 Status validate_qcow2_create_options(const Qcow2CreateOptions& options) {
-  return qcow2::validate_create_options(to_internal(options));
+  return qcow2::validate_create_options(options);
 }
 
 Task<Status> create_qcow2_image(EventLoop& loop, Qcow2CreateOptions options) {
-  co_return co_await qcow2::create_qcow2(loop, to_internal(std::move(options)));
+  co_return co_await qcow2::create_qcow2(loop, std::move(options));
 }
 
 Task<Status> create_raw_image(EventLoop& loop, std::string filename, uint64_t size,

@@ -17,31 +17,8 @@
 
 namespace qblock::qcow2 {
 
-// The creation options of qemu-img's qcow2 driver (qemu-compat.md §3.1).
-struct Qcow2CreateOptions {
-  std::string filename;          // the image file to create (truncated if it exists)
-  std::optional<uint64_t> size;  // virtual size; nullopt: the backing file's length
-  uint64_t cluster_size = 65536;
-  uint32_t version = 3;  // 2 (compat=0.10) or 3 (compat=1.1)
-  bool lazy_refcounts = false;
-  uint64_t refcount_bits = 16;
-  PreallocMode preallocation = PreallocMode::kOff;
-  std::string backing_file;  // empty: none
-  std::string backing_fmt;   // empty: none
-  // Do not open the backing file (qemu-img create -u); then `size` is required.
-  bool unsafe_backing = false;
-  uint8_t compression_type = 0;  // 0 zlib, 1 zstd
-  bool extended_l2 = false;
-  // §10: the external data file (empty: none) and data_file_raw, as in qblock/image.h.
-  std::string data_file;
-  bool data_file_raw = false;
-  FileCreateOptions file;  // for the image file itself
-  // Encryption (qcow2-format.md §9): "aes" or "luks" (empty: none), and the LUKS options as
-  // the luks format takes them (key_secret is needed for both; filename, size and
-  // preallocation are not used).
-  std::string encrypt_format;
-  LuksImageOptions encrypt;
-};
+// The creation options of qemu-img's qcow2 driver: the public ones (qblock/image.h).
+using Qcow2CreateOptions = qblock::Qcow2CreateOptions;
 
 // What an encrypted image gets at creation: its crypt_method and, for LUKS (§9.3), the area
 // holding the LUKS header and key material (placed after the L1 table, as qemu-img does).
