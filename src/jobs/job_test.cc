@@ -106,77 +106,78 @@ void spin(EventLoop& loop) {
   for (int i = 0; i < 20; ++i) loop.run_once(false);
 }
 
-TEST(Job, CompleteWithManualFinalizeAndDismiss) {
-  auto loop = EventLoop::create();
-  ASSERT_TRUE(loop);
-  Recorder rec;
-  FakeJob job(**loop, {"j", false, false, 0}, rec);
-  job.start();
-  spin(**loop);
-  EXPECT_EQ(rec.log, "created running ready READY ");
-  EXPECT_EQ(job.check_verb(JobVerb::kFinalize).error().message(),
+// A loop and a listener for one job.
+class JobTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Result<std::unique_ptr<EventLoop>> loop = EventLoop::create();
+    ASSERT_TRUE(loop);
+    loop_ = std::move(*loop);
+  }
+  // A FakeJob "j" with the given auto-finalize/auto-dismiss, started and spun until ready.
+  std::unique_ptr<FakeJob> ready_job(bool auto_finalize, bool auto_dismiss) {
+    auto job =
+        std::make_unique<FakeJob>(*loop_, JobOptions{"j", auto_finalize, auto_dismiss, 0}, rec_);
+    job->start();
+    spin(*loop_);
+    return job;
+  }
+  std::unique_ptr<EventLoop> loop_;
+  Recorder rec_;
+};
+
+TEST_F(JobTest, CompleteWithManualFinalizeAndDismiss) {
+  std::unique_ptr<FakeJob> job = ready_job(false, false);
+  EXPECT_EQ(rec_.log, "created running ready READY ");
+  EXPECT_EQ(job->check_verb(JobVerb::kFinalize).error().message(),
             "Job 'j' in state 'ready' cannot accept command verb 'finalize'");
-  EXPECT_EQ(job.resume().error().message(), "Can't resume a job that was not paused");
-  ASSERT_TRUE(job.pause());
-  EXPECT_EQ(job.status(), JobStatus::kStandby);  // idle: paused at once
-  EXPECT_EQ(job.pause().error().message(), "Job is already paused");
-  ASSERT_TRUE(job.complete());
-  spin(**loop);
-  EXPECT_EQ(job.status(), JobStatus::kStandby);  // completes only once resumed
-  ASSERT_TRUE(job.resume());
-  spin(**loop);
-  EXPECT_EQ(rec.log, "created running ready READY standby ready waiting pending PENDING ");
-  EXPECT_FALSE(job.complete());
-  ASSERT_TRUE(job.finalize());
-  spin(**loop);
-  EXPECT_EQ(job.status(), JobStatus::kConcluded);
-  EXPECT_FALSE(job.cancel(true));
-  ASSERT_TRUE(job.dismiss());
-  spin(**loop);
-  EXPECT_TRUE(rec.finished);
-  EXPECT_EQ(rec.log,
+  EXPECT_EQ(job->resume().error().message(), "Can't resume a job that was not paused");
+  ASSERT_TRUE(job->pause());
+  EXPECT_EQ(job->status(), JobStatus::kStandby);  // idle: paused at once
+  EXPECT_EQ(job->pause().error().message(), "Job is already paused");
+  ASSERT_TRUE(job->complete());
+  spin(*loop_);
+  EXPECT_EQ(job->status(), JobStatus::kStandby);  // completes only once resumed
+  ASSERT_TRUE(job->resume());
+  spin(*loop_);
+  EXPECT_EQ(rec_.log, "created running ready READY standby ready waiting pending PENDING ");
+  EXPECT_FALSE(job->complete());
+  ASSERT_TRUE(job->finalize());
+  spin(*loop_);
+  EXPECT_EQ(job->status(), JobStatus::kConcluded);
+  EXPECT_FALSE(job->cancel(true));
+  ASSERT_TRUE(job->dismiss());
+  spin(*loop_);
+  EXPECT_TRUE(rec_.finished);
+  EXPECT_EQ(rec_.log,
             "created running ready READY standby ready waiting pending PENDING COMPLETED "
             "concluded null finished");
 }
 
-TEST(Job, CancelWhileReadyAndForced) {
-  auto loop = EventLoop::create();
-  ASSERT_TRUE(loop);
-  Recorder rec;
-  FakeJob job(**loop, {"j", true, true, 0}, rec);
-  job.start();
-  spin(**loop);
-  ASSERT_TRUE(job.cancel(true));
-  spin(**loop);
-  EXPECT_EQ(rec.log, "created running ready READY aborting CANCELLED concluded null finished");
-  EXPECT_EQ(job.error(), "Operation canceled");
+TEST_F(JobTest, CancelWhileReadyAndForced) {
+  std::unique_ptr<FakeJob> job = ready_job(true, true);
+  ASSERT_TRUE(job->cancel(true));
+  spin(*loop_);
+  EXPECT_EQ(rec_.log, "created running ready READY aborting CANCELLED concluded null finished");
+  EXPECT_EQ(job->error(), "Operation canceled");
 }
 
-TEST(Job, SoftCancelOfAReadyMirrorCompletes) {
-  auto loop = EventLoop::create();
-  ASSERT_TRUE(loop);
-  Recorder rec;
-  FakeJob job(**loop, {"j", true, true, 0}, rec);
-  job.start();
-  spin(**loop);
-  ASSERT_TRUE(job.cancel(false));
-  spin(**loop);
-  EXPECT_EQ(rec.log,
+TEST_F(JobTest, SoftCancelOfAReadyMirrorCompletes) {
+  std::unique_ptr<FakeJob> job = ready_job(true, true);
+  ASSERT_TRUE(job->cancel(false));
+  spin(*loop_);
+  EXPECT_EQ(rec_.log,
             "created running ready READY waiting pending COMPLETED concluded null finished");
 }
 
-TEST(Job, SetSpeed) {
-  auto loop = EventLoop::create();
-  ASSERT_TRUE(loop);
-  Recorder rec;
-  FakeJob job(**loop, {"j", true, true, 0}, rec);
-  job.start();
-  EXPECT_EQ(job.set_speed(-1).error().message(), "Parameter 'speed' expects a non-negative value");
-  ASSERT_TRUE(job.set_speed(1000));
-  EXPECT_EQ(job.speed(), 1000u);
-  ASSERT_TRUE(job.cancel(true));
-  spin(**loop);
-  EXPECT_TRUE(rec.finished);
+TEST_F(JobTest, SetSpeed) {
+  std::unique_ptr<FakeJob> job = ready_job(true, true);
+  EXPECT_EQ(job->set_speed(-1).error().message(), "Parameter 'speed' expects a non-negative value");
+  ASSERT_TRUE(job->set_speed(1000));
+  EXPECT_EQ(job->speed(), 1000u);
+  ASSERT_TRUE(job->cancel(true));
+  spin(*loop_);
+  EXPECT_TRUE(rec_.finished);
 }
 
 TEST(JobRegistry, IdsAndOrder) {
