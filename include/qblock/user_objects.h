@@ -121,7 +121,8 @@ class ObjectRegistry {
 
   std::map<std::string, std::unique_ptr<TlsCredsObject>, std::less<>> tls_;
   std::vector<std::unique_ptr<TlsCredsObject>> retired_tls_;  // deleted, still referenced
-  Status add_authz(const std::string& id, const std::string& type, const Options& definition);
+  Status add_authz(const std::string& id, const std::string& type, const Options& definition,
+                   bool key_value);
 
   std::map<std::string, SecretBytes, std::less<>> secrets_;  // wiped with the registry
   std::map<std::string, AuthzObject, std::less<>> authz_;

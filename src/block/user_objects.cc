@@ -275,6 +275,47 @@ bool ObjectRegistry::is_iothread(std::string_view id) const {
   return it != others_.end() && it->second == "iothread";
 }
 
+namespace {
+
+// A string property of QMP's object-add (any value of the key=value form is one).
+Status check_string(const Options& v, const std::string& name, bool key_value) {
+  if (!key_value && !v.is_string()) {
+    return tl::unexpected(invalid("Invalid parameter type for '" + name + "', expected: string"));
+  }
+  return {};
+}
+
+// authz-listfile (filename, refresh) and authz-pam (service) as QEMU's schema checks them:
+// 'id', then each property in schema order, then unexpected ones.
+Status check_unbuilt_authz(const std::string& type, const Options& definition, bool key_value) {
+  if (!definition.contains("id")) return tl::unexpected(invalid("Parameter 'id' is missing"));
+  const std::string required = type == "authz-pam" ? "service" : "filename";
+  auto it = definition.find(required);
+  if (it == definition.end()) {
+    return tl::unexpected(invalid("Parameter '" + required + "' is missing"));
+  }
+  if (Status s = check_string(*it, required, key_value); !s) return s;
+  if (type == "authz-listfile") {
+    if (auto refresh = definition.find("refresh"); refresh != definition.end()) {
+      if (!key_value && !refresh->is_boolean()) {
+        return tl::unexpected(invalid("Invalid parameter type for 'refresh', expected: boolean"));
+      }
+      if (Result<bool> b = parse_bool(*refresh, "refresh"); !b) return tl::unexpected(b.error());
+    }
+  }
+  for (auto k = definition.begin(); k != definition.end(); ++k) {
+    if (k.key() != "qom-type" && k.key() != "id" && k.key() != required && k.key() != "refresh") {
+      return tl::unexpected(invalid("Parameter '" + k.key() + "' is unexpected"));
+    }
+    if (k.key() == "refresh" && type == "authz-pam") {
+      return tl::unexpected(invalid("Parameter 'refresh' is unexpected"));
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
 Status ObjectRegistry::add_checked(const Options& definition, bool key_value) {
   auto type_it = definition.find("qom-type");
   if (type_it == definition.end()) {
@@ -285,7 +326,11 @@ Status ObjectRegistry::add_checked(const Options& definition, bool key_value) {
   const bool psk = type == "tls-creds-psk";
   const bool authz = type == "authz-simple" || type == "authz-list";
   if (type == "authz-listfile" || type == "authz-pam") {
-    // Types QEMU's schema knows and Debian's QEMU 7.2 tools are built without.
+    // Types QEMU's schema knows and Debian's QEMU 7.2 tools are built without: their
+    // properties are checked as the schema has them, then the type is refused.
+    if (Status checked = check_unbuilt_authz(type, definition, key_value); !checked) {
+      return checked;
+    }
     return tl::unexpected(invalid("invalid object type: " + type));
   }
   if (!x509 && !psk && !authz && type != "secret" && type != "iothread") {
@@ -304,7 +349,7 @@ Status ObjectRegistry::add_checked(const Options& definition, bool key_value) {
         invalid("attempt to add duplicate property '" + id + "' to object (type 'container')"));
   }
   if (type == "secret") return add_secret(id, definition);
-  if (authz) return add_authz(id, type, definition);
+  if (authz) return add_authz(id, type, definition, key_value);
   if (!x509 && !psk) {
     if (Status checked = check_iothread(definition, key_value); !checked) return checked;
     others_.emplace(id, type);
@@ -382,18 +427,20 @@ bool AuthzObject::allows(const std::string& identity) const {
 }
 
 Status ObjectRegistry::add_authz(const std::string& id, const std::string& type,
-                                 const Options& definition) {
+                                 const Options& definition, bool key_value) {
   AuthzObject authz;
   authz.id = id;
   if (type == "authz-simple") {
+    // As QEMU's schema: 'identity' (present, a string), then unexpected properties.
+    auto identity = definition.find("identity");
+    if (identity == definition.end()) {
+      return tl::unexpected(invalid("Parameter 'identity' is missing"));
+    }
+    if (Status s = check_string(*identity, "identity", key_value); !s) return s;
     for (auto it = definition.begin(); it != definition.end(); ++it) {
       if (it.key() != "qom-type" && it.key() != "id" && it.key() != "identity") {
         return tl::unexpected(invalid("Parameter '" + it.key() + "' is unexpected"));
       }
-    }
-    auto identity = definition.find("identity");
-    if (identity == definition.end()) {
-      return tl::unexpected(invalid("Parameter 'identity' is missing"));
     }
     authz.rules.push_back({text_of(*identity), true, false});
     authz_.emplace(id, std::move(authz));
@@ -408,6 +455,8 @@ Status ObjectRegistry::add_authz(const std::string& id, const std::string& type,
       Result<bool> allow = parse_policy(*it);
       if (!allow) return tl::unexpected(allow.error());
       authz.allow_otherwise = *allow;
+    } else if (key == "rules" && !it->is_array() && !(key_value && it->is_object())) {
+      return tl::unexpected(invalid("Invalid parameter type for 'rules', expected: array"));
     } else if (key == "rules" && it->is_array()) {
       rules = *it;
     } else if (key == "rules" && it->is_object()) {

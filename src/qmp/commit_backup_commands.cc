@@ -254,8 +254,25 @@ Task<CommandResult> StorageDaemon::Impl::blockdev_backup(Options args) {
   auto not_found = [](const std::string& n) {
     return QmpError::generic("Cannot find device='" + n + "' nor node-name='" + n + "'");
   };
+  // QEMU's transaction drains every node, then the source while it sets the backup up: each
+  // running (ready) job the drain reaches reports paused (standby) and back, even when the
+  // command then fails. qblock's jobs do not stop for this; only the events are QEMU's.
+  auto drain_events = [this](bool only_if_device_busy, const std::string& node) {
+    if (only_if_device_busy && node_busy_reason(node).empty()) return;
+    for (Job* j : jobs_.list()) {
+      const JobStatus st = j->status();
+      if (st != JobStatus::kRunning && st != JobStatus::kReady) continue;
+      const bool ready = st == JobStatus::kReady;
+      emit_event("JOB_STATUS_CHANGE",
+                 Options{{"status", ready ? "standby" : "paused"}, {"id", j->id()}});
+      emit_event("JOB_STATUS_CHANGE",
+                 Options{{"status", ready ? "ready" : "running"}, {"id", j->id()}});
+    }
+  };
+  drain_events(false, device);
   BlockBackend* src = find_node(device);
   if (src == nullptr) co_return qmp_fail(not_found(device));
+  drain_events(true, device);
   BlockBackend* dst = find_node(target_name);
   if (dst == nullptr) co_return qmp_fail(not_found(target_name));
   if (src == dst) co_return qmp_fail(QmpError::generic("Source and target cannot be the same"));
@@ -264,16 +281,17 @@ Task<CommandResult> StorageDaemon::Impl::blockdev_backup(Options args) {
   if (std::optional<QmpError> e = check_backup_bitmap(source_root, args, sync)) {
     co_return qmp_fail(std::move(*e));
   }
-  for (const std::string* name : {&device, &target_name}) {
-    if (std::string busy = node_busy_reason(*name); !busy.empty()) {
-      co_return qmp_fail(QmpError::generic(busy));
-    }
-  }
   if (src->root().length() != dst->root().length()) {
     co_return qmp_fail(QmpError::generic("Source and target image have different sizes"));
   }
   tl::expected<JobOptions, QmpError> job = block_job_options(args);
   if (!job) co_return qmp_fail(std::move(job.error()));
+  // After the job id and sizes, the target first, as qemu-storage-daemon 7.2.
+  for (const std::string* name : {&target_name, &device}) {
+    if (std::string busy = node_busy_reason(*name); !busy.empty()) {
+      co_return qmp_fail(QmpError::generic(busy));
+    }
+  }
   const std::string id = job->id;
   BackupOptions options;
   options.job = std::move(*job);

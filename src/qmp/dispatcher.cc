@@ -9,18 +9,20 @@ namespace {
 
 constexpr const char* kCapabilities = "qmp_capabilities";
 
-// Checks the envelope as QEMU does, member by member in input order. Fills `execute`.
+// Checks the envelope as QEMU does: 'execute' first, then the other members in input order.
+// Fills `execute`.
 std::optional<QmpError> check_envelope(const Options& input, std::string& execute) {
   if (!input.is_object()) return QmpError::generic("QMP input must be a JSON object");
   bool has_execute = false;
+  if (auto it = input.find("execute"); it != input.end()) {
+    if (!it->is_string()) return QmpError::generic("QMP input member 'execute' must be a string");
+    execute = it->get<std::string>();
+    has_execute = true;
+  }
   for (auto it = input.begin(); it != input.end(); ++it) {
     const std::string& key = it.key();
     if (key == "execute") {
-      if (!it->is_string()) {
-        return QmpError::generic("QMP input member 'execute' must be a string");
-      }
-      execute = it->get<std::string>();
-      has_execute = true;
+      continue;
     } else if (key == "arguments") {
       if (!it->is_object()) {
         return QmpError::generic("QMP input member 'arguments' must be an object");
@@ -57,7 +59,11 @@ std::vector<std::string> Dispatcher::command_names() const {
 Task<Options> Dispatcher::dispatch(Result<Options> input, Session& session) {
   if (!input) co_return error_reply(QmpError::generic(input.error().message()));
   std::string execute;
-  if (std::optional<QmpError> e = check_envelope(*input, execute)) co_return error_reply(*e);
+  if (std::optional<QmpError> e = check_envelope(*input, execute)) {
+    Options reply = error_reply(*e);
+    if (input->is_object() && input->contains("id")) reply["id"] = (*input)["id"];
+    co_return reply;
+  }
   Options reply;
   const Options args = input->contains("arguments") ? (*input)["arguments"] : Options::object();
   if (execute == kCapabilities) {

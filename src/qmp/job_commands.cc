@@ -94,7 +94,9 @@ std::string StorageDaemon::Impl::node_busy_reason(const std::string& name) const
         if (n == &c->top()) source = &b->root();
       }
     }
-    if (source == &b->root()) {
+    // A backup job blocks its target as it blocks its source (qemu-storage-daemon 7.2).
+    const bool backup_target = target == &b->root() && dynamic_cast<BackupJob*>(j) != nullptr;
+    if (source == &b->root() || backup_target) {
       return "Node '" + name + "' is busy: block device is in use by block job: " + j->type();
     }
     if (target == &b->root()) return "Node " + name + " is in use";

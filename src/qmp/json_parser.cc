@@ -70,7 +70,7 @@ class Parser {
       skip_space();
       if (pos_ >= text_.size()) return fail(parse_error("expecting value"));
       if (text_[pos_] != '"' && text_[pos_] != '\'') {
-        if (text_[pos_] == '}') return fail(parse_error("expecting value"));
+        if (text_[pos_] == '}' || text_[pos_] == ',') return fail(parse_error("expecting value"));
         return fail(parse_error("key is not a string in object"));
       }
       Result<std::string> key = parse_string();
@@ -79,6 +79,7 @@ class Parser {
       ++pos_;
       Result<Options> value = parse_value(depth);
       if (!value) return value;
+      if (object.contains(*key)) return fail(parse_error("duplicate key"));
       object[*key] = std::move(*value);
       if (at(',')) {
         ++pos_;
@@ -133,6 +134,42 @@ class Parser {
     }
   }
 
+  // Takes one UTF-8 sequence at pos_ into `out`; false when it is invalid (overlong forms,
+  // surrogates, beyond U+10FFFF), except the two-byte NUL that QEMU accepts.
+  bool take_utf8(std::string& out) {
+    const auto lead = static_cast<unsigned char>(text_[pos_]);
+    std::size_t n = 0;
+    uint32_t cp = 0;
+    if (lead >= 0xC0 && lead < 0xE0) {
+      n = 1;
+      cp = lead & 0x1F;
+    } else if (lead >= 0xE0 && lead < 0xF0) {
+      n = 2;
+      cp = lead & 0x0F;
+    } else if (lead >= 0xF0 && lead < 0xF8) {
+      n = 3;
+      cp = lead & 0x07;
+    } else {
+      return false;
+    }
+    if (text_.size() - pos_ <= n) return false;
+    for (std::size_t i = 1; i <= n; ++i) {
+      const auto b = static_cast<unsigned char>(text_[pos_ + i]);
+      if ((b & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (b & 0x3F);
+    }
+    const uint32_t min = n == 1 ? 0x80 : n == 2 ? 0x800 : 0x10000;
+    if (n == 1 && cp == 0) {
+      out += '\0';
+      pos_ += 2;
+      return true;
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) return false;
+    out.append(text_.substr(pos_, n + 1));
+    pos_ += n + 1;
+    return true;
+  }
+
   bool hex4(uint32_t& out) {
     if (text_.size() - pos_ < 4) return false;
     out = 0;
@@ -161,6 +198,11 @@ class Parser {
       if (static_cast<unsigned char>(c) < 0x20) {
         return fail(parse_error("invalid character in string"));
       }
+      if (static_cast<unsigned char>(c) >= 0x80) {
+        --pos_;
+        if (!take_utf8(out)) return fail(parse_error("invalid UTF-8 sequence in string"));
+        continue;
+      }
       if (c != '\\') {
         out += c;
         continue;
@@ -178,17 +220,23 @@ class Parser {
         case 'r': out += '\r'; break;
         case 't': out += '\t'; break;
         case 'u': {
+          // QEMU names the escape as written: backslash, 'u' and the next four characters.
+          // The string's closing quote ends it early.
+          std::string bad = "\\u";
+          for (std::size_t i = pos_; i < text_.size() && i < pos_ + 4; ++i) {
+            bad += text_[i];
+            if (text_[i] == quote) break;
+          }
+          bad += " is not a valid Unicode character";
           uint32_t cp = 0;
-          if (!hex4(cp)) return fail(parse_error("invalid escape sequence in string"));
-          if (cp >= 0xD800 && cp < 0xDC00 && text_.substr(pos_, 2) == "\\u") {
-            const std::size_t save = pos_;
-            pos_ += 2;
+          if (!hex4(cp)) return fail(parse_error(bad));
+          if (cp >= 0xDC00 && cp < 0xE000) return fail(parse_error(bad));
+          if (cp >= 0xD800 && cp < 0xDC00) {
             uint32_t low = 0;
-            if (hex4(low) && low >= 0xDC00 && low < 0xE000) {
-              cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-            } else {
-              pos_ = save;
-            }
+            if (text_.substr(pos_, 2) != "\\u") return fail(parse_error(bad));
+            pos_ += 2;
+            if (!hex4(low) || low < 0xDC00 || low >= 0xE000) return fail(parse_error(bad));
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
           }
           append_utf8(out, cp);
           break;

@@ -56,6 +56,14 @@ std::vector<Result<Options>> JsonStream::feed(std::string_view bytes) {
     switch (c) {
       case '{':
       case '[':
+        if (depth_ + 1 > kMaxJsonNesting) {
+          // As QEMU: the message so far is dropped and what follows is read afresh.
+          out.push_back(fail(Error::with_message(EINVAL, "JSON nesting depth limit exceeded")));
+          buffer_.clear();
+          oversized_ = false;
+          depth_ = 0;
+          break;
+        }
         ++depth_;
         append(c);
         break;

@@ -32,7 +32,11 @@ std::optional<QmpError> check_value(const Options& v, const ArgSpec& spec,
       if (!v.is_string()) return wrong_type(name, "string");
       break;
     case ArgType::kInt:
-      if (!v.is_number_integer()) return wrong_type(name, "integer");
+      // QEMU's int is int64: 2^63 and above are no integer to it.
+      if (!v.is_number_integer() ||
+          (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))) {
+        return wrong_type(name, "integer");
+      }
       break;
     case ArgType::kUint:
       if (!v.is_number_integer() ||

@@ -9,6 +9,11 @@ copy bitmap).
 Script lines (blank lines and lines starting with '#' are skipped):
   {json...}            sent as is; waits for its reply (events before it are printed too)
   raw N <bytes>        sends a Python bytes literal; waits for N replies (0: none)
+  rawsync <expr>       sends the bytes a Python expression makes (b'[' * 2000 ...), then a
+                       query-version with id "sync", and prints everything up to its reply:
+                       whatever number of replies the bytes got, the monitor still answers
+                       (runs of identical replies are printed once with their count, long
+                       lines shortened)
   shell <command>      runs a shell command ($DIR is the test directory) and prints its output
   wait EVENT           prints messages until the event EVENT has arrived (a job's progress)
   bitmaps NODE         query-named-block-nodes, of which only NODE's dirty-bitmaps are printed
@@ -101,6 +106,30 @@ class Client:
                 return
             print("<<< " + normalise(msg))
 
+    def sync(self):
+        """Sends query-version with id "sync" and prints the messages up to its reply."""
+        self.send(b'{"execute":"query-version","id":"sync"}\n')
+        last, count = None, 0
+
+        def flush():
+            if last is not None:
+                print("<<< " + last + (" (x%d)" % count if count > 1 else ""))
+
+        while True:
+            msg = self.read_message()
+            if msg.get("id") == "sync" and "return" in msg:
+                flush()
+                print("<<< sync")
+                return
+            text = normalise(msg)
+            if len(text) > 300:
+                text = text[:200] + "...(%d chars)" % len(text)
+            if text == last:
+                count += 1
+            else:
+                flush()
+                last, count = text, 1
+
     def wait_event(self, name):
         """Prints messages until the event `name` has arrived."""
         while True:
@@ -114,6 +143,7 @@ class Client:
 
 
 def main():
+    sys.setrecursionlimit(20000)  # replies echo ids nested 1023 deep
     path, script = sys.argv[1], sys.argv[2]
     client = Client(path)
     client.replies(0)
@@ -128,6 +158,12 @@ def main():
             print(">>> raw " + (literal if len(literal) < 100 else literal[:60] + "...") )
             client.send(data)
             client.replies(int(count))
+        elif line.startswith("rawsync "):
+            expr = line[len("rawsync "):]
+            data = eval(expr, {"__builtins__": {}})
+            print(">>> rawsync " + (expr if len(expr) < 100 else expr[:60] + "..."))
+            client.send(data)
+            client.sync()
         elif line.startswith("shell "):
             command = line[len("shell "):]
             print("$ " + command.replace(os.environ.get("DIR") or "//none", "$DIR"))
