@@ -168,6 +168,27 @@ TEST_F(Qcow2DataFileTest, ExtendedL2WritesWholeSubclustersAtTheGuestOffset) {
   close(*node);
 }
 
+TEST_F(Qcow2DataFileTest, ShrinkCutsTheDataFileAndClearsTheEntriesPastTheEnd) {
+  // As qemu-img 7.2 resize --shrink (observed; golden 059).
+  create();
+  NodePtr node = open_image();
+  ASSERT_TRUE(node);
+  ASSERT_OK(write(*node, 0, 1 << 20, 0x55));
+  ASSERT_OK(run_sync(*loop_, node->truncate(300 << 10, PreallocMode::kOff)));
+  EXPECT_EQ(node->length(), 300u << 10);
+  close(*node);
+  EXPECT_EQ(file_bytes(data_).size(), 300u << 10);
+  EXPECT_EQ(l2_entry(4), 0x40000 | kCopied);  // the last, partial cluster stays
+  EXPECT_EQ(l2_entry(5), 0u);
+  node = open_image();
+  ASSERT_TRUE(node);
+  AlignedBuffer back(300 << 10);
+  ASSERT_OK(run_sync(*loop_, node->read(0, IoVec(back.data(), back.size()))));
+  EXPECT_EQ(back.data()[0], 0x55);
+  EXPECT_EQ(back.data()[(300 << 10) - 1], 0x55);
+  close(*node);
+}
+
 TEST_F(Qcow2DataFileTest, OpenRefusals) {
   create();
   // The data-file option names another file; the header's name is not used then.
