@@ -89,7 +89,7 @@ Task<Status> Qcow2Node::write_data_file(uint64_t offset, IoVec qiov) {
     if (m->type == ClusterType::kNormal) {
       const uint64_t host = (m->entry & kOffsetMask) + guest % cs_;
       co_await file_->debug_event(DebugEvent::kWriteAio);
-      Status s = co_await data_->write(host, qiov.slice(pos, m->bytes));
+      Status s = co_await write_payload(guest, host, qiov.slice(pos, m->bytes));
       if (!s) co_return s;
       pos += m->bytes;
       continue;
@@ -114,7 +114,7 @@ Task<Status> Qcow2Node::write_data_file(uint64_t offset, IoVec qiov) {
     }
     qiov.slice(pos, len).copy_to(0, buf.data() + head, len);
     co_await file_->debug_event(DebugEvent::kClusterAlloc);
-    Status s = co_await data_->write(start, IoVec(buf.data(), buf.size()));
+    Status s = co_await write_payload(start, start, IoVec(buf.data(), buf.size()));
     // §17 R3: the data is stable before an L2 entry points at it.
     if (s) s = co_await data_->flush();
     if (!s) co_return s;
@@ -176,7 +176,7 @@ Task<Status> Qcow2Node::write_data_file_subclusters(uint64_t offset, IoVec qiov)
     }
     qiov.slice(pos, len).copy_to(0, buf.data() + head, len);
     co_await file_->debug_event(allocated ? DebugEvent::kWriteAio : DebugEvent::kClusterAlloc);
-    Status s = co_await data_->write(host + from, IoVec(buf.data(), buf.size()));
+    Status s = co_await write_payload(cluster + from, host + from, IoVec(buf.data(), buf.size()));
     if (!s) co_return s;
     const uint32_t first = static_cast<uint32_t>(from / scs);
     const uint32_t count = static_cast<uint32_t>((to - from) / scs);
