@@ -226,15 +226,15 @@ Task<void> Checker::count_l2(uint64_t l2_offset, bool active) {
       ++res_.corruptions;
     }
     const uint64_t offset = entry & kOffsetMask;
-    if (extended && offset == 0 && (bitmap & kAllAllocBits)) {
+    // §10: data clusters live in the data file and are not refcounted; offset 0 with COPIED
+    // (and, in a standard entry, no zero flag) is guest cluster 0 there.
+    const bool data_file = t_.header.incompatible_features & kIncompatDataFile;
+    const bool data_at_zero =
+        data_file && offset == 0 && (entry & kCopied) && (extended || !(entry & kZeroFlag));
+    if (extended && offset == 0 && !data_at_zero && (bitmap & kAllAllocBits)) {
       diag("ERROR: Unallocated cluster has non-zero subcluster allocation map");
       ++res_.corruptions;
     }
-    // §10: data clusters live in the data file and are not refcounted; offset 0 with COPIED
-    // (and no zero flag) is guest cluster 0 there.
-    const bool data_file = t_.header.incompatible_features & kIncompatDataFile;
-    const bool data_at_zero =
-        data_file && !extended && offset == 0 && (entry & kCopied) && !(entry & kZeroFlag);
     if (offset == 0 && !data_at_zero) continue;  // unallocated or a plain zero cluster
     if (extended && ((bitmap >> 32) & bitmap)) {
       diag("ERROR offset={:x}: Allocated cluster has corrupted subcluster allocation bitmap",

@@ -19,6 +19,7 @@
 #include "block/driver.h"
 #include "block/formats/luks.h"
 #include "block/formats/qcow2/header.h"
+#include "block/formats/qcow2/subcluster.h"
 #include "block/protocols/rbd.h"
 #include "block/protocols/rbd_address.h"
 #include "qblock/block_backend.h"
@@ -685,11 +686,11 @@ Task<Status> create_qcow2(EventLoop& loop, Qcow2CreateOptions opts) {
     // as given, relative to the working directory).
     const PreallocMode mode =
         opts.preallocation == PreallocMode::kMetadata ? PreallocMode::kOff : opts.preallocation;
-    // With its L2 tables preallocated the data file covers the last cluster whole, as
-    // qemu-img 7.2's (observed) does.
+    // With its L2 tables preallocated the data file covers the last cluster whole (with
+    // extended L2 entries its last subcluster), as qemu-img 7.2's (observed) does.
     const bool mapped = opts.preallocation != PreallocMode::kOff || opts.data_file_raw;
-    const uint64_t cs = opts.cluster_size;
-    const uint64_t data_size = mapped ? (size + cs - 1) / cs * cs : size;
+    const uint64_t unit = opts.extended_l2 ? opts.cluster_size / kSubclusters : opts.cluster_size;
+    const uint64_t data_size = mapped ? (size + unit - 1) / unit * unit : size;
     Status created =
         co_await create_raw(loop, opts.data_file, data_size, mode, FileCreateOptions{});
     if (!created) co_return created;

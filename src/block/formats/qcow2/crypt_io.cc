@@ -22,7 +22,7 @@ Task<Status> Qcow2Node::read_decrypted(uint64_t guest, uint64_t host, IoVec qiov
   CHECK(guest % kSectorSize == 0 && host % kSectorSize == 0 && qiov.size() % kSectorSize == 0);
   if (qiov.size() == 0) co_return ok();
   AlignedBuffer bounce(qiov.size(), 4096);
-  Status s = co_await file_->read(host, IoVec(bounce.data(), bounce.size()));
+  Status s = co_await data_->read(host, IoVec(bounce.data(), bounce.size()));
   if (!s) co_return s;
   Task<void> decrypt =
       crypto::run_sector_crypto(*loop_, *crypt_.sector, crypto::Direction::kDecrypt,
@@ -45,7 +45,7 @@ Task<Status> Qcow2Node::encrypt_copy(uint64_t guest, uint64_t host, IoVec data, 
 }
 
 Task<Status> Qcow2Node::write_payload(uint64_t guest, uint64_t host, IoVec data) {
-  if (!encrypted()) co_return co_await file_->write(host, std::move(data));
+  if (!encrypted()) co_return co_await data_->write(host, std::move(data));
   Task<Status> sealed = write_encrypted(guest, host, std::move(data));
   co_return co_await std::move(sealed);
 }
@@ -55,7 +55,7 @@ Task<Status> Qcow2Node::write_encrypted(uint64_t guest, uint64_t host, IoVec dat
   AlignedBuffer bounce(data.size(), 4096);
   Status s = co_await encrypt_copy(guest, host, data, bounce.data());
   if (!s) co_return s;
-  co_return co_await file_->write(host, IoVec(bounce.data(), bounce.size()));
+  co_return co_await data_->write(host, IoVec(bounce.data(), bounce.size()));
 }
 
 std::string Qcow2Node::filename() const {

@@ -74,6 +74,7 @@ Task<Status> Qcow2Node::grow_data_file(uint64_t old_size, uint64_t size, Preallo
 
 Task<Status> Qcow2Node::write_data_file(uint64_t offset, IoVec qiov) {
   AsyncMutex::Guard guard = co_await lock_.lock();
+  if (header_.extended_l2()) co_return co_await write_data_file_subclusters(offset, qiov);
   const uint64_t n = qiov.size();
   for (uint64_t pos = 0; pos < n;) {
     const uint64_t guest = offset + pos;
@@ -88,7 +89,7 @@ Task<Status> Qcow2Node::write_data_file(uint64_t offset, IoVec qiov) {
     if (m->type == ClusterType::kNormal) {
       const uint64_t host = (m->entry & kOffsetMask) + guest % cs_;
       co_await file_->debug_event(DebugEvent::kWriteAio);
-      Status s = co_await data_->write(host, qiov.slice(pos, m->bytes));
+      Status s = co_await write_payload(guest, host, qiov.slice(pos, m->bytes));
       if (!s) co_return s;
       pos += m->bytes;
       continue;
@@ -113,7 +114,7 @@ Task<Status> Qcow2Node::write_data_file(uint64_t offset, IoVec qiov) {
     }
     qiov.slice(pos, len).copy_to(0, buf.data() + head, len);
     co_await file_->debug_event(DebugEvent::kClusterAlloc);
-    Status s = co_await data_->write(start, IoVec(buf.data(), buf.size()));
+    Status s = co_await write_payload(start, start, IoVec(buf.data(), buf.size()));
     // §17 R3: the data is stable before an L2 entry points at it.
     if (s) s = co_await data_->flush();
     if (!s) co_return s;
@@ -129,6 +130,71 @@ Task<Status> Qcow2Node::write_data_file(uint64_t offset, IoVec qiov) {
       if (!s) co_return s;
       c += count * cs_;
     }
+    pos += len;
+  }
+  co_return ok();
+}
+
+Task<Status> Qcow2Node::write_data_file_subclusters(uint64_t offset, IoVec qiov) {
+  const uint64_t scs = subcluster_size();
+  const uint64_t n = qiov.size();
+  for (uint64_t pos = 0; pos < n;) {
+    const uint64_t guest = offset + pos;
+    const uint64_t cluster = guest - guest % cs_;
+    const uint64_t in = guest % cs_;
+    const uint64_t len = std::min(n - pos, cs_ - in);
+    Result<L2SliceRef> found = co_await get_l2_slice(guest, ForWrite::kYes);
+    if (!found) co_return fail(found.error());
+    const uint64_t index = index_in_slice(guest);
+    const uint64_t entry = (*found)->entries[index];
+    found->reset();
+    if (entry & kCompressedFlag) {
+      // §10: a data file never holds compressed clusters.
+      Error e = co_await corruption(
+          fmt::format("Compressed cluster at {:#x} in an image with a data file", guest));
+      co_return fail(e);
+    }
+    // §10: every data cluster sits at host offset = guest offset (COPIED, offset 0 for
+    // cluster 0); an unallocated cluster gets that offset.
+    const bool allocated = references_data(entry);
+    const uint64_t host = allocated ? entry & kOffsetMask : cluster;
+    // §7, as QEMU 7.2 (observed): the touched subclusters are written whole (the rest of
+    // each as it reads now: backing file, zeros or its data) and become allocated; the
+    // others keep their state.
+    const uint64_t from = in - in % scs;
+    const uint64_t to = std::min(cs_, (in + len + scs - 1) / scs * scs);
+    AlignedBuffer buf(to - from, 4096);
+    const uint64_t head = in - from;
+    const uint64_t tail = to - (in + len);
+    if (head) {
+      Status s = co_await read_locked(cluster + from, IoVec(buf.data(), head));
+      if (!s) co_return s;
+    }
+    if (tail) {
+      Status s = co_await read_locked(guest + len, IoVec(buf.data() + head + len, tail));
+      if (!s) co_return s;
+    }
+    qiov.slice(pos, len).copy_to(0, buf.data() + head, len);
+    co_await file_->debug_event(allocated ? DebugEvent::kWriteAio : DebugEvent::kClusterAlloc);
+    Status s = co_await write_payload(cluster + from, host + from, IoVec(buf.data(), buf.size()));
+    if (!s) co_return s;
+    const uint32_t first = static_cast<uint32_t>(from / scs);
+    const uint32_t count = static_cast<uint32_t>((to - from) / scs);
+    found = co_await get_l2_slice(guest, ForWrite::kYes);
+    if (!found) co_return fail(found.error());
+    uint64_t& bitmap = (*found)->bitmaps[index];
+    const uint64_t updated = (bitmap | alloc_range(first, count)) & ~zero_range(first, count);
+    if (allocated && updated == bitmap) {
+      pos += len;
+      continue;
+    }
+    // §17 R3: the data is stable before the L2 entry and bitmap point at it.
+    s = co_await data_->flush();
+    if (!s) co_return s;
+    (*found)->entries[index] = host | kCopied;
+    bitmap = updated;
+    s = co_await update_l2_entries(**found, index, 1);
+    if (!s) co_return s;
     pos += len;
   }
   co_return ok();

@@ -8,6 +8,7 @@
 #include "base/byte_order.h"
 #include "block/formats/qcow2/create.h"
 #include "block/formats/qcow2/header.h"
+#include "block/formats/qcow2/subcluster.h"
 #include "block/test_util.h"
 #include "qblock/iovec.h"
 
@@ -25,12 +26,13 @@ std::vector<uint8_t> file_bytes(const std::string& path) {
 class Qcow2DataFileTest : public LoopTest {
  protected:
   // A fresh 4 MiB image (64 KiB clusters) with data file d.raw.
-  void create(bool raw = false) {
+  void create(bool raw = false, bool extended_l2 = false) {
     Qcow2CreateOptions opts;
     opts.filename = image_;
     opts.size = 4 << 20;
     opts.data_file = data_;
     opts.data_file_raw = raw;
+    opts.extended_l2 = extended_l2;
     Status s = run_sync(*loop_, create_qcow2(*loop_, opts));
     ASSERT_TRUE(s) << s.error().message();
   }
@@ -43,13 +45,14 @@ class Qcow2DataFileTest : public LoopTest {
     buf.fill(byte);
     return run_sync(*loop_, node.write(offset, IoVec(buf.data(), len)));
   }
-  // The L2 entry of guest cluster `index` (the first L2 table).
-  uint64_t l2_entry(uint64_t index) {
+  // The L2 entry of guest cluster `index` (the first L2 table); `word` 1 is the subcluster
+  // bitmap of an extended entry.
+  uint64_t l2_entry(uint64_t index, bool extended = false, uint64_t word = 0) {
     const std::vector<uint8_t> img = file_bytes(image_);
     const uint64_t l1 = load_be64(img.data() + 40);
     const uint64_t l2 = load_be64(img.data() + l1) & kOffsetMask;
     if (l2 == 0) return 0;
-    return load_be64(img.data() + l2 + index * 8);
+    return load_be64(img.data() + l2 + index * (extended ? 16 : 8) + word * 8);
   }
   TempDir dir_;
   std::string image_ = dir_.file("t.qcow2");
@@ -123,6 +126,67 @@ TEST_F(Qcow2DataFileTest, RawDataFileFollowsZeroWritesAndDiscards) {
   // The raw bit stays across the read-write open.
   const std::vector<uint8_t> img = file_bytes(image_);
   EXPECT_EQ(load_be64(img.data() + 88), kAutoclearDataFileRaw);
+}
+
+TEST_F(Qcow2DataFileTest, ExtendedL2WritesWholeSubclustersAtTheGuestOffset) {
+  // As qemu-io 7.2 (observed; golden 058): 64 KiB clusters, 2 KiB subclusters.
+  create(/*raw=*/false, /*extended_l2=*/true);
+  NodePtr node = open_image();
+  ASSERT_TRUE(node);
+  ASSERT_OK(run_sync(*loop_, node->write_zeroes(0, 64 << 10, RequestFlags{})));
+  ASSERT_OK(write(*node, 5 << 10, 1024, 0x11));    // half of subcluster 2 of cluster 0
+  ASSERT_OK(write(*node, 130 << 10, 4096, 0x22));  // subclusters 1-2 of cluster 2
+  ASSERT_OK(run_sync(*loop_, node->discard(192 << 10, 64 << 10)));  // nothing there
+  ASSERT_OK(write(*node, 256 << 10, 64 << 10, 0x33));
+  ASSERT_OK(run_sync(*loop_, node->discard(256 << 10, 64 << 10)));
+  close(*node);
+  // Cluster 0 at offset 0 with COPIED: subcluster 2 allocated, the others still zero.
+  EXPECT_EQ(l2_entry(0, true), kCopied);
+  EXPECT_EQ(l2_entry(0, true, 1), (kAllZeroBits & ~(uint64_t{1} << 34)) | 0x4);
+  EXPECT_EQ(l2_entry(2, true), 0x20000 | kCopied);
+  EXPECT_EQ(l2_entry(2, true, 1), 0x6u);
+  EXPECT_EQ(l2_entry(3, true, 1), 0u);
+  EXPECT_EQ(l2_entry(4, true), 0u);
+  EXPECT_EQ(l2_entry(4, true, 1), kAllZeroBits);
+  const std::vector<uint8_t> data = file_bytes(data_);
+  EXPECT_EQ(data[(4 << 10) - 1], 0);
+  EXPECT_EQ(data[5 << 10], 0x11);
+  EXPECT_EQ(data[(6 << 10) - 1], 0x11);
+  EXPECT_EQ(data[130 << 10], 0x22);
+  EXPECT_EQ(data[(134 << 10) - 1], 0x22);
+
+  node = open_image();
+  ASSERT_TRUE(node);
+  AlignedBuffer back(320 << 10);
+  ASSERT_OK(run_sync(*loop_, node->read(0, IoVec(back.data(), back.size()))));
+  for (uint64_t i = 0; i < back.size(); ++i) {
+    uint8_t want = 0;
+    if (i >= (5 << 10) && i < (6 << 10)) want = 0x11;
+    if (i >= (130 << 10) && i < (134 << 10)) want = 0x22;
+    ASSERT_EQ(back.data()[i], want) << i;
+  }
+  close(*node);
+}
+
+TEST_F(Qcow2DataFileTest, ShrinkCutsTheDataFileAndClearsTheEntriesPastTheEnd) {
+  // As qemu-img 7.2 resize --shrink (observed; golden 059).
+  create();
+  NodePtr node = open_image();
+  ASSERT_TRUE(node);
+  ASSERT_OK(write(*node, 0, 1 << 20, 0x55));
+  ASSERT_OK(run_sync(*loop_, node->truncate(300 << 10, PreallocMode::kOff)));
+  EXPECT_EQ(node->length(), 300u << 10);
+  close(*node);
+  EXPECT_EQ(file_bytes(data_).size(), 300u << 10);
+  EXPECT_EQ(l2_entry(4), 0x40000 | kCopied);  // the last, partial cluster stays
+  EXPECT_EQ(l2_entry(5), 0u);
+  node = open_image();
+  ASSERT_TRUE(node);
+  AlignedBuffer back(300 << 10);
+  ASSERT_OK(run_sync(*loop_, node->read(0, IoVec(back.data(), back.size()))));
+  EXPECT_EQ(back.data()[0], 0x55);
+  EXPECT_EQ(back.data()[(300 << 10) - 1], 0x55);
+  close(*node);
 }
 
 TEST_F(Qcow2DataFileTest, OpenRefusals) {

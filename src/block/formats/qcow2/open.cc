@@ -304,10 +304,6 @@ Task<Result<NodePtr>> open_qcow2_node(OpenContext& ctx, Options& options) {
   std::optional<Error> refuse;
   if (unsupported) {
     refuse = Error::with_message(ENOTSUP, unsupported_features_message(*header, unsupported));
-  } else if ((header->incompatible_features & kIncompatDataFile) &&
-             (header->extended_l2() || header->crypt_method != 0)) {
-    // §10 together with extended L2 entries or encryption: not implemented.
-    refuse = Error::with_message(ENOTSUP, unsupported_features_message(*header, kIncompatDataFile));
   } else if ((header->incompatible_features & kIncompatCorrupt) && !ctx.flags.read_only &&
              !ctx.flags.check) {
     refuse = Error::with_message(EACCES, "qcow2: Image is corrupt; cannot be opened read/write");

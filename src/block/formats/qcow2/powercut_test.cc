@@ -202,8 +202,10 @@ class Qcow2PowerCutTest : public LoopTest, public ::testing::WithParamInterface<
     if (!data_base.empty()) {
       OpenFlags ro;
       ro.read_only = true;
+      const std::string key =
+          encrypted ? R"("encrypt":{"key-secret":")" + std::string(kSecretId) + R"("},)" : "";
       NodePtr reopened =
-          open(R"({"driver":"qcow2","file":{"driver":"file","filename":")" + crashed +
+          open(R"({"driver":"qcow2",)" + key + R"("file":{"driver":"file","filename":")" + crashed +
                    R"("},"data-file":{"driver":"file","filename":")" + crashed_data + R"("}})",
                ro);
       if (!reopened) return "reopen failed";
@@ -301,7 +303,9 @@ TEST_P(Qcow2PowerCutTest, CrashAtRandomPointKeepsImageConsistentAndFlushedDataIn
 // 4 KiB clusters, and 60 LUKS ones with extended L2 entries, zero COW asked for (and never
 // used: §9.1), every sector checked to read as what some write or the flushed state left
 // there, never as garbage. External data files (qcow2-format.md §10): 100 workloads with
-// 64 KiB clusters, 100 with data_file_raw=on, 4 KiB clusters and a small L2 cache.
+// 64 KiB clusters, 100 with data_file_raw=on, 4 KiB clusters and a small L2 cache, 100 with
+// extended L2 entries (16 KiB clusters, a one-slice L2 cache) and 40 LUKS ones with extended
+// L2 entries.
 INSTANTIATE_TEST_SUITE_P(
     ClusterSizes, Qcow2PowerCutTest,
     ::testing::Values(
@@ -316,7 +320,10 @@ INSTANTIATE_TEST_SUITE_P(
         PowerCutCase{"luks_extended_l2_32k", 32768, 60, R"("zero-cow":"on",)", true, "luks"},
         PowerCutCase{"data_file_64k", 65536, 100, "", false, "", true},
         PowerCutCase{"data_file_raw_4k", 4096, 100, R"("l2-cache-size":"8k",)", false, "", true,
-                     true}),
+                     true},
+        PowerCutCase{"data_file_extended_l2_16k", 16384, 100, R"("l2-cache-size":"4k",)", true, "",
+                     true},
+        PowerCutCase{"data_file_luks_extended_l2_32k", 32768, 40, "", true, "luks", true}),
     [](const ::testing::TestParamInfo<PowerCutCase>& info) {
       return std::string(info.param.name);
     });

@@ -373,6 +373,10 @@ class Qcow2Node : public BlockNode {
   // it read before) and flushed before their L2 entries (offset | COPIED) are recorded. No
   // refcounts change. Requests are serialized. REQUIRES: has_data_file().
   Task<Status> write_data_file(uint64_t offset, IoVec qiov);
+  // write_data_file() with extended L2 entries (§7): cluster by cluster, the subclusters the
+  // request touches written whole at their guest offset (the rest of each as it read before),
+  // flushed, then marked allocated in the bitmap. REQUIRES: lock_ held, extended L2.
+  Task<Status> write_data_file_subclusters(uint64_t offset, IoVec qiov);
   // grow() of an image with a data file: the data file grows to `size` (`mode` passed on,
   // metadata as none); with data_file_raw or a preallocation the new clusters past the old
   // last one are mapped 1:1 (offset = guest offset | COPIED), stable before the caller

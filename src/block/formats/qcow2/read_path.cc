@@ -43,7 +43,8 @@ Task<Result<Qcow2Node::Mapping>> Qcow2Node::map_subclusters(const L2Slice& s, ui
   const uint64_t entry = s.entries[first];
   const uint64_t bitmap = s.bitmaps[first];
   const uint32_t sc = static_cast<uint32_t>(guest % cs_ / sc_size);
-  const SubclusterType type = subcluster_type(entry, bitmap, sc);
+  const bool data_file = has_data_file();
+  const SubclusterType type = subcluster_type(entry, bitmap, sc, data_file);
   if (type == SubclusterType::kInvalid) {
     // QEMU prints the index with %#x, which gives a plain "0" for 0.
     const uint64_t l2_index = s.first_index + first;
@@ -54,7 +55,8 @@ Task<Result<Qcow2Node::Mapping>> Qcow2Node::map_subclusters(const L2Slice& s, ui
     Error e = co_await corruption(std::move(reason));
     co_return fail(e);
   }
-  const bool host = type != SubclusterType::kCompressed && (entry & kOffsetMask);
+  const bool host = type != SubclusterType::kCompressed &&
+                    ((entry & kOffsetMask) || (data_file && (entry & kCopied)));
   if (host && (entry & kOffsetMask) % cs_) {
     Error e = co_await corruption(
         fmt::format("Cluster allocation offset {:#x} unaligned (L2 offset: {:#x}, L2 index: {:#x})",
@@ -63,17 +65,18 @@ Task<Result<Qcow2Node::Mapping>> Qcow2Node::map_subclusters(const L2Slice& s, ui
   }
   // The run of subclusters of this type, across clusters while they continue it (and, for
   // those with a host cluster, lie right after each other on the host).
-  const uint64_t run_end = (sc + subcluster_run(entry, bitmap, sc)) * sc_size;  // in the cluster
+  const uint64_t run_end =
+      (sc + subcluster_run(entry, bitmap, sc, data_file)) * sc_size;  // in the cluster
   uint64_t covered = std::min(bytes, run_end - guest % cs_);
   for (uint64_t i = first + 1; covered < bytes && i < s.entries.size(); ++i) {
     if ((guest + covered) % cs_ != 0 || type == SubclusterType::kCompressed) break;
     const uint64_t e = s.entries[i];
-    if (subcluster_type(e, s.bitmaps[i], 0) != type) break;
+    if (subcluster_type(e, s.bitmaps[i], 0, data_file) != type) break;
     if (host && ((e & kOffsetMask) != (entry & kOffsetMask) + (i - first) * cs_ ||
                  (e & kCopied) != (entry & kCopied))) {
       break;
     }
-    covered += std::min(bytes - covered, subcluster_run(e, s.bitmaps[i], 0) * sc_size);
+    covered += std::min(bytes - covered, subcluster_run(e, s.bitmaps[i], 0, data_file) * sc_size);
   }
   co_return Mapping{as_cluster_type(type), entry, covered};
 }
@@ -269,8 +272,9 @@ Task<Result<BlockStatus>> Qcow2Node::do_block_status(uint64_t offset, uint64_t b
   }
   switch (m->type) {
     case ClusterType::kUnallocated:
-      // §7.2 UNALLOCATED_ALLOC: the host offset is reported, as QEMU does.
-      if (m->entry & kOffsetMask) {
+      // §7.2 UNALLOCATED_ALLOC: the host offset is reported, as QEMU does (§10: guest
+      // cluster 0 of a data file included).
+      if (references_data(m->entry)) {
         st.flags = kStatusOffsetValid;
         st.host_offset = (m->entry & kOffsetMask) + offset % cs_;
         st.file = data_;

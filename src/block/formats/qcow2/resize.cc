@@ -13,9 +13,6 @@ Task<Status> Qcow2Node::do_truncate(uint64_t size, PreallocMode mode, Exact) {
   }
   if (Status u = check_usable(); !u) co_return u;
   AsyncMutex::Guard guard = co_await lock_.lock();
-  // §10: shrinking an image with a data file is not implemented (shrink() frees and punches
-  // clusters in the image file); refused rather than half done.
-  if (has_data_file() && size < header_.size) co_return fail(Error::from_errno(ENOTSUP));
   if (size < header_.size && header_.nb_snapshots) {
     // 7.2 shrinks such images too; shrink() assumes every L2 table it drops is unshared.
     co_return fail(Error::with_message(
@@ -157,7 +154,8 @@ Task<Status> Qcow2Node::shrink(uint64_t size) {
       for (uint64_t i = first; i < entries.size(); ++i) {
         if (entry_references_host(entries[i])) {
           queue_free(entries[i], DiscardType::kRequest);  // punched below in any case
-          host_clusters(entries[i], freed);
+          // §10: a data file's clusters are not in the image file.
+          if (!has_data_file()) host_clusters(entries[i], freed);
         }
         entries[i] = 0;
         if (!(*slice)->bitmaps.empty()) (*slice)->bitmaps[i] = 0;
@@ -170,6 +168,7 @@ Task<Status> Qcow2Node::shrink(uint64_t size) {
   // Tables past the end: collect what they reference first (loading one may write back the
   // cache, which must not release anything still reachable from the L1 table on disk).
   std::vector<uint64_t> dropped_refs;
+  std::vector<uint64_t> dropped_data;  // §10: clusters of the data file, never punched here
   bool l1_changed = false;
   for (uint64_t l1i = keep_l1; l1i < l1_.size(); ++l1i) {
     const uint64_t l2_offset = l1_[l1i] & kOffsetMask;
@@ -181,7 +180,8 @@ Task<Status> Qcow2Node::shrink(uint64_t size) {
     if (!table) co_return fail(table.error());
     const uint64_t stride = header_.extended_l2() ? 2 : 1;  // §7.1: skip the bitmaps
     for (uint64_t i = 0; i < table->size(); i += stride) {
-      if (entry_references_host((*table)[i])) dropped_refs.push_back((*table)[i]);
+      if (!entry_references_host((*table)[i])) continue;
+      (has_data_file() ? dropped_data : dropped_refs).push_back((*table)[i]);
     }
     dropped_refs.push_back(l2_offset);  // the table itself, as a normal cluster entry
     l1_changed = true;
@@ -207,12 +207,30 @@ Task<Status> Qcow2Node::shrink(uint64_t size) {
     s = co_await file_->flush();
     if (!s) co_return s;
   }
+  for (uint64_t e : dropped_data) queue_free(e, DiscardType::kRequest);
+  if (has_data_file()) {
+    // release_entry() takes every non-compressed entry of such an image for a data-file
+    // cluster: the dropped L2 tables' refcounts are released here (their L1 entries are
+    // gone on disk, §17 R5).
+    for (uint64_t e : dropped_refs) {
+      Status s = co_await refcounts_->update((e & kOffsetMask) / cs_, 1, -1);
+      if (!s) co_return s;
+      host_clusters(e, freed);
+    }
+    dropped_refs.clear();
+  }
   for (uint64_t e : dropped_refs) {
     queue_free(e, DiscardType::kRequest);
     host_clusters(e, freed);
   }
   Status s = co_await flush_metadata();
   if (!s) co_return s;
+  if (has_data_file() && data_->length() > size) {
+    // §10, as qemu-img 7.2 (observed, data_file_raw on or off): the data file ends at the new
+    // size, once no L2 entry points past it.
+    s = co_await data_->truncate(size, PreallocMode::kOff);
+    if (!s) co_return s;
+  }
   // Dropped refcount blocks read as zeros in 7.2's result (it clears a block's own refcount
   // before finding it unused): they join the clusters punched below.
   Result<std::vector<uint64_t>> dropped_blocks = co_await drop_unused_refblocks();

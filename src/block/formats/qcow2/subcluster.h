@@ -39,12 +39,14 @@ inline constexpr uint64_t zero_range(uint32_t first, uint32_t count) {
 }
 
 // The type of subcluster `sc` (< 32) of the cluster with L2 entry `entry` and bitmap
-// `bitmap`.
-inline SubclusterType subcluster_type(uint64_t entry, uint64_t bitmap, uint32_t sc) {
+// `bitmap`. With an external data file (`data_file`, §10) offset 0 with COPIED is a host
+// cluster too (guest cluster 0 at data-file offset 0).
+inline SubclusterType subcluster_type(uint64_t entry, uint64_t bitmap, uint32_t sc,
+                                      bool data_file = false) {
   if (entry & kCompressedFlag) {
     return bitmap ? SubclusterType::kInvalid : SubclusterType::kCompressed;
   }
-  const bool host = entry & kOffsetMask;
+  const bool host = (entry & kOffsetMask) || (data_file && (entry & kCopied));
   const bool alloc = (bitmap >> sc) & 1;
   const bool zero = (bitmap >> (32 + sc)) & 1;
   if (alloc && zero) return SubclusterType::kInvalid;
@@ -55,8 +57,9 @@ inline SubclusterType subcluster_type(uint64_t entry, uint64_t bitmap, uint32_t 
 
 // How many subclusters from `sc` on (at most up to the end of the cluster) have the type of
 // subcluster `sc`. REQUIRES: sc < 32.
-inline uint32_t subcluster_run(uint64_t entry, uint64_t bitmap, uint32_t sc) {
-  const SubclusterType t = subcluster_type(entry, bitmap, sc);
+inline uint32_t subcluster_run(uint64_t entry, uint64_t bitmap, uint32_t sc,
+                               bool data_file = false) {
+  const SubclusterType t = subcluster_type(entry, bitmap, sc, data_file);
   if (t == SubclusterType::kCompressed || t == SubclusterType::kInvalid) {
     return t == SubclusterType::kCompressed ? kSubclusters - sc : 1;
   }

@@ -59,7 +59,7 @@ Task<Status> Qcow2Node::zero_clusters(uint64_t start, uint64_t end, RequestFlags
       if (header_.extended_l2()) {
         // §7: all subclusters zero; the host cluster goes only with kMayUnmap (a compressed
         // one always), as QEMU 7.2.
-        if ((e & kCompressedFlag) || (flags.has(RequestFlag::kMayUnmap) && (e & kOffsetMask))) {
+        if ((e & kCompressedFlag) || (flags.has(RequestFlag::kMayUnmap) && references_data(e))) {
           to_free.push_back(e);
           e = 0;
         }
@@ -123,8 +123,8 @@ Task<Status> Qcow2Node::do_discard(uint64_t offset, uint64_t bytes) {
       if (header_.extended_l2()) {
         // §7, as QEMU 7.2: the cluster reads as zeros afterwards, unless it reads so anyway
         // (nothing allocated, no backing file), when it is left alone.
-        if (!backing_ && !entry_references_host(e)) continue;
-        if (entry_references_host(e)) to_free.push_back(e);
+        if (!backing_ && !references_data(e)) continue;
+        if (references_data(e)) to_free.push_back(e);
         e = 0;
         (*slice)->bitmaps[first + i] = kAllZeroBits;
         continue;
