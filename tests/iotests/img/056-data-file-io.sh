@@ -5,28 +5,8 @@
 # with data_file_raw off and on; the L2 entries, map, check and both files' bytes must be
 # QEMU's. Then the open options and refusals: a missing data file, the data-file option, a
 # data file bit without a name, compressed writes, internal snapshots.
+. ./data_file.rc
 . ./common.rc
-case "$QEMU_IMG" in
-    *qblock) QEMU_IO="$QEMU_IMG io" ;;
-    *) QEMU_IO=${QEMU_IO:-qemu-io} ;;
-esac
-_io() { $QEMU_IO "$@" 2>&1 | grep -v '^wrote\|^discard\|ops/sec\|^read'; echo "io exit status: ${PIPESTATUS[0]}"; }
-# The first L2 table's first 16 entries (the tables follow the L1 table at 0x30000).
-_l2() {
-    local l2
-    l2=$(od -A n -t x8 --endian=big -j $((0x30000)) -N 8 "$1" | tr -d ' ')
-    l2=$((0x$l2 & 0xffffffffffe00))
-    if [ "$l2" = 0 ]; then echo "no L2 table"; return; fi
-    od -A n -t x8 --endian=big -j "$l2" -N 128 "$1"
-}
-_show() {
-    _l2 "$1"
-    _img map "$1"
-    _img map --output=json "$1"
-    _img check "$1"
-    _sum "$1"
-    _sum "$2"
-}
 qemu-img create -q -f qcow2 b.qcow2 4M
 qemu-io -c 'write -P 0x77 0 4M' -c 'write -z 1M 64k' b.qcow2 >/dev/null
 for raw in off on; do

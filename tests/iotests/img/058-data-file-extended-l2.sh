@@ -5,29 +5,10 @@
 # offset 0, COW of partly written subclusters from the backing file or zeros), write-zeroes,
 # discards, with data_file_raw off and on and with a backing file; the L2 entries with their
 # subcluster bitmaps, map, check and both files' bytes must be QEMU's.
+. ./data_file.rc
 . ./common.rc
-case "$QEMU_IMG" in
-    *qblock) QEMU_IO="$QEMU_IMG io" ;;
-    *) QEMU_IO=${QEMU_IO:-qemu-io} ;;
-esac
-_io() { $QEMU_IO "$@" 2>&1 | grep -v '^wrote\|^discard\|ops/sec\|^read'; echo "io exit status: ${PIPESTATUS[0]}"; }
-# The first L2 table's first 16 entries with their bitmaps.
-_l2() {
-    local l1 l2
-    l1=$(od -A n -t x8 --endian=big -j 40 -N 8 "$1" | tr -d ' ')
-    l2=$(od -A n -t x8 --endian=big -j $((0x$l1)) -N 8 "$1" | tr -d ' ')
-    l2=$((0x$l2 & 0xffffffffffe00))
-    if [ "$l2" = 0 ]; then echo "no L2 table"; return; fi
-    od -A n -t x8 --endian=big -j "$l2" -N 256 "$1"
-}
-_show() {
-    _l2 "$1"
-    _img map "$1"
-    _img map --output=json "$1"
-    _img check "$1"
-    _sum "$1"
-    _sum "$2"
-}
+# The first 16 entries with their subcluster bitmaps.
+L2_BYTES=256
 
 _section "create: the data file's size"
 for o in "" data_file_raw=on preallocation=metadata preallocation=falloc \
