@@ -9,6 +9,7 @@
 #include "jobs/backup.h"
 #include "qblock/dirty_bitmaps.h"
 #include "qblock/driver/driver.h"
+#include "qmp/schema.h"
 #include "qmp/storage_daemon.h"
 
 namespace qblock {
@@ -19,27 +20,13 @@ using qmp::CommandResult;
 using qmp::qmp_fail;
 using qmp::QmpError;
 
-// Generic boolean options of every node whose JSON type QMP checks before opening.
-std::optional<QmpError> check_generic_types(const Options& args, const std::string& prefix) {
-  for (const char* key : {"read-only", "auto-read-only", "force-share"}) {
-    auto it = args.find(key);
-    if (it != args.end() && !it->is_boolean()) {
-      return QmpError::generic("Invalid parameter type for '" + prefix + key +
-                               "', expected: boolean");
-    }
-  }
-  auto name = args.find("node-name");
-  if (name != args.end() && !name->is_string()) {
-    return QmpError::generic("Invalid parameter type for '" + prefix +
-                             "node-name', expected: string");
-  }
-  return std::nullopt;
-}
-
-// blockdev-add's flat union: 'driver' picks the members; the ones QEMU requires before
-// opening anything are checked here, for this node and its inline children.
+// blockdev-add's flat union: 'driver' picks the members. QMP's JSON input (`strict`) is
+// type-checked against QEMU's schema (schema.h); the command line's dotted keys, all strings,
+// only get the checks of the members QEMU requires before opening anything, for this node and
+// its inline children.
 std::optional<QmpError> check_blockdev(const Options& args, const std::string& prefix,
                                        bool strict) {
+  if (strict) return qmp::check_blockdev_options(args, prefix);
   auto driver_it = args.find("driver");
   if (driver_it == args.end())
     return QmpError::generic("Parameter '" + prefix + "driver' is missing");
@@ -51,9 +38,6 @@ std::optional<QmpError> check_blockdev(const Options& args, const std::string& p
   if (entry == nullptr) {
     return QmpError::generic("Parameter '" + prefix + "driver' does not accept value '" + driver +
                              "'");
-  }
-  if (strict) {
-    if (std::optional<QmpError> e = check_generic_types(args, prefix)) return e;
   }
   if (entry->kind == NodeKind::kProtocol && (driver == "file" || driver == "host_device") &&
       !args.contains("filename")) {

@@ -7,16 +7,16 @@ namespace qblock::qmp {
 
 ArgSpec required(std::string name, ArgType type, std::vector<ArgSpec> members,
                  std::vector<std::string> values) {
-  return ArgSpec{std::move(name), type, true, std::move(members), std::move(values)};
+  return ArgSpec{std::move(name), type, true, std::move(members), std::move(values), {}, {}};
 }
 
 ArgSpec optional(std::string name, ArgType type, std::vector<ArgSpec> members,
                  std::vector<std::string> values) {
-  return ArgSpec{std::move(name), type, false, std::move(members), std::move(values)};
+  return ArgSpec{std::move(name), type, false, std::move(members), std::move(values), {}, {}};
 }
 
 ArgSpec enum_arg(std::string name, std::vector<std::string> values, bool is_required) {
-  return ArgSpec{std::move(name), ArgType::kEnum, is_required, {}, std::move(values)};
+  return ArgSpec{std::move(name), ArgType::kEnum, is_required, {}, std::move(values), {}, {}};
 }
 
 namespace {
@@ -48,7 +48,8 @@ std::optional<QmpError> check_value(const Options& v, const ArgSpec& spec,
       if (!v.is_number_integer())
         return QmpError::generic("Parameter '" + name + "' expects uint64");
       if ((!v.is_number_unsigned() && v.get<int64_t>() < 0) || v.get<uint64_t>() > UINT32_MAX) {
-        return QmpError::generic("Parameter '" + name + "' expects uint32_t");
+        // QEMU's range checks name the member without its path.
+        return QmpError::generic("Parameter '" + spec.name + "' expects uint32_t");
       }
       break;
     case ArgType::kBool:
@@ -75,6 +76,52 @@ std::optional<QmpError> check_value(const Options& v, const ArgSpec& spec,
         if (!e.is_string()) return wrong_type(name, "string");
       }
       break;
+    case ArgType::kUint64:
+      if (!v.is_number_integer())
+        return QmpError::generic("Parameter '" + name + "' expects uint64");
+      break;
+    case ArgType::kUint16:
+      if (!v.is_number_integer())
+        return QmpError::generic("Parameter '" + name + "' expects uint64");
+      if ((!v.is_number_unsigned() && v.get<int64_t>() < 0) || v.get<uint64_t>() > UINT16_MAX) {
+        return QmpError::generic("Parameter '" + spec.name + "' expects uint16_t");
+      }
+      break;
+    case ArgType::kList: {
+      if (!v.is_array()) return wrong_type(name, "array");
+      size_t i = 0;
+      for (const Options& e : v) {
+        const std::string element = name + "[" + std::to_string(i++) + "]";
+        if (std::optional<QmpError> err = check_value(e, spec.members.front(), element)) return err;
+      }
+      break;
+    }
+    case ArgType::kUnion: {
+      if (!v.is_object()) return wrong_type(name, "object");
+      const std::string prefix = name + ".";
+      if (std::optional<QmpError> e = check_arguments(v, spec.members, prefix, true)) return e;
+      const std::string tag = v[spec.members.front().name].get<std::string>();
+      auto variant = std::find_if(spec.variants.begin(), spec.variants.end(),
+                                  [&](const ArgSpec& s) { return s.name == tag; });
+      std::vector<ArgSpec> all = spec.members;
+      if (variant != spec.variants.end()) {
+        if (std::optional<QmpError> e = check_arguments(v, variant->members, prefix, true))
+          return e;
+        all.insert(all.end(), variant->members.begin(), variant->members.end());
+      }
+      return check_arguments(v, all, prefix);
+    }
+    case ArgType::kEnumOrObject:
+      if (v.is_object()) return check_arguments(v, spec.members, name + ".");
+      if (!v.is_string()) return wrong_type(spec.name, spec.type_name.c_str());
+      return check_value(v, enum_arg(spec.name, spec.values), name);
+    case ArgType::kBlockdevRef:
+    case ArgType::kBlockdevRefOrNull:
+      if (v.is_object()) return check_blockdev_options(v, name + ".");
+      if (v.is_string() || (v.is_null() && spec.type == ArgType::kBlockdevRefOrNull)) break;
+      // The alternate's own message names the member without its path.
+      return wrong_type(spec.name,
+                        spec.type == ArgType::kBlockdevRef ? "BlockdevRef" : "BlockdevRefOrNull");
   }
   return std::nullopt;
 }

@@ -24,6 +24,15 @@ enum class ArgType {
   kAnyObject,  // any object, not looked into (checked by the command itself)
   kEnum,       // a string out of `values`
   kStringList,
+  kUint64,  // QEMU's uint64 visitor: any JSON integer (negative ones wrap), else "expects uint64"
+  kUint16,  // a JSON integer in [0, 2^16) ("expects uint16_t" outside)
+  kList,    // a JSON array of `members[0]` (elements named "name[i]"; bare name "null")
+  kUnion,   // an object: `members` (the first one is the enum tag), then the members of the
+            // `variants` entry named like the tag's value
+  kEnumOrObject,  // an alternate: a string out of `values`, or an object checked like kObject
+                  // (neither: "expected: <type_name>")
+  kBlockdevRef,   // a node name or inline BlockdevOptions (checked with check_blockdev_options)
+  kBlockdevRefOrNull,  // as kBlockdevRef, or null
 };
 
 struct ArgSpec {
@@ -31,7 +40,9 @@ struct ArgSpec {
   ArgType type = ArgType::kString;
   bool required = true;
   std::vector<ArgSpec> members;     // kObject
-  std::vector<std::string> values;  // kEnum
+  std::vector<std::string> values;  // kEnum, kEnumOrObject
+  std::vector<ArgSpec> variants;    // kUnion: one per tag value, named like it
+  std::string type_name;            // kEnumOrObject: QAPI's name of the alternate
 };
 
 // Required and optional constructors, for compact tables.
@@ -44,6 +55,10 @@ ArgSpec enum_arg(std::string name, std::vector<std::string> values, bool is_requ
 // Checks `args` (an object) against `spec` in the spec's order, then reports the first key that
 // the spec does not name, unless `allow_extra`. Names in messages are prefixed with `prefix`
 // ("addr." for members of addr), as QEMU does. Returns the first problem, or nullopt.
+// blockdev-add's BlockdevOptions (QEMU 7.2's schema, see blockdev_schema.cc): the base members,
+// then the driver's, then unexpected keys. Defined in blockdev_schema.cc.
+std::optional<QmpError> check_blockdev_options(const Options& args, const std::string& prefix);
+
 std::optional<QmpError> check_arguments(const Options& args, const std::vector<ArgSpec>& spec,
                                         const std::string& prefix = "", bool allow_extra = false);
 
