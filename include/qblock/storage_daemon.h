@@ -14,6 +14,10 @@
 
 namespace qblock {
 
+// How a command-line option's value was written: dotted keys (every value a string, as QEMU's
+// keyval parser gives them) or JSON (typed, checked like QMP's input).
+enum class OptionSyntax { kDottedKeys, kJson };
+
 class StorageDaemon {
  public:
   // `loop` must outlive the daemon.
@@ -26,8 +30,9 @@ class StorageDaemon {
   // The setup steps of the command line; each takes the arguments of the QMP command of the
   // same meaning (values may also be strings, as dotted keys give them) and fails with the
   // description QMP would reply with.
-  // --blockdev / blockdev-add: opens a graph whose root has a node-name.
-  Task<Status> add_blockdev(Options options);
+  // --blockdev / blockdev-add: opens a graph whose root has a node-name. JSON values are
+  // type-checked against QEMU's schema as blockdev-add's are.
+  Task<Status> add_blockdev(Options options, OptionSyntax syntax = OptionSyntax::kDottedKeys);
   // --nbd-server: {"addr": {"type": "unix", "path": P} | {"type": "inet", "host": H, "port":
   // N}, "max-connections": N}. Binds at once.
   Status start_nbd_server(Options options);

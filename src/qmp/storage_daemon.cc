@@ -153,8 +153,8 @@ std::unique_ptr<StorageDaemon> StorageDaemon::create(EventLoop& loop) {
   return std::unique_ptr<StorageDaemon>(new StorageDaemon(std::make_unique<Impl>(loop)));
 }
 
-Task<Status> StorageDaemon::add_blockdev(Options options) {
-  Task<CommandResult> add = impl_->add_graph(std::move(options), false);
+Task<Status> StorageDaemon::add_blockdev(Options options, OptionSyntax syntax) {
+  Task<CommandResult> add = impl_->add_graph(std::move(options), syntax == OptionSyntax::kJson);
   CommandResult r = co_await std::move(add);
   if (!r) co_return fail(Error::with_message(EINVAL, r.error().desc));
   co_return ok();

@@ -135,7 +135,9 @@ int setup(EventLoop& loop, StorageDaemon& daemon, const Args& args) {
     if (o == "--blockdev") {
       Result<Options> tree = parse_option_value(step.value, "driver");
       if (!tree) return fail_option(o, step.value, tree.error().message());
-      Status s = run_sync(loop, daemon.add_blockdev(std::move(*tree)));
+      const OptionSyntax syntax =
+          step.value.starts_with('{') ? OptionSyntax::kJson : OptionSyntax::kDottedKeys;
+      Status s = run_sync(loop, daemon.add_blockdev(std::move(*tree), syntax));
       if (!s) return fail_option(o, step.value, s.error().message());
     } else if (o == "--object") {
       Result<Options> tree = parse_option_value(step.value, "qom-type");
