@@ -36,7 +36,7 @@ qemu-img convert -O raw "$DIR/src.qcow2" "$DIR/model.raw"
 apply_model "$DIR/model.raw"
 {
   echo '{"execute":"qmp_capabilities"}'
-  echo '{"execute":"blockdev-backup","arguments":{"job-id":"j","device":"src","target":"dst","sync":"full","speed":16777216}}'
+  echo '{"execute":"blockdev-backup","arguments":{"job-id":"j","device":"src","target":"dst","sync":"full","speed":1048576}}'
   echo "${WRITERS//EXPORT/src}"
   echo '{"execute":"query-jobs"}'
   echo '{"execute":"block-job-set-speed","arguments":{"device":"j","speed":0}}'
@@ -67,7 +67,7 @@ qemu-img convert -O raw "$DIR/top.qcow2" "$DIR/model.raw"
 apply_model "$DIR/model.raw"
 {
   echo '{"execute":"qmp_capabilities"}'
-  echo '{"execute":"block-commit","arguments":{"job-id":"j","device":"top","speed":8388608}}'
+  echo '{"execute":"block-commit","arguments":{"job-id":"j","device":"top","speed":1048576}}'
   echo "${WRITERS//EXPORT/top}"
   echo '{"execute":"query-jobs"}'
   echo '{"execute":"block-job-set-speed","arguments":{"device":"j","speed":0}}'

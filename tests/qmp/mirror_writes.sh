@@ -25,7 +25,7 @@ for mode in background write-blocking; do
   apply_model "$DIR/model.raw"
   {
     echo '{"execute":"qmp_capabilities"}'
-    echo '{"execute":"blockdev-mirror","arguments":{"job-id":"j","device":"src","target":"dst","sync":"full","speed":16777216,"copy-mode":"'$mode'"}}'
+    echo '{"execute":"blockdev-mirror","arguments":{"job-id":"j","device":"src","target":"dst","sync":"full","speed":1048576,"copy-mode":"'$mode'"}}'
     echo "${WRITERS//EXPORT/src}"
     echo '{"execute":"query-jobs"}'
     echo '{"execute":"block-job-set-speed","arguments":{"device":"j","speed":0}}'
