@@ -67,6 +67,9 @@ def normalise(msg):
     return json.dumps(msg, sort_keys=True)
 
 
+RETRY_RC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib",
+                        "qemu_img_retry.rc")
+
 class Client:
     def __init__(self, path):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -167,7 +170,9 @@ def main():
         elif line.startswith("shell "):
             command = line[len("shell "):]
             print("$ " + command.replace(os.environ.get("DIR") or "//none", "$DIR"))
-            res = subprocess.run(command, shell=True, capture_output=True, text=True)
+            # With qemu-img retried past QEMU's LUKS calibration flake (tests/lib).
+            res = subprocess.run(["bash", "-c", '. "$0"; ' + command, RETRY_RC],
+                                 capture_output=True, text=True)
             out = res.stdout + res.stderr
             if os.environ.get("DIR"):
                 out = out.replace(os.environ["DIR"], "$DIR")
