@@ -35,23 +35,6 @@ ArgSpec union_of(std::string name, ArgSpec tag, std::vector<ArgSpec> variants, b
   return s;
 }
 
-// QEMU 7.2's BlockdevDriver values (the drivers QEMU's schema knows).
-const std::vector<std::string>& qemu_drivers() {
-  static const std::vector<std::string> kDrivers = {
-      "blkdebug",     "blklogwrites", "blkreplay",   "blkverify",
-      "bochs",        "cloop",        "compress",    "copy-before-write",
-      "copy-on-read", "dmg",          "file",        "snapshot-access",
-      "ftp",          "ftps",         "gluster",     "host_cdrom",
-      "host_device",  "http",         "https",       "iscsi",
-      "luks",         "nbd",          "nfs",         "null-aio",
-      "null-co",      "nvme",         "parallels",   "preallocate",
-      "qcow",         "qcow2",        "qed",         "quorum",
-      "raw",          "rbd",          "replication", "ssh",
-      "throttle",     "vdi",          "vhdx",        "vmdk",
-      "vpc",          "vvfat"};
-  return kDrivers;
-}
-
 std::vector<std::string> debug_events() {
   std::vector<std::string> names;
   for (size_t i = 0; i < static_cast<size_t>(DebugEvent::kCount); ++i) {
@@ -221,6 +204,22 @@ const std::map<std::string, std::vector<ArgSpec>>& driver_members() {
 
 }  // namespace
 
+const std::vector<std::string>& qemu_blockdev_drivers() {
+  static const std::vector<std::string> kDrivers = {
+      "blkdebug",     "blklogwrites", "blkreplay",   "blkverify",
+      "bochs",        "cloop",        "compress",    "copy-before-write",
+      "copy-on-read", "dmg",          "file",        "snapshot-access",
+      "ftp",          "ftps",         "gluster",     "host_cdrom",
+      "host_device",  "http",         "https",       "iscsi",
+      "luks",         "nbd",          "nfs",         "null-aio",
+      "null-co",      "nvme",         "parallels",   "preallocate",
+      "qcow",         "qcow2",        "qed",         "quorum",
+      "raw",          "rbd",          "replication", "ssh",
+      "throttle",     "vdi",          "vhdx",        "vmdk",
+      "vpc",          "vvfat"};
+  return kDrivers;
+}
+
 std::optional<QmpError> check_blockdev_options(const Options& args, const std::string& prefix) {
   auto driver_it = args.find("driver");
   if (driver_it == args.end())
@@ -229,7 +228,7 @@ std::optional<QmpError> check_blockdev_options(const Options& args, const std::s
     return QmpError::generic("Invalid parameter type for '" + prefix + "driver', expected: string");
   }
   const std::string driver = driver_it->get<std::string>();
-  const std::vector<std::string>& known = qemu_drivers();
+  const std::vector<std::string>& known = qemu_blockdev_drivers();
   const bool in_schema = std::find(known.begin(), known.end(), driver) != known.end();
   auto members = driver_members().find(driver);
   if (find_driver(driver) == nullptr || (in_schema && members == driver_members().end())) {

@@ -5,6 +5,7 @@
 #include "block/formats/qcow2/create.h"
 #include "jobs/create_job.h"
 #include "qblock/image.h"
+#include "qmp/schema.h"
 #include "qmp/storage_daemon.h"
 
 namespace qblock {
@@ -50,21 +51,6 @@ Task<Status> create_qcow2(BlockNode* node, std::string name, qcow2::Qcow2CreateO
   co_return co_await qcow2::create_qcow2_on_node(*node, std::move(opts));
 }
 
-// QEMU 7.2's BlockdevDriver values: blockdev-create accepts each as "driver" (most have no
-// creation, or none qblock implements).
-const std::vector<std::string> kBlockdevDrivers = {
-    "blkdebug",     "blklogwrites", "blkreplay",   "blkverify",
-    "bochs",        "cloop",        "compress",    "copy-before-write",
-    "copy-on-read", "dmg",          "file",        "snapshot-access",
-    "ftp",          "ftps",         "gluster",     "host_cdrom",
-    "host_device",  "http",         "https",       "iscsi",
-    "luks",         "nbd",          "nfs",         "null-aio",
-    "null-co",      "nvme",         "parallels",   "preallocate",
-    "qcow",         "qcow2",        "qed",         "quorum",
-    "raw",          "rbd",          "replication", "ssh",
-    "throttle",     "vdi",          "vhdx",        "vmdk",
-    "vpc",          "vvfat"};
-
 }  // namespace
 
 void StorageDaemon::Impl::register_create_commands() {
@@ -82,8 +68,8 @@ Task<CommandResult> StorageDaemon::Impl::blockdev_create(Options args) {
   // aborting and concluded events come first.
   bool fails_at_once = false;
   // The union's discriminator is named without the "options." prefix, its members with it.
-  if (std::optional<QmpError> e =
-          qmp::check_arguments(o, {qmp::enum_arg("driver", kBlockdevDrivers)}, "", true)) {
+  if (std::optional<QmpError> e = qmp::check_arguments(
+          o, {qmp::enum_arg("driver", qmp::qemu_blockdev_drivers())}, "", true)) {
     co_return qmp_fail(*e);
   }
   const std::string driver = o["driver"].get<std::string>();

@@ -55,11 +55,15 @@ ArgSpec enum_arg(std::string name, std::vector<std::string> values, bool is_requ
 // Checks `args` (an object) against `spec` in the spec's order, then reports the first key that
 // the spec does not name, unless `allow_extra`. Names in messages are prefixed with `prefix`
 // ("addr." for members of addr), as QEMU does. Returns the first problem, or nullopt.
+std::optional<QmpError> check_arguments(const Options& args, const std::vector<ArgSpec>& spec,
+                                        const std::string& prefix = "", bool allow_extra = false);
+
 // blockdev-add's BlockdevOptions (QEMU 7.2's schema, see blockdev_schema.cc): the base members,
 // then the driver's, then unexpected keys. Defined in blockdev_schema.cc.
 std::optional<QmpError> check_blockdev_options(const Options& args, const std::string& prefix);
 
-std::optional<QmpError> check_arguments(const Options& args, const std::vector<ArgSpec>& spec,
-                                        const std::string& prefix = "", bool allow_extra = false);
+// QEMU 7.2's BlockdevDriver values: every driver its schema knows (qblock registers fewer).
+// blockdev-add and blockdev-create accept each as "driver" in their argument check.
+const std::vector<std::string>& qemu_blockdev_drivers();
 
 }  // namespace qblock::qmp
