@@ -27,13 +27,8 @@ using qmp::QmpError;
 std::optional<QmpError> check_blockdev(const Options& args, const std::string& prefix,
                                        bool strict) {
   if (strict) return qmp::check_blockdev_options(args, prefix);
-  auto driver_it = args.find("driver");
-  if (driver_it == args.end())
-    return QmpError::generic("Parameter '" + prefix + "driver' is missing");
-  if (!driver_it->is_string()) {
-    return QmpError::generic("Invalid parameter type for '" + prefix + "driver', expected: string");
-  }
-  const std::string driver = driver_it->get<std::string>();
+  std::string driver;
+  if (std::optional<QmpError> e = qmp::blockdev_driver(args, prefix, driver)) return e;
   const DriverEntry* entry = find_driver(driver);
   if (entry == nullptr) {
     return QmpError::generic("Parameter '" + prefix + "driver' does not accept value '" + driver +

@@ -220,14 +220,20 @@ const std::vector<std::string>& qemu_blockdev_drivers() {
   return kDrivers;
 }
 
-std::optional<QmpError> check_blockdev_options(const Options& args, const std::string& prefix) {
-  auto driver_it = args.find("driver");
-  if (driver_it == args.end())
-    return QmpError::generic("Parameter '" + prefix + "driver' is missing");
-  if (!driver_it->is_string()) {
+std::optional<QmpError> blockdev_driver(const Options& args, const std::string& prefix,
+                                        std::string& driver) {
+  auto it = args.find("driver");
+  if (it == args.end()) return QmpError::generic("Parameter '" + prefix + "driver' is missing");
+  if (!it->is_string()) {
     return QmpError::generic("Invalid parameter type for '" + prefix + "driver', expected: string");
   }
-  const std::string driver = driver_it->get<std::string>();
+  driver = it->get<std::string>();
+  return std::nullopt;
+}
+
+std::optional<QmpError> check_blockdev_options(const Options& args, const std::string& prefix) {
+  std::string driver;
+  if (std::optional<QmpError> e = blockdev_driver(args, prefix, driver)) return e;
   const std::vector<std::string>& known = qemu_blockdev_drivers();
   const bool in_schema = std::find(known.begin(), known.end(), driver) != known.end();
   auto members = driver_members().find(driver);

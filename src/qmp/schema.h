@@ -58,6 +58,11 @@ ArgSpec enum_arg(std::string name, std::vector<std::string> values, bool is_requ
 std::optional<QmpError> check_arguments(const Options& args, const std::vector<ArgSpec>& spec,
                                         const std::string& prefix = "", bool allow_extra = false);
 
+// Sets `driver` to the string member "driver" of a BlockdevOptions object; QEMU's error when
+// it is missing or not a string (names prefixed with `prefix`, "file." for a child).
+std::optional<QmpError> blockdev_driver(const Options& args, const std::string& prefix,
+                                        std::string& driver);
+
 // blockdev-add's BlockdevOptions (QEMU 7.2's schema, see blockdev_schema.cc): the base members,
 // then the driver's, then unexpected keys. Defined in blockdev_schema.cc.
 std::optional<QmpError> check_blockdev_options(const Options& args, const std::string& prefix);
